@@ -1,0 +1,1 @@
+"""Dense captioner for the MRES data engine (see README, "Dense captioner")."""

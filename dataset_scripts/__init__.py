@@ -1,0 +1,1 @@
+"""Dataset builders, the shared MRES schema and mask helpers."""

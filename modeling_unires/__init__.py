@@ -1,0 +1,1 @@
+"""UniRES: multi-granularity referring expression segmentation as a transformers model."""
