@@ -1,1 +1,44 @@
-"""Dense captioner for the MRES data engine (see README, "Dense captioner")."""
+"""Dense captioner for the MRES data engine (see README, "Dense captioner").
+
+A PEFT-LoRA fine-tune of an open LVLM that describes the region inside a box at image, object
+and part granularity, with boxes given as integers in [0, 999].
+"""
+from .box_prompts import (
+    GRANULARITIES,
+    PROMPT_TEMPLATES,
+    build_messages,
+    build_prompt,
+    clip_box,
+    denormalize_box,
+    format_box,
+    normalize_box,
+    validate_box,
+)
+from .defaults import DEFAULT_BASE_MODEL, DEFAULT_LORA_TARGET_MODULES
+from .encoding import CaptionCollator, load_image, render_prompt
+from .generate import BoxRequest, DenseCaptioner
+from .modeling import add_lora, load_base_model, load_captioner
+from .rejects import RejectLog
+
+__all__ = [
+    "DEFAULT_BASE_MODEL",
+    "DEFAULT_LORA_TARGET_MODULES",
+    "GRANULARITIES",
+    "PROMPT_TEMPLATES",
+    "BoxRequest",
+    "CaptionCollator",
+    "DenseCaptioner",
+    "RejectLog",
+    "add_lora",
+    "build_messages",
+    "build_prompt",
+    "clip_box",
+    "denormalize_box",
+    "format_box",
+    "load_base_model",
+    "load_captioner",
+    "load_image",
+    "normalize_box",
+    "render_prompt",
+    "validate_box",
+]

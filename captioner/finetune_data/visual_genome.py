@@ -1,0 +1,57 @@
+"""Object-level captions from Visual Genome region descriptions."""
+from __future__ import annotations
+
+import os
+
+import datasets
+
+from .schema import CaptionBuilder, box_problem, find_image, read_json
+
+VG_IMAGE_FOLDERS = ("VG_100K", "VG_100K_2", "images", "")
+
+
+class VisualGenomeRegionsForCaptioner(CaptionBuilder):
+    """Visual Genome region descriptions as object-level captioner data.
+
+    Expects the public layout under ``data_dir``: ``region_descriptions.json`` (a list of
+    ``{"id", "regions": [{"region_id", "image_id", "phrase", "x", "y", "width", "height"}]}``)
+    and the images ``{image_id}.jpg`` in ``VG_100K/`` or ``VG_100K_2/``. Visual Genome has no
+    official split, so everything is ``train``.
+    """
+
+    SOURCE = "visual_genome"
+
+    def _split_generators(self, dl_manager):
+        annotation_file = os.path.join(self._data_dir(), "region_descriptions.json")
+        if not os.path.isfile(annotation_file):
+            raise ValueError(f"No region_descriptions.json under {self.config.data_dir!r}.")
+        return [datasets.SplitGenerator(name="train", gen_kwargs={"annotation_file": annotation_file})]
+
+    def _generate_examples(self, annotation_file: str):
+        data_dir = self.config.data_dir
+        rejects = self._reject_log("train")
+        for entry in read_json(annotation_file):
+            path = None
+            for region in entry.get("regions", []):
+                item = f"region_id={region.get('region_id')}"
+                image_id = region.get("image_id", entry.get("id"))
+                phrase = str(region.get("phrase") or "").strip()
+                bbox = [region.get(key) for key in ("x", "y", "width", "height")]
+                problem = box_problem(bbox) or (None if phrase else "empty caption")
+                if problem:
+                    rejects.reject(item, problem)
+                    continue
+                if path is None:
+                    path = find_image(data_dir, f"{image_id}.jpg", VG_IMAGE_FOLDERS) or ""
+                if not path:
+                    rejects.reject(item, f"missing image: {image_id}.jpg")
+                    continue
+                yield str(region["region_id"]), {
+                    "image": path,
+                    "image_id": str(image_id),
+                    "bbox": [float(v) for v in bbox],
+                    "granularity": "object",
+                    "caption": phrase,
+                    "source": self.SOURCE,
+                }
+        rejects.log_summary()

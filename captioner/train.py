@@ -1,0 +1,240 @@
+"""LoRA fine-tuning of the dense captioner with Accelerate (one GPU, several, several machines).
+
+``accelerate launch examples/train_captioner.py --coco_dir ... --output_dir ...``; the arguments
+are the three dataclasses below (``--help`` lists them all).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from .defaults import DEFAULT_BASE_MODEL, DEFAULT_LORA_TARGET_MODULES
+from .encoding import CaptionCollator, context_length
+from .finetune_data import build_caption_mixture, parse_mapping
+from .model_card import write_model_card
+from .modeling import add_lora, load_base_model
+from .rejects import RejectLog
+
+logger = logging.getLogger(__name__)
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_FILE = "captioner_training_state.json"
+
+
+@dataclass
+class CaptionerModelArguments:
+    """Which base model, and how LoRA adapts it."""
+
+    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "Hub id or folder of any AutoModelForImageTextToText checkpoint."})
+    torch_dtype: str | None = field(default=None, metadata={"help": "Weights dtype when loading: float32, bfloat16, float16 or auto (default: the library's)."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa or flash_attention_2 (default: the library's choice)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: str = field(default=",".join(DEFAULT_LORA_TARGET_MODULES), metadata={"help": "Comma-separated names of the language-model linear layers LoRA adapts (the vision tower is never matched)."})
+    freeze_vision_tower: bool = field(default=True, metadata={"help": "Keep the vision tower frozen (--no_freeze_vision_tower trains it in full and saves it with the adapter)."})
+
+
+@dataclass
+class CaptionerDataArguments:
+    """Where the downloaded releases are, and how they are mixed."""
+
+    coco_dir: str | None = field(default=None, metadata={"help": "COCO root with annotations/captions_train2017.json and train2017/ (image level)."})
+    visual_genome_dir: str | None = field(default=None, metadata={"help": "Visual Genome root with region_descriptions.json and VG_100K*/ (object level)."})
+    paco_dir: str | None = field(default=None, metadata={"help": "PACO root with annotations/paco_lvis_v1_train.json and the COCO images (part level)."})
+    partimagenet_dir: str | None = field(default=None, metadata={"help": "PartImageNet root with annotations/train.json and images/train/ (part level)."})
+    mixture_weights: str | None = field(default=None, metadata={"help": "Sampling weights, e.g. 'coco_captions=1,visual_genome=2,paco=1,partimagenet=1' (default 1 each)."})
+    max_examples_per_source: int | None = field(default=None, metadata={"help": "Use at most this many (shuffled) examples of each source."})
+    max_length: int | None = field(default=None, metadata={"help": "Longest encoded example in tokens; longer ones are skipped and logged (default: the model's context)."})
+    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder for the prepared sources."})
+    rejects_file: str | None = field(default=None, metadata={"help": "JSONL of skipped records and their reasons (default: OUTPUT_DIR/rejects.jsonl)."})
+
+
+@dataclass
+class CaptionerTrainingArguments:
+    """Optimisation, precision, checkpoints and publishing."""
+
+    output_dir: str = field(default="outputs/captioner", metadata={"help": "Where the adapter, processor, model card and checkpoints go."})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "Examples per device per step."})
+    gradient_accumulation_steps: int = field(default=4, metadata={"help": "Micro-batches accumulated per optimizer step."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the mixture (ignored when max_steps > 0)."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps to run; > 0 overrides num_train_epochs."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "Fraction of the steps spent warming the learning rate up."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name: cosine, linear, constant_with_warmup..."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (Accelerate autocast)."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the backward pass to save memory."})
+    logging_steps: int = field(default=10, metadata={"help": "Log the mean loss every this many optimizer steps."})
+    save_steps: int = field(default=500, metadata={"help": "Save a resumable checkpoint every this many optimizer steps (0: never)."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest one in output_dir."})
+    seed: int = field(default=42, metadata={"help": "Seed for initialisation, shuffling and the mixture."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    report_to: str | None = field(default=None, metadata={"help": "Accelerate tracker for metrics, e.g. tensorboard or wandb."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the adapter, processor and model card to the Hub at the end."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repository for --push_to_hub (org/name)."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
+
+
+@dataclass
+class TrainResult:
+    global_step: int
+    losses: list  # (step, mean loss) every logging_steps
+    output_dir: str
+    model: object = None  # the trained PeftModel (unwrapped), for use right after training
+
+
+def _data_dirs(data_args: CaptionerDataArguments) -> dict:
+    dirs = {"coco_captions": data_args.coco_dir, "visual_genome": data_args.visual_genome_dir,
+            "paco": data_args.paco_dir, "partimagenet": data_args.partimagenet_dir}
+    return {name: path for name, path in dirs.items() if path}
+
+
+def find_checkpoint(output_dir: str, which: str) -> str:
+    """Resolve ``--resume_from_checkpoint`` ('latest' or a folder)."""
+    if which != "latest":
+        if not os.path.isfile(os.path.join(which, STATE_FILE)):
+            raise ValueError(f"{which!r} is not a captioner checkpoint (no {STATE_FILE}).")
+        return which
+    steps = [int(m.group(1)) for name in (os.listdir(output_dir) if os.path.isdir(output_dir) else [])
+             if (m := re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", name))]
+    if not steps:
+        raise ValueError(f"No {CHECKPOINT_PREFIX}* folder in {output_dir!r} to resume from.")
+    return os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{max(steps)}")
+
+
+def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments, training_args: CaptionerTrainingArguments,
+          train_dataset=None) -> TrainResult:
+    """Fine-tune LoRA on the caption mixture (or on ``train_dataset`` rows of the caption schema)."""
+    args = training_args
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
+        log_with=args.report_to, project_dir=args.output_dir,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    set_seed(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
+    rejects = RejectLog(data_args.rejects_file or os.path.join(args.output_dir, "rejects.jsonl"), stage="captioner_training")
+
+    weights = parse_mapping(data_args.mixture_weights, float)
+    if train_dataset is None:
+        with accelerator.main_process_first():  # prepare the Arrow cache once
+            train_dataset = build_caption_mixture(_data_dirs(data_args), weights, seed=args.seed,
+                                                  max_examples_per_source=data_args.max_examples_per_source,
+                                                  cache_dir=data_args.cache_dir, rejects_path=rejects.path)
+
+    model, processor = load_base_model(model_args.base_model, model_args.torch_dtype, model_args.attn_implementation)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model = add_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout,
+                     [name.strip() for name in model_args.lora_target_modules.split(",") if name.strip()],
+                     model_args.freeze_vision_tower)
+    if accelerator.is_main_process:
+        model.print_trainable_parameters()
+
+    collator = CaptionCollator(processor, max_length=data_args.max_length or context_length(model), rejects=rejects)
+    dataloader = DataLoader(train_dataset, batch_size=args.per_device_train_batch_size, shuffle=True,
+                            collate_fn=collator, num_workers=args.dataloader_num_workers)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(dataloader) / max(1, accelerator.num_processes) / args.gradient_accumulation_steps))
+    total_steps = args.max_steps if args.max_steps > 0 else max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=int(args.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    model, optimizer, dataloader, scheduler = accelerator.prepare(model, optimizer, dataloader, scheduler)
+    if args.report_to:
+        accelerator.init_trackers("captioner", config={**asdict(model_args), **asdict(data_args), **asdict(args)})
+
+    global_step, micro_step = 0, 0
+    if args.resume_from_checkpoint:
+        checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
+        accelerator.load_state(checkpoint)
+        with open(os.path.join(checkpoint, STATE_FILE), encoding="utf-8") as handle:
+            global_step = json.load(handle)["global_step"]
+        micro_step = global_step * args.gradient_accumulation_steps
+        logger.info("resumed from %s at step %d", checkpoint, global_step)
+
+    losses, window = [], []
+    model.train()
+    bar = tqdm(total=total_steps, initial=global_step, desc="captioner LoRA", disable=not accelerator.is_local_main_process)
+    epoch = micro_step // len(dataloader)
+    while global_step < total_steps:
+        dataloader.set_epoch(epoch)
+        skip = micro_step - epoch * len(dataloader)  # batches of this epoch already consumed before a resume
+        epoch_loader = accelerator.skip_first_batches(dataloader, skip) if skip > 0 else dataloader
+        for batch in epoch_loader:
+            micro_step += 1
+            with accelerator.accumulate(model):
+                if batch is not None:  # every row of the batch was rejected (and logged)
+                    loss = model(**batch).loss
+                    accelerator.backward(loss)
+                    window.append(loss.detach().float().item())
+                    if accelerator.sync_gradients and args.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            bar.update(1)
+            if window and (global_step % args.logging_steps == 0 or global_step == total_steps):
+                mean_loss = sum(window) / len(window)
+                losses.append((global_step, mean_loss))
+                window = []
+                logger.info("step %d: loss %.4f, lr %.3g", global_step, mean_loss, scheduler.get_last_lr()[0])
+                if args.report_to:
+                    accelerator.log({"loss": mean_loss, "lr": scheduler.get_last_lr()[0]}, step=global_step)
+            if args.save_steps and global_step % args.save_steps == 0:
+                save_checkpoint(accelerator, args.output_dir, global_step)
+            if global_step >= total_steps:
+                break
+        epoch += 1
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(args.output_dir)  # the adapter only (adapter_model.safetensors)
+        processor.save_pretrained(args.output_dir)
+        write_model_card(args.output_dir, model_args, data_args, args, sorted(_data_dirs(data_args)) or ["custom dataset"], weights, losses)
+        rejects.log_summary()
+        if args.push_to_hub:
+            push_adapter_to_hub(args.output_dir, args.hub_model_id, args.hub_private_repo)
+    accelerator.end_training()
+    return TrainResult(global_step=global_step, losses=losses, output_dir=args.output_dir, model=accelerator.unwrap_model(model))
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str, global_step: int) -> str:
+    """Everything needed to resume exactly: model, optimizer, scheduler, RNG and sampler state."""
+    path = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{global_step}")
+    accelerator.save_state(path)
+    if accelerator.is_main_process:
+        with open(os.path.join(path, STATE_FILE), "w", encoding="utf-8") as handle:
+            json.dump({"global_step": global_step}, handle)
+    accelerator.wait_for_everyone()
+    return path
+
+
+def push_adapter_to_hub(output_dir: str, repo_id: str | None, private: bool = False) -> str:
+    """Upload adapter, processor and model card (not the resumable checkpoints) to ``repo_id``."""
+    from huggingface_hub import HfApi
+
+    if not repo_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (org/name).")
+    api = HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    api.upload_folder(folder_path=output_dir, repo_id=repo_id, ignore_patterns=[f"{CHECKPOINT_PREFIX}*", "*.jsonl", "runs/*"],
+                      commit_message="Upload dense captioner LoRA adapter")
+    return repo_id

@@ -1,0 +1,29 @@
+"""Fine-tune the dense captioner (LoRA) on COCO captions, Visual Genome regions and part data.
+
+    accelerate launch examples/train_captioner.py \
+        --coco_dir data/coco --visual_genome_dir data/vg --paco_dir data/paco \
+        --mixture_weights coco_captions=1,visual_genome=2,paco=2 \
+        --output_dir outputs/captioner --mixed_precision bf16 --gradient_checkpointing \
+        --push_to_hub --hub_model_id your-org/mres-dense-captioner
+"""
+import logging
+import sys
+
+from transformers import HfArgumentParser
+
+from captioner.train import CaptionerDataArguments, CaptionerModelArguments, CaptionerTrainingArguments, train
+
+
+def main(argv=None):
+    parser = HfArgumentParser((CaptionerModelArguments, CaptionerDataArguments, CaptionerTrainingArguments),
+                              description=__doc__.strip().splitlines()[0])
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if not any([data_args.coco_dir, data_args.visual_genome_dir, data_args.paco_dir, data_args.partimagenet_dir]):
+        parser.error("give at least one of --coco_dir, --visual_genome_dir, --paco_dir, --partimagenet_dir")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = train(model_args, data_args, training_args)
+    print(f"trained {result.global_step} steps; adapter saved in {result.output_dir}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
