@@ -1,0 +1,93 @@
+"""Turn image rows (one per image, many referents) into training samples (one per sentence)."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Optional
+
+from datasets import Dataset, Image, IterableDataset
+
+from .features import FLAT_FEATURES, GRANULARITIES
+
+_SENTENCE_MODES = ("all", "one")
+
+
+def choose_sentence_index(num_sentences: int, referent_id: str, seed: int) -> int:
+    """Deterministic sentence choice from ``seed`` and ``referent_id`` (stable across runs and machines)."""
+    return zlib.crc32(f"{seed}:{referent_id}".encode("utf-8")) % num_sentences
+
+
+def _flatten_batch(batch: dict[str, list], granularity: Optional[str], sentences: str, seed: int) -> dict[str, list]:
+    out: dict[str, list[Any]] = {name: [] for name in FLAT_FEATURES}
+    for row in range(len(batch["image_id"])):
+        referents = batch["referents"][row] or []
+        masks_by_id = {ref["referent_id"]: ref["mask"] for ref in referents}
+        for ref in referents:
+            if granularity is not None and ref["granularity"] != granularity:
+                continue
+            texts = [s for s in (ref["sentences"] or []) if s]
+            if not texts:
+                continue
+            if sentences == "one":
+                texts = [texts[choose_sentence_index(len(texts), ref["referent_id"], seed)]]
+            parent_mask = masks_by_id.get(ref["parent_id"]) if ref["parent_id"] else None
+            for text in texts:
+                out["image"].append(batch["image"][row])
+                out["image_id"].append(batch["image_id"][row])
+                out["referent_id"].append(ref["referent_id"])
+                out["sentence"].append(text)
+                out["granularity"].append(ref["granularity"])
+                out["category"].append(ref["category"])
+                out["object_category"].append(ref["object_category"])
+                out["mask"].append(ref["mask"])
+                out["parent_mask"].append(parent_mask)
+                out["width"].append(batch["width"][row])
+                out["height"].append(batch["height"][row])
+    return out
+
+
+def flatten_referents(
+    dataset: Dataset | IterableDataset,
+    granularity: Optional[str] = None,
+    sentences: str = "all",
+    seed: int = 0,
+    **map_kwargs: Any,
+) -> Dataset | IterableDataset:
+    """Expand rows of :data:`~dataset_scripts.features.MRES_FEATURES` into one sample per sentence.
+
+    Works on map-style and streaming datasets alike (returns the same kind it gets). Each
+    sample has the columns of :data:`~dataset_scripts.features.FLAT_FEATURES`: ``image``,
+    ``image_id``, ``referent_id``, ``sentence``, ``granularity``, ``category``,
+    ``object_category``, ``mask`` (COCO RLE), ``parent_mask`` (the parent object's RLE for a
+    part whose object is annotated in the row, else None), ``width``, ``height``.
+
+    Args:
+        dataset: rows with the MRES schema.
+        granularity: keep only ``"object"`` or ``"part"`` referents; ``None`` keeps both.
+        sentences: ``"all"`` gives one sample per sentence; ``"one"`` one sample per referent,
+            the sentence chosen deterministically from ``seed`` and the referent id.
+        seed: seed of the sentence choice for ``sentences="one"``.
+        **map_kwargs: passed to ``dataset.map`` (e.g. ``num_proc``, ``batch_size``).
+    """
+    if granularity is not None and granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be None or one of {GRANULARITIES}, got {granularity!r}")
+    if sentences not in _SENTENCE_MODES:
+        raise ValueError(f"sentences must be one of {_SENTENCE_MODES}, got {sentences!r}")
+    if not isinstance(dataset, (Dataset, IterableDataset)):
+        raise TypeError(f"flatten_referents expects a datasets.Dataset or IterableDataset, got {type(dataset)}")
+    # Pass image bytes through untouched: decoding then re-encoding every image would be slow
+    # and could change the bytes.
+    raw = dataset.cast_column("image", Image(decode=False))
+    kwargs = dict(granularity=granularity, sentences=sentences, seed=seed)
+    remove = list(dataset.column_names or raw.column_names)
+    if isinstance(dataset, IterableDataset):
+        # Untyped map, then declare the features: the iterable decodes the image bytes lazily,
+        # once per sample, without re-encoding them.
+        flat = raw.map(_flatten_batch, batched=True, fn_kwargs=kwargs, remove_columns=remove, **map_kwargs)
+        return flat.cast(FLAT_FEATURES)
+    flat_raw = FLAT_FEATURES.copy()
+    flat_raw["image"] = Image(decode=False)
+    flat = raw.map(
+        _flatten_batch, batched=True, fn_kwargs=kwargs, remove_columns=remove, features=flat_raw, **map_kwargs
+    )
+    return flat.cast_column("image", Image())

@@ -1,0 +1,151 @@
+"""Write a DatasetDict in the Hugging Face Hub layout, and push it when given a repo id.
+
+Layout (what ``DatasetDict.push_to_hub`` makes, so ``load_dataset(folder_or_repo)`` needs no code
+of ours)::
+
+    README.md                         dataset card: YAML `configs`, `dataset_info`, counts, licence, citation
+    data/{split}-00000-of-0000N.parquet
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import os
+from typing import Any, Mapping, Optional, Union
+
+from datasets import Dataset, DatasetDict
+from datasets.table import embed_table_storage
+from datasets.utils.py_utils import convert_file_size_to_int
+from tqdm.auto import tqdm
+
+from .dataset_card import render_dataset_card
+
+logger = logging.getLogger(__name__)
+
+
+def _looks_like_repo_id(target: str) -> bool:
+    # "org/name" that is not an existing or explicitly local path
+    return (
+        target.count("/") == 1
+        and not os.path.exists(target)
+        and not target.startswith((".", "/", "~"))
+        and not os.path.isabs(target)
+    )
+
+
+def split_counts(dataset: Dataset) -> dict[str, int]:
+    """Images, object/part referents and sentences in a split of MRES rows (reads only the referents column)."""
+    counts = {"images": len(dataset), "referents": 0, "objects": 0, "parts": 0, "sentences": 0}
+    if "referents" not in dataset.column_names:
+        return counts
+    for batch in dataset.select_columns(["referents"]).iter(batch_size=1000):
+        for referents in batch["referents"]:
+            for ref in referents or []:
+                counts["referents"] += 1
+                counts["objects" if ref["granularity"] == "object" else "parts"] += 1
+                counts["sentences"] += len(ref["sentences"] or [])
+    return counts
+
+
+def write_parquet_shards(
+    dataset: Dataset, folder: str, split: str, max_shard_size: Union[int, str] = "256MB", data_dir: str = "data"
+) -> int:
+    """Write ``dataset`` as ``{folder}/{data_dir}/{split}-XXXXX-of-YYYYY.parquet`` shards of bounded size.
+
+    Image files referenced by path are embedded as bytes. Returns the number of shards.
+    """
+    max_bytes = convert_file_size_to_int(max_shard_size)
+    num_shards = max(1, math.ceil(dataset._estimate_nbytes() / max_bytes)) if len(dataset) else 1
+    num_shards = min(num_shards, max(1, len(dataset)))
+    out_dir = os.path.join(folder, data_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(out_dir, f"{split}-*.parquet")):
+        os.remove(stale)  # a previous publish with another shard count must not leave extra files
+    for index in tqdm(range(num_shards), desc=f"Writing {split} shards", disable=num_shards < 2):
+        shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
+        shard = shard.with_format("arrow").map(embed_table_storage, batched=True, keep_in_memory=True)
+        path = os.path.join(out_dir, f"{split}-{index:05d}-of-{num_shards:05d}.parquet")
+        tmp = path + ".tmp"
+        shard.with_format(None).to_parquet(tmp)
+        os.replace(tmp, path)  # a crash never leaves a truncated shard under the final name
+    return num_shards
+
+
+def publish(
+    dataset_dict: Union[DatasetDict, Mapping[str, Dataset]],
+    repo_or_folder: str,
+    *,
+    max_shard_size: Union[int, str] = "256MB",
+    card_data: Optional[Mapping[str, Any]] = None,
+    private: bool = False,
+    token: Optional[str] = None,
+    config_name: str = "default",
+    local_dir: Optional[str] = None,
+) -> str:
+    """Write ``dataset_dict`` in the Hub layout; push it when ``repo_or_folder`` is a Hub repo id.
+
+    Args:
+        dataset_dict: split name → ``Dataset`` (rows of the MRES schema, or any features).
+        repo_or_folder: a local folder, or a Hub dataset repo id ``"org/name"``. A string with
+            one slash that is not an existing path is taken as a repo id.
+        max_shard_size: upper bound of one Parquet shard's uncompressed size.
+        card_data: dataset card fields: ``pretty_name``, ``license``, ``citation``,
+            ``description``, ``homepage``, ``usage``, ``notes``, plus other YAML keys.
+        private, token: for the Hub repo.
+        config_name: name of the ``configs`` entry in the card.
+        local_dir: where to write before pushing (default: a temporary folder).
+
+    Returns:
+        The folder written, or the repo URL after a push.
+    """
+    if not isinstance(dataset_dict, Mapping) or not dataset_dict:
+        raise ValueError("publish expects a non-empty DatasetDict (split name -> Dataset)")
+    for split, ds in dataset_dict.items():
+        if not isinstance(ds, Dataset):
+            raise TypeError(f"split {split!r} is a {type(ds).__name__}; publish writes map-style Datasets only")
+    push = _looks_like_repo_id(repo_or_folder)
+    tmp_holder = None
+    if push:
+        if local_dir is None:
+            import tempfile
+
+            tmp_holder = tempfile.TemporaryDirectory(prefix="mres-publish-")
+            local_dir = tmp_holder.name
+        folder = local_dir
+    else:
+        folder = os.path.expanduser(repo_or_folder)
+    os.makedirs(folder, exist_ok=True)
+
+    counts = {}
+    features = next(iter(dataset_dict.values())).features
+    for split, ds in dataset_dict.items():
+        if ds.features != features:
+            raise ValueError(f"split {split!r} has features that differ from the other splits")
+        shards = write_parquet_shards(ds, folder, split, max_shard_size=max_shard_size)
+        counts[split] = {**split_counts(ds), "shards": shards}
+        logger.info("%s: %d rows in %d shard(s)", split, len(ds), shards)
+    card = render_dataset_card(counts, features, config_name=config_name, card_data=card_data)
+    with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
+        f.write(card)
+
+    if not push:
+        return folder
+    from huggingface_hub import HfApi
+
+    try:
+        api = HfApi(token=token)
+        repo_url = api.create_repo(repo_or_folder, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(
+            repo_id=repo_url.repo_id,
+            repo_type="dataset",
+            folder_path=folder,
+            # replace this config's old shards, whose count may differ from the new ones
+            delete_patterns=[f"data/{split}-*.parquet" for split in dataset_dict],
+            commit_message="Upload MRES dataset (Parquet shards + dataset card)",
+        )
+    finally:
+        if tmp_holder is not None:
+            tmp_holder.cleanup()
+    return str(repo_url)

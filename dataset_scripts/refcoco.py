@@ -1,0 +1,276 @@
+"""RefCOCO, RefCOCO+ and RefCOCOg as builders, from the ``refer`` layout (or the CRIS layout).
+
+``refer`` layout, as distributed with the refer API (``data_dir`` is either the folder that holds
+``refcoco/``, ``refcoco+/``, ``refcocog/``, or one of those folders itself)::
+
+    refcoco/refs(unc).p      pickle: list of refs {ref_id, ann_id, image_id, category_id, split,
+                             sentences [{sent, raw, tokens, sent_id}], sent_ids, file_name}
+    refcoco/instances.json   COCO-style {images, annotations (polygons), categories}
+    train2014/ (or images/train2014, images/mscoco/images/train2014)   COCO images
+
+The pickle is read with :func:`dataset_scripts.safe_pickle.safe_load`, which refuses anything
+but plain containers and scalars. Splits are those found in the refs file (unc: train, val,
+testA, testB; umd: train, val, test; google: train, val). Reference counts are compared with
+the official ones (a check some Hub mirrors fail): a mismatch is logged, or raises with
+``strict_counts=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Optional
+
+import datasets
+
+from .builder_base import MRESBuilder
+from .coco_common import SOURCE, clip_bbox, find_first, read_image, sentences_of
+from .cris_layout import read_cris_split
+from .masks import decode_mask, encode_mask, mask_area, mask_from_polygons
+from .refcoco_m import CRISLayoutConfig, cris_split_generators
+from .safe_pickle import safe_load
+
+logger = logging.getLogger(__name__)
+
+# Official numbers of referred objects (refs) per split.
+OFFICIAL_REF_COUNTS = {
+    "refcoco-unc": {"train": 42404, "val": 3811, "testA": 1975, "testB": 1810},
+    "refcoco+-unc": {"train": 42278, "val": 3805, "testA": 1975, "testB": 1798},
+    "refcocog-umd": {"train": 42226, "val": 2573, "test": 5023},
+    "refcocog-google": {"train": 44822, "val": 5000},
+}
+_SPLIT_ORDER = ("train", "val", "testA", "testB", "testC", "test")
+
+_CITATIONS = {
+    "refcoco": """@inproceedings{yu2016modeling,
+  title={Modeling Context in Referring Expressions}, author={Yu, Licheng and Poirson, Patrick and Yang, Shan and Berg, Alexander C and Berg, Tamara L},
+  booktitle={ECCV}, year={2016}
+}""",
+    "refcocog": """@inproceedings{mao2016generation,
+  title={Generation and Comprehension of Unambiguous Object Descriptions}, author={Mao, Junhua and Huang, Jonathan and Toshev, Alexander and Camburu, Oana and Yuille, Alan L and Murphy, Kevin},
+  booktitle={CVPR}, year={2016}
+}
+@inproceedings{nagaraja2016modeling,
+  title={Modeling Context Between Objects for Referring Expression Understanding}, author={Nagaraja, Varun K and Morariu, Vlad I and Davis, Larry S},
+  booktitle={ECCV}, year={2016}
+}""",
+}
+
+
+@dataclass
+class RefCOCOConfig(CRISLayoutConfig):
+    """One dataset/split-by pair. ``image_dir`` (default: searched) points at COCO train2014.
+
+    Args:
+        dataset: ``refcoco``, ``refcoco+`` or ``refcocog``.
+        split_by: ``unc``, ``umd`` or ``google``.
+        image_dir: folder of COCO train2014 images; when empty, the usual places under
+            ``data_dir`` are searched.
+        strict_counts: raise if the refs per split differ from the official counts.
+    """
+
+    dataset: str = "refcoco"
+    split_by: str = "unc"
+    image_dir: str = ""
+    strict_counts: bool = False
+
+
+def _config(dataset: str, split_by: str) -> RefCOCOConfig:
+    return RefCOCOConfig(name=f"{dataset}-{split_by}", dataset=dataset, split_by=split_by,
+                         description=f"{dataset} with the {split_by} splits")
+
+
+class RefCOCO(MRESBuilder):
+    """RefCOCO / RefCOCO+ / RefCOCOg (``config_name`` picks one; ``data_dir`` is required)."""
+
+    BUILDER_CONFIG_CLASS = RefCOCOConfig
+    BUILDER_CONFIGS = [
+        _config("refcoco", "unc"), _config("refcoco+", "unc"), _config("refcocog", "umd"),
+        _config("refcocog", "google"), _config("refcoco", "google"),
+    ]
+    DEFAULT_CONFIG_NAME = "refcoco-unc"
+    DEFAULT_WRITER_BATCH_SIZE = 100
+    DESCRIPTION = "Referring expression segmentation on COCO train2014 images (object-level referents)."
+    LICENSE = "other"
+    HOMEPAGE = "https://github.com/lichengunc/refer"
+
+    def _info(self):
+        info = super()._info()
+        info.citation = _CITATIONS["refcocog" if self.config.dataset == "refcocog" else "refcoco"]
+        return info
+
+    # ------------------------------------------------------------------ locating files
+
+    def _base(self) -> str:
+        if not self.config.data_dir:
+            raise ValueError("pass data_dir=<folder holding the refer files> (the downloaded release)")
+        return os.path.abspath(os.path.expanduser(self.config.data_dir))
+
+    def _refs_candidates(self, base: str) -> list[str]:
+        name = f"refs({self.config.split_by}).p"
+        return [os.path.join(base, self.config.dataset, name), os.path.join(base, name)]
+
+    def _image_dir(self, base: str) -> str:
+        if self.config.image_dir:
+            path = self.config.image_dir if os.path.isabs(self.config.image_dir) else os.path.join(base, self.config.image_dir)
+            return find_first([path], "COCO train2014 image folder", is_dir=True)
+        candidates = [os.path.join(base, *p) for p in (
+            ("train2014",), ("images", "train2014"), ("images", "mscoco", "images", "train2014"),
+            ("..", "train2014"), ("..", "images", "train2014"), ("..", "images", "mscoco", "images", "train2014"),
+        )]
+        return find_first([os.path.normpath(c) for c in candidates], "COCO train2014 image folder", is_dir=True)
+
+    def _split_generators(self, dl_manager):
+        base = self._base()
+        refs_candidates = self._refs_candidates(base)
+        if not any(os.path.isfile(p) for p in refs_candidates) and os.path.isdir(os.path.join(base, "annotations")):
+            # CRIS layout (annotations/{split}.json + masks/ + images/): every referent is an object.
+            cris = CRISLayoutConfig(name=self.config.name, data_dir=base, splits=self.config.splits,
+                                    image_dir=self.config.image_dir or "images")
+            return cris_split_generators(cris, default_granularity="object")
+        refs_path = find_first(refs_candidates, f"refs file of {self.config.name}")
+        instances_path = find_first(
+            [os.path.join(os.path.dirname(refs_path), "instances.json"), os.path.join(base, "instances.json")],
+            "instances.json",
+        )
+        image_dir = self._image_dir(base)
+        refs = safe_load(refs_path)
+        if not isinstance(refs, list):
+            raise ValueError(f"{refs_path}: expected a list of refs, got {type(refs).__name__}")
+        with open(instances_path, encoding="utf-8") as f:
+            instances = json.load(f)
+
+        by_split: dict[str, list[dict]] = {}
+        for i, ref in enumerate(refs):
+            if not isinstance(ref, dict) or "split" not in ref:
+                raise ValueError(f"{refs_path}: ref #{i} is not a dict with a 'split' key")
+            by_split.setdefault(str(ref["split"]), []).append(ref)
+        self._check_counts({s: len(r) for s, r in by_split.items()})
+        if self.config.splits:
+            missing = set(self.config.splits) - set(by_split)
+            if missing:
+                raise ValueError(f"split(s) {sorted(missing)} not in {refs_path}; it has {sorted(by_split)}")
+            by_split = {s: by_split[s] for s in self.config.splits}
+        order = sorted(by_split, key=lambda s: (_SPLIT_ORDER.index(s) if s in _SPLIT_ORDER else len(_SPLIT_ORDER), s))
+        return [
+            datasets.SplitGenerator(name=split, gen_kwargs={
+                "split": split, "refs": tuple(by_split[split]), "instances": instances, "image_dir": image_dir,
+            })
+            for split in order
+        ]
+
+    def _check_counts(self, counts: dict[str, int]) -> None:
+        official = OFFICIAL_REF_COUNTS.get(self.config.name)
+        if official is None or counts == official:
+            return
+        message = f"{self.config.name}: refs per split {counts} differ from the official {official}"
+        if self.config.strict_counts:
+            raise ValueError(message)
+        logger.warning(message + " (a partial or altered copy?)")
+
+    # ------------------------------------------------------------------ generation
+
+    def _generate_examples(self, split, refs=None, instances=None, image_dir=None, **cris_kwargs):
+        rejects = self._reject_log()
+        if refs is None:  # CRIS layout
+            yield from read_cris_split(split, rejects=rejects, source=SOURCE, image_dir=image_dir, **cris_kwargs)
+            return
+        images = {img["id"]: img for img in instances.get("images", [])}
+        anns = {ann["id"]: ann for ann in instances.get("annotations", [])}
+        cats = {cat["id"]: cat["name"] for cat in instances.get("categories", [])}
+        by_image: "OrderedDict[int, list[dict]]" = OrderedDict()
+        for ref in refs:
+            by_image.setdefault(ref.get("image_id"), []).append(ref)
+        for image_id, group in by_image.items():
+            ids = [f"{self.config.name}/{ref.get('ref_id')}" for ref in group]
+            info = images.get(image_id)
+            if info is None:
+                for rid in ids:
+                    rejects.skip(rid, f"image id {image_id} not in instances.json", split=split)
+                continue
+            path = os.path.join(image_dir, info["file_name"])
+            if not os.path.isfile(path):
+                for rid in ids:
+                    rejects.skip(rid, f"missing image {path}", split=split)
+                continue
+            try:
+                image_bytes, width, height = read_image(path)
+            except ValueError as err:
+                for rid in ids:
+                    rejects.skip(rid, f"corrupt image: {err}", split=split)
+                continue
+            if (width, height) != (info.get("width", width), info.get("height", height)):
+                for rid in ids:
+                    rejects.skip(rid, f"image is {width}x{height} but instances.json says "
+                                      f"{info.get('width')}x{info.get('height')}", split=split)
+                continue
+            referents = []
+            for ref, rid in zip(group, ids):
+                referent = self._referent(ref, rid, anns, cats, width, height, rejects, split)
+                if referent is not None:
+                    referents.append(referent)
+                    rejects.keep()
+            if referents:
+                yield str(image_id), {
+                    "image": {"bytes": image_bytes, "path": info["file_name"]},
+                    "image_id": str(image_id),
+                    "width": width,
+                    "height": height,
+                    "source": SOURCE,
+                    "referents": referents,
+                }
+
+    @staticmethod
+    def _referent(ref, rid, anns, cats, width, height, rejects, split) -> Optional[dict]:
+        sentences = sentences_of(ref.get("sentences"))
+        if not sentences:
+            rejects.skip(rid, "empty sentence list", split=split)
+            return None
+        ann = anns.get(ref.get("ann_id"))
+        if ann is None:
+            rejects.skip(rid, f"annotation id {ref.get('ann_id')} not in instances.json", split=split)
+            return None
+        segmentation = ann.get("segmentation")
+        try:
+            if isinstance(segmentation, list):
+                rle = mask_from_polygons(segmentation, height, width)
+                coords = [c for poly in segmentation for c in poly]
+                outside = any(x < 0 or x > width for x in coords[0::2]) or any(y < 0 or y > height for y in coords[1::2])
+            elif isinstance(segmentation, dict):  # crowd RLE
+                rle = encode_mask(decode_mask(segmentation))
+                outside = False
+                if rle["size"] != [height, width]:
+                    raise ValueError(f"RLE size {rle['size']} differs from the image size {[height, width]}")
+            else:
+                raise ValueError(f"unsupported segmentation {type(segmentation).__name__}")
+        except ValueError as err:
+            rejects.skip(rid, f"invalid segmentation: {err}", split=split)
+            return None
+        if mask_area(rle) == 0:
+            rejects.skip(rid, "polygon outside the image (empty mask)", split=split)
+            return None
+        if outside:
+            rejects.fix(rid, "polygon partly outside the image, clipped", split=split)
+        bbox = clip_bbox(ann.get("bbox", [0, 0, width, height]), width, height)
+        if bbox is None:
+            rejects.skip(rid, "bbox outside the image", split=split)
+            return None
+        if bbox != [float(v) for v in ann.get("bbox", bbox)]:
+            rejects.fix(rid, "bbox clipped to the image", split=split)
+        # the annotation's own category (refs repeat it; the segmentation's is authoritative)
+        category_id = ann.get("category_id", ref.get("category_id"))
+        category = cats.get(category_id, str(category_id))
+        return {
+            "referent_id": rid,
+            "granularity": "object",
+            "category": category,
+            "object_category": category,
+            "parent_id": None,
+            "bbox": bbox,
+            "mask": rle,
+            "sentences": sentences,
+            "scores": None,
+        }
