@@ -25,8 +25,10 @@ from .dataset_card import render_dataset_card
 logger = logging.getLogger(__name__)
 
 
-def _looks_like_repo_id(target: str) -> bool:
+def _looks_like_repo_id(target) -> bool:
     # "org/name" that is not an existing or explicitly local path
+    if isinstance(target, os.PathLike):
+        return False
     return (
         target.count("/") == 1
         and not os.path.exists(target)

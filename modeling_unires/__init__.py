@@ -1,1 +1,56 @@
-"""UniRES: multi-granularity referring expression segmentation as a transformers model."""
+"""UniRES: multi-granularity referring expression segmentation as a transformers model.
+
+Importing this package registers `UniRESConfig` / `UniRESModel` / `UniRESImageProcessor` / `UniRESProcessor` with
+transformers' `AutoConfig`, `AutoModel`, `AutoImageProcessor` and `AutoProcessor`, and the pipeline task
+`"referring-expression-segmentation"`. The classes are also registered for their auto classes, so `save_pretrained`
+writes `auto_map` and copies the code files: a saved checkpoint loads with `trust_remote_code=True` without this
+package.
+"""
+
+from .configuration_unires import UniRESConfig
+from .image_processing_unires import UniRESImageProcessor
+from .modeling_unires import UniRESModel, UniRESOutput, UniRESPreTrainedModel
+from .pipeline_unires import ReferringExpressionSegmentationPipeline
+from .processing_unires import UniRESProcessor
+from .tokenization_local import build_clip_tokenizer
+
+PIPELINE_TASK = "referring-expression-segmentation"
+
+
+def _register():
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    AutoConfig.register(UniRESConfig.model_type, UniRESConfig, exist_ok=True)
+    AutoModel.register(UniRESConfig, UniRESModel, exist_ok=True)
+    # One PIL/numpy implementation serves both backend names.
+    image_processors = {"pil": UniRESImageProcessor, "torchvision": UniRESImageProcessor}
+    AutoImageProcessor.register(UniRESConfig, image_processor_classes=image_processors, exist_ok=True)
+    AutoProcessor.register(UniRESConfig, UniRESProcessor, exist_ok=True)
+    # Saved checkpoints carry `auto_map` and these classes' code files (remote code).
+    UniRESConfig.register_for_auto_class("AutoConfig")
+    UniRESModel.register_for_auto_class("AutoModel")
+    UniRESImageProcessor.register_for_auto_class("AutoImageProcessor")
+    UniRESProcessor.register_for_auto_class("AutoProcessor")
+    if PIPELINE_TASK not in PIPELINE_REGISTRY.get_supported_tasks():
+        PIPELINE_REGISTRY.register_pipeline(
+            PIPELINE_TASK,
+            pipeline_class=ReferringExpressionSegmentationPipeline,
+            pt_model=AutoModel,
+            type="multimodal",
+        )
+
+
+_register()
+
+__all__ = [
+    "PIPELINE_TASK",
+    "ReferringExpressionSegmentationPipeline",
+    "UniRESConfig",
+    "UniRESImageProcessor",
+    "UniRESModel",
+    "UniRESOutput",
+    "UniRESPreTrainedModel",
+    "UniRESProcessor",
+    "build_clip_tokenizer",
+]

@@ -1,0 +1,215 @@
+"""UniRES model configuration.
+
+This file is copied beside saved checkpoints (remote code), so it imports only `transformers`.
+"""
+
+from transformers import CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
+
+# Ablation presets of the paper's Table 8, as (use_low_group_tokens, use_high_group_tokens).
+ABLATIONS = {
+    "full": (True, True),
+    "no_group_tokens": (False, False),
+    "low_only": (True, False),
+    "high_only": (False, True),
+}
+
+MASK_HEAD_TYPES = ("pixel_shuffle", "upsample")
+
+
+class UniRESConfig(PretrainedConfig):
+    r"""
+    Configuration of a [`UniRESModel`]: a CLIP vision tower carrying learnable group tokens, a CLIP text tower, a
+    language-guided region filter and a two-stage vision-language decoder with a mask head.
+
+    Args:
+        vision_config (`dict` or `CLIPVisionConfig`, *optional*):
+            The CLIP vision transformer. `vision_config.image_size` is the model's (square) input size.
+        text_config (`dict` or `CLIPTextConfig`, *optional*):
+            The CLIP text transformer.
+        num_low_group_tokens (`int`, defaults to 64):
+            Low-level group tokens: they join the visual tokens before the first ViT layer and leave at
+            `group_insert_layer`.
+        num_high_group_tokens (`int`, defaults to 8):
+            High-level group tokens: they join at `group_insert_layer` and leave after the last ViT layer.
+        group_insert_layer (`int`, *optional*):
+            Index of the ViT layer where low-level tokens leave and high-level tokens enter. Defaults to half the
+            depth (`vision_config.num_hidden_layers // 2`); must lie in `[1, num_hidden_layers - 1]`.
+        use_low_group_tokens / use_high_group_tokens (`bool`, default `True`):
+            Ablation switches (paper, Table 8). Both `False` is the "no group tokens" setting, which also drops the
+            stage-2 decoder. See [`UniRESConfig.ablation`].
+        decoder_hidden_size (`int`, defaults to 256): width of the region filter and the decoder.
+        decoder_num_attention_heads (`int`, defaults to 8): heads of every decoder attention.
+        decoder_stage1_layers (`int`, defaults to 3): layers fusing visual tokens with the text.
+        decoder_stage2_layers (`int`, defaults to 3): layers fusing that result with the filtered group tokens.
+        decoder_intermediate_size (`int`, *optional*): MLP width of the decoder layers (default 4x hidden).
+        mask_threshold (`float`, defaults to 0.35): probability threshold of the predicted masks.
+        text_max_length (`int`, defaults to 17): token length, with start and end tokens (22 for RefCOCOg).
+        dice_loss_weight / bce_loss_weight (`float`, default 1.0): weights of the two loss terms.
+        mask_head_type (`str`, defaults to `"pixel_shuffle"`): `"pixel_shuffle"` projects every decoder visual token
+            linearly to `patch_size * patch_size` logits laid out at full input resolution; `"upsample"` projects
+            it to one logit and upsamples bilinearly.
+        decoder_dropout (`float`, defaults to 0.0): dropout inside the decoder layers.
+        initializer_range (`float`, defaults to 0.02): std of the normal init of the non-CLIP layers.
+
+    Example:
+
+    ```python
+    >>> from modeling_unires import UniRESConfig, UniRESModel
+    >>> config = UniRESConfig.ablation("low_only")
+    >>> model = UniRESModel(config)
+    ```
+    """
+
+    model_type = "unires"
+    sub_configs_defaults = {"vision_config": CLIPVisionConfig, "text_config": CLIPTextConfig}
+
+    def __init__(
+        self,
+        vision_config=None,
+        text_config=None,
+        num_low_group_tokens=64,
+        num_high_group_tokens=8,
+        group_insert_layer=None,
+        use_low_group_tokens=True,
+        use_high_group_tokens=True,
+        decoder_hidden_size=256,
+        decoder_num_attention_heads=8,
+        decoder_stage1_layers=3,
+        decoder_stage2_layers=3,
+        decoder_intermediate_size=None,
+        mask_threshold=0.35,
+        text_max_length=17,
+        dice_loss_weight=1.0,
+        bce_loss_weight=1.0,
+        mask_head_type="pixel_shuffle",
+        decoder_dropout=0.0,
+        initializer_range=0.02,
+        **kwargs,
+    ):
+        self.vision_config = self._as_sub_config(vision_config, CLIPVisionConfig, "vision_config")
+        self.text_config = self._as_sub_config(text_config, CLIPTextConfig, "text_config")
+        self.num_low_group_tokens = num_low_group_tokens
+        self.num_high_group_tokens = num_high_group_tokens
+        self.use_low_group_tokens = use_low_group_tokens
+        self.use_high_group_tokens = use_high_group_tokens
+        depth = self.vision_config.num_hidden_layers
+        self.group_insert_layer = depth // 2 if group_insert_layer is None else group_insert_layer
+        self.decoder_hidden_size = decoder_hidden_size
+        self.decoder_num_attention_heads = decoder_num_attention_heads
+        self.decoder_stage1_layers = decoder_stage1_layers
+        self.decoder_stage2_layers = decoder_stage2_layers
+        self.decoder_intermediate_size = (
+            4 * decoder_hidden_size if decoder_intermediate_size is None else decoder_intermediate_size
+        )
+        self.mask_threshold = mask_threshold
+        self.text_max_length = text_max_length
+        self.dice_loss_weight = dice_loss_weight
+        self.bce_loss_weight = bce_loss_weight
+        self.mask_head_type = mask_head_type
+        self.decoder_dropout = decoder_dropout
+        self.initializer_range = initializer_range
+        super().__init__(**kwargs)
+        self._validate_unires()
+
+    @staticmethod
+    def _as_sub_config(value, config_class, name):
+        if value is None:
+            return config_class()
+        if isinstance(value, config_class):
+            return value
+        if isinstance(value, PretrainedConfig):
+            return config_class(**value.to_dict())
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in ("model_type", "transformers_version")}
+            return config_class(**value)
+        raise ValueError(f"{name} must be a dict or a {config_class.__name__}, got {type(value).__name__}")
+
+    def _validate_unires(self):
+        def check(name, ok, expected):
+            if not ok:
+                raise ValueError(f"UniRESConfig.{name}={getattr(self, name)!r} is invalid: expected {expected}")
+
+        def is_int(value, minimum):
+            return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+        def is_prob(value):
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+        check("use_low_group_tokens", isinstance(self.use_low_group_tokens, bool), "a bool")
+        check("use_high_group_tokens", isinstance(self.use_high_group_tokens, bool), "a bool")
+        check("num_low_group_tokens", is_int(self.num_low_group_tokens, 1), "an int >= 1")
+        check("num_high_group_tokens", is_int(self.num_high_group_tokens, 1), "an int >= 1")
+        depth = self.vision_config.num_hidden_layers
+        if self.uses_group_tokens:
+            check(
+                "group_insert_layer",
+                is_int(self.group_insert_layer, 1) and self.group_insert_layer <= depth - 1,
+                f"an int in [1, {depth - 1}] (vision depth {depth})",
+            )
+        check("decoder_hidden_size", is_int(self.decoder_hidden_size, 1), "an int >= 1")
+        check(
+            "decoder_num_attention_heads",
+            is_int(self.decoder_num_attention_heads, 1)
+            and self.decoder_hidden_size % self.decoder_num_attention_heads == 0,
+            f"an int >= 1 dividing decoder_hidden_size={self.decoder_hidden_size}",
+        )
+        check("decoder_stage1_layers", is_int(self.decoder_stage1_layers, 0), "an int >= 0")
+        check("decoder_stage2_layers", is_int(self.decoder_stage2_layers, 0), "an int >= 0")
+        check("decoder_intermediate_size", is_int(self.decoder_intermediate_size, 1), "an int >= 1")
+        check("mask_threshold", is_prob(self.mask_threshold), "a float in [0, 1]")
+        check(
+            "text_max_length",
+            is_int(self.text_max_length, 3) and self.text_max_length <= self.text_config.max_position_embeddings,
+            f"an int in [3, text_config.max_position_embeddings={self.text_config.max_position_embeddings}]",
+        )
+        for name in ("dice_loss_weight", "bce_loss_weight"):
+            value = getattr(self, name)
+            check(name, isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0, "a float >= 0")
+        check("mask_head_type", self.mask_head_type in MASK_HEAD_TYPES, f"one of {MASK_HEAD_TYPES}")
+        check("decoder_dropout", is_prob(self.decoder_dropout), "a float in [0, 1]")
+        vision = self.vision_config
+        if vision.image_size % vision.patch_size != 0:
+            raise ValueError(
+                f"UniRESConfig.vision_config.image_size={vision.image_size} is invalid: expected a multiple of "
+                f"patch_size={vision.patch_size}"
+            )
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square model input, in pixels (`vision_config.image_size`)."""
+        return self.vision_config.image_size
+
+    @property
+    def patch_size(self) -> int:
+        return self.vision_config.patch_size
+
+    @property
+    def uses_group_tokens(self) -> bool:
+        return self.use_low_group_tokens or self.use_high_group_tokens
+
+    @property
+    def num_group_tokens_used(self) -> int:
+        """How many group tokens follow the visual tokens in the image embeddings."""
+        return self.num_low_group_tokens * self.use_low_group_tokens + (
+            self.num_high_group_tokens * self.use_high_group_tokens
+        )
+
+    @classmethod
+    def ablation(cls, name: str, **kwargs) -> "UniRESConfig":
+        """
+        Config of one row of the paper's Table 8: `"full"` (low and high group tokens), `"no_group_tokens"` (no group
+        tokens and no stage-2 decoder), `"low_only"` or `"high_only"`. Other keyword arguments go to the constructor.
+        """
+        if name not in ABLATIONS:
+            raise ValueError(f"Unknown UniRES ablation {name!r}: expected one of {sorted(ABLATIONS)}")
+        use_low, use_high = ABLATIONS[name]
+        return cls(use_low_group_tokens=use_low, use_high_group_tokens=use_high, **kwargs)
+
+    @property
+    def ablation_name(self) -> str:
+        """The Table-8 setting this config implements (inverse of [`UniRESConfig.ablation`])."""
+        flags = (self.use_low_group_tokens, self.use_high_group_tokens)
+        return next(name for name, value in ABLATIONS.items() if value == flags)
+
+
+__all__ = ["UniRESConfig"]

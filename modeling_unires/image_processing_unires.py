@@ -1,0 +1,240 @@
+"""Image processor for UniRES: square resize, CLIP normalisation, ground-truth masks in, boolean masks out.
+
+Images of any PIL mode (L, LA, RGBA, P, CMYK, I;16, I, F, 1), EXIF-rotated JPEGs, numpy arrays (uint8, uint16,
+bool, float in [0, 1]) and torch tensors are accepted. This file imports only numpy, PIL, torch and transformers so
+that it can travel beside a checkpoint as remote code.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+RESAMPLE_NAMES = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1}
+
+
+def to_rgb_image(image, index: int = 0) -> Image.Image:
+    """
+    Convert one image (PIL, numpy array or torch tensor) to an 8-bit RGB PIL image, applying its EXIF orientation.
+
+    Alpha is composited on white, palette and CMYK images are converted, 16-bit images keep their high byte, float
+    images are read as [0, 1]. Raises `ValueError` naming `index` for an empty or unreadable image.
+    """
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+        # Tensors are usually channels-first.
+        if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
+            image = np.moveaxis(image, 0, -1)
+    if isinstance(image, np.ndarray):
+        image = _array_to_pil(image, index)
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"image {index} has unsupported type {type(image).__name__}: expected PIL, numpy or torch")
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"image {index} has a zero side: size (width, height) = {image.size}")
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image)
+        image = _array_to_pil(array, index)
+        mode = image.mode
+    if mode == "P":
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def _array_to_pil(array: np.ndarray, index: int) -> Image.Image:
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ValueError(f"image {index} is an array of shape {array.shape}: expected (H, W), (H, W, 3) or (H, W, 4)")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"image {index} has a zero side: shape {array.shape}")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        # Floats in [0, 1] (as torchvision gives them); values in [0, 255] are recognised by their range.
+        scale = 255.0 if float(np.nanmax(array, initial=0.0)) <= 1.0 else 1.0
+        array = np.clip(np.nan_to_num(array) * scale, 0, 255).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.integer):
+        top = int(array.max(initial=0))
+        array = (array >> 8 if top > 255 and top <= 65535 else np.clip(array, 0, 255)).astype(np.uint8)
+    else:
+        raise ValueError(f"image {index} has unsupported dtype {array.dtype}")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def to_mask_array(mask, index: int = 0) -> np.ndarray:
+    """A ground-truth mask (PIL, numpy, torch; bool, 0/1 or 0/255) as a 2-D bool array; `ValueError` names `index`."""
+    if isinstance(mask, Image.Image):
+        mask = np.asarray(mask.convert("L") if mask.mode not in ("1", "L") else mask)
+    elif isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[0] == 1:
+        mask = mask[0]
+    if mask.ndim != 2:
+        raise ValueError(f"mask {index} has shape {mask.shape}: expected a 2-D (height, width) mask")
+    if mask.shape[0] == 0 or mask.shape[1] == 0:
+        raise ValueError(f"mask {index} has a zero side: shape {mask.shape}")
+    if mask.dtype == np.bool_:
+        return mask
+    threshold = 127 if mask.max(initial=0) > 1 else 0.5
+    return mask >= threshold
+
+
+class UniRESImageProcessor(BaseImageProcessor):
+    r"""
+    Image processor of UniRES.
+
+    Args:
+        size (`int` or `dict`, defaults to 224): the model's square input size (`config.image_size`); a dict
+            `{"height": h, "width": w}` is accepted.
+        resample (`str` or `int`, defaults to `"bicubic"`): PIL resampling filter for images.
+        do_normalize (`bool`, defaults to `True`), image_mean / image_std: CLIP normalisation.
+        mask_threshold (`float`, defaults to 0.35): default probability threshold of `post_process_masks`.
+    """
+
+    model_input_names = ["pixel_values"]
+
+    def __init__(
+        self,
+        size=224,
+        resample="bicubic",
+        do_normalize=True,
+        image_mean=None,
+        image_std=None,
+        mask_threshold=0.35,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(size, int):
+            size = {"height": size, "width": size}
+        if not isinstance(size, dict) or set(size) != {"height", "width"} or min(size.values()) <= 0:
+            raise ValueError(f"size={size!r} is invalid: expected an int or {{'height': h, 'width': w}}")
+        if isinstance(resample, str) and resample not in RESAMPLE_NAMES:
+            raise ValueError(f"resample={resample!r} is invalid: expected one of {sorted(RESAMPLE_NAMES)}")
+        self.size = dict(size)
+        self.resample = resample
+        self.do_normalize = do_normalize
+        self.image_mean = list(image_mean if image_mean is not None else OPENAI_CLIP_MEAN)
+        self.image_std = list(image_std if image_std is not None else OPENAI_CLIP_STD)
+        self.mask_threshold = mask_threshold
+
+    # ----------------------------------------------------------------- images
+
+    def _resample(self):
+        return RESAMPLE_NAMES[self.resample] if isinstance(self.resample, str) else int(self.resample)
+
+    def prepare_images(self, images) -> list[Image.Image]:
+        """Flatten `images` (one image or a list) into RGB PIL images; `ValueError` names a bad one."""
+        if isinstance(images, (list, tuple)):
+            if len(images) == 0:
+                raise ValueError("images is an empty list")
+            images = list(images)
+        elif isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+            images = list(images)
+        else:
+            images = [images]
+        return [to_rgb_image(image, index) for index, image in enumerate(images)]
+
+    def preprocess(self, images, return_tensors="pt", **kwargs) -> BatchFeature:
+        """
+        Resize to `size` (any input size, huge ones included), scale to [0, 1] and CLIP-normalise.
+
+        Returns a `BatchFeature` with `pixel_values` `(num_images, 3, height, width)` and `original_sizes`
+        `(num_images, 2)` as (height, width) of each image after EXIF rotation.
+        """
+        if kwargs:
+            raise ValueError(f"Unknown arguments for UniRESImageProcessor.preprocess: {sorted(kwargs)}")
+        pil_images = self.prepare_images(images)
+        height, width = self.size["height"], self.size["width"]
+        mean = np.asarray(self.image_mean, dtype=np.float32)[:, None, None]
+        std = np.asarray(self.image_std, dtype=np.float32)[:, None, None]
+        arrays, sizes = [], []
+        for image in pil_images:
+            sizes.append((image.height, image.width))
+            if image.size != (width, height):
+                image = image.resize((width, height), resample=self._resample(), reducing_gap=3.0)
+            array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
+            if self.do_normalize:
+                array = (array - mean) / std
+            arrays.append(array)
+        data = {"pixel_values": np.stack(arrays), "original_sizes": np.asarray(sizes, dtype=np.int64)}
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    # ----------------------------------------------------------------- masks
+
+    def preprocess_masks(self, masks, return_tensors="pt"):
+        """
+        Ground-truth masks (one or a list; PIL, numpy or torch; bool, 0/1 or 0/255) resized to the model input with
+        nearest neighbour, as float 0/1, shape `(num_masks, height, width)` (torch unless `return_tensors=None`).
+        """
+        if not isinstance(masks, (list, tuple)) and not (hasattr(masks, "ndim") and masks.ndim == 3):
+            masks = [masks]
+        height, width = self.size["height"], self.size["width"]
+        resized = []
+        for index, mask in enumerate(masks):
+            array = to_mask_array(mask, index)
+            image = Image.fromarray(array.astype(np.uint8) * 255)
+            if image.size != (width, height):
+                image = image.resize((width, height), resample=Image.NEAREST)
+            resized.append(np.asarray(image) > 127)
+        stacked = np.stack(resized).astype(np.float32)
+        return torch.from_numpy(stacked) if return_tensors == "pt" else stacked
+
+    def post_process_masks(self, logits, original_sizes, threshold=None, return_rle=False):
+        """
+        Turn mask logits `(num_masks, h, w)` into boolean masks at each original size.
+
+        The logits are resized bilinearly to `original_sizes[i]` = (height, width), then `sigmoid > threshold`
+        (default `self.mask_threshold`, 0.35). With `return_rle=True`, COCO RLE dicts `{"size": [h, w], "counts":
+        str}` (pycocotools) are returned instead of arrays.
+        """
+        threshold = self.mask_threshold if threshold is None else threshold
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold={threshold!r} is invalid: expected a probability in [0, 1]")
+        logits = torch.as_tensor(logits)
+        if logits.dim() == 4 and logits.shape[1] == 1:
+            logits = logits[:, 0]
+        if logits.dim() != 3:
+            raise ValueError(f"logits must be (num_masks, height, width), got shape {tuple(logits.shape)}")
+        if isinstance(original_sizes, torch.Tensor):
+            original_sizes = original_sizes.tolist()
+        original_sizes = [tuple(int(v) for v in size) for size in original_sizes]
+        if len(original_sizes) == 1 and logits.shape[0] > 1:
+            original_sizes = original_sizes * logits.shape[0]
+        if len(original_sizes) != logits.shape[0]:
+            raise ValueError(f"Got {logits.shape[0]} mask logits but {len(original_sizes)} original_sizes")
+        masks = []
+        for index, (mask_logits, size) in enumerate(zip(logits, original_sizes)):
+            if len(size) != 2 or min(size) <= 0:
+                raise ValueError(f"original_sizes[{index}]={size} is invalid: expected (height, width) > 0")
+            resized = F.interpolate(mask_logits[None, None].float(), size=size, mode="bilinear", align_corners=False)
+            masks.append((resized[0, 0].sigmoid() > threshold).cpu().numpy())
+        if return_rle:
+            return [mask_to_rle(mask) for mask in masks]
+        return masks
+
+
+def mask_to_rle(mask: np.ndarray) -> dict:
+    """COCO RLE `{"size": [h, w], "counts": str}` of a 2-D boolean mask (pycocotools)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+__all__ = ["UniRESImageProcessor"]

@@ -1,0 +1,524 @@
+"""PyTorch UniRES: multi-granularity referring expression segmentation (Wang et al., CVPR 2024).
+
+The CLIP towers are transformers' own CLIP modules (so CLIP checkpoints load into them unchanged); this file adds the
+group tokens, the language-guided region filter, the two-stage vision-language decoder and the mask head.
+
+This file is copied beside saved checkpoints (remote code), so it imports only `torch`, `transformers` and the
+configuration file beside it.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPTextModel, CLIPVisionModel, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput, logging
+
+from .configuration_unires import UniRESConfig
+
+try:  # transformers >= 5: init functions that leave already-loaded weights alone
+    from transformers import initialization as init
+except ImportError:  # pragma: no cover - older transformers
+    init = nn.init
+
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class UniRESOutput(ModelOutput):
+    r"""
+    Output of [`UniRESModel`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            `bce_loss_weight * BCE-with-logits + dice_loss_weight * Dice`, averaged over expressions.
+        logits (`torch.FloatTensor` of shape `(num_expressions, height, width)`):
+            Mask logits at the model input resolution (`config.image_size` square for processor outputs). Apply a
+            sigmoid and the threshold (0.35), or use `UniRESProcessor.post_process_masks`, to get masks.
+        image_embeddings (`torch.FloatTensor` of shape `(num_images, num_patches + num_group_tokens, hidden)`,
+            *optional*, returned with `output_image_embeddings=True`):
+            What [`UniRESModel.get_image_embeddings`] returns: visual tokens, then low-, then high-level group tokens.
+        group_tokens (`torch.FloatTensor` of shape `(num_expressions, num_group_tokens, decoder_hidden_size)`,
+            *optional*, returned with `output_group_tokens=True`):
+            The group tokens after the language-guided region filter (low then high), i.e. what stage 2 attends to.
+        group_token_scores (`torch.FloatTensor` of shape `(num_expressions, num_group_tokens)`, *optional*,
+            returned with `output_group_tokens=True`):
+            Relevance in [0, 1] of every group token to its expression, as selected by the region filter.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            Cross-attention maps, each `(num_expressions, heads, queries, keys)`: the region filter's (low, then
+            high; group tokens over text tokens), then each stage-1 layer's (visual over text tokens), then each
+            stage-2 layer's (visual over group tokens).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    image_embeddings: torch.FloatTensor | None = None
+    group_tokens: torch.FloatTensor | None = None
+    group_token_scores: torch.FloatTensor | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def interpolate_position_embeddings(weight: torch.Tensor, new_grid: int) -> torch.Tensor:
+    """Resize a CLIP position table `(1 + g*g, dim)` to `(1 + new_grid**2, dim)`, bicubically as CLIP does at run time."""
+    class_position, patch_positions = weight[:1], weight[1:]
+    old_grid = int(math.isqrt(patch_positions.shape[0]))
+    if old_grid * old_grid != patch_positions.shape[0]:
+        raise ValueError(f"position table of {patch_positions.shape[0]} patches is not a square grid")
+    if old_grid == new_grid:
+        return weight.clone()
+    grid = patch_positions.reshape(1, old_grid, old_grid, -1).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(new_grid * new_grid, -1).to(weight.dtype)
+    return torch.cat([class_position, grid], dim=0)
+
+
+def dice_loss(logits: torch.Tensor, labels: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft Dice loss per expression, averaged: `1 - (2|P∩Y| + s) / (|P| + |Y| + s)` with P = sigmoid(logits)."""
+    probabilities = logits.sigmoid().flatten(1)
+    labels = labels.flatten(1)
+    intersection = (probabilities * labels).sum(-1)
+    total = probabilities.sum(-1) + labels.sum(-1)
+    return (1.0 - (2.0 * intersection + smooth) / (total + smooth)).mean()
+
+
+class UniRESGroupTokens(nn.Module):
+    """The learnable low- and high-level group tokens (kept outside `vision_model` so that they get their own lr)."""
+
+    def __init__(self, config: UniRESConfig):
+        super().__init__()
+        hidden = config.vision_config.hidden_size
+        self.low = nn.Parameter(torch.zeros(config.num_low_group_tokens, hidden)) if config.use_low_group_tokens else None
+        self.high = (
+            nn.Parameter(torch.zeros(config.num_high_group_tokens, hidden)) if config.use_high_group_tokens else None
+        )
+
+
+class UniRESAttention(nn.Module):
+    """Multi-head attention over `scaled_dot_product_attention`; explicit softmax only when weights are requested."""
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(hidden_size, hidden_size)
+        self.v_proj = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, queries, keys_values, key_mask=None, output_attentions=False):
+        """`key_mask`: bool `(batch, keys)`, True where a key may be attended to."""
+        q, k, v = self._heads(self.q_proj(queries)), self._heads(self.k_proj(keys_values)), self._heads(self.v_proj(keys_values))
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        dropout = self.dropout if self.training else 0.0
+        weights = None
+        if output_attentions:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            weights = scores.softmax(-1)
+            out = F.dropout(weights, dropout, self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        out = out.transpose(1, 2).reshape(queries.shape[0], queries.shape[1], -1)
+        return self.out_proj(out), weights
+
+
+class UniRESMLP(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.fc2(self.dropout(F.gelu(self.fc1(x))))
+
+
+class UniRESDecoderLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer layer: self-attention, cross-attention to a memory (text or group tokens), MLP."""
+
+    def __init__(self, config: UniRESConfig, self_attention: bool = True):
+        super().__init__()
+        width, heads, dropout = config.decoder_hidden_size, config.decoder_num_attention_heads, config.decoder_dropout
+        self.self_attn = UniRESAttention(width, heads, dropout) if self_attention else None
+        self.self_attn_norm = nn.LayerNorm(width) if self_attention else None
+        self.cross_attn = UniRESAttention(width, heads, dropout)
+        self.cross_attn_norm = nn.LayerNorm(width)
+        self.memory_norm = nn.LayerNorm(width)
+        self.mlp = UniRESMLP(width, config.decoder_intermediate_size, dropout)
+        self.mlp_norm = nn.LayerNorm(width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden_states, memory, memory_mask=None, output_attentions=False):
+        if self.self_attn is not None:
+            normed = self.self_attn_norm(hidden_states)
+            hidden_states = hidden_states + self.dropout(self.self_attn(normed, normed)[0])
+        attended, weights = self.cross_attn(
+            self.cross_attn_norm(hidden_states), self.memory_norm(memory), memory_mask, output_attentions
+        )
+        hidden_states = hidden_states + self.dropout(attended)
+        hidden_states = hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
+        return hidden_states, weights
+
+
+class UniRESRegionFilter(nn.Module):
+    """
+    Language-guided region filter for one level of group tokens: the group tokens attend to the expression's tokens
+    (cross-attention + MLP), then each gets a relevance score from its agreement with the sentence embedding; the
+    filtered tokens are the attended tokens scaled by that score, so irrelevant regions fade out of stage 2.
+    """
+
+    def __init__(self, config: UniRESConfig):
+        super().__init__()
+        width = config.decoder_hidden_size
+        self.layer = UniRESDecoderLayer(config, self_attention=False)
+        self.score_norm = nn.LayerNorm(width)
+        self.score_query = nn.Linear(width, width)
+        self.score_key = nn.Linear(width, width)
+        self.score_bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, group_tokens, text_tokens, text_mask, sentence, output_attentions=False):
+        group_tokens, weights = self.layer(group_tokens, text_tokens, text_mask, output_attentions)
+        queries = self.score_query(self.score_norm(group_tokens))
+        key = self.score_key(sentence)[:, :, None]
+        scores = torch.sigmoid((queries @ key).squeeze(-1) / math.sqrt(queries.shape[-1]) + self.score_bias)
+        return group_tokens * scores[..., None], scores, weights
+
+
+class UniRESPreTrainedModel(PreTrainedModel):
+    config_class = UniRESConfig
+    config: UniRESConfig
+    base_model_prefix = "unires"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings", "UniRESDecoderLayer"]
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, UniRESGroupTokens):
+            # Same scale as CLIP's class embedding: the tokens go through CLIP's pre-layernorm like the patches.
+            std = module.low.shape[-1] ** -0.5 if module.low is not None else module.high.shape[-1] ** -0.5
+            for tokens in (module.low, module.high):
+                if tokens is not None:
+                    init.normal_(tokens, mean=0.0, std=std)
+        elif isinstance(module, UniRESRegionFilter):
+            init.zeros_(module.score_bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
+class UniRESModel(UniRESPreTrainedModel):
+    r"""
+    UniRES: CLIP vision tower with low/high-level group tokens, CLIP text tower, language-guided region filter,
+    two-stage vision-language decoder and a mask head.
+
+    `vision_model` and `text_model` are transformers' `CLIPVisionModel` / `CLIPTextModel`; every other parameter
+    (group tokens, projections, filter, decoder, head) lives outside them, so optimiser groups can be split by the
+    `vision_model.` / `text_model.` prefixes.
+
+    One image encoding serves many expressions: `get_image_embeddings(pixel_values)` once, then
+    `forward(image_embeddings=..., input_ids=..., image_indices=...)`.
+    """
+
+    def __init__(self, config: UniRESConfig):
+        super().__init__(config)
+        vision_hidden = config.vision_config.hidden_size
+        text_hidden = config.text_config.hidden_size
+        width = config.decoder_hidden_size
+
+        self.vision_model = CLIPVisionModel._from_config(config.vision_config)
+        self.text_model = CLIPTextModel._from_config(config.text_config)
+        self.group_tokens = UniRESGroupTokens(config)
+        # Low-level tokens leave mid-network, before CLIP's post-layernorm sees anything: they get their own norm.
+        self.low_group_norm = nn.LayerNorm(vision_hidden) if config.use_low_group_tokens else None
+
+        self.visual_projection = nn.Sequential(nn.Linear(vision_hidden, width), nn.LayerNorm(width))
+        self.text_projection = nn.Sequential(nn.Linear(text_hidden, width), nn.LayerNorm(width))
+        self.sentence_projection = nn.Sequential(nn.Linear(text_hidden, width), nn.LayerNorm(width))
+        self.low_region_filter = self.high_region_filter = self.group_projection = None
+        if config.uses_group_tokens:
+            self.group_projection = nn.Sequential(nn.Linear(vision_hidden, width), nn.LayerNorm(width))
+        if config.use_low_group_tokens:
+            self.low_region_filter = UniRESRegionFilter(config)
+        if config.use_high_group_tokens:
+            self.high_region_filter = UniRESRegionFilter(config)
+
+        self.stage1_layers = nn.ModuleList(UniRESDecoderLayer(config) for _ in range(config.decoder_stage1_layers))
+        # "No group tokens" (Table 8) also drops the stage-2 decoder.
+        num_stage2 = config.decoder_stage2_layers if config.uses_group_tokens else 0
+        self.stage2_layers = nn.ModuleList(UniRESDecoderLayer(config) for _ in range(num_stage2))
+        self.decoder_norm = nn.LayerNorm(width)
+        patch = config.vision_config.patch_size
+        outputs_per_token = patch * patch if config.mask_head_type == "pixel_shuffle" else 1
+        self.mask_head = nn.Linear(width, outputs_per_token)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    # ------------------------------------------------------------------ loading from CLIP
+
+    @classmethod
+    def from_clip(cls, name_or_path, clip_kwargs: dict | None = None, **config_overrides) -> "UniRESModel":
+        """
+        Build a UniRES model whose vision and text towers are a `CLIPModel` checkpoint's, weights copied unchanged.
+
+        Args:
+            name_or_path: Hub id or folder of a `CLIPModel` checkpoint (e.g. `"openai/clip-vit-base-patch16"`).
+            clip_kwargs: extra arguments for `CLIPModel.from_pretrained` (`revision`, `cache_dir`, ...).
+            config_overrides: `UniRESConfig` arguments; `image_size=` sets the model input size, in which case
+                the CLIP position table is resized bicubically to the new patch grid (nothing else changes).
+                `vision_config=` / `text_config=` dicts update the checkpoint's sub-configs.
+        """
+        from transformers import CLIPModel
+
+        clip = CLIPModel.from_pretrained(name_or_path, **(clip_kwargs or {}))
+        vision_dict = clip.config.vision_config.to_dict()
+        text_dict = clip.config.text_config.to_dict()
+        vision_dict.update(config_overrides.pop("vision_config", None) or {})
+        text_dict.update(config_overrides.pop("text_config", None) or {})
+        image_size = config_overrides.pop("image_size", None)
+        if image_size is not None:
+            vision_dict["image_size"] = image_size
+        config = UniRESConfig(vision_config=vision_dict, text_config=text_dict, **config_overrides)
+        model = cls(config)
+
+        vision_state = clip.vision_model.state_dict()
+        key = "embeddings.position_embedding.weight"
+        new_grid = config.vision_config.image_size // config.vision_config.patch_size
+        vision_state[key] = interpolate_position_embeddings(vision_state[key], new_grid)
+        model.vision_model.load_state_dict(vision_state, strict=True)
+        model.text_model.load_state_dict(clip.text_model.state_dict(), strict=True)
+        return model
+
+    # ------------------------------------------------------------------ image side
+
+    def _run_vision_layer(self, layer, hidden_states):
+        output = layer(hidden_states, None)
+        return output[0] if isinstance(output, tuple) else output
+
+    def get_image_embeddings(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        """
+        Encode images once, independently of any text.
+
+        Returns a tensor `(num_images, num_patches + num_group_tokens_used, vision_hidden_size)`: the patch tokens
+        (no CLS), then the low-level group tokens (taken out at `group_insert_layer`), then the high-level ones.
+        Position embeddings are interpolated when the image size differs from `config.image_size`.
+        """
+        if pixel_values is None or pixel_values.dim() != 4:
+            shape = None if pixel_values is None else tuple(pixel_values.shape)
+            raise ValueError(f"pixel_values must be a 4-D tensor (num_images, channels, height, width), got {shape}")
+        height, width = pixel_values.shape[-2:]
+        patch = self.config.vision_config.patch_size
+        if height % patch or width % patch or height == 0 or width == 0:
+            raise ValueError(f"pixel_values size {height}x{width} is not a positive multiple of patch_size={patch}")
+        config = self.config
+        vision = self.vision_model
+        batch = pixel_values.shape[0]
+        embeddings = vision.embeddings(pixel_values, interpolate_pos_encoding=True)
+        num_patches = embeddings.shape[1] - 1
+        low = self.group_tokens.low
+        high = self.group_tokens.high
+        if low is not None:
+            embeddings = torch.cat([embeddings, low.to(embeddings.dtype).expand(batch, -1, -1)], dim=1)
+        hidden_states = vision.pre_layrnorm(embeddings)
+
+        low_out = None
+        for index, layer in enumerate(vision.encoder.layers):
+            if index == config.group_insert_layer and config.uses_group_tokens:
+                if low is not None:
+                    low_out = hidden_states[:, -low.shape[0] :]
+                    hidden_states = hidden_states[:, : -low.shape[0]]
+                if high is not None:
+                    # High-level tokens enter normalised like every token entering the first layer.
+                    high_in = vision.pre_layrnorm(high.to(hidden_states.dtype)).expand(batch, -1, -1)
+                    hidden_states = torch.cat([hidden_states, high_in], dim=1)
+            hidden_states = self._run_vision_layer(layer, hidden_states)
+
+        parts = [vision.post_layernorm(hidden_states[:, 1 : 1 + num_patches])]
+        if low_out is not None:
+            parts.append(self.low_group_norm(low_out))
+        if high is not None:
+            parts.append(vision.post_layernorm(hidden_states[:, -high.shape[0] :]))
+        return torch.cat(parts, dim=1)
+
+    def _split_image_embeddings(self, image_embeddings):
+        config = self.config
+        num_low = config.num_low_group_tokens if config.use_low_group_tokens else 0
+        num_high = config.num_high_group_tokens if config.use_high_group_tokens else 0
+        num_patches = image_embeddings.shape[1] - num_low - num_high
+        visual = image_embeddings[:, :num_patches]
+        low = image_embeddings[:, num_patches : num_patches + num_low] if num_low else None
+        high = image_embeddings[:, num_patches + num_low :] if num_high else None
+        return visual, low, high
+
+    def _resolve_image_indices(self, image_indices, num_images, num_expressions, device):
+        if image_indices is None:
+            if num_images == num_expressions:
+                return torch.arange(num_expressions, device=device)
+            if num_images == 1:
+                return torch.zeros(num_expressions, dtype=torch.long, device=device)
+            raise ValueError(
+                f"Got {num_images} images and {num_expressions} expressions: pass one image, as many images as "
+                "expressions, or `image_indices` mapping each expression to its image"
+            )
+        image_indices = torch.as_tensor(image_indices, device=device).long()
+        if image_indices.shape != (num_expressions,):
+            raise ValueError(
+                f"image_indices has shape {tuple(image_indices.shape)}, expected ({num_expressions},) "
+                "(one image index per expression)"
+            )
+        if num_expressions and (image_indices.min() < 0 or image_indices.max() >= num_images):
+            raise ValueError(f"image_indices {image_indices.tolist()} out of range for {num_images} images")
+        return image_indices
+
+    # ------------------------------------------------------------------ decoding
+
+    def _run_decoder_layer(self, layer, hidden_states, memory, memory_mask, output_attentions):
+        return layer(hidden_states, memory, memory_mask, output_attentions)
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        image_embeddings: torch.FloatTensor | None = None,
+        image_indices: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_image_embeddings: bool = False,
+        output_group_tokens: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> UniRESOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`(num_images, 3, H, W)`): images; exclusive with `image_embeddings`.
+            input_ids, attention_mask (`(num_expressions, text_length)`): the tokenised expressions.
+            image_embeddings (`(num_images, tokens, hidden)`): output of `get_image_embeddings`, to reuse one image
+                encoding for many expressions (square patch grid assumed).
+            image_indices (`(num_expressions,)`, *optional*): image row of each expression. By default the identity
+                when the counts match, or every expression on the single image.
+            labels (`(num_expressions, H, W)`, float or bool): ground-truth masks at input resolution; gives `loss`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
+        if (pixel_values is None) == (image_embeddings is None):
+            raise ValueError("Pass exactly one of `pixel_values` and `image_embeddings`")
+        if input_ids is None:
+            raise ValueError("`input_ids` (the tokenised expressions) are required")
+        patch = self.config.vision_config.patch_size
+
+        if pixel_values is not None:
+            image_embeddings = self.get_image_embeddings(pixel_values)
+            grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
+        else:
+            expected = self.config.vision_config.hidden_size
+            if image_embeddings.dim() != 3 or image_embeddings.shape[-1] != expected:
+                raise ValueError(
+                    f"image_embeddings must be (num_images, tokens, {expected}), got {tuple(image_embeddings.shape)}"
+                )
+            num_patches = image_embeddings.shape[1] - self.config.num_group_tokens_used
+            side = math.isqrt(max(num_patches, 0))
+            if num_patches <= 0 or side * side != num_patches:
+                raise ValueError(
+                    f"image_embeddings hold {image_embeddings.shape[1]} tokens: expected a square patch grid plus "
+                    f"{self.config.num_group_tokens_used} group tokens"
+                )
+            grid = (side, side)
+
+        num_expressions = input_ids.shape[0]
+        device = image_embeddings.device
+        image_indices = self._resolve_image_indices(image_indices, image_embeddings.shape[0], num_expressions, device)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+
+        # Text side: token features for cross-attention, and the end-of-text token (last attended) as the sentence.
+        text_states = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        text_mask = attention_mask.bool()
+        last_token = (attention_mask.long().sum(-1) - 1).clamp(min=0)
+        sentence = text_states[torch.arange(num_expressions, device=device), last_token]
+        text_tokens = self.text_projection(text_states)
+
+        visual, low, high = self._split_image_embeddings(image_embeddings)
+        # Project once per image, then gather per expression: gradients flow through the shared encoding.
+        visual = self.visual_projection(visual)[image_indices]
+        # Multiplicative sentence-visual fusion (as in CRIS): from the first step the decoder input depends on the
+        # expression, so different expressions on one image get different masks early in training.
+        sentence_key = self.sentence_projection(sentence)
+        hidden_states = visual * sentence_key[:, None, :]
+
+        attentions = () if output_attentions else None
+        filtered, scores = [], []
+        for tokens, region_filter in ((low, self.low_region_filter), (high, self.high_region_filter)):
+            if tokens is None:
+                continue
+            tokens = self.group_projection(tokens)[image_indices]
+            kept, score, weights = region_filter(tokens, text_tokens, text_mask, sentence_key, output_attentions)
+            filtered.append(kept)
+            scores.append(score)
+            if output_attentions:
+                attentions += (weights,)
+        group_tokens = torch.cat(filtered, dim=1) if filtered else None
+
+        for layer in self.stage1_layers:
+            hidden_states, weights = self._run_decoder_layer(
+                layer, hidden_states, text_tokens, text_mask, output_attentions
+            )
+            if output_attentions:
+                attentions += (weights,)
+        for layer in self.stage2_layers:
+            hidden_states, weights = self._run_decoder_layer(layer, hidden_states, group_tokens, None, output_attentions)
+            if output_attentions:
+                attentions += (weights,)
+
+        logits = self._mask_logits(self.decoder_norm(hidden_states), grid, patch)
+
+        loss = None
+        if labels is not None:
+            loss = self.compute_loss(logits, labels)
+
+        output = UniRESOutput(
+            loss=loss,
+            logits=logits,
+            image_embeddings=image_embeddings if output_image_embeddings else None,
+            group_tokens=group_tokens if output_group_tokens else None,
+            group_token_scores=torch.cat(scores, dim=1) if (output_group_tokens and scores) else None,
+            attentions=attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _mask_logits(self, hidden_states, grid, patch):
+        rows, cols = grid
+        batch = hidden_states.shape[0]
+        head = self.mask_head(hidden_states)
+        if self.config.mask_head_type == "pixel_shuffle":
+            # Every token predicts its own patch x patch block of logits.
+            head = head.view(batch, rows, cols, patch, patch).permute(0, 1, 3, 2, 4)
+            return head.reshape(batch, rows * patch, cols * patch)
+        coarse = head.view(batch, 1, rows, cols)
+        return F.interpolate(coarse, size=(rows * patch, cols * patch), mode="bilinear", align_corners=False)[:, 0]
+
+    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """`bce_loss_weight * BCE + dice_loss_weight * Dice`, with `labels` (float or bool) shaped like `logits`."""
+        if labels.shape != logits.shape:
+            raise ValueError(
+                f"labels have shape {tuple(labels.shape)} but the logits are {tuple(logits.shape)}: give one mask per "
+                "expression at the model input resolution (UniRESProcessor resizes ground-truth masks)"
+            )
+        logits = logits.float()
+        labels = labels.to(device=logits.device, dtype=torch.float32)
+        bce = F.binary_cross_entropy_with_logits(logits, labels)
+        return self.config.bce_loss_weight * bce + self.config.dice_loss_weight * dice_loss(logits, labels)
+
+
+__all__ = ["UniRESModel", "UniRESOutput", "UniRESPreTrainedModel"]

@@ -1,0 +1,125 @@
+"""The `referring-expression-segmentation` pipeline: image(s) + expression(s) -> one mask per expression."""
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import Pipeline
+from transformers.image_utils import load_image
+
+from .image_processing_unires import mask_to_rle
+from .processing_unires import validate_expressions
+
+MASK_FORMATS = ("pil", "numpy")
+
+
+class ReferringExpressionSegmentationPipeline(Pipeline):
+    r"""
+    Segment what each expression refers to.
+
+    ```python
+    >>> import modeling_unires  # registers the task
+    >>> from transformers import pipeline
+    >>> segmenter = pipeline("referring-expression-segmentation", model="path/or/hub-id")
+    >>> segmenter("photo.jpg", ["the dog", "the left ear of the dog"])            # list of dicts
+    >>> segmenter(["a.jpg", "b.png"], [["the dog"], ["the car", "its wheel"]])    # list of lists
+    ```
+
+    Images may be paths, URLs (loaded by transformers' `load_image`), PIL images or arrays. Each image is encoded
+    once for all of its expressions; with a list of images, `batch_size` images (and all their expressions) go
+    through the model together.
+
+    Every expression gives a dict: `"text"`, `"mask"` (PIL image of mode "L", 0/255, at the original size, or a bool
+    array with `mask_format="numpy"`), `"score"` (mean probability inside the mask; for an empty mask, the highest
+    probability anywhere, so that a low score flags it) and `"rle"` (COCO RLE `{"size": [h, w], "counts": str}`).
+    `threshold` defaults to the processor's (0.35).
+    """
+
+    _load_processor = True
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def _sanitize_parameters(self, threshold=None, mask_format=None, **kwargs):
+        if kwargs:
+            raise ValueError(f"Unknown arguments for the referring-expression-segmentation pipeline: {sorted(kwargs)}")
+        postprocess = {}
+        if threshold is not None:
+            postprocess["threshold"] = threshold
+        if mask_format is not None:
+            if mask_format not in MASK_FORMATS:
+                raise ValueError(f"mask_format={mask_format!r} is invalid: expected one of {MASK_FORMATS}")
+            postprocess["mask_format"] = mask_format
+        return {}, {}, postprocess
+
+    def __call__(self, image, text=None, batch_size=None, **kwargs):
+        """
+        `image` with `text` (a string or a list of strings) gives one result per expression (a dict for a string,
+        a list of dicts for a list). A list of images with a parallel list of `text` (each a string or a list of
+        strings) gives one such result per image.
+        """
+        if text is None:
+            raise ValueError("The referring-expression-segmentation pipeline needs `text` (one or more expressions)")
+        preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
+        postprocess_params = {**self._postprocess_params, **postprocess_params}
+        if isinstance(image, (list, tuple)):
+            if not isinstance(text, (list, tuple)) or len(text) != len(image):
+                count = len(text) if isinstance(text, (list, tuple)) else 1
+                raise ValueError(
+                    f"Got {len(image)} images and {count} text entries: give one text entry (a string or a list of "
+                    "strings) per image"
+                )
+            items = [{"image": item, "text": expressions} for item, expressions in zip(image, text)]
+            batch_size = batch_size or self._batch_size or 1
+            results = []
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                results.extend(self.run_single(chunk, preprocess_params, forward_params, postprocess_params))
+            return results
+        return self.run_single([{"image": image, "text": text}], preprocess_params, forward_params, postprocess_params)[0]
+
+    def preprocess(self, items):
+        images, texts, indices, singles = [], [], [], []
+        for image_index, item in enumerate(items):
+            image = item["image"]
+            if isinstance(image, str):
+                image = load_image(image)
+            images.append(image)
+            expressions = validate_expressions(item["text"])
+            singles.append(isinstance(item["text"], str))
+            texts.extend(expressions)
+            indices.extend([image_index] * len(expressions))
+        # Images and expressions are prepared apart: each image is encoded once and `image_indices` maps every
+        # expression to its image.
+        inputs = dict(self.processor(text=texts, return_tensors="pt"))
+        inputs.update(self.processor.image_processor.preprocess(images, return_tensors="pt"))
+        original_sizes = inputs.pop("original_sizes").tolist()
+        inputs["image_indices"] = torch.tensor(indices, dtype=torch.long)
+        inputs["meta"] = {"texts": texts, "image_indices": indices, "original_sizes": original_sizes, "singles": singles}
+        return inputs
+
+    def _forward(self, model_inputs):
+        meta = model_inputs.pop("meta")
+        outputs = self.model(**model_inputs)
+        return {"logits": outputs.logits, "meta": meta}
+
+    def postprocess(self, model_outputs, threshold=None, mask_format="pil"):
+        meta = model_outputs["meta"]
+        logits = model_outputs["logits"].float().cpu()
+        sizes = [meta["original_sizes"][index] for index in meta["image_indices"]]
+        image_processor = self.processor.image_processor
+        threshold = image_processor.mask_threshold if threshold is None else threshold
+        per_image = [[] for _ in meta["original_sizes"]]
+        for row, (size, image_index) in enumerate(zip(sizes, meta["image_indices"])):
+            probabilities = torch.nn.functional.interpolate(
+                logits[row][None, None], size=tuple(size), mode="bilinear", align_corners=False
+            )[0, 0].sigmoid()
+            mask = (probabilities > threshold).numpy()
+            score = float(probabilities[torch.from_numpy(mask)].mean()) if mask.any() else float(probabilities.max())
+            output_mask = Image.fromarray(mask.astype(np.uint8) * 255, mode="L") if mask_format == "pil" else mask
+            per_image[image_index].append(
+                {"text": meta["texts"][row], "score": score, "mask": output_mask, "rle": mask_to_rle(mask)}
+            )
+        return [results[0] if single else results for results, single in zip(per_image, meta["singles"])]
+
+
+__all__ = ["ReferringExpressionSegmentationPipeline"]

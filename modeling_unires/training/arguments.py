@@ -1,0 +1,140 @@
+"""Command-line arguments of the UniRES trainer, as `HfArgumentParser` dataclasses.
+
+Three groups, as in the transformers example scripts: where the model comes from, what
+data it sees, and how it is optimised. Defaults follow the paper's fine-tuning recipe
+(AdamW, weight decay 5e-4, lr 1e-5, cosine decay with warm-up) where one applies.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class ModelArguments:
+    """Where the model comes from: a UniRES checkpoint, a CLIP checkpoint, or a config."""
+
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "A UniRES checkpoint (Hub id or folder) to start from."}
+    )
+    clip_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "A CLIPModel checkpoint whose towers initialise a new UniRES (`UniRESModel.from_clip`)."},
+    )
+    config_name: Optional[str] = field(
+        default=None, metadata={"help": "A UniRES config (folder, Hub id or config.json) to train from scratch."}
+    )
+    config_overrides: Optional[str] = field(
+        default=None,
+        metadata={"help": 'JSON object of UniRESConfig values to override, e.g. \'{"decoder_stage1_layers": 2}\'.'},
+    )
+    ablation: Optional[str] = field(
+        default=None,
+        metadata={"help": "Table 8 ablation applied to the config: full, no_group_tokens, low_only, high_only."},
+    )
+    processor_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Processor (image processor + CLIP tokenizer); defaults to the model or CLIP checkpoint."},
+    )
+    attn_implementation: Optional[str] = field(
+        default=None, metadata={"help": "Attention implementation: eager or sdpa (transformers' default when unset)."}
+    )
+
+    def parsed_overrides(self) -> dict:
+        if not self.config_overrides:
+            return {}
+        try:
+            overrides = json.loads(self.config_overrides)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--config_overrides is not valid JSON: {self.config_overrides!r} ({error})") from error
+        if not isinstance(overrides, dict):
+            raise ValueError(f"--config_overrides must be a JSON object, got {self.config_overrides!r}")
+        return overrides
+
+
+@dataclass
+class DataArguments:
+    """What the model sees: datasets in the MRES schema, by Hub id or local folder."""
+
+    dataset: list[str] = field(
+        default_factory=list,
+        metadata={"help": "One or more datasets in the MRES schema (Hub ids or folders written by `publish`)."},
+    )
+    dataset_weights: Optional[list[float]] = field(
+        default=None, metadata={"help": "Sampling weight of each --dataset when mixing (default: equal)."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_dataset: Optional[str] = field(
+        default=None, metadata={"help": "Dataset for periodic evaluation (default: the first --dataset)."}
+    )
+    eval_split: str = field(default="validation", metadata={"help": "Split for periodic evaluation."})
+    max_eval_images: Optional[int] = field(
+        default=None, metadata={"help": "Evaluate on at most this many images (all when unset)."}
+    )
+    streaming: bool = field(
+        default=False, metadata={"help": "Stream the training data (sharded per process with split_dataset_by_node)."}
+    )
+    shuffle_buffer_size: int = field(default=1000, metadata={"help": "Shuffle buffer when streaming."})
+    referents_per_image: int = field(
+        default=4,
+        metadata={"help": "K: referents sampled per image; the K expressions share one image encoding."},
+    )
+    granularity: Optional[str] = field(
+        default=None, metadata={"help": "Train on one granularity only: object or part (default: both)."}
+    )
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+
+
+@dataclass
+class UniRESTrainingArguments:
+    """How the model is optimised, checkpointed, evaluated and published."""
+
+    output_dir: str = field(default="outputs/unires", metadata={"help": "Where checkpoints and the model go."})
+    seed: int = field(default=42, metadata={"help": "Seed for initialisation, shuffling and referent sampling."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Images per device per step."})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Images per device at evaluation."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps to accumulate before an update."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate of the new (non-CLIP) parts."})
+    backbone_learning_rate: Optional[float] = field(
+        default=None, metadata={"help": "Peak learning rate of the CLIP towers (default: --learning_rate)."}
+    )
+    weight_decay: float = field(default=5e-4, metadata={"help": "AdamW weight decay."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs (ignored when --max_steps is set)."})
+    max_steps: int = field(default=-1, metadata={"help": "Total optimisation steps; overrides epochs when > 0."})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Share of steps spent warming up linearly."})
+    warmup_steps: int = field(default=0, metadata={"help": "Warm-up steps (overrides --warmup_ratio when > 0)."})
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (Accelerate)."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
+    logging_steps: int = field(default=10, metadata={"help": "Log the loss every N steps."})
+    save_steps: int = field(default=0, metadata={"help": "Save a resumable checkpoint every N steps (0: never)."})
+    save_total_limit: Optional[int] = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
+    eval_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0: only at the end)."})
+    do_final_eval: bool = field(default=True, metadata={"help": "Evaluate once more after training."})
+    resume_from_checkpoint: Optional[str] = field(
+        default=None, metadata={"help": "A checkpoint folder to resume from, or 'latest' for the newest in output_dir."}
+    )
+    report_to: Optional[str] = field(
+        default="auto", metadata={"help": "Accelerate trackers: auto (TensorBoard when installed), none, or a name."}
+    )
+    push_to_hub: Optional[str] = field(
+        default=None, metadata={"help": "Hub repo id to push the model, processor and model card to."}
+    )
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    trace_data: bool = field(
+        default=False,
+        metadata={"help": "Write the image ids each process trained on to output_dir/data_trace/ (debugging)."},
+    )
+    disable_progress_bar: bool = field(default=False, metadata={"help": "Hide the progress bar."})
+
+    def __post_init__(self):
+        if self.mixed_precision not in {"no", "fp16", "bf16"}:
+            raise ValueError(f"--mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError(f"--gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError("set --max_steps or a positive --num_train_epochs")

@@ -1,0 +1,145 @@
+"""Training data for UniRES: load MRES-schema datasets, mix them, shard them, batch them.
+
+Rows follow the MRES schema (one row per image with a list of referents; see
+`dataset_scripts/features.py`). A training batch samples K referents per image and one
+sentence per referent, so the K expressions share one image encoding in the model
+(`image_indices`). Sampling is a pure function of (seed, epoch, image_id), which makes a
+resumed run see exactly the data an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..rle import decode_rle
+
+logger = logging.getLogger(__name__)
+
+GRANULARITIES = ("object", "part")
+
+
+def stable_seed(*parts: Any) -> int:
+    """A 63-bit seed that depends only on `parts` (Python's hash() is salted per process)."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def load_mres_dataset(
+    names: Sequence[str],
+    split: str,
+    *,
+    streaming: bool = False,
+    weights: Optional[Sequence[float]] = None,
+    seed: int = 0,
+):
+    """Load one or several MRES-schema datasets (Hub ids or `publish`ed folders) and mix them.
+
+    Several datasets are interleaved with probabilities proportional to `weights`
+    ("all_exhausted": every source is seen in full, the smaller ones repeat).
+    """
+    from datasets import interleave_datasets, load_dataset
+
+    if not names:
+        raise ValueError("no dataset given: pass at least one --dataset (Hub id or folder)")
+    if weights is not None and len(weights) != len(names):
+        raise ValueError(f"{len(weights)} dataset weights for {len(names)} datasets {list(names)}")
+    if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
+        raise ValueError(f"dataset weights must be non-negative and not all zero, got {list(weights)}")
+    parts = []
+    for name in names:
+        try:
+            parts.append(load_dataset(name, split=split, streaming=streaming))
+        except ValueError as error:
+            raise ValueError(f"dataset {name!r} has no split {split!r}: {error}") from error
+    if len(parts) == 1:
+        return parts[0]
+    probabilities = None if weights is None else [w / sum(weights) for w in weights]
+    return interleave_datasets(
+        parts, probabilities=probabilities, seed=seed, stopping_strategy="all_exhausted"
+    )
+
+
+class MRESTrainingCollator:
+    """Turns MRES image rows into a UniRES training batch.
+
+    For each image it samples up to `referents_per_image` referents (optionally of one
+    granularity) and one sentence per referent. The output holds one `pixel_values` row per
+    image and one text/label row per expression, with `image_indices` mapping the latter to
+    the former, plus bookkeeping lists (`granularities`, `image_ids`) that the trainer pops.
+    """
+
+    def __init__(self, processor, referents_per_image: int = 4, granularity: Optional[str] = None, seed: int = 0):
+        if referents_per_image < 1:
+            raise ValueError(f"referents_per_image must be >= 1, got {referents_per_image}")
+        if granularity is not None and granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES} or None, got {granularity!r}")
+        self.processor = processor
+        self.referents_per_image = referents_per_image
+        self.granularity = granularity
+        self.seed = seed
+        self.epoch = 0
+        self.skipped = Counter()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _eligible(self, row: dict) -> list[dict]:
+        eligible = []
+        for referent in row["referents"]:
+            if self.granularity is not None and referent["granularity"] != self.granularity:
+                continue
+            if not any(s and s.strip() for s in referent["sentences"] or []):
+                # Counted, not silent: a referent with no usable sentence cannot be trained on.
+                self.skipped["no sentence"] += 1
+                logger.debug("image %s referent %s has no sentence; skipped", row["image_id"], referent["referent_id"])
+                continue
+            eligible.append(referent)
+        return eligible
+
+    def sample(self, row: dict) -> list[tuple[dict, str]]:
+        """The (referent, sentence) pairs this row contributes at the current epoch."""
+        rng = np.random.default_rng(stable_seed(self.seed, self.epoch, row["image_id"]))
+        eligible = self._eligible(row)
+        k = min(self.referents_per_image, len(eligible))
+        chosen = rng.choice(len(eligible), size=k, replace=False) if k else []
+        pairs = []
+        for index in sorted(int(i) for i in chosen):
+            referent = eligible[index]
+            sentences = [s for s in referent["sentences"] if s and s.strip()]
+            pairs.append((referent, sentences[int(rng.integers(len(sentences)))]))
+        return pairs
+
+    def __call__(self, rows: list[dict]) -> dict:
+        images, texts, masks, image_indices, granularities, image_ids = [], [], [], [], [], []
+        for row in rows:
+            pairs = self.sample(row)
+            if not pairs:
+                self.skipped["image without eligible referent"] += 1
+                continue
+            image = row["image"]
+            image_index = len(images)
+            images.append(image)
+            image_ids.append(row["image_id"])
+            for referent, sentence in pairs:
+                mask = decode_rle(referent["mask"])
+                if mask.shape != (image.height, image.width):
+                    raise ValueError(
+                        f"image {row['image_id']} referent {referent['referent_id']}: mask size "
+                        f"{mask.shape[::-1]} differs from the image size {image.size}"
+                    )
+                texts.append(sentence)
+                masks.append(mask)
+                image_indices.append(image_index)
+                granularities.append(referent["granularity"])
+        if not texts:
+            raise ValueError(f"no trainable referent in the batch of images {[r['image_id'] for r in rows]}")
+        batch = self.processor.prepare_training_batch(images, texts, masks, image_indices)
+        batch["granularities"] = granularities
+        batch["image_ids"] = image_ids
+        return batch

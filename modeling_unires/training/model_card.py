@@ -1,0 +1,144 @@
+"""The model card (README.md) written beside every trained UniRES checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from ..evaluation.metrics import format_metrics_table
+
+CITATION = """@inproceedings{wang2024unveiling,
+  title     = {Unveiling Parts Beyond Objects: Towards Finer-Granularity Referring Expression Segmentation},
+  author    = {Wang, Wenxuan and Yue, Tongtian and Zhang, Yisi and Guo, Longteng and He, Xingjian and Wang, Xinlong and Liu, Jing},
+  booktitle = {CVPR},
+  year      = {2024}
+}"""
+
+TEMPLATE = """---
+{card_data}
+---
+
+# UniRES{title_suffix}
+
+A UniRES model for multi-granularity referring expression segmentation (MRES): given an
+image and an expression naming an object ("the red car on the left") or a part of one
+("the wheels of the blue bus"), it predicts the referred pixels.
+
+## Usage
+
+```python
+import modeling_unires  # registers the model and the pipeline (or pass trust_remote_code=True)
+from transformers import pipeline
+
+segment = pipeline("referring-expression-segmentation", model="{model_id}")
+results = segment(image, ["the red car", "the wheels of the blue bus"])
+```
+
+## Model
+
+| | |
+|---|---|
+| vision tower | CLIP ViT, {vision_layers} layers, width {vision_width}, patch {patch_size}, input {image_size}×{image_size} |
+| text tower | CLIP text transformer, {text_layers} layers, width {text_width}, max length {text_max_length} |
+| group tokens | {group_tokens} |
+| decoder | width {decoder_width}, stage 1: {stage1} layers, stage 2: {stage2} layers |
+| parameters | {num_parameters} |
+| base model | {base_model} |
+
+## Training data
+
+{datasets}
+
+## Training recipe
+
+| | |
+|---|---|
+| steps | {num_steps} |
+| images per device per step | {batch_size} (× {referents} referents sharing one image encoding) |
+| gradient accumulation | {grad_accum} |
+| optimizer | AdamW, weight decay {weight_decay} |
+| learning rate | {lr} (CLIP towers: {backbone_lr}), cosine decay, {warmup} warm-up |
+| mixed precision | {mixed_precision} |
+| seed | {seed} |
+
+## Evaluation
+
+{evaluation}
+
+## Citation
+
+```bibtex
+{citation}
+```
+"""
+
+
+def write_model_card(
+    folder,
+    *,
+    config,
+    training_args,
+    data_args,
+    eval_results: Optional[dict] = None,
+    num_steps: int = 0,
+    base_model: Optional[str] = None,
+    datasets: Optional[list[str]] = None,
+    model_id: Optional[str] = None,
+    num_parameters: Optional[int] = None,
+    license: str = "apache-2.0",
+) -> str:
+    """Write `folder/README.md` (YAML metadata + recipe + evaluation table) and return its text."""
+    datasets = datasets if datasets is not None else list(data_args.dataset)
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-segmentation",
+        license=license,
+        tags=["referring-expression-segmentation", "mres", "unires", "clip"],
+        datasets=[d for d in datasets if "/" in d and not Path(d).exists()] or None,
+        base_model=base_model if base_model and not Path(base_model).exists() else None,
+    )
+    groups = []
+    if config.use_low_group_tokens:
+        groups.append(f"{config.num_low_group_tokens} low-level")
+    if config.use_high_group_tokens:
+        groups.append(f"{config.num_high_group_tokens} high-level")
+    if eval_results:
+        evaluation = format_metrics_table(eval_results)
+    else:
+        evaluation = "Not evaluated."
+    warmup = f"{training_args.warmup_steps} steps" if training_args.warmup_steps else f"{training_args.warmup_ratio:.0%}"
+    text = TEMPLATE.format(
+        card_data=card_data.to_yaml(),
+        title_suffix=f" ({model_id})" if model_id else "",
+        model_id=model_id or str(folder),
+        vision_layers=config.vision_config.num_hidden_layers,
+        vision_width=config.vision_config.hidden_size,
+        patch_size=config.vision_config.patch_size,
+        image_size=config.vision_config.image_size,
+        text_layers=config.text_config.num_hidden_layers,
+        text_width=config.text_config.hidden_size,
+        text_max_length=config.text_max_length,
+        group_tokens=" + ".join(groups) or "none (ablation)",
+        decoder_width=config.decoder_hidden_size,
+        stage1=config.decoder_stage1_layers,
+        stage2=config.decoder_stage2_layers if groups else 0,
+        num_parameters=f"{num_parameters:,}" if num_parameters else "n/a",
+        base_model=base_model or "trained from scratch",
+        datasets="\n".join(f"- `{d}` (split `{data_args.train_split}`)" for d in datasets) or "- (not recorded)",
+        num_steps=num_steps,
+        batch_size=training_args.per_device_train_batch_size,
+        referents=data_args.referents_per_image,
+        grad_accum=training_args.gradient_accumulation_steps,
+        weight_decay=training_args.weight_decay,
+        lr=training_args.learning_rate,
+        backbone_lr=training_args.backbone_learning_rate or training_args.learning_rate,
+        warmup=warmup,
+        mixed_precision=training_args.mixed_precision,
+        seed=training_args.seed,
+        evaluation=evaluation,
+        citation=CITATION,
+    )
+    ModelCard(text).save(Path(folder) / "README.md")
+    return text

@@ -1,0 +1,109 @@
+"""`run_training`: from parsed arguments to a trained, saved, evaluated UniRES.
+
+`examples/train.py` is a thin wrapper around this function, so a user can also call it
+from Python (and the tests do).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from accelerate.utils import set_seed
+
+from ..configuration_unires import ABLATIONS, UniRESConfig
+from ..modeling_unires import UniRESModel
+from ..processing_unires import UniRESProcessor
+from .arguments import DataArguments, ModelArguments, UniRESTrainingArguments
+from .data import load_mres_dataset
+from .trainer import UniRESTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def build_model(model_args: ModelArguments) -> UniRESModel:
+    """A UniRES model from a UniRES checkpoint, a CLIP checkpoint or a config."""
+    overrides = model_args.parsed_overrides()
+    if model_args.ablation:
+        if model_args.ablation not in ABLATIONS:
+            raise ValueError(f"--ablation {model_args.ablation!r} is unknown; choose one of {sorted(ABLATIONS)}")
+        low, high = ABLATIONS[model_args.ablation]
+        overrides.update(use_low_group_tokens=low, use_high_group_tokens=high)
+    if model_args.attn_implementation:
+        overrides["attn_implementation"] = model_args.attn_implementation
+    sources = [s for s in (model_args.model_name_or_path, model_args.clip_name_or_path, model_args.config_name) if s]
+    if len(sources) != 1:
+        raise ValueError(
+            "give exactly one of --model_name_or_path (UniRES checkpoint), --clip_name_or_path (CLIP "
+            f"checkpoint) or --config_name (train from scratch); got {len(sources)}: {sources}"
+        )
+    if model_args.model_name_or_path:
+        return UniRESModel.from_pretrained(model_args.model_name_or_path, **overrides)
+    if model_args.clip_name_or_path:
+        return UniRESModel.from_clip(model_args.clip_name_or_path, **overrides)
+    attn = overrides.pop("attn_implementation", None)
+    config = UniRESConfig.from_pretrained(model_args.config_name, **overrides)
+    if attn:
+        config._attn_implementation = attn
+    return UniRESModel(config)
+
+
+def build_processor(model_args: ModelArguments, model: UniRESModel) -> UniRESProcessor:
+    """The processor saved with the checkpoint, or one assembled for a CLIP checkpoint."""
+    source = model_args.processor_name_or_path or model_args.model_name_or_path
+    if source:
+        return UniRESProcessor.from_pretrained(source)
+    if model_args.clip_name_or_path:
+        return UniRESProcessor.from_clip(model_args.clip_name_or_path, config=model.config)
+    raise ValueError("training from a config needs --processor_name_or_path (a saved UniRESProcessor)")
+
+
+def run_training(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: UniRESTrainingArguments,
+    *,
+    train_dataset=None,
+    eval_dataset=None,
+) -> tuple[UniRESTrainer, dict]:
+    """Build everything the arguments describe, train, evaluate and save. Returns (trainer, metrics)."""
+    set_seed(training_args.seed)
+    model = build_model(model_args)
+    processor = build_processor(model_args, model)
+    if train_dataset is None:
+        train_dataset = load_mres_dataset(
+            data_args.dataset,
+            data_args.train_split,
+            streaming=data_args.streaming,
+            weights=data_args.dataset_weights,
+            seed=training_args.seed,
+        )
+    if eval_dataset is None and (data_args.eval_dataset or data_args.dataset) and data_args.eval_split:
+        name = data_args.eval_dataset or data_args.dataset[0]
+        eval_dataset = load_mres_dataset([name], data_args.eval_split)
+    trainer = UniRESTrainer(
+        model,
+        processor,
+        training_args,
+        data_args,
+        train_dataset,
+        eval_dataset=eval_dataset,
+        model_card_info={
+            "base_model": model_args.model_name_or_path or model_args.clip_name_or_path,
+            "model_id": training_args.push_to_hub,
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+        },
+    )
+    metrics = trainer.train()
+    return trainer, metrics
+
+
+def main(argv: Optional[list[str]] = None) -> dict:
+    """Command-line entry point (`examples/train.py`)."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser((ModelArguments, DataArguments, UniRESTrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    _, metrics = run_training(model_args, data_args, training_args)
+    return metrics

@@ -1,0 +1,49 @@
+"""Everything a from-scratch run needs when no checkpoint can be downloaded.
+
+Offline (the demo, the tests) there is no CLIP vocabulary to fetch, so a CLIP-compatible
+tokenizer is trained on the training sentences, and a config is sized to it. Both are
+saved, so that `--config_name` / `--processor_name_or_path` can point at them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from ..configuration_unires import UniRESConfig
+from ..image_processing_unires import UniRESImageProcessor
+from ..processing_unires import UniRESProcessor
+from ..tokenization_local import build_clip_tokenizer
+
+
+def prepare_from_scratch(
+    sentences: Iterable[str],
+    folder,
+    *,
+    config_kwargs: dict,
+    vocab_size: int = 600,
+) -> tuple[Path, Path]:
+    """Train a tokenizer on `sentences`, size a `UniRESConfig` to it, save both.
+
+    Returns (config folder, processor folder). `config_kwargs` are `UniRESConfig` arguments;
+    the image processor takes its size from `vision_config["image_size"]`.
+    """
+    folder = Path(folder)
+    config = UniRESConfig(**config_kwargs)
+    tokenizer = build_clip_tokenizer(sentences, vocab_size=vocab_size, model_max_length=config.text_max_length)
+    config.text_config.vocab_size = len(tokenizer)
+    config.text_config.max_position_embeddings = max(config.text_max_length, 1)
+    config.text_config.bos_token_id = tokenizer.bos_token_id
+    config.text_config.eos_token_id = tokenizer.eos_token_id
+    config.text_config.pad_token_id = tokenizer.pad_token_id
+    processor = UniRESProcessor(UniRESImageProcessor(size=config.image_size), tokenizer)
+    config.save_pretrained(folder / "config")
+    processor.save_pretrained(folder / "processor")
+    return folder / "config", folder / "processor"
+
+
+def sentences_of(rows) -> list[str]:
+    """Every sentence of every referent of MRES rows (reads only the referents column when it can)."""
+    if hasattr(rows, "select_columns"):
+        rows = rows.select_columns(["referents"])
+    return [s for row in rows for referent in row["referents"] for s in referent["sentences"] if s and s.strip()]

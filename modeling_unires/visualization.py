@@ -1,0 +1,51 @@
+"""Overlay pictures for qualitative checks: image, expression, predicted and true mask."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Optional
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+PREDICTION_COLOUR = (255, 64, 64)
+TRUTH_COLOUR = (64, 200, 64)
+
+
+def overlay_mask(image: Image.Image, mask: np.ndarray, colour=PREDICTION_COLOUR, alpha: float = 0.55) -> Image.Image:
+    """`image` with `mask` (bool, same size) tinted in `colour`."""
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    if mask.shape != base.shape[:2]:
+        raise ValueError(f"mask of shape {mask.shape} does not match the image of size {image.size[::-1]}")
+    tinted = base.copy()
+    tinted[mask] = (1 - alpha) * base[mask] + alpha * np.asarray(colour, dtype=np.float32)
+    return Image.fromarray(tinted.round().astype(np.uint8))
+
+
+def draw_prediction_panel(
+    image: Image.Image,
+    expression: str,
+    predicted: np.ndarray,
+    truth: Optional[np.ndarray] = None,
+    iou: Optional[float] = None,
+    scale: int = 3,
+) -> Image.Image:
+    """One PNG-ready panel: image | prediction (red) | truth (green), the expression underneath."""
+    tiles = [image.convert("RGB"), overlay_mask(image, predicted, PREDICTION_COLOUR)]
+    if truth is not None:
+        tiles.append(overlay_mask(image, truth, TRUTH_COLOUR))
+    width, height = image.width * scale, image.height * scale
+    tiles = [tile.resize((width, height), Image.NEAREST) for tile in tiles]
+    font = ImageFont.load_default()
+    caption = f'"{expression}"' + (f"   IoU {iou:.2f}" if iou is not None else "")
+    lines = textwrap.wrap(caption, width=max(20, len(tiles) * width // 7))
+    line_height = 14
+    canvas = Image.new("RGB", (width * len(tiles), height + 8 + line_height * (len(lines) + 1)), "white")
+    for index, tile in enumerate(tiles):
+        canvas.paste(tile, (index * width, 0))
+    draw = ImageDraw.Draw(canvas)
+    for index, line in enumerate(lines):
+        draw.text((4, height + 4 + index * line_height), line, fill="black", font=font)
+    legend = "left: image   middle: prediction (red)" + ("   right: ground truth (green)" if truth is not None else "")
+    draw.text((4, height + 4 + len(lines) * line_height), legend, fill=(90, 90, 90), font=font)
+    return canvas

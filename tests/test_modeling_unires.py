@@ -1,0 +1,279 @@
+"""UniRESModel: shapes, loss, save/load, encode-once, from_clip, ablations and bad input (tiny configs, CPU)."""
+
+import pytest
+import torch
+from transformers import CLIPConfig, CLIPModel
+
+from modeling_unires import UniRESConfig, UniRESModel, UniRESProcessor
+from modeling_unires.testing_utils import tiny_config, tiny_model_and_processor, tiny_tokenizer
+
+EXPRESSIONS = ["the red car", "left wheel of the blue bus", "the window"]
+
+
+def _text(processor, texts=EXPRESSIONS):
+    return processor.tokenize(texts, return_tensors="pt")
+
+
+def test_shapes_dtypes_and_outputs():
+    model, processor = tiny_model_and_processor()
+    text = _text(processor)
+    pixel_values = torch.randn(1, 3, 32, 32)
+    labels = torch.rand(3, 32, 32) > 0.5
+    out = model(
+        pixel_values=pixel_values, **text, labels=labels,
+        output_attentions=True, output_image_embeddings=True, output_group_tokens=True,
+    )
+    assert out.logits.shape == (3, 32, 32) and out.logits.dtype == torch.float32
+    assert out.loss.shape == () and torch.isfinite(out.loss)
+    # 16 patches + 4 low + 2 high group tokens, at the vision width.
+    assert out.image_embeddings.shape == (1, 16 + 6, 32)
+    assert out.group_tokens.shape == (3, 6, 32)
+    assert ((out.group_token_scores >= 0) & (out.group_token_scores <= 1)).all()
+    # low filter, high filter, 1 stage-1 layer (visual over 17 text tokens), 1 stage-2 layer (over 6 group tokens).
+    assert [tuple(a.shape) for a in out.attentions] == [(3, 2, 4, 17), (3, 2, 2, 17), (3, 2, 16, 17), (3, 2, 16, 6)]
+    plain = model(pixel_values=pixel_values, **text)
+    assert plain.loss is None and plain.image_embeddings is None and plain.attentions is None
+    torch.testing.assert_close(plain.logits, out.logits)
+
+
+def test_non_clip_parameters_live_outside_the_backbone():
+    model, _ = tiny_model_and_processor()
+    names = [name for name, _ in model.named_parameters()]
+    assert "group_tokens.low" in names and "group_tokens.high" in names
+    assert not any("group" in name for name in names if name.startswith(("vision_model.", "text_model.")))
+    assert any(name.startswith("vision_model.encoder.layers.") for name in names)
+    assert any(name.startswith("text_model.encoder.layers.") for name in names)
+
+
+@pytest.mark.parametrize(
+    "ablation,num_group_tokens,num_stage2",
+    [("full", 6, 1), ("no_group_tokens", 0, 0), ("low_only", 4, 1), ("high_only", 2, 1)],
+)
+def test_ablations(ablation, num_group_tokens, num_stage2):
+    tokenizer = tiny_tokenizer()
+    base = tiny_config(tokenizer)
+    config = UniRESConfig.ablation(ablation, **{k: v for k, v in base.to_dict().items() if k in _INIT_KEYS})
+    assert config.ablation_name == ablation
+    model = UniRESModel(config).eval()
+    assert len(model.stage2_layers) == num_stage2
+    embeddings = model.get_image_embeddings(torch.randn(2, 3, 32, 32))
+    assert embeddings.shape == (2, 16 + num_group_tokens, 32)
+    text = tokenizer(EXPRESSIONS[:2], padding="max_length", max_length=17, return_tensors="pt")
+    out = model(image_embeddings=embeddings, input_ids=text.input_ids, attention_mask=text.attention_mask,
+                labels=torch.zeros(2, 32, 32), output_group_tokens=True)
+    assert out.logits.shape == (2, 32, 32)
+    out.loss.backward()
+    if num_group_tokens:
+        assert out.group_tokens.shape == (2, num_group_tokens, 32)
+    else:
+        assert out.group_tokens is None and model.group_projection is None
+
+
+_INIT_KEYS = (
+    "vision_config", "text_config", "num_low_group_tokens", "num_high_group_tokens", "decoder_hidden_size",
+    "decoder_num_attention_heads", "decoder_stage1_layers", "decoder_stage2_layers", "text_max_length",
+)
+
+
+def test_loss_decreases_on_a_fixed_batch():
+    model, processor = tiny_model_and_processor(seed=1)
+    model.train()
+    text = _text(processor)
+    generator = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(1, 3, 32, 32, generator=generator)
+    labels = torch.zeros(3, 32, 32)
+    labels[0, :16] = 1  # top half
+    labels[1, :, 16:] = 1  # right half
+    labels[2, 8:24, 8:24] = 1  # centre square
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        loss = model(pixel_values=pixel_values, **text, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_save_load_round_trip_gives_identical_logits(tmp_path):
+    model, processor = tiny_model_and_processor()
+    text = _text(processor)
+    pixel_values = torch.randn(2, 3, 32, 32)
+    indices = torch.tensor([0, 1, 1])
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    loaded = UniRESModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        expected = model(pixel_values=pixel_values, **text, image_indices=indices).logits
+        actual = loaded(pixel_values=pixel_values, **text, image_indices=indices).logits
+    assert torch.equal(expected, actual)
+
+
+def test_encode_once_equals_plain_forward():
+    model, processor = tiny_model_and_processor()
+    text = _text(processor)
+    images = torch.randn(2, 3, 32, 32)
+    indices = torch.tensor([1, 0, 1])
+    with torch.no_grad():
+        embeddings = model.get_image_embeddings(images)
+        shared = model(image_embeddings=embeddings, **text, image_indices=indices).logits
+        plain = model(pixel_values=images[indices], **text).logits
+        broadcast = model(pixel_values=images[:1], **text).logits
+        repeated = model(pixel_values=images[:1].expand(3, -1, -1, -1), **text).logits
+    torch.testing.assert_close(shared, plain, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(broadcast, repeated, rtol=1e-4, atol=1e-5)
+
+
+def test_shared_encoding_trains_with_image_indices():
+    model, processor = tiny_model_and_processor()
+    model.train()
+    text = _text(processor)
+    out = model(pixel_values=torch.randn(2, 3, 32, 32), **text, image_indices=torch.tensor([0, 0, 1]),
+                labels=torch.ones(3, 32, 32))
+    out.loss.backward()
+    for parameter in (model.group_tokens.low, model.group_tokens.high,
+                      model.vision_model.embeddings.patch_embedding.weight):
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+
+
+def test_other_input_sizes_interpolate_positions():
+    model, processor = tiny_model_and_processor()
+    text = _text(processor, EXPRESSIONS[:1])
+    with torch.no_grad():
+        out = model(pixel_values=torch.randn(1, 3, 48, 64), **text)
+    assert out.logits.shape == (1, 48, 64)
+
+
+def test_upsample_mask_head():
+    model, processor = tiny_model_and_processor(mask_head_type="upsample")
+    out = model(pixel_values=torch.randn(1, 3, 32, 32), **_text(processor))
+    assert out.logits.shape == (3, 32, 32)
+
+
+def test_gradient_checkpointing_matches():
+    model, processor = tiny_model_and_processor()
+    model.train()
+    text = _text(processor)
+    pixel_values, labels = torch.randn(1, 3, 32, 32), torch.rand(3, 32, 32)
+
+    def loss_and_grad():
+        model.zero_grad()
+        loss = model(pixel_values=pixel_values, **text, labels=labels).loss
+        loss.backward()
+        return loss.detach(), model.group_tokens.low.grad.clone()
+
+    reference = loss_and_grad()
+    # transformers 5 renamed it activation_checkpointing_enable; both set the same per-layer flags.
+    getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
+    assert all(layer.gradient_checkpointing for layer in model.stage1_layers)
+    assert all(layer.gradient_checkpointing for layer in model.vision_model.encoder.layers)
+    checkpointed = loss_and_grad()
+    torch.testing.assert_close(reference, checkpointed)
+
+
+def test_sdpa_matches_eager():
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    sdpa = UniRESModel(tiny_config(tokenizer, attn_implementation="sdpa")).eval()
+    eager = UniRESModel(tiny_config(tokenizer, attn_implementation="eager")).eval()
+    eager.load_state_dict(sdpa.state_dict())
+    assert sdpa.vision_model.config._attn_implementation == "sdpa"
+    assert eager.text_model.config._attn_implementation == "eager"
+    text = tokenizer(EXPRESSIONS, padding="max_length", max_length=17, return_tensors="pt")
+    pixel_values = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(sdpa(pixel_values=pixel_values, **text).logits,
+                                   eager(pixel_values=pixel_values, **text).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_from_clip_copies_backbone_weights(tmp_path):
+    tokenizer = tiny_tokenizer()
+    clip_config = CLIPConfig(
+        text_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                         vocab_size=len(tokenizer), max_position_embeddings=17,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id),
+        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                           patch_size=8, image_size=32),
+        projection_dim=16,
+    )
+    torch.manual_seed(3)
+    clip = CLIPModel(clip_config).eval()
+    clip.save_pretrained(tmp_path)
+    overrides = dict(num_low_group_tokens=4, num_high_group_tokens=2, decoder_hidden_size=32,
+                     decoder_num_attention_heads=2, decoder_stage1_layers=1, decoder_stage2_layers=1)
+    model = UniRESModel.from_clip(str(tmp_path), **overrides).eval()
+    text = tokenizer(EXPRESSIONS, padding="max_length", max_length=17, return_tensors="pt")
+    pixel_values = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.vision_model(pixel_values).last_hidden_state,
+                                   clip.vision_model(pixel_values).last_hidden_state)
+        torch.testing.assert_close(model.text_model(**text).last_hidden_state, clip.text_model(**text).last_hidden_state)
+        assert model(pixel_values=pixel_values[:1], **text).logits.shape == (3, 32, 32)
+
+    # The processor of such a model takes the CLIP checkpoint's tokenizer.
+    tokenizer.save_pretrained(tmp_path)
+    processor = UniRESProcessor.from_clip(str(tmp_path), config=model.config)
+    assert processor.image_processor.size == {"height": 32, "width": 32} and processor.text_max_length == 17
+    assert processor(text="the red car")["input_ids"].tolist() == text["input_ids"][:1].tolist()
+    eager = UniRESModel.from_clip(str(tmp_path), attn_implementation="eager", **overrides)
+    assert eager.vision_model.config._attn_implementation == "eager"
+
+    # A larger input size resizes the position table as CLIP itself interpolates it at run time.
+    bigger = UniRESModel.from_clip(str(tmp_path), image_size=48, **overrides).eval()
+    assert bigger.config.image_size == 48
+    large = torch.randn(1, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            bigger.vision_model(large).last_hidden_state,
+            clip.vision_model(large, interpolate_pos_encoding=True).last_hidden_state,
+            rtol=1e-4, atol=1e-5,
+        )
+        torch.testing.assert_close(bigger.text_model(**text).last_hidden_state,
+                                   clip.text_model(**text).last_hidden_state)
+
+
+@pytest.mark.parametrize(
+    "bad,name",
+    [
+        (dict(mask_threshold=1.5), "mask_threshold"),
+        (dict(mask_head_type="deconv"), "mask_head_type"),
+        (dict(group_insert_layer=2), "group_insert_layer"),  # the tiny ViT has 2 layers: insert must be 1
+        (dict(decoder_num_attention_heads=3), "decoder_num_attention_heads"),
+        (dict(num_low_group_tokens=0), "num_low_group_tokens"),
+        (dict(text_max_length=2), "text_max_length"),
+        (dict(use_high_group_tokens="yes"), "use_high_group_tokens"),
+    ],
+)
+def test_bad_config_values_name_the_field(bad, name):
+    with pytest.raises(ValueError, match=name):
+        tiny_config(tiny_tokenizer(), **bad)
+
+
+def test_unknown_ablation_is_named():
+    with pytest.raises(ValueError, match="'low_high'"):
+        UniRESConfig.ablation("low_high")
+
+
+def test_config_round_trip(tmp_path):
+    config = tiny_config(tiny_tokenizer(), num_low_group_tokens=5, use_high_group_tokens=False)
+    config.save_pretrained(tmp_path)
+    loaded = UniRESConfig.from_pretrained(tmp_path)
+    assert loaded.num_low_group_tokens == 5 and loaded.use_high_group_tokens is False
+    assert loaded.image_size == 32 and loaded.vision_config.patch_size == 8 and loaded.ablation_name == "low_only"
+
+
+def test_bad_forward_inputs_are_named():
+    model, processor = tiny_model_and_processor()
+    text = _text(processor)
+    images = torch.randn(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="2 images and 3 expressions"):
+        model(pixel_values=images, **text)
+    with pytest.raises(ValueError, match="exactly one"):
+        model(pixel_values=images, image_embeddings=model.get_image_embeddings(images), **text)
+    with pytest.raises(ValueError, match=r"labels have shape \(3, 16, 16\)"):
+        model(pixel_values=images[:1], **text, labels=torch.zeros(3, 16, 16))
+    with pytest.raises(ValueError, match="out of range"):
+        model(pixel_values=images, **text, image_indices=torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        model(pixel_values=torch.randn(1, 3, 30, 32), **text)

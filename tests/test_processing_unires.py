@@ -1,0 +1,196 @@
+"""UniRESProcessor / UniRESImageProcessor / build_clip_tokenizer: formats, round trips and bad input."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from transformers import AutoProcessor, AutoTokenizer
+
+from modeling_unires import UniRESImageProcessor, UniRESProcessor, build_clip_tokenizer
+from modeling_unires.testing_utils import TINY_SENTENCES, tiny_model_and_processor
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return tiny_model_and_processor()[1]
+
+
+def _ellipse(height, width):
+    rows, cols = np.mgrid[:height, :width]
+    return ((rows - height / 2) / (height / 3)) ** 2 + ((cols - width / 2) / (width / 3)) ** 2 <= 1
+
+
+def _normalised_white(processor):
+    image_processor = processor.image_processor
+    return (1.0 - np.asarray(image_processor.image_mean)) / np.asarray(image_processor.image_std)
+
+
+def test_mask_round_trip_comes_back_at_original_size(processor):
+    mask = _ellipse(45, 67)
+    labels = processor.preprocess_masks([mask])
+    assert labels.shape == (1, 32, 32) and labels.dtype == torch.float32
+    assert set(labels.unique().tolist()) <= {0.0, 1.0}
+    logits = labels * 20 - 10  # confident logits of the resized mask
+    (back,) = processor.post_process_masks(logits, [(45, 67)])
+    assert back.shape == (45, 67) and back.dtype == np.bool_
+    iou = (back & mask).sum() / (back | mask).sum()
+    assert iou >= 0.95
+
+
+def test_rle_output_decodes_to_the_boolean_mask(processor):
+    logits = torch.randn(2, 32, 32)
+    masks = processor.post_process_masks(logits, [(20, 30), (40, 10)], threshold=0.5)
+    rles = processor.post_process_masks(logits, [(20, 30), (40, 10)], threshold=0.5, return_rle=True)
+    for mask, rle in zip(masks, rles):
+        assert rle["size"] == list(mask.shape) and isinstance(rle["counts"], str)
+        decoded = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
+        assert np.array_equal(decoded.astype(bool), mask)
+
+
+def test_threshold_default_is_035(processor):
+    logit_of_04 = float(np.log(0.4 / 0.6))
+    (mask,) = processor.post_process_masks(torch.full((1, 32, 32), logit_of_04), [(8, 8)])
+    assert mask.all()  # 0.4 > 0.35
+    (mask,) = processor.post_process_masks(torch.full((1, 32, 32), logit_of_04), [(8, 8)], threshold=0.5)
+    assert not mask.any()
+
+
+def test_one_image_many_expressions_and_parallel_lists(processor):
+    image = Image.new("RGB", (50, 40), (255, 0, 0))
+    one = processor(images=image, text=["the red car", "the window", "left wheel"])
+    assert one["pixel_values"].shape == (1, 3, 32, 32)
+    assert one["input_ids"].shape == (3, 17) and one["attention_mask"].shape == (3, 17)
+    assert one["original_sizes"].tolist() == [[40, 50]]
+    parallel = processor(images=[image, Image.new("RGB", (10, 20))], text=["the red car", "the window"])
+    assert parallel["pixel_values"].shape == (2, 3, 32, 32)
+    assert parallel["original_sizes"].tolist() == [[40, 50], [20, 10]]
+    # Padding is CLIP's: end-of-text ids after the sentence, masked out.
+    tokenizer = processor.tokenizer
+    ids, attention = one["input_ids"][0], one["attention_mask"][0]
+    assert ids[0] == tokenizer.bos_token_id and (ids[attention == 0] == tokenizer.pad_token_id).all()
+    assert ids[attention.sum() - 1] == tokenizer.eos_token_id
+
+
+def test_masks_become_labels(processor):
+    image = Image.new("RGB", (64, 48))
+    masks = [np.zeros((48, 64), dtype=np.uint8), np.full((48, 64), 255, dtype=np.uint8)]
+    masks[0][:24] = 255
+    out = processor(images=image, text=["the top", "everything"], masks=masks)
+    assert out["labels"].shape == (2, 32, 32)
+    assert out["labels"][0, :16].eq(1).all() and out["labels"][0, 16:].eq(0).all() and out["labels"][1].eq(1).all()
+
+
+def _exif_rotated_jpeg(path):
+    image = Image.new("RGB", (40, 20), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    image.save(path, exif=exif)
+    return Image.open(path)
+
+
+def test_image_modes_and_formats(processor, tmp_path):
+    white = _normalised_white(processor)
+    rgba = Image.new("RGBA", (30, 30), (0, 0, 0, 0))  # fully transparent: composited on white
+    sixteen_bit = Image.fromarray(np.full((12, 14), 65535, dtype=np.uint16))
+    palette = Image.new("RGB", (16, 16), (255, 255, 255)).convert("P")
+    cases = {
+        "L": (Image.new("L", (25, 35), 255), (35, 25)),
+        "RGBA": (rgba, (30, 30)),
+        "P": (palette, (16, 16)),
+        "CMYK": (Image.new("CMYK", (20, 10), (0, 0, 0, 0)), (10, 20)),
+        "I;16": (sixteen_bit, (12, 14)),
+        "uint16 array": (np.full((9, 11, 3), 65535, dtype=np.uint16), (9, 11)),
+        "float array": (np.ones((8, 6, 3), dtype=np.float32), (8, 6)),
+        "torch CHW": (torch.ones(3, 7, 5), (7, 5)),
+    }
+    for name, (image, size) in cases.items():
+        out = processor.image_processor(image)
+        assert out["pixel_values"].shape == (1, 3, 32, 32), name
+        assert out["original_sizes"].tolist() == [list(size)], name
+        np.testing.assert_allclose(out["pixel_values"][0].mean((1, 2)).numpy(), white, atol=1e-4, err_msg=name)
+    rotated = processor.image_processor(_exif_rotated_jpeg(tmp_path / "rotated.jpg"))
+    assert rotated["original_sizes"].tolist() == [[40, 20]]  # stored 40x20 (w x h), displayed 20 wide, 40 high
+
+
+def test_huge_image_is_resized(processor):
+    out = processor(images=np.zeros((3000, 4000, 3), dtype=np.uint8), text="the car")
+    assert out["pixel_values"].shape == (1, 3, 32, 32) and out["original_sizes"].tolist() == [[3000, 4000]]
+
+
+@pytest.mark.parametrize("text,item", [("", "expression 0"), (["the car", "   "], "expression 1"),
+                                       (["the car", None], "expression 1")])
+def test_empty_expression_is_named(processor, text, item):
+    with pytest.raises(ValueError, match=item):
+        processor(images=Image.new("RGB", (8, 8)), text=text)
+
+
+def test_count_mismatch_is_named(processor):
+    images = [Image.new("RGB", (8, 8))] * 2
+    with pytest.raises(ValueError, match="2 images and 3 expressions"):
+        processor(images=images, text=["a car", "a bus", "a dog"])
+    with pytest.raises(ValueError, match="1 masks for 2 expressions"):
+        processor(images=images[0], text=["a car", "a bus"], masks=[np.zeros((8, 8))])
+
+
+def test_zero_side_image_is_named(processor):
+    with pytest.raises(ValueError, match="image 1 has a zero side"):
+        processor(images=[Image.new("RGB", (8, 8)), np.zeros((0, 5, 3), dtype=np.uint8)], text=["a", "b"])
+    with pytest.raises(ValueError, match="image 0 has a zero side"):
+        processor(images=Image.new("RGB", (0, 4)), text="a car")
+
+
+def test_mask_size_mismatch_is_named(processor):
+    images = [Image.new("RGB", (8, 8)), Image.new("RGB", (10, 6))]
+    masks = [np.zeros((8, 8)), np.zeros((10, 6))]  # second mask is (h=10, w=6) but its image is (h=6, w=10)
+    with pytest.raises(ValueError, match=r"mask 1 has size \(10, 6\).*\(6, 10\)"):
+        processor(images=images, text=["a car", "a bus"], masks=masks)
+
+
+def test_long_expression_is_truncated_with_a_warning(processor, caplog):
+    long_text = " ".join(["the red car on the left"] * 6)
+    with caplog.at_level(logging.WARNING):
+        out = processor(text=[long_text, "the car"])
+    assert out["input_ids"].shape == (2, 17) and out["attention_mask"][0].all()
+    assert "expression 0" in caplog.text and "truncated" in caplog.text
+
+
+def test_processor_save_load(processor, tmp_path):
+    processor.save_pretrained(tmp_path)
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, UniRESProcessor) and isinstance(loaded.image_processor, UniRESImageProcessor)
+    assert loaded.text_max_length == 17 and loaded.image_processor.size == {"height": 32, "width": 32}
+    image = Image.new("RGB", (20, 30), (10, 200, 30))
+    expected, actual = processor(images=image, text=["the car"]), loaded(images=image, text=["the car"])
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
+
+
+def test_build_clip_tokenizer_is_clip_compatible(tmp_path):
+    tokenizer = build_clip_tokenizer(TINY_SENTENCES, vocab_size=600, model_max_length=17)
+    assert tokenizer.pad_token == tokenizer.eos_token == "<|endoftext|>" and tokenizer.bos_token == "<|startoftext|>"
+    assert tokenizer("The  RED car")["input_ids"] == tokenizer("the red car")["input_ids"]  # normalised
+    unseen = tokenizer("zebra quokka ümlaut!")["input_ids"]
+    assert tokenizer.unk_token_id not in unseen[1:-1]  # every byte is in the vocabulary
+    assert tokenizer.decode(tokenizer("the left wheel")["input_ids"], skip_special_tokens=True) == "the left wheel"
+    tokenizer.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert loaded("left wheel of the bus")["input_ids"] == tokenizer("left wheel of the bus")["input_ids"]
+    assert loaded.model_max_length == 17
+    with pytest.raises(ValueError, match="at least one sentence"):
+        build_clip_tokenizer([])
+
+
+def test_prepare_training_batch_shares_images(processor):
+    images = [Image.new("RGB", (40, 20)), Image.new("RGB", (16, 16))]
+    masks = [np.ones((20, 40), bool), np.zeros((20, 40), bool), np.ones((16, 16), bool)]
+    batch = processor.prepare_training_batch(images, ["the car", "the bus", "the dog"], masks, [0, 0, 1])
+    assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["input_ids"].shape == (3, 17)
+    assert batch["labels"].shape == (3, 32, 32) and batch["labels"][1].eq(0).all() and batch["labels"][2].eq(1).all()
+    assert batch["image_indices"].tolist() == [0, 0, 1]
+    with pytest.raises(ValueError, match=r"mask 2 has size \(20, 40\).*image 1"):
+        processor.prepare_training_batch(images, ["a", "b", "c"], masks[:2] + [masks[0]], [0, 0, 1])
+    with pytest.raises(ValueError, match=r"image_indices\[2\]=2"):
+        processor.prepare_training_batch(images, ["a", "b", "c"], masks, [0, 0, 2])

@@ -1,0 +1,157 @@
+"""Training with Accelerate: resume exactness, two processes, NaN stop, saved model and card."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dataset_scripts.mres_synth import build_mres_synth
+from modeling_unires import UniRESModel
+from modeling_unires.training import (
+    DataArguments,
+    ModelArguments,
+    UniRESTrainer,
+    UniRESTrainingArguments,
+    run_training,
+)
+from modeling_unires.training.scratch import prepare_from_scratch, sentences_of
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = dict(
+    vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                       image_size=48, patch_size=8),
+    text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+    num_low_group_tokens=4,
+    num_high_group_tokens=2,
+    decoder_hidden_size=32,
+    decoder_num_attention_heads=2,
+    decoder_stage1_layers=1,
+    decoder_stage2_layers=1,
+)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("training")
+    data = build_mres_synth(root / "data", image_size=48, seed=3,
+                            num_images={"train": 16, "validation": 4, "test": 2, "test_unseen": 2})
+    config_dir, processor_dir = prepare_from_scratch(sentences_of(data["train"]), root, config_kwargs=TINY_CONFIG,
+                                                     vocab_size=300)
+    return {"root": root, "data": data, "data_dir": root / "data", "config": config_dir, "processor": processor_dir}
+
+
+def _args(setup, output_dir, **overrides):
+    model_args = ModelArguments(config_name=str(setup["config"]), processor_name_or_path=str(setup["processor"]))
+    data_args = DataArguments(dataset=[str(setup["data_dir"])], referents_per_image=2, max_eval_images=2)
+    values = dict(output_dir=str(output_dir), per_device_train_batch_size=4, learning_rate=1e-3, max_steps=4,
+                  logging_steps=1, report_to="none", disable_progress_bar=True, do_final_eval=False, seed=7)
+    values.update(overrides)
+    return model_args, data_args, UniRESTrainingArguments(**values)
+
+
+def _weights(folder):
+    model = UniRESModel.from_pretrained(folder)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_continues_exactly(setup, tmp_path, monkeypatch):
+    # 16 images / batch 4 = 4 batches an epoch: the crash at step 3 is mid-epoch and the
+    # resumed half crosses an epoch boundary.
+    run_training(*_args(setup, tmp_path / "straight", max_steps=6))
+
+    original_save = UniRESTrainer.save_checkpoint
+
+    def save_then_crash(self):
+        folder = original_save(self)
+        raise KeyboardInterrupt(f"simulated crash after writing {folder}")
+
+    monkeypatch.setattr(UniRESTrainer, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(*_args(setup, tmp_path / "crashed", max_steps=6, save_steps=3))
+    monkeypatch.setattr(UniRESTrainer, "save_checkpoint", original_save)
+    checkpoint = tmp_path / "crashed" / "checkpoint-3"
+    assert not (tmp_path / "crashed" / "model.safetensors").exists()
+
+    run_training(*_args(setup, tmp_path / "crashed", max_steps=6, resume_from_checkpoint="latest"))
+
+    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "crashed")
+    at_crash = load_file(checkpoint / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=1e-5, atol=1e-6, msg=name)
+    # The resumed half really trained: the weights moved on from the crash point.
+    assert any(not torch.allclose(at_crash[k], resumed[k]) for k in at_crash)
+
+
+def test_final_model_card_and_loss_log(setup, tmp_path):
+    trainer, metrics = run_training(*_args(setup, tmp_path / "run", max_steps=3, do_final_eval=True))
+    folder = tmp_path / "run"
+    card = (folder / "README.md").read_text()
+    assert "pipeline_tag: image-segmentation" in card and "mIoU" in card and "AdamW" in card
+    assert metrics["object+part"]["count"] > 0
+    log = json.loads((folder / "training_log.json").read_text())
+    assert [entry["step"] for entry in log if "loss" in entry] == [1, 2, 3]
+    assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in log if "loss" in entry)
+    # The saved folder is a complete checkpoint: model and processor load with the Auto classes.
+    from transformers import AutoModel, AutoProcessor
+
+    assert isinstance(AutoModel.from_pretrained(folder), UniRESModel)
+    assert AutoProcessor.from_pretrained(folder).tokenizer is not None
+
+
+def test_nan_loss_stops_with_the_step(setup, tmp_path, monkeypatch):
+    original = UniRESModel.forward
+
+    def forward_with_nan_at_step_two(self, *args, **kwargs):
+        output = original(self, *args, **kwargs)
+        forward_with_nan_at_step_two.calls += 1
+        if forward_with_nan_at_step_two.calls == 2:
+            output.loss = output.loss * float("nan")
+        return output
+
+    forward_with_nan_at_step_two.calls = 0
+    monkeypatch.setattr(UniRESModel, "forward", forward_with_nan_at_step_two)
+    with pytest.raises(FloatingPointError, match="at step 2"):
+        run_training(*_args(setup, tmp_path / "nan", max_steps=4))
+
+
+def test_bad_arguments_are_named(setup, tmp_path):
+    model_args, data_args, training_args = _args(setup, tmp_path / "bad")
+    model_args.ablation = "half_tokens"
+    with pytest.raises(ValueError, match="half_tokens"):
+        run_training(model_args, data_args, training_args)
+    model_args, data_args, training_args = _args(setup, tmp_path / "bad")
+    data_args.dataset_weights = [1.0, 2.0]
+    with pytest.raises(ValueError, match="2 dataset weights for 1 datasets"):
+        run_training(model_args, data_args, training_args)
+
+
+def test_two_processes_see_different_data(setup, tmp_path):
+    output = tmp_path / "ddp"
+    # `--multi_gpu` selects Accelerate's torchrun launcher; with no GPU present the two
+    # processes run as MULTI_CPU over gloo (`--cpu` alone would start a single process).
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(REPO / "examples" / "train.py"),
+        "--config_name", str(setup["config"]), "--processor_name_or_path", str(setup["processor"]),
+        "--dataset", str(setup["data_dir"]), "--referents_per_image", "2", "--max_eval_images", "2",
+        "--per_device_train_batch_size", "2", "--max_steps", "3", "--learning_rate", "1e-3",
+        "--output_dir", str(output), "--report_to", "none", "--trace_data", "--disable_progress_bar",
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    seen = {}
+    for rank in (0, 1):
+        lines = (output / "data_trace" / f"rank{rank}.txt").read_text().split("\n")
+        seen[rank] = {line.split("\t")[1] for line in lines if line}
+    assert seen[0] and seen[1]
+    assert not seen[0] & seen[1], f"both ranks trained on {seen[0] & seen[1]}"
+    model = UniRESModel.from_pretrained(output)
+    assert model.config.model_type == "unires"
