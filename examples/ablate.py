@@ -49,7 +49,7 @@ def main(argv=None):
     (out / "ablation.json").write_text(json.dumps(results, indent=2))
     for split in ("validation", "test_unseen"):
         print(f"\n## {split}\n")
-        print(format_metrics_table({setting: r[split] for setting, r in results.items()}))
+        print(format_metrics_table({setting: r[split] for setting, r in results.items()}, key_name="ablation"))
     return results
 
 

@@ -30,6 +30,7 @@ from modeling_unires.training import (  # noqa: E402
     ModelArguments,
     MRESTrainingCollator,
     UniRESTrainingArguments,
+    load_mres_dataset,
     run_training,
 )
 from modeling_unires.training.budget import measure_step_seconds, steps_for_budget  # noqa: E402
@@ -54,15 +55,15 @@ DEMO_CONFIG = dict(
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs/demo", help="Where everything is written.")
-    parser.add_argument("--train_minutes", type=float, default=8.0, help="Wall-clock training budget.")
+    parser.add_argument("--train_minutes", type=float, default=9.0, help="Wall-clock training budget.")
     parser.add_argument("--max_steps", type=int, default=None,
                         help="Train exactly this many steps instead of planning them from --train_minutes.")
     parser.add_argument("--data_dir", default=None,
                         help="Reuse an MRES-Synth folder written earlier (default: generate into OUTPUT_DIR/data).")
     parser.add_argument("--num_train", type=int, default=6000, help="MRES-Synth training images.")
     parser.add_argument("--num_eval", type=int, default=300, help="Images in validation, test and test_unseen.")
-    parser.add_argument("--batch_size", type=int, default=16, help="Images per step.")
-    parser.add_argument("--referents_per_image", type=int, default=6, help="Expressions per image per step.")
+    parser.add_argument("--batch_size", type=int, default=8, help="Images per step.")
+    parser.add_argument("--referents_per_image", type=int, default=4, help="Expressions per image per step.")
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="Peak learning rate (from scratch).")
     parser.add_argument("--ablation", default="full", help="full, no_group_tokens, low_only or high_only.")
     parser.add_argument("--num_overlays", type=int, default=8, help="Overlay PNGs per split.")
@@ -88,9 +89,8 @@ def main(argv=None):
 
     with stage("generate MRES-Synth", timings):
         if args.data_dir:
-            from datasets import load_dataset
-
-            data = load_dataset(args.data_dir)
+            splits = ("train", "validation", "test", "test_unseen")
+            data = {split: load_mres_dataset([args.data_dir], split) for split in splits}
         else:
             data = build_mres_synth(
             out / "data",
@@ -114,7 +114,7 @@ def main(argv=None):
 
         probe_model = build_model(model_args)
         collator = MRESTrainingCollator(processor, args.referents_per_image, seed=args.seed)
-        step_seconds = measure_step_seconds(probe_model, collator, data["train"].select(range(64)).to_list(),
+        step_seconds = measure_step_seconds(probe_model, collator, list(data["train"].select(range(64))),
                                             args.batch_size)
         max_steps = args.max_steps or steps_for_budget(args.train_minutes * 60, step_seconds)
         print(f"    {step_seconds:.3f} s/step → {max_steps} steps (budget {args.train_minutes:g} min)")
@@ -160,7 +160,7 @@ def main(argv=None):
 
     for split, by_method in metrics["splits"].items():
         print(f"\n## {split}\n")
-        print(format_metrics_table(by_method))
+        print(format_metrics_table(by_method, key_name="method"))
     print("\nstage timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     print(f"\nwritten: {out / 'metrics.json'}, {out / 'model'}, {out / 'overlays'}")
     return metrics

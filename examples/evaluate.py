@@ -51,7 +51,7 @@ def main(argv=None):
     )
     for split, by_method in results.items():
         print(f"\n## {split}\n")
-        print(format_metrics_table(by_method))
+        print(format_metrics_table(by_method, key_name="method"))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(results, indent=2))

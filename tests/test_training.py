@@ -41,7 +41,7 @@ def setup(tmp_path_factory):
     data = build_mres_synth(root / "data", image_size=48, seed=3,
                             num_images={"train": 16, "validation": 4, "test": 2, "test_unseen": 2})
     config_dir, processor_dir = prepare_from_scratch(sentences_of(data["train"]), root, config_kwargs=TINY_CONFIG,
-                                                     vocab_size=300)
+                                                     vocab_size=800)
     return {"root": root, "data": data, "data_dir": root / "data", "config": config_dir, "processor": processor_dir}
 
 

@@ -210,8 +210,9 @@ def evaluate_checkpoint(
     trust_remote_code: bool = False,
 ) -> dict:
     """Load a checkpoint and a dataset (folder or Hub id) and return {split: {method: metrics}}."""
-    from datasets import load_dataset
     from transformers import AutoModel, AutoProcessor
+
+    from ..training.data import load_mres_dataset  # here, not at the top: training imports this module
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = AutoModel.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code).to(device).eval()
@@ -223,7 +224,7 @@ def evaluate_checkpoint(
     )
     results = {}
     for split in splits:
-        rows = load_dataset(dataset, split=split)
+        rows = load_mres_dataset([dataset], split)
         results[split] = evaluate_methods(
             model, processor, rows, options=options, baselines=baselines, batch_size=batch_size, max_images=max_images
         )

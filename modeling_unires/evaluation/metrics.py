@@ -588,11 +588,14 @@ def compute_mres_metrics(predictions, references, granularities, parent_masks=No
 # Reporting
 
 
-def format_metrics_table(results: Mapping, fmt: str = "markdown", include_options: bool = True) -> str:
+def format_metrics_table(
+    results: Mapping, fmt: str = "markdown", include_options: bool = True, key_name: str = "split"
+) -> str:
     """Render results of [`MRESMetricAccumulator.compute`] as a markdown table.
 
     `results` is one result dict, or a dict of them keyed by split name
-    (`{"validation": results, "test_unseen": results}`), which adds a split column.
+    (`{"validation": results, "test_unseen": results}`), which adds a column titled `key_name`
+    (e.g. "method" for `{"unires": results, "full_image": results}`).
     Missing values (groups without expressions) print as `-`.
     """
     if fmt != "markdown":
@@ -610,7 +613,7 @@ def format_metrics_table(results: Mapping, fmt: str = "markdown", include_option
         raise ValueError("`results` is empty.")
     first = next(iter(splits.values()))
     prec_keys = [key for key in first["object+part"] if key.startswith("Prec@")]
-    header = ["split"] if None not in splits else []
+    header = [key_name] if None not in splits else []
     header += ["setting", "mIoU", "oIoU", *prec_keys, "part→object confusion", "count"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for split, split_results in splits.items():

@@ -9,8 +9,10 @@ resumed run see exactly the data an uninterrupted one would.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
+import os
 from collections import Counter
 from typing import Any, Optional, Sequence
 
@@ -53,8 +55,15 @@ def load_mres_dataset(
         raise ValueError(f"dataset weights must be non-negative and not all zero, got {list(weights)}")
     parts = []
     for name in names:
+        local_files = sorted(glob.glob(os.path.join(glob.escape(str(name)), "**", f"{split}-*.parquet"), recursive=True))
         try:
-            parts.append(load_dataset(name, split=split, streaming=streaming))
+            if local_files:
+                # A folder written by `publish`: read its Parquet shards directly. Loading the folder
+                # itself would cache it under the folder's name and config only (datasets 5), so two
+                # folders of the same name would share one stale cache.
+                parts.append(load_dataset("parquet", data_files={split: local_files}, split=split, streaming=streaming))
+            else:
+                parts.append(load_dataset(str(name), split=split, streaming=streaming))
         except ValueError as error:
             raise ValueError(f"dataset {name!r} has no split {split!r}: {error}") from error
     if len(parts) == 1:

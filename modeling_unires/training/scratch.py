@@ -21,7 +21,7 @@ def prepare_from_scratch(
     folder,
     *,
     config_kwargs: dict,
-    vocab_size: int = 600,
+    vocab_size: int = 1200,
 ) -> tuple[Path, Path]:
     """Train a tokenizer on `sentences`, size a `UniRESConfig` to it, save both.
 
