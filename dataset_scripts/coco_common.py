@@ -48,6 +48,20 @@ def read_image(path: str) -> tuple[bytes, int, int]:
     return data, width, height
 
 
+def read_group_image(path: str, referent_ids: Sequence[str], rejects, split: str) -> Optional[tuple[bytes, int, int]]:
+    """The image a group of referents shares, or None after logging one skip per referent (missing or corrupt)."""
+    if not os.path.isfile(path):
+        reason = f"missing image {path}"
+    else:
+        try:
+            return read_image(path)
+        except ValueError as err:
+            reason = f"corrupt image: {err}"
+    for referent_id in referent_ids:
+        rejects.skip(referent_id, reason, split=split)
+    return None
+
+
 def clip_bbox(bbox: Sequence[float], width: int, height: int) -> Optional[list[float]]:
     """Clip ``[x, y, w, h]`` to the image; None when nothing of it is inside."""
     x, y, w, h = (float(v) for v in bbox)

@@ -18,7 +18,7 @@ import os
 from collections import OrderedDict
 from typing import Any, Iterator, Optional
 
-from .coco_common import COCO_CATEGORIES, SOURCE, clip_bbox, coco_image_id, read_image, sentences_of
+from .coco_common import COCO_CATEGORIES, SOURCE, clip_bbox, coco_image_id, read_group_image, sentences_of
 from .masks import encode_mask, mask_bbox, mask_from_png
 from .rejects import RejectLog
 
@@ -92,18 +92,11 @@ def read_cris_split(
     seen_segments: set = set()
     hint = split_granularity(split)
     for img_name, group in by_image.items():
-        image_path = os.path.join(image_dir, img_name)
         ids = [f"{split}/{item['segment_id']}" for _, item in group]
-        if not os.path.isfile(image_path):
-            for rid in ids:
-                rejects.skip(rid, f"missing image {image_path}", split=split)
+        loaded = read_group_image(os.path.join(image_dir, img_name), ids, rejects, split)
+        if loaded is None:
             continue
-        try:
-            image_bytes, width, height = read_image(image_path)
-        except ValueError as err:
-            for rid in ids:
-                rejects.skip(rid, f"corrupt image: {err}", split=split)
-            continue
+        image_bytes, width, height = loaded
 
         referents = []
         for (_, item), rid in zip(group, ids):

@@ -27,7 +27,7 @@ from typing import Optional
 import datasets
 
 from .builder_base import MRESBuilder
-from .coco_common import SOURCE, clip_bbox, find_first, read_image, sentences_of
+from .coco_common import SOURCE, clip_bbox, find_first, read_group_image, sentences_of
 from .cris_layout import read_cris_split
 from .masks import decode_mask, encode_mask, mask_area, mask_from_polygons
 from .refcoco_m import CRISLayoutConfig, cris_split_generators
@@ -191,17 +191,10 @@ class RefCOCO(MRESBuilder):
                 for rid in ids:
                     rejects.skip(rid, f"image id {image_id} not in instances.json", split=split)
                 continue
-            path = os.path.join(image_dir, info["file_name"])
-            if not os.path.isfile(path):
-                for rid in ids:
-                    rejects.skip(rid, f"missing image {path}", split=split)
+            loaded = read_group_image(os.path.join(image_dir, info["file_name"]), ids, rejects, split)
+            if loaded is None:
                 continue
-            try:
-                image_bytes, width, height = read_image(path)
-            except ValueError as err:
-                for rid in ids:
-                    rejects.skip(rid, f"corrupt image: {err}", split=split)
-                continue
+            image_bytes, width, height = loaded
             if (width, height) != (info.get("width", width), info.get("height", height)):
                 for rid in ids:
                     rejects.skip(rid, f"image is {width}x{height} but instances.json says "

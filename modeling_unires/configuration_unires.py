@@ -194,6 +194,19 @@ class UniRESConfig(PretrainedConfig):
             self.num_high_group_tokens * self.use_high_group_tokens
         )
 
+    def fit_to_tokenizer(self, tokenizer) -> "UniRESConfig":
+        """
+        Size the text tower to `tokenizer` (vocabulary, start/end/padding ids) and to `text_max_length` positions;
+        for a tower trained from scratch with a tokenizer made for it. Returns `self`.
+        """
+        text = self.text_config
+        text.vocab_size = len(tokenizer)
+        text.max_position_embeddings = max(self.text_max_length, 1)
+        text.bos_token_id = tokenizer.bos_token_id
+        text.eos_token_id = tokenizer.eos_token_id
+        text.pad_token_id = tokenizer.pad_token_id
+        return self
+
     @classmethod
     def ablation(cls, name: str, **kwargs) -> "UniRESConfig":
         """

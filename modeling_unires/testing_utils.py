@@ -29,12 +29,7 @@ def tiny_config(tokenizer, image_size: int = 32, **overrides) -> UniRESConfig:
             hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             patch_size=8, image_size=image_size,
         ),
-        text_config=dict(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            vocab_size=len(tokenizer), max_position_embeddings=max(17, text_max_length),
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
+        text_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
         num_low_group_tokens=4,
         num_high_group_tokens=2,
         decoder_hidden_size=32,
@@ -44,7 +39,7 @@ def tiny_config(tokenizer, image_size: int = 32, **overrides) -> UniRESConfig:
         text_max_length=text_max_length,
     )
     kwargs.update(overrides)
-    return UniRESConfig(**kwargs)
+    return UniRESConfig(**kwargs).fit_to_tokenizer(tokenizer)
 
 
 def tiny_model_and_processor(seed: int = 0, **overrides):

@@ -132,17 +132,20 @@ def test_bad_arguments_are_named(setup, tmp_path):
 
 
 def test_two_processes_see_different_data(setup, tmp_path):
+    # Also the mixed-precision path: bf16 autocast on CPU (one Accelerate state per process, so it
+    # is exercised here, in fresh processes, rather than beside the fp32 tests).
     output = tmp_path / "ddp"
     # `--multi_gpu` selects Accelerate's torchrun launcher; with no GPU present the two
     # processes run as MULTI_CPU over gloo (`--cpu` alone would start a single process).
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no",
         str(REPO / "examples" / "train.py"),
         "--config_name", str(setup["config"]), "--processor_name_or_path", str(setup["processor"]),
         "--dataset", str(setup["data_dir"]), "--referents_per_image", "2", "--max_eval_images", "2",
         "--per_device_train_batch_size", "2", "--max_steps", "3", "--learning_rate", "1e-3",
         "--output_dir", str(output), "--report_to", "none", "--trace_data", "--disable_progress_bar",
+        "--mixed_precision", "bf16",
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -155,3 +158,61 @@ def test_two_processes_see_different_data(setup, tmp_path):
     assert not seen[0] & seen[1], f"both ranks trained on {seen[0] & seen[1]}"
     model = UniRESModel.from_pretrained(output)
     assert model.config.model_type == "unires"
+    assert "| mixed precision | bf16 |" in (output / "README.md").read_text()
+
+
+def test_streaming_mixture_with_tensorboard(setup, tmp_path):
+    # Two copies of the data as two "datasets" mixed by weight, streamed, logged to TensorBoard.
+    model_args, data_args, training_args = _args(
+        setup, tmp_path / "stream", max_steps=3, report_to="tensorboard", trace_data=True
+    )
+    data_args.dataset = [str(setup["data_dir"]), str(setup["data_dir"])]
+    data_args.dataset_weights = [3.0, 1.0]
+    data_args.streaming = True
+    data_args.shuffle_buffer_size = 8
+    trainer, _ = run_training(model_args, data_args, training_args)
+    assert hasattr(trainer.train_dataset, "__iter__") and not hasattr(trainer.train_dataset, "__len__")
+    seen = (tmp_path / "stream" / "data_trace" / "rank0.txt").read_text().split()
+    assert len(seen) == 2 * 3 * 4  # (step, image id) pairs: 3 steps of 4 images
+    assert list((tmp_path / "stream").rglob("events.out.tfevents.*")), "no TensorBoard event file"
+    log = json.loads((tmp_path / "stream" / "training_log.json").read_text())
+    assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in log if "loss" in entry)
+
+
+def test_training_from_a_clip_checkpoint(setup, tmp_path):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from modeling_unires import UniRESProcessor
+
+    tokenizer = UniRESProcessor.from_pretrained(setup["processor"]).tokenizer
+    clip_config = CLIPConfig(
+        vision_config=TINY_CONFIG["vision_config"],
+        text_config=dict(TINY_CONFIG["text_config"], vocab_size=len(tokenizer), max_position_embeddings=17,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(clip_config).save_pretrained(tmp_path / "clip")
+    CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 48}, crop_size=48), tokenizer).save_pretrained(
+        tmp_path / "clip"
+    )
+    clip_vision = load_file(tmp_path / "clip" / "model.safetensors")
+    model_args = ModelArguments(clip_name_or_path=str(tmp_path / "clip"),
+                                config_overrides=json.dumps({k: v for k, v in TINY_CONFIG.items()
+                                                             if k not in ("vision_config", "text_config")}))
+    _, data_args, training_args = _args(setup, tmp_path / "from_clip", max_steps=2, backbone_learning_rate=0.0)
+    trainer, _ = run_training(model_args, data_args, training_args)
+    trained = _weights(tmp_path / "from_clip")
+    # Backbone learning rate 0: the CLIP towers are still exactly the checkpoint's after training.
+    for name, value in clip_vision.items():
+        if name.startswith("vision_model."):
+            torch.testing.assert_close(trained[name], value, rtol=0, atol=0, msg=name)
+    # The new parts did train: they moved away from their (seeded) initial values.
+    from accelerate.utils import set_seed
+
+    set_seed(training_args.seed)
+    initial = UniRESModel.from_clip(str(tmp_path / "clip"), **model_args.parsed_overrides()).state_dict()
+    assert torch.equal(initial["vision_model.embeddings.patch_embedding.weight"],
+                       trained["vision_model.embeddings.patch_embedding.weight"])
+    assert not torch.allclose(initial["mask_head.weight"], trained["mask_head.weight"])

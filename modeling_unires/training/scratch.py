@@ -31,11 +31,7 @@ def prepare_from_scratch(
     folder = Path(folder)
     config = UniRESConfig(**config_kwargs)
     tokenizer = build_clip_tokenizer(sentences, vocab_size=vocab_size, model_max_length=config.text_max_length)
-    config.text_config.vocab_size = len(tokenizer)
-    config.text_config.max_position_embeddings = max(config.text_max_length, 1)
-    config.text_config.bos_token_id = tokenizer.bos_token_id
-    config.text_config.eos_token_id = tokenizer.eos_token_id
-    config.text_config.pad_token_id = tokenizer.pad_token_id
+    config.fit_to_tokenizer(tokenizer)
     processor = UniRESProcessor(UniRESImageProcessor(size=config.image_size), tokenizer)
     config.save_pretrained(folder / "config")
     processor.save_pretrained(folder / "processor")

@@ -1,0 +1,103 @@
+"""The evaluator: baselines scored by hand, UniRES through the same loop, the CLI's JSON, overlays."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dataset_scripts.mres_synth import build_mres_synth
+from modeling_unires.evaluation import (
+    MRESMetricOptions,
+    evaluate_methods,
+    evaluate_predictor,
+    full_image_baseline,
+    largest_object_box_baseline,
+)
+from modeling_unires.evaluation.overlays import write_overlays
+from modeling_unires.rle import decode_rle
+from modeling_unires.testing_utils import tiny_model_and_processor
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluator") / "synth"
+    data = build_mres_synth(folder, image_size=48, seed=5,
+                            num_images={"train": 2, "validation": 5, "test": 1, "test_unseen": 1})
+    return {"folder": folder, "validation": data["validation"]}
+
+
+def _sentences(rows, granularity):
+    for row in rows:
+        for referent in row["referents"]:
+            if referent["granularity"] == granularity:
+                for sentence in referent["sentences"]:
+                    yield row, referent, sentence
+
+
+def test_full_image_baseline_matches_hand_computation(rows):
+    validation = rows["validation"]
+    results = evaluate_predictor(full_image_baseline, validation, progress=False).compute()
+    for granularity in ("object", "part"):
+        # A full-image prediction has IoU = |mask| / |image| with every expression.
+        ious = [decode_rle(r["mask"]).sum() / (row["height"] * row["width"])
+                for row, r, _ in _sentences(validation, granularity)]
+        assert results[granularity]["count"] == len(ious) > 0
+        assert results[granularity]["mIoU"] == pytest.approx(100 * np.mean(ious), abs=1e-6)
+    # Every part lies inside its object, so the whole image always overlaps the parent more.
+    assert results["part"]["part_object_confusion"] == pytest.approx(100.0)
+
+
+def test_box_baseline_and_input_resolution(rows):
+    validation = rows["validation"]
+    original = evaluate_predictor(largest_object_box_baseline, validation, progress=False).compute()
+    assert 0 < original["object"]["mIoU"] < 100
+    options = MRESMetricOptions(resolution="input")
+    at_input = evaluate_predictor(largest_object_box_baseline, validation, options=options, input_size=24,
+                                  progress=False).compute()
+    assert at_input["options"]["resolution"] == "input"
+    assert at_input["object"]["count"] == original["object"]["count"]
+    with pytest.raises(ValueError, match="input_size"):
+        evaluate_predictor(largest_object_box_baseline, validation, options=options, progress=False)
+
+
+def test_unires_and_baselines_share_the_evaluator(rows):
+    model, processor = tiny_model_and_processor(image_size=48)
+    results = evaluate_methods(model, processor, rows["validation"], baselines=["full_image"], batch_size=2,
+                               progress=False)
+    assert set(results) == {"unires", "full_image"}
+    assert results["unires"]["object+part"]["count"] == results["full_image"]["object+part"]["count"] > 0
+    with pytest.raises(ValueError, match="unknown baseline"):
+        evaluate_methods(model, processor, rows["validation"], baselines=["oracle"])
+
+
+def test_evaluate_cli_writes_the_table(rows, tmp_path, capsys):
+    model, processor = tiny_model_and_processor(image_size=48)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    # By path: the script's module name would otherwise clash with the `evaluate` library.
+    spec = importlib.util.spec_from_file_location("examples_evaluate", REPO / "examples" / "evaluate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    evaluate_main = script.main
+    output = tmp_path / "metrics.json"
+    evaluate_main(["--model", str(tmp_path / "model"), "--dataset", str(rows["folder"]), "--split", "validation",
+                   "--baselines", "full_image", "--output", str(output), "--device", "cpu"])
+    written = json.loads(output.read_text())
+    assert set(written["validation"]) == {"unires", "full_image"}
+    assert written["validation"]["unires"]["options"]["threshold"] == pytest.approx(0.35)
+    assert "| method | setting | mIoU" in capsys.readouterr().out
+
+
+def test_overlays_are_written(rows, tmp_path):
+    model, processor = tiny_model_and_processor(image_size=48)
+    paths = write_overlays(model, processor, rows["validation"], tmp_path, num=4)
+    assert len(paths) == 4
+    assert {p.name.split("-")[1] for p in paths} == {"object", "part"}
+    from PIL import Image
+
+    panel = Image.open(paths[0])
+    assert panel.width == 3 * 48 * 3  # image | prediction | truth, each scaled 3x
