@@ -21,10 +21,9 @@ def tiny_tokenizer(texts=TINY_SENTENCES, text_max_length: int = 17):
     return build_clip_tokenizer(texts, vocab_size=600, model_max_length=text_max_length)
 
 
-def tiny_config(tokenizer, image_size: int = 32, **overrides) -> UniRESConfig:
-    """A UniRES config of a few thousand parameters per block (hidden 32, 2 ViT and 2 text layers, patch 8)."""
-    text_max_length = overrides.pop("text_max_length", 17)
-    kwargs = dict(
+def tiny_config_kwargs(image_size: int = 32, text_max_length: int = 17) -> dict:
+    """`UniRESConfig` arguments of a tiny model: hidden 32, 2 ViT and 2 text layers, patch 8, 4 + 2 group tokens."""
+    return dict(
         vision_config=dict(
             hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             patch_size=8, image_size=image_size,
@@ -38,6 +37,11 @@ def tiny_config(tokenizer, image_size: int = 32, **overrides) -> UniRESConfig:
         decoder_stage2_layers=1,
         text_max_length=text_max_length,
     )
+
+
+def tiny_config(tokenizer, image_size: int = 32, **overrides) -> UniRESConfig:
+    """A tiny UniRES config (`tiny_config_kwargs`) sized to `tokenizer`; `overrides` replace top-level arguments."""
+    kwargs = tiny_config_kwargs(image_size, overrides.pop("text_max_length", 17))
     kwargs.update(overrides)
     return UniRESConfig(**kwargs).fit_to_tokenizer(tokenizer)
 

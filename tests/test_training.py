@@ -19,20 +19,11 @@ from modeling_unires.training import (
     UniRESTrainingArguments,
     run_training,
 )
+from modeling_unires.testing_utils import tiny_config_kwargs
 from modeling_unires.training.scratch import prepare_from_scratch, sentences_of
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = dict(
-    vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                       image_size=48, patch_size=8),
-    text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
-    num_low_group_tokens=4,
-    num_high_group_tokens=2,
-    decoder_hidden_size=32,
-    decoder_num_attention_heads=2,
-    decoder_stage1_layers=1,
-    decoder_stage2_layers=1,
-)
+TINY_CONFIG = tiny_config_kwargs(image_size=48)
 
 
 @pytest.fixture(scope="module")

@@ -61,12 +61,5 @@ class CocoCaptionsForCaptioner(CaptionBuilder):
             if path is None:
                 rejects.reject(item, f"missing image: {image['file_name']}")
                 continue
-            yield str(annotation["id"]), {
-                "image": path,
-                "image_id": str(image["id"]),
-                "bbox": [0.0, 0.0, float(width), float(height)],
-                "granularity": "image",
-                "caption": caption,
-                "source": self.SOURCE,
-            }
+            yield str(annotation["id"]), self._example(path, image["id"], [0.0, 0.0, width, height], "image", caption)
         rejects.log_summary()

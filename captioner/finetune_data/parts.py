@@ -70,14 +70,8 @@ class PacoPartsForCaptioner(CaptionBuilder):
             if paths[image["id"]] is None:
                 rejects.reject(item, f"missing image: {image.get('file_name')}")
                 continue
-            yield str(annotation["id"]), {
-                "image": paths[image["id"]],
-                "image_id": str(image["id"]),
-                "bbox": [float(v) for v in annotation["bbox"]],
-                "granularity": "part",
-                "caption": part_caption(part_name, object_name),
-                "source": self.SOURCE,
-            }
+            caption = part_caption(part_name, object_name)
+            yield str(annotation["id"]), self._example(paths[image["id"]], image["id"], annotation["bbox"], "part", caption)
         rejects.log_summary()
 
 
@@ -139,12 +133,6 @@ class PartImageNetForCaptioner(CaptionBuilder):
             if paths[image["id"]] is None:
                 rejects.reject(item, f"missing image: {image['file_name']}")
                 continue
-            yield str(annotation["id"]), {
-                "image": paths[image["id"]],
-                "image_id": str(image["id"]),
-                "bbox": [float(v) for v in annotation["bbox"]],
-                "granularity": "part",
-                "caption": captions[annotation["category_id"]],
-                "source": self.SOURCE,
-            }
+            caption = captions[annotation["category_id"]]
+            yield str(annotation["id"]), self._example(paths[image["id"]], image["id"], annotation["bbox"], "part", caption)
         rejects.log_summary()

@@ -51,6 +51,17 @@ class CaptionBuilder(datasets.GeneratorBasedBuilder):
     def _reject_log(self, split: str) -> RejectLog:
         return RejectLog(self.config.rejects_path, stage=f"{self.SOURCE}/{split}")
 
+    def _example(self, image_path: str, image_id, bbox, granularity: str, caption: str) -> dict:
+        """One record of ``CAPTION_FEATURES`` from this builder's source."""
+        return {
+            "image": image_path,
+            "image_id": str(image_id),
+            "bbox": [float(v) for v in bbox],
+            "granularity": granularity,
+            "caption": caption,
+            "source": self.SOURCE,
+        }
+
 
 def read_json(path: str):
     """Read a JSON annotation file, naming it in the error when it is broken."""

@@ -46,12 +46,5 @@ class VisualGenomeRegionsForCaptioner(CaptionBuilder):
                 if not path:
                     rejects.reject(item, f"missing image: {image_id}.jpg")
                     continue
-                yield str(region["region_id"]), {
-                    "image": path,
-                    "image_id": str(image_id),
-                    "bbox": [float(v) for v in bbox],
-                    "granularity": "object",
-                    "caption": phrase,
-                    "source": self.SOURCE,
-                }
+                yield str(region["region_id"]), self._example(path, image_id, bbox, "object", phrase)
         rejects.log_summary()
