@@ -110,7 +110,7 @@ def main():
     print(f"train step fp32 {fp32 * 1e3:.1f} ms, bf16 {bf16_time * 1e3:.1f} ms: bf16 speed-up {fp32 / bf16_time:.2f}x")
 
     plain = peak_memory(model, inputs)
-    model.gradient_checkpointing_enable()
+    getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     checkpointed = peak_memory(model, inputs)
     checkpointed_time = seconds_per_step(model, inputs, torch.bfloat16, args.repeats)
     print(f"peak memory bf16 step: {plain / 2**30:.2f} GiB, with gradient checkpointing {checkpointed / 2**30:.2f} GiB "

@@ -136,7 +136,10 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
 
     model, processor = load_base_model(model_args.base_model, model_args.torch_dtype, model_args.attn_implementation)
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.2x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model = add_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout,
                      [name.strip() for name in model_args.lora_target_modules.split(",") if name.strip()],

@@ -183,3 +183,30 @@ def test_resume_continues_from_the_checkpoint(base_dir, rows, trained, tmp_path)
     for name, param in result.model.named_parameters():
         if "lora_" in name:
             torch.testing.assert_close(param, fresh[name], rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(base_dir, rows, tmp_path):
+    dataset = datasets.Dataset.from_list(rows, features=CAPTION_FEATURES)
+    results = {}
+    for checkpointing in (False, True):
+        results[checkpointing] = train(
+            CaptionerModelArguments(base_model=base_dir, lora_r=8, lora_alpha=16, lora_dropout=0.0),
+            CaptionerDataArguments(),
+            CaptionerTrainingArguments(output_dir=str(tmp_path / f"gc-{checkpointing}"), per_device_train_batch_size=4,
+                                       gradient_accumulation_steps=1, learning_rate=3e-2, max_steps=3,
+                                       warmup_ratio=0.0, lr_scheduler_type="constant", logging_steps=1, save_steps=0,
+                                       seed=0, gradient_checkpointing=checkpointing),
+            train_dataset=dataset,
+        )
+    def checkpointing_on(model):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return bool(getattr(base, "is_activation_checkpointing", None) or getattr(base, "is_gradient_checkpointing"))
+
+    assert checkpointing_on(results[True].model) and not checkpointing_on(results[False].model)
+    # Recomputing activations changes memory, not the result.
+    plain, checkpointed = (dict(results[c].model.named_parameters()) for c in (False, True))
+    for name, param in checkpointed.items():
+        if "lora_" in name:
+            torch.testing.assert_close(param, plain[name], rtol=1e-4, atol=1e-5)
+    assert [loss for _, loss in results[True].losses] == pytest.approx([loss for _, loss in results[False].losses],
+                                                                       rel=1e-4)

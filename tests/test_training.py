@@ -207,3 +207,17 @@ def test_training_from_a_clip_checkpoint(setup, tmp_path):
     assert torch.equal(initial["vision_model.embeddings.patch_embedding.weight"],
                        trained["vision_model.embeddings.patch_embedding.weight"])
     assert not torch.allclose(initial["mask_head.weight"], trained["mask_head.weight"])
+
+
+def test_gradient_accumulation_counts_optimizer_steps(setup, tmp_path):
+    model_args, data_args, training_args = _args(
+        setup, tmp_path / "accumulate", max_steps=2, gradient_accumulation_steps=2, trace_data=True,
+        gradient_checkpointing=True,
+    )
+    run_training(model_args, data_args, training_args)
+    lines = (tmp_path / "accumulate" / "data_trace" / "rank0.txt").read_text().split("\n")
+    steps = [int(line.split("\t")[0]) for line in lines if line]
+    # Two micro-batches of 4 images per optimisation step: 8 images seen at step 0, 8 at step 1.
+    assert steps == [0] * 8 + [1] * 8
+    log = json.loads((tmp_path / "accumulate" / "training_log.json").read_text())
+    assert [entry["step"] for entry in log if "loss" in entry] == [1, 2]

@@ -117,7 +117,8 @@ class UniRESTrainer:
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
         )
         if args.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            # transformers 5.2x renamed it; keep working with both names.
+            getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
         self.streaming = not hasattr(train_dataset, "__len__")
         self.collator = MRESTrainingCollator(
             processor, data_args.referents_per_image, granularity=data_args.granularity, seed=args.seed
