@@ -12,6 +12,15 @@ import datasets
 from .features import MRES_FEATURES, SCHEMA_VERSION
 from .rejects import REJECTS_FILENAME, RejectLog
 
+# The reference paper (MRES, RefCOCO_m, MRES-32M), cited by the builders of its datasets.
+UNIRES_CITATION = """@inproceedings{wang2024unveiling,
+  title={Unveiling Parts Beyond Objects: Towards Finer-Granularity Referring Expression Segmentation},
+  author={Wang, Wenxuan and Yue, Tongtian and Zhang, Yisi and Guo, Longteng and He, Xingjian and Wang, Xinlong and Liu, Jing},
+  booktitle={CVPR},
+  year={2024}
+}"""
+
+
 logger = logging.getLogger(__name__)
 
 

@@ -19,16 +19,10 @@ from typing import Optional
 
 import datasets
 
-from .builder_base import MRESBuilder
+from .builder_base import UNIRES_CITATION, MRESBuilder
 from .coco_common import SOURCE, find_first
 from .cris_layout import list_splits, read_cris_split
 
-_CITATION = """@inproceedings{wang2024unveiling,
-  title={Unveiling Parts Beyond Objects: Towards Finer-Granularity Referring Expression Segmentation},
-  author={Wang, Wenxuan and Yue, Tongtian and Zhang, Yisi and Guo, Longteng and He, Xingjian and Wang, Xinlong and Liu, Jing},
-  booktitle={CVPR},
-  year={2024}
-}"""
 
 
 @dataclass
@@ -86,7 +80,7 @@ class RefCOCOm(MRESBuilder):
         "RefCOCO_m: RefCOCO images with manual part-level referring expressions added to the object-level "
         "ones (multi-granularity referring expression segmentation benchmark)."
     )
-    CITATION = _CITATION
+    CITATION = UNIRES_CITATION
     LICENSE = "other"
     HOMEPAGE = "https://arxiv.org/abs/2312.08007"
 

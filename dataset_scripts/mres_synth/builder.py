@@ -10,7 +10,7 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from ..builder_base import MRESBuilder
+from ..builder_base import UNIRES_CITATION, MRESBuilder
 from ..masks import encode_mask, mask_bbox
 from .expressions import object_descriptors, object_sentences, part_sentences
 from .scene import Scene, generate_scene
@@ -148,12 +148,7 @@ class MRESSynth(MRESBuilder):
     DEFAULT_WRITER_BATCH_SIZE = 1000
     DESCRIPTION = _DESCRIPTION
     LICENSE = "apache-2.0"
-    CITATION = """@inproceedings{wang2024unveiling,
-  title={Unveiling Parts Beyond Objects: Towards Finer-Granularity Referring Expression Segmentation},
-  author={Wang, Wenxuan and Yue, Tongtian and Zhang, Yisi and Guo, Longteng and He, Xingjian and Wang, Xinlong and Liu, Jing},
-  booktitle={CVPR},
-  year={2024}
-}"""
+    CITATION = UNIRES_CITATION
 
     def _split_generators(self, dl_manager):
         return [

@@ -17,7 +17,6 @@ from collections import Counter
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 
 from ..rle import decode_rle
 
