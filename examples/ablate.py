@@ -29,6 +29,8 @@ def parse_args(argv=None):
     parser.add_argument("--num_train", type=int, default=6000)
     parser.add_argument("--num_eval", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config_overrides", default="{}",
+                        help="JSON of UniRESConfig arguments to change in the demo model (passed to demo.py).")
     return parser.parse_args(argv)
 
 
@@ -42,7 +44,8 @@ def main(argv=None):
     results = {}
     for setting in args.settings:
         metrics = run_demo(["--output_dir", str(out / setting), "--data_dir", str(data_dir), "--ablation", setting,
-                            "--max_steps", str(args.max_steps), "--seed", str(args.seed), "--num_overlays", "0"])
+                            "--max_steps", str(args.max_steps), "--seed", str(args.seed), "--num_overlays", "0",
+                            "--config_overrides", args.config_overrides])
         results[setting] = {split: by_method["unires"] for split, by_method in metrics["splits"].items()}
         results[setting]["training"] = metrics["training"]
         results[setting]["train_seconds"] = metrics["timings_seconds"]["train"]

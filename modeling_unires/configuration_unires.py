@@ -48,6 +48,16 @@ class UniRESConfig(PretrainedConfig):
         mask_head_type (`str`, defaults to `"pixel_shuffle"`): `"pixel_shuffle"` projects every decoder visual token
             linearly to `patch_size * patch_size` logits laid out at full input resolution; `"upsample"` projects
             it to one logit and upsamples bilinearly.
+        pixel_decoder_channels (`int`, defaults to 0):
+            Width of an optional full-resolution pixel branch (two 3x3 convolutions on the input image). When > 0,
+            every decoded token also predicts a `pixel_decoder_channels`-long filter whose dot product with the
+            pixel features of its own patch adds a logit per pixel, so mask edges follow the image's edges rather
+            than the patch grid. 0 (the paper's model) disables it; it needs `pixel_values` at every forward (see
+            [`UniRESModel.forward`]).
+        decoder_token_stride (`int`, defaults to 1):
+            Average-pool the fused visual tokens by this factor before the decoder layers and add the decoded tokens
+            back onto the full patch grid afterwards: the decoder's cost per expression falls by `stride**2`. 1 (the
+            paper's model) decodes every patch token.
         decoder_dropout (`float`, defaults to 0.0): dropout inside the decoder layers.
         initializer_range (`float`, defaults to 0.02): std of the normal init of the non-CLIP layers.
 
@@ -82,6 +92,8 @@ class UniRESConfig(PretrainedConfig):
         dice_loss_weight=1.0,
         bce_loss_weight=1.0,
         mask_head_type="pixel_shuffle",
+        pixel_decoder_channels=0,
+        decoder_token_stride=1,
         decoder_dropout=0.0,
         initializer_range=0.02,
         **kwargs,
@@ -106,6 +118,8 @@ class UniRESConfig(PretrainedConfig):
         self.dice_loss_weight = dice_loss_weight
         self.bce_loss_weight = bce_loss_weight
         self.mask_head_type = mask_head_type
+        self.pixel_decoder_channels = pixel_decoder_channels
+        self.decoder_token_stride = decoder_token_stride
         self.decoder_dropout = decoder_dropout
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
@@ -166,6 +180,8 @@ class UniRESConfig(PretrainedConfig):
             value = getattr(self, name)
             check(name, isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0, "a float >= 0")
         check("mask_head_type", self.mask_head_type in MASK_HEAD_TYPES, f"one of {MASK_HEAD_TYPES}")
+        check("pixel_decoder_channels", is_int(self.pixel_decoder_channels, 0), "an int >= 0 (0 disables the branch)")
+        check("decoder_token_stride", is_int(self.decoder_token_stride, 1), "an int >= 1")
         check("decoder_dropout", is_prob(self.decoder_dropout), "a float in [0, 1]")
         vision = self.vision_config
         if vision.image_size % vision.patch_size != 0:

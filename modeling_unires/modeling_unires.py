@@ -193,6 +193,23 @@ class UniRESRegionFilter(nn.Module):
         return group_tokens * scores[..., None], scores, weights
 
 
+class UniRESPixelDecoder(nn.Module):
+    """
+    The optional full-resolution pixel branch: two 3x3 convolutions on the input image, computed once per image.
+    Each decoded token turns the features of its patch's pixels into logits (a filter per token, applied by a dot
+    product), so that a mask can follow an edge that cuts through a patch.
+    """
+
+    def __init__(self, config: UniRESConfig):
+        super().__init__()
+        channels = config.pixel_decoder_channels
+        self.conv_in = nn.Conv2d(config.vision_config.num_channels, channels, kernel_size=3, padding=1)
+        self.conv_out = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(F.gelu(self.conv_in(pixel_values)))
+
+
 class UniRESPreTrainedModel(PreTrainedModel):
     config_class = UniRESConfig
     config: UniRESConfig
@@ -267,6 +284,10 @@ class UniRESModel(UniRESPreTrainedModel):
         # model trained from scratch ground expressions several times faster.
         self.alignment_visual_projection = nn.Linear(width, width)
         self.alignment_text_projection = nn.Linear(width, width)
+        self.pixel_decoder = self.pixel_filter = None
+        if config.pixel_decoder_channels:
+            self.pixel_decoder = UniRESPixelDecoder(config)
+            self.pixel_filter = nn.Linear(width, config.pixel_decoder_channels)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -407,7 +428,8 @@ class UniRESModel(UniRESPreTrainedModel):
     ) -> UniRESOutput | tuple:
         r"""
         Args:
-            pixel_values (`(num_images, 3, H, W)`): images; exclusive with `image_embeddings`.
+            pixel_values (`(num_images, 3, H, W)`): images. With `image_embeddings` as well, only a model with a pixel
+                branch (`config.pixel_decoder_channels > 0`) takes them, for that branch alone.
             input_ids, attention_mask (`(num_expressions, text_length)`): the tokenised expressions.
             image_embeddings (`(num_images, tokens, hidden)`): output of `get_image_embeddings`, to reuse one image
                 encoding for many expressions (square patch grid assumed).
@@ -417,13 +439,19 @@ class UniRESModel(UniRESPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
-        if (pixel_values is None) == (image_embeddings is None):
-            raise ValueError("Pass exactly one of `pixel_values` and `image_embeddings`")
+        uses_pixels = self.pixel_decoder is not None
+        if pixel_values is None and image_embeddings is None:
+            raise ValueError("Pass `pixel_values` or `image_embeddings`")
+        if image_embeddings is not None and (pixel_values is None) == uses_pixels:
+            raise ValueError(
+                "With `image_embeddings`, pass `pixel_values` too when the model has a pixel branch "
+                f"(config.pixel_decoder_channels={self.config.pixel_decoder_channels}) and not otherwise"
+            )
         if input_ids is None:
             raise ValueError("`input_ids` (the tokenised expressions) are required")
         patch = self.config.vision_config.patch_size
 
-        if pixel_values is not None:
+        if image_embeddings is None:
             image_embeddings = self.get_image_embeddings(pixel_values)
             grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
         else:
@@ -440,6 +468,11 @@ class UniRESModel(UniRESPreTrainedModel):
                     f"{self.config.num_group_tokens_used} group tokens"
                 )
             grid = (side, side)
+            if uses_pixels and tuple(pixel_values.shape[-2:]) != (side * patch, side * patch):
+                raise ValueError(
+                    f"pixel_values are {tuple(pixel_values.shape[-2:])} but image_embeddings hold a {side}x{side} "
+                    f"patch grid: pass the images the embeddings were computed from"
+                )
 
         num_expressions = input_ids.shape[0]
         device = image_embeddings.device
@@ -461,18 +494,19 @@ class UniRESModel(UniRESPreTrainedModel):
 
         visual, low, high = self._split_image_embeddings(image_embeddings)
         # Project once per image, then gather per expression: gradients flow through the shared encoding.
-        visual = self.visual_projection(visual)[image_indices]
+        visual = self.visual_projection(visual).index_select(0, image_indices)
         # Multiplicative sentence-visual fusion (as in CRIS): from the first step the decoder input depends on the
         # expression, so different expressions on one image get different masks early in training.
         sentence_key = self.sentence_projection(sentence)
-        hidden_states = visual * sentence_key[:, None, :]
+        fused = visual * sentence_key[:, None, :]
+        hidden_states = self._pool_tokens(fused, grid)
 
         attentions = () if output_attentions else None
         filtered, scores = [], []
         for tokens, region_filter in ((low, self.low_region_filter), (high, self.high_region_filter)):
             if tokens is None:
                 continue
-            tokens = self.group_projection(tokens)[image_indices]
+            tokens = self.group_projection(tokens).index_select(0, image_indices)
             kept, score, weights = region_filter(tokens, text_tokens, text_mask, sentence_key, output_attentions)
             filtered.append(kept)
             scores.append(score)
@@ -491,8 +525,13 @@ class UniRESModel(UniRESPreTrainedModel):
             if output_attentions:
                 attentions += (weights,)
 
+        if self.config.decoder_token_stride > 1:
+            # Every patch token receives the update its pooled cell got from the decoder.
+            hidden_states = fused + self._unpool_tokens(hidden_states - self._pool_tokens(fused, grid), grid)
         decoded = self.decoder_norm(hidden_states)
         logits = self._mask_logits(decoded, grid, patch) + self._alignment_logits(decoded, sentence_key, grid, patch)
+        if uses_pixels:
+            logits = logits + self._pixel_logits(decoded, self.pixel_decoder(pixel_values), image_indices, grid, patch)
 
         loss = None
         if labels is not None:
@@ -507,6 +546,40 @@ class UniRESModel(UniRESPreTrainedModel):
             attentions=attentions,
         )
         return output if return_dict else output.to_tuple()
+
+    def _pool_tokens(self, tokens, grid):
+        """Average `(batch, rows*cols, width)` tokens over `decoder_token_stride`-sided cells (identity at 1)."""
+        stride = self.config.decoder_token_stride
+        if stride == 1:
+            return tokens
+        batch, _, width = tokens.shape
+        as_map = tokens.transpose(1, 2).reshape(batch, width, *grid)
+        pooled = F.avg_pool2d(as_map, stride, ceil_mode=True)
+        return pooled.flatten(2).transpose(1, 2)
+
+    def _unpool_tokens(self, pooled, grid):
+        """Copy every pooled cell back onto the patches it covers: `(batch, cells, width)` to `(batch, rows*cols, width)`."""
+        stride = self.config.decoder_token_stride
+        batch, _, width = pooled.shape
+        cells = (math.ceil(grid[0] / stride), math.ceil(grid[1] / stride))
+        as_map = pooled.transpose(1, 2).reshape(batch, width, *cells)
+        as_map = as_map.repeat_interleave(stride, dim=2).repeat_interleave(stride, dim=3)[..., : grid[0], : grid[1]]
+        return as_map.flatten(2).transpose(1, 2)
+
+    def _pixel_logits(self, decoded, pixel_features, image_indices, grid, patch):
+        """
+        Every token's filter, interpolated bilinearly between patch centres, dotted with its image's pixel features:
+        `(expressions, H, W)` logits. Images are taken one at a time so that no per-expression copy of the features
+        is made; the interpolated filters still cost `expressions x pixel_decoder_channels x H x W`.
+        """
+        filters = self.pixel_filter(decoded).transpose(1, 2).reshape(decoded.shape[0], -1, *grid)
+        members, logits = [], []
+        for image in image_indices.unique().tolist():
+            rows_of_image = (image_indices == image).nonzero().squeeze(1)
+            dense = F.interpolate(filters[rows_of_image], scale_factor=patch, mode="bilinear", align_corners=False)
+            members.append(rows_of_image)
+            logits.append((dense * pixel_features[image]).sum(1))
+        return torch.cat(logits)[torch.cat(members).argsort()]
 
     def _mask_logits(self, hidden_states, grid, patch):
         rows, cols = grid

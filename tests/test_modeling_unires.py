@@ -1,5 +1,7 @@
 """UniRESModel: shapes, loss, save/load, encode-once, from_clip, ablations and bad input (tiny configs, CPU)."""
 
+import math
+
 import pytest
 import torch
 from transformers import CLIPConfig, CLIPModel
@@ -151,6 +153,75 @@ def test_upsample_mask_head():
     assert out.logits.shape == (3, 32, 32)
 
 
+@pytest.mark.parametrize("stride,channels", [(2, 0), (3, 4), (1, 4)])
+def test_pooled_decoder_and_pixel_branch(stride, channels, tmp_path):
+    model, processor = tiny_model_and_processor(decoder_token_stride=stride, pixel_decoder_channels=channels)
+    text = _text(processor)
+    images = torch.randn(2, 3, 32, 32)
+    indices = torch.tensor([1, 0, 1])
+    out = model(pixel_values=images, **text, image_indices=indices, labels=torch.rand(3, 32, 32) > 0.5,
+                output_attentions=True)
+    # The 4x4 patch grid reaches the decoder as ceil(4 / stride)^2 pooled cells (stage-1 queries over 17 text tokens).
+    cells = math.ceil(4 / stride) ** 2
+    assert out.logits.shape == (3, 32, 32) and out.attentions[2].shape == (3, 2, cells, 17)
+    model.train()
+    out.loss.backward()
+    trained = [model.stage1_layers[0].mlp.fc1.weight, model.mask_head.weight]
+    if channels:
+        trained += [model.pixel_decoder.conv_in.weight, model.pixel_filter.weight]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
+    model.eval()
+    pixels = dict(pixel_values=images) if channels else {}
+    with torch.no_grad():
+        shared = model(image_embeddings=model.get_image_embeddings(images), **pixels, **text, image_indices=indices)
+        plain = model(pixel_values=images[indices], **text)
+    torch.testing.assert_close(shared.logits, plain.logits, rtol=1e-4, atol=1e-5)
+    model.save_pretrained(tmp_path)
+    loaded = UniRESModel.from_pretrained(tmp_path).eval()
+    assert (loaded.config.decoder_token_stride, loaded.config.pixel_decoder_channels) == (stride, channels)
+    with torch.no_grad():
+        assert torch.equal(loaded(pixel_values=images[indices], **text).logits, plain.logits)
+
+
+def test_pooling_copies_cells_back_onto_their_patches():
+    model, _ = tiny_model_and_processor(decoder_token_stride=2)
+    cells = torch.arange(9.0).view(1, 9, 1).expand(1, 9, 3)  # a 3x3 map of cells, 3 channels
+    patches = model._unpool_tokens(cells, (5, 5))  # a 5x5 grid: the last row and column of cells are partial
+    expected = torch.arange(9.0).view(3, 3).repeat_interleave(2, 0).repeat_interleave(2, 1)[:5, :5]
+    assert torch.equal(patches[0, :, 0], expected.flatten())
+    # Pooling averages only the patches inside the grid, so a map that is constant per cell pools back to its cells.
+    assert torch.equal(model._pool_tokens(patches, (5, 5)), cells)
+
+
+def test_pixel_branch_reads_only_nearby_pixels():
+    """Given fixed image embeddings, a change to one pixel moves the logits only within the two 3x3 convolutions'
+    5x5 reach: the pixel branch sharpens edges locally and cannot move the mask elsewhere."""
+    model, processor = tiny_model_and_processor(pixel_decoder_channels=4)
+    text = _text(processor, EXPRESSIONS[:1])
+    image = torch.randn(1, 3, 32, 32)
+    changed = image.clone()
+    changed[0, :, 13, 21] += 5.0
+    with torch.no_grad():
+        embeddings = model.get_image_embeddings(image)
+        before = model(image_embeddings=embeddings, pixel_values=image, **text).logits[0]
+        after = model(image_embeddings=embeddings, pixel_values=changed, **text).logits[0]
+    moved = (after - before).abs() > 1e-6
+    assert moved[13, 21] and moved.any()
+    rows, cols = torch.nonzero(moved, as_tuple=True)
+    assert rows.min() >= 11 and rows.max() <= 15 and cols.min() >= 19 and cols.max() <= 23
+
+
+def test_pixel_branch_input_errors_are_named():
+    model, processor = tiny_model_and_processor(pixel_decoder_channels=4)
+    text = _text(processor)
+    images = torch.randn(1, 3, 32, 32)
+    embeddings = model.get_image_embeddings(images)
+    with pytest.raises(ValueError, match="pixel_decoder_channels=4"):
+        model(image_embeddings=embeddings, **text)
+    with pytest.raises(ValueError, match=r"pixel_values are \(48, 48\) but image_embeddings hold a 4x4"):
+        model(image_embeddings=embeddings, pixel_values=torch.randn(1, 3, 48, 48), **text)
+
+
 def test_gradient_checkpointing_matches():
     model, processor = tiny_model_and_processor()
     model.train()
@@ -243,6 +314,8 @@ def test_from_clip_copies_backbone_weights(tmp_path):
         (dict(num_low_group_tokens=0), "num_low_group_tokens"),
         (dict(text_max_length=2), "text_max_length"),
         (dict(use_high_group_tokens="yes"), "use_high_group_tokens"),
+        (dict(pixel_decoder_channels=-1), "pixel_decoder_channels"),
+        (dict(decoder_token_stride=0), "decoder_token_stride"),
     ],
 )
 def test_bad_config_values_name_the_field(bad, name):
@@ -269,8 +342,10 @@ def test_bad_forward_inputs_are_named():
     images = torch.randn(2, 3, 32, 32)
     with pytest.raises(ValueError, match="2 images and 3 expressions"):
         model(pixel_values=images, **text)
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ValueError, match="pixel_decoder_channels=0"):
         model(pixel_values=images, image_embeddings=model.get_image_embeddings(images), **text)
+    with pytest.raises(ValueError, match="Pass `pixel_values` or `image_embeddings`"):
+        model(**text)
     with pytest.raises(ValueError, match=r"labels have shape \(3, 16, 16\)"):
         model(pixel_values=images[:1], **text, labels=torch.zeros(3, 16, 16))
     with pytest.raises(ValueError, match="out of range"):

@@ -11,15 +11,17 @@ import torch
 from safetensors.torch import load_file
 
 from dataset_scripts.mres_synth import build_mres_synth
-from modeling_unires import UniRESModel
+from modeling_unires import UniRESConfig, UniRESModel, UniRESProcessor
 from modeling_unires.training import (
     DataArguments,
     ModelArguments,
+    MRESTrainingCollator,
     UniRESTrainer,
     UniRESTrainingArguments,
     run_training,
 )
 from modeling_unires.testing_utils import tiny_config_kwargs
+from modeling_unires.training.budget import measure_step_seconds, steps_for_budget
 from modeling_unires.training.scratch import prepare_from_scratch, sentences_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,3 +223,21 @@ def test_gradient_accumulation_counts_optimizer_steps(setup, tmp_path):
     assert steps == [0] * 8 + [1] * 8
     log = json.loads((tmp_path / "accumulate" / "training_log.json").read_text())
     assert [entry["step"] for entry in log if "loss" in entry] == [1, 2]
+
+
+def test_budget_probe_reads_rows_and_leaves_the_model_alone(setup):
+    model = UniRESModel(UniRESConfig.from_pretrained(setup["config"]))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    collator = MRESTrainingCollator(UniRESProcessor.from_pretrained(setup["processor"]), 2, seed=0)
+    rng = torch.random.get_rng_state()
+    # A datasets.Dataset is read (images and masks decoded) inside the timing, as the training loop reads it.
+    seconds = measure_step_seconds(model, collator, setup["data"]["train"], batch_size=2, steps=2)
+    assert seconds > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert steps_for_budget(60, 0.5) == 120 and steps_for_budget(1, 0.5) == 10
+    with pytest.raises(ValueError, match="at least one row"):
+        measure_step_seconds(model, collator, [], batch_size=2)
+    with pytest.raises(ValueError, match="must be positive"):
+        steps_for_budget(0, 0.5)

@@ -1,21 +1,25 @@
 """Turn a wall-clock budget into a number of optimisation steps, by measuring a few.
 
 A cosine schedule needs its length up front, so a run "for ten minutes" is planned as a run
-of N steps, with N measured on this machine: collate, forward, backward and an AdamW step
-on a throw-away copy of the model (the model itself, its gradients and the global random
-state are left untouched).
+of N steps, with N measured on this machine: reading the rows (a `datasets.Dataset` decodes
+its images and masks then, as in training), collate, forward, backward, gradient clipping and
+an AdamW step on a throw-away copy of the model (the model itself, its gradients and the
+global random state are left untouched).
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from typing import Sequence
 
 import torch
 
 
-def measure_step_seconds(model, collator, rows: list[dict], batch_size: int, steps: int = 3) -> float:
-    """Median seconds of one training step (collate + forward + backward + AdamW) on `rows`."""
+def measure_step_seconds(
+    model, collator, rows: Sequence[dict], batch_size: int, steps: int = 3, max_grad_norm: float = 1.0
+) -> float:
+    """Median seconds of one training step (read rows + collate + forward + backward + clip + AdamW) on `rows`."""
     if not rows:
         raise ValueError("measure_step_seconds needs at least one row")
     probe = copy.deepcopy(model).train()
@@ -29,6 +33,8 @@ def measure_step_seconds(model, collator, rows: list[dict], batch_size: int, ste
             batch = collator(chunk)
             batch = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
             probe(**batch).loss.backward()
+            if max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(probe.parameters(), max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if step:

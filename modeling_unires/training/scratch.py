@@ -38,6 +38,23 @@ def prepare_from_scratch(
     return folder / "config", folder / "processor"
 
 
+def override_config_kwargs(config_kwargs: dict, overrides: dict) -> dict:
+    """`config_kwargs` with `overrides` applied: top-level keys replace, `vision_config` / `text_config` dicts merge.
+
+    >>> override_config_kwargs({"vision_config": {"hidden_size": 128, "patch_size": 8}}, {"vision_config": {"patch_size": 6}})
+    {'vision_config': {'hidden_size': 128, 'patch_size': 6}}
+    """
+    merged = dict(config_kwargs)
+    for key, value in overrides.items():
+        if key in ("vision_config", "text_config"):
+            if not isinstance(value, dict):
+                raise ValueError(f"override of {key} must be a dict of {key} fields, got {value!r}")
+            merged[key] = {**merged.get(key, {}), **value}
+        else:
+            merged[key] = value
+    return merged
+
+
 def sentences_of(rows) -> list[str]:
     """Every sentence of every referent of MRES rows (reads only the referents column when it can)."""
     if hasattr(rows, "select_columns"):

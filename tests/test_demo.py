@@ -1,0 +1,50 @@
+"""`make demo`'s script end to end on a few images and steps, and its config overrides."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoModel
+
+from modeling_unires.training.scratch import override_config_kwargs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _demo_module():
+    spec = importlib.util.spec_from_file_location("examples_demo", REPO / "examples" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_writes_metrics_model_and_overlays(tmp_path):
+    demo = _demo_module()
+    metrics = demo.main(["--output_dir", str(tmp_path), "--num_train", "24", "--num_eval", "6", "--max_steps", "3",
+                         "--num_overlays", "2", "--config_overrides", '{"decoder_intermediate_size": 128}'])
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["splits"] == json.loads(json.dumps(metrics["splits"]))
+    for split in ("validation", "test_unseen"):
+        assert set(written["splits"][split]) == {"unires", "full_image", "largest_object_box"}
+        for table in written["splits"][split].values():
+            assert 0.0 <= table["object"]["mIoU"] <= 100.0 and table["part"]["count"] > 0
+        assert len(list((tmp_path / "overlays" / split).glob("*.png"))) == 2
+    assert written["training"]["steps"] == 3 and written["training"]["config_overrides"] == {
+        "decoder_intermediate_size": 128}
+    assert written["options"]["threshold"] == 0.35
+    assert set(written["timings_seconds"]) >= {"generate MRES-Synth", "train", "evaluate"}
+
+    model = AutoModel.from_pretrained(tmp_path / "model")
+    # The demo's recipe (pooled decoder tokens, pixel branch) with the override applied on top.
+    assert (model.config.decoder_token_stride, model.config.pixel_decoder_channels) == (2, 16)
+    assert model.config.decoder_intermediate_size == 128 and model.config.image_size == demo.DEMO_IMAGE_SIZE
+
+
+def test_config_overrides_merge_sub_configs_and_replace_the_rest():
+    base = {"vision_config": {"hidden_size": 128, "patch_size": 8}, "decoder_token_stride": 2}
+    merged = override_config_kwargs(base, {"vision_config": {"patch_size": 6}, "decoder_token_stride": 1})
+    assert merged == {"vision_config": {"hidden_size": 128, "patch_size": 6}, "decoder_token_stride": 1}
+    assert base["vision_config"]["patch_size"] == 8  # the demo's own config is left alone
+    with pytest.raises(ValueError, match="override of text_config must be a dict"):
+        override_config_kwargs(base, {"text_config": 3})
