@@ -428,8 +428,9 @@ class UniRESModel(UniRESPreTrainedModel):
     ) -> UniRESOutput | tuple:
         r"""
         Args:
-            pixel_values (`(num_images, 3, H, W)`): images. With `image_embeddings` as well, only a model with a pixel
-                branch (`config.pixel_decoder_channels > 0`) takes them, for that branch alone.
+            pixel_values (`(num_images, 3, H, W)`): images. Given with `image_embeddings`, they are read by the pixel
+                branch alone (and required when `config.pixel_decoder_channels > 0`), so code that passes both works
+                with every UniRES model.
             input_ids, attention_mask (`(num_expressions, text_length)`): the tokenised expressions.
             image_embeddings (`(num_images, tokens, hidden)`): output of `get_image_embeddings`, to reuse one image
                 encoding for many expressions (square patch grid assumed).
@@ -442,10 +443,10 @@ class UniRESModel(UniRESPreTrainedModel):
         uses_pixels = self.pixel_decoder is not None
         if pixel_values is None and image_embeddings is None:
             raise ValueError("Pass `pixel_values` or `image_embeddings`")
-        if image_embeddings is not None and (pixel_values is None) == uses_pixels:
+        if image_embeddings is not None and pixel_values is None and uses_pixels:
             raise ValueError(
-                "With `image_embeddings`, pass `pixel_values` too when the model has a pixel branch "
-                f"(config.pixel_decoder_channels={self.config.pixel_decoder_channels}) and not otherwise"
+                "This model has a pixel branch (config.pixel_decoder_channels="
+                f"{self.config.pixel_decoder_channels}): pass `pixel_values` together with `image_embeddings`"
             )
         if input_ids is None:
             raise ValueError("`input_ids` (the tokenised expressions) are required")
@@ -468,7 +469,7 @@ class UniRESModel(UniRESPreTrainedModel):
                     f"{self.config.num_group_tokens_used} group tokens"
                 )
             grid = (side, side)
-            if uses_pixels and tuple(pixel_values.shape[-2:]) != (side * patch, side * patch):
+            if pixel_values is not None and tuple(pixel_values.shape[-2:]) != (side * patch, side * patch):
                 raise ValueError(
                     f"pixel_values are {tuple(pixel_values.shape[-2:])} but image_embeddings hold a {side}x{side} "
                     f"patch grid: pass the images the embeddings were computed from"

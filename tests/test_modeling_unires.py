@@ -171,9 +171,10 @@ def test_pooled_decoder_and_pixel_branch(stride, channels, tmp_path):
         trained += [model.pixel_decoder.conv_in.weight, model.pixel_filter.weight]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
     model.eval()
-    pixels = dict(pixel_values=images) if channels else {}
     with torch.no_grad():
-        shared = model(image_embeddings=model.get_image_embeddings(images), **pixels, **text, image_indices=indices)
+        # Passing the images beside their embeddings works with and without a pixel branch.
+        shared = model(image_embeddings=model.get_image_embeddings(images), pixel_values=images, **text,
+                       image_indices=indices)
         plain = model(pixel_values=images[indices], **text)
     torch.testing.assert_close(shared.logits, plain.logits, rtol=1e-4, atol=1e-5)
     model.save_pretrained(tmp_path)
@@ -342,8 +343,9 @@ def test_bad_forward_inputs_are_named():
     images = torch.randn(2, 3, 32, 32)
     with pytest.raises(ValueError, match="2 images and 3 expressions"):
         model(pixel_values=images, **text)
-    with pytest.raises(ValueError, match="pixel_decoder_channels=0"):
-        model(pixel_values=images, image_embeddings=model.get_image_embeddings(images), **text)
+    with pytest.raises(ValueError, match=r"pixel_values are \(48, 48\) but image_embeddings hold a 4x4"):
+        model(pixel_values=torch.randn(2, 3, 48, 48), image_embeddings=model.get_image_embeddings(images), **text,
+              image_indices=torch.tensor([0, 1, 1]))
     with pytest.raises(ValueError, match="Pass `pixel_values` or `image_embeddings`"):
         model(**text)
     with pytest.raises(ValueError, match=r"labels have shape \(3, 16, 16\)"):

@@ -308,7 +308,7 @@ class MRESMetricAccumulator:
     ```python
     >>> accumulator = MRESMetricAccumulator()
     >>> for batch in loader:
-    ...     predictions = binarize(model(**batch).pred_masks.sigmoid(), accumulator.options.threshold)
+    ...     predictions = binarize(model(**batch).logits.sigmoid(), accumulator.options.threshold)
     ...     accumulator.update(predictions, batch["masks"], batch["granularities"], batch.get("parent_masks"))
     >>> results = accumulator.compute()
     >>> results["part"]["mIoU"], results["object+part"]["oIoU"]
