@@ -35,6 +35,8 @@ def test_demo_writes_metrics_model_and_overlays(tmp_path):
     assert written["options"]["threshold"] == 0.35
     assert set(written["timings_seconds"]) >= {"generate MRES-Synth", "train", "evaluate"}
 
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "tokens pooled 2×2, 16-channel pixel branch" in card and "| validation | object |" in card
     model = AutoModel.from_pretrained(tmp_path / "model")
     # The demo's recipe (pooled decoder tokens, pixel branch) with the override applied on top.
     assert (model.config.decoder_token_stride, model.config.pixel_decoder_channels) == (2, 16)

@@ -86,6 +86,8 @@ def test_final_model_card_and_loss_log(setup, tmp_path):
     folder = tmp_path / "run"
     card = (folder / "README.md").read_text()
     assert "pipeline_tag: image-segmentation" in card and "mIoU" in card and "AdamW" in card
+    # The paper's decoder (no pooling, no pixel branch) lists no departures from it.
+    assert "| decoder | width 32, stage 1: 1 layer(s), stage 2: 1 layer(s) |" in card
     assert metrics["object+part"]["count"] > 0
     log = json.loads((folder / "training_log.json").read_text())
     assert [entry["step"] for entry in log if "loss" in entry] == [1, 2, 3]

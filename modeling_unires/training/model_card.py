@@ -43,7 +43,7 @@ results = segment(image, ["the red car", "the wheels of the blue bus"])
 | vision tower | CLIP ViT, {vision_layers} layers, width {vision_width}, patch {patch_size}, input {image_size}×{image_size} |
 | text tower | CLIP text transformer, {text_layers} layers, width {text_width}, max length {text_max_length} |
 | group tokens | {group_tokens} |
-| decoder | width {decoder_width}, stage 1: {stage1} layers, stage 2: {stage2} layers |
+| decoder | width {decoder_width}, stage 1: {stage1} layer(s), stage 2: {stage2} layer(s){decoder_options} |
 | parameters | {num_parameters} |
 | base model | {base_model} |
 
@@ -74,6 +74,16 @@ results = segment(image, ["the red car", "the wheels of the blue bus"])
 ```
 """
 
+
+def _decoder_options(config) -> str:
+    """The decoder options that depart from the paper's model, as a suffix of the card's decoder row."""
+    options = []
+    if config.decoder_token_stride > 1:
+        stride = config.decoder_token_stride
+        options.append(f"tokens pooled {stride}×{stride}")
+    if config.pixel_decoder_channels:
+        options.append(f"{config.pixel_decoder_channels}-channel pixel branch")
+    return "; " + ", ".join(options) if options else ""
 
 def write_model_card(
     folder,
@@ -124,6 +134,7 @@ def write_model_card(
         decoder_width=config.decoder_hidden_size,
         stage1=config.decoder_stage1_layers,
         stage2=config.decoder_stage2_layers if groups else 0,
+        decoder_options=_decoder_options(config),
         num_parameters=f"{num_parameters:,}" if num_parameters else "n/a",
         base_model=base_model or "trained from scratch",
         datasets="\n".join(f"- `{d}` (split `{data_args.train_split}`)" for d in datasets) or "- (not recorded)",
