@@ -469,10 +469,14 @@ class UniRESModel(UniRESPreTrainedModel):
                     f"{self.config.num_group_tokens_used} group tokens"
                 )
             grid = (side, side)
-            if pixel_values is not None and tuple(pixel_values.shape[-2:]) != (side * patch, side * patch):
+            if pixel_values is not None and (
+                pixel_values.shape[0] != image_embeddings.shape[0]
+                or tuple(pixel_values.shape[-2:]) != (side * patch, side * patch)
+            ):
                 raise ValueError(
-                    f"pixel_values are {tuple(pixel_values.shape[-2:])} but image_embeddings hold a {side}x{side} "
-                    f"patch grid: pass the images the embeddings were computed from"
+                    f"pixel_values are {pixel_values.shape[0]} images of {tuple(pixel_values.shape[-2:])} but "
+                    f"image_embeddings hold {image_embeddings.shape[0]} images of a {side}x{side} patch grid: pass "
+                    "the images the embeddings were computed from"
                 )
 
         num_expressions = input_ids.shape[0]

@@ -219,8 +219,10 @@ def test_pixel_branch_input_errors_are_named():
     embeddings = model.get_image_embeddings(images)
     with pytest.raises(ValueError, match="pixel_decoder_channels=4"):
         model(image_embeddings=embeddings, **text)
-    with pytest.raises(ValueError, match=r"pixel_values are \(48, 48\) but image_embeddings hold a 4x4"):
+    with pytest.raises(ValueError, match=r"1 images of \(48, 48\) but image_embeddings hold 1 images of a 4x4"):
         model(image_embeddings=embeddings, pixel_values=torch.randn(1, 3, 48, 48), **text)
+    with pytest.raises(ValueError, match=r"pixel_values are 2 images of \(32, 32\) but image_embeddings hold 1 images"):
+        model(image_embeddings=embeddings, pixel_values=torch.randn(2, 3, 32, 32), **text)
 
 
 def test_gradient_checkpointing_matches():
@@ -343,7 +345,7 @@ def test_bad_forward_inputs_are_named():
     images = torch.randn(2, 3, 32, 32)
     with pytest.raises(ValueError, match="2 images and 3 expressions"):
         model(pixel_values=images, **text)
-    with pytest.raises(ValueError, match=r"pixel_values are \(48, 48\) but image_embeddings hold a 4x4"):
+    with pytest.raises(ValueError, match=r"pixel_values are 2 images of \(48, 48\) but image_embeddings hold 2 "):
         model(pixel_values=torch.randn(2, 3, 48, 48), image_embeddings=model.get_image_embeddings(images), **text,
               image_indices=torch.tensor([0, 1, 1]))
     with pytest.raises(ValueError, match="Pass `pixel_values` or `image_embeddings`"):
