@@ -504,7 +504,8 @@ class UniRESModel(UniRESPreTrainedModel):
         # expression, so different expressions on one image get different masks early in training.
         sentence_key = self.sentence_projection(sentence)
         fused = visual * sentence_key[:, None, :]
-        hidden_states = self._pool_tokens(fused, grid)
+        pooled = self._pool_tokens(fused, grid)
+        hidden_states = pooled
 
         attentions = () if output_attentions else None
         filtered, scores = [], []
@@ -532,7 +533,7 @@ class UniRESModel(UniRESPreTrainedModel):
 
         if self.config.decoder_token_stride > 1:
             # Every patch token receives the update its pooled cell got from the decoder.
-            hidden_states = fused + self._unpool_tokens(hidden_states - self._pool_tokens(fused, grid), grid)
+            hidden_states = fused + self._unpool_tokens(hidden_states - pooled, grid)
         decoded = self.decoder_norm(hidden_states)
         logits = self._mask_logits(decoded, grid, patch) + self._alignment_logits(decoded, sentence_key, grid, patch)
         if uses_pixels:

@@ -85,6 +85,7 @@ def _decoder_options(config) -> str:
         options.append(f"{config.pixel_decoder_channels}-channel pixel branch")
     return "; " + ", ".join(options) if options else ""
 
+
 def write_model_card(
     folder,
     *,
