@@ -4,7 +4,7 @@ A PEFT-LoRA fine-tune of an open LVLM that describes the region inside a box at 
 and part granularity, with boxes given as integers in [0, 999].
 """
 from .box_prompts import (
-    GRANULARITIES,
+    CAPTION_GRANULARITIES,
     PROMPT_TEMPLATES,
     build_messages,
     build_prompt,
@@ -18,17 +18,15 @@ from .defaults import DEFAULT_BASE_MODEL, DEFAULT_LORA_TARGET_MODULES
 from .encoding import CaptionCollator, load_image, render_prompt
 from .generate import BoxRequest, DenseCaptioner
 from .modeling import add_lora, load_base_model, load_captioner
-from .rejects import RejectLog
 
 __all__ = [
     "DEFAULT_BASE_MODEL",
     "DEFAULT_LORA_TARGET_MODULES",
-    "GRANULARITIES",
+    "CAPTION_GRANULARITIES",
     "PROMPT_TEMPLATES",
     "BoxRequest",
     "CaptionCollator",
     "DenseCaptioner",
-    "RejectLog",
     "add_lora",
     "build_messages",
     "build_prompt",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-GRANULARITIES = ("image", "object", "part")
+CAPTION_GRANULARITIES = ("image", "object", "part")
 NORMALIZED_MAX = 999
 
 #: Prompt per granularity; ``{box}`` is replaced by ``(x1,y1),(x2,y2)`` in [0, 999].

@@ -10,7 +10,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .box_prompts import build_messages, build_prompt, normalize_box
-from .rejects import RejectLog
+from dataset_scripts.rejects import RejectLog
 
 IGNORE_INDEX = -100
 
@@ -94,7 +94,7 @@ class CaptionCollator:
             try:
                 prepared.append(self._prepare(row, index))
             except ValueError as error:
-                self.rejects.reject(self._item(row, index), f"bad item: {error}")
+                self.rejects.skip(self._item(row, index), f"bad item: {error}")
         while prepared:
             batch = self._encode(prepared)
             lengths = batch["attention_mask"].sum(dim=1).tolist()
@@ -102,7 +102,7 @@ class CaptionCollator:
             if not too_long:
                 return batch
             for i in reversed(too_long):
-                self.rejects.reject(prepared[i][0], f"too long: {lengths[i]} tokens > context {self.max_length}")
+                self.rejects.skip(prepared[i][0], f"too long: {lengths[i]} tokens > context {self.max_length}")
                 del prepared[i]
         return None
 

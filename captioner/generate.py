@@ -8,11 +8,11 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .box_prompts import GRANULARITIES, normalize_box
+from .box_prompts import CAPTION_GRANULARITIES, normalize_box
 from .defaults import DEFAULT_BASE_MODEL
 from .encoding import context_length, load_image, render_prompt
 from .modeling import load_captioner
-from .rejects import RejectLog
+from dataset_scripts.rejects import RejectLog
 
 logger = logging.getLogger(__name__)
 
@@ -123,18 +123,18 @@ class DenseCaptioner:
                 request = BoxRequest(row["image"], row["bbox"], row.get("granularity", "object"), item=f"row {index} ({item})")
                 chunk.append((index, row, self._prepare(request, index)))
             except (ValueError, KeyError, TypeError) as error:
-                rejects.reject(f"row {index} ({item})", f"bad item: {error}")
+                rejects.skip(f"row {index} ({item})", f"bad item: {error}")
                 continue
             if len(chunk) >= chunk_size:
                 yield from flush()
         if chunk:
             yield from flush()
-        rejects.log_summary()
+        rejects.close()
 
     # -- internals ----------------------------------------------------------------------------
     def _prepare(self, request: BoxRequest, index: int) -> _Prepared:
         item = request.item if request.item is not None else f"request {index}"
-        if request.granularity not in (self.templates or GRANULARITIES):
+        if request.granularity not in (self.templates or CAPTION_GRANULARITIES):
             raise ValueError(f"Item {item!r}: unknown granularity {request.granularity!r}.")
         image = load_image(request.image, item)
         box = normalize_box(request.box, image.size, item)

@@ -24,7 +24,7 @@ from .encoding import CaptionCollator, context_length
 from .finetune_data import build_caption_mixture, parse_mapping
 from .model_card import write_model_card
 from .modeling import add_lora, load_base_model
-from .rejects import RejectLog
+from dataset_scripts.rejects import RejectLog
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -212,7 +212,7 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
         unwrapped.save_pretrained(args.output_dir)  # the adapter only (adapter_model.safetensors)
         processor.save_pretrained(args.output_dir)
         write_model_card(args.output_dir, model_args, data_args, args, sorted(_data_dirs(data_args)) or ["custom dataset"], weights, losses)
-        rejects.log_summary()
+        rejects.close()
         if args.push_to_hub:
             push_adapter_to_hub(args.output_dir, args.hub_model_id, args.hub_private_repo)
     accelerator.end_training()

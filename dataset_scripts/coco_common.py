@@ -9,6 +9,8 @@ from typing import Iterable, Optional, Sequence
 
 from PIL import Image
 
+from .features import is_usable_sentence
+
 SOURCE = "coco2014"
 
 # COCO 2014 category ids -> names (ids have gaps; the refer files use these ids).
@@ -81,11 +83,7 @@ def find_first(candidates: Iterable[str], what: str, is_dir: bool = False) -> st
     raise FileNotFoundError(f"{what} not found; looked for: " + ", ".join(candidates))
 
 
-def sentences_of(raw) -> list[str]:
-    """Non-empty sentence strings from refer/CRIS sentence records (dicts with 'sent' or 'raw') or strings."""
-    out = []
-    for s in raw or []:
-        text = s.get("sent") or s.get("raw") if isinstance(s, dict) else s
-        if isinstance(text, str) and text.strip():
-            out.append(text.strip())
-    return out
+def parse_sentence_records(raw) -> list[str]:
+    """Usable sentences, stripped, from refer/CRIS sentence records (dicts with 'sent' or 'raw') or strings."""
+    texts = (s.get("sent") or s.get("raw") if isinstance(s, dict) else s for s in raw or [])
+    return [text.strip() for text in texts if is_usable_sentence(text)]

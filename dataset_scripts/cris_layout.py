@@ -18,7 +18,7 @@ import os
 from collections import OrderedDict
 from typing import Any, Iterator, Optional
 
-from .coco_common import COCO_CATEGORIES, SOURCE, clip_bbox, coco_image_id, read_group_image, sentences_of
+from .coco_common import COCO_CATEGORIES, SOURCE, clip_bbox, coco_image_id, read_group_image, parse_sentence_records
 from .masks import encode_mask, mask_bbox, mask_from_png
 from .rejects import RejectLog
 
@@ -104,7 +104,7 @@ def read_cris_split(
                 rejects.skip(rid, "duplicate segment_id in the split", split=split)
                 continue
             seen_segments.add(rid)
-            sentences = sentences_of(item.get("sentences"))
+            sentences = parse_sentence_records(item.get("sentences"))
             if not sentences:
                 rejects.skip(rid, "empty sentence list", split=split)
                 continue

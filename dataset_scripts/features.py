@@ -17,6 +17,16 @@ SCHEMA_VERSION = "1.0.0"
 
 GRANULARITIES = ("object", "part")
 
+
+def is_usable_sentence(sentence) -> bool:
+    """A sentence names something only if it is a string with a non-blank character."""
+    return isinstance(sentence, str) and bool(sentence.strip())
+
+
+def sentences_of(referent) -> list[str]:
+    """The usable sentences of a referent (a row's `referents` entry), in order, as stored."""
+    return [s for s in referent.get("sentences") or [] if is_usable_sentence(s)]
+
 # Scores the data engine attaches to what it generated; the whole struct is null when a human
 # made the referent (RefCOCO family, RefCOCO_m) or when it is exact by construction (MRES-Synth).
 SCORE_FIELDS = {

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from datasets import Dataset, Image, IterableDataset
 
-from .features import FLAT_FEATURES, GRANULARITIES
+from .features import FLAT_FEATURES, GRANULARITIES, sentences_of
 
 _SENTENCE_MODES = ("all", "one")
 
@@ -25,7 +25,7 @@ def _flatten_batch(batch: dict[str, list], granularity: Optional[str], sentences
         for ref in referents:
             if granularity is not None and ref["granularity"] != granularity:
                 continue
-            texts = [s for s in (ref["sentences"] or []) if s]
+            texts = sentences_of(ref)
             if not texts:
                 continue
             if sentences == "one":

@@ -27,7 +27,7 @@ from typing import Optional
 import datasets
 
 from .builder_base import MRESBuilder
-from .coco_common import SOURCE, clip_bbox, find_first, read_group_image, sentences_of
+from .coco_common import SOURCE, clip_bbox, find_first, read_group_image, parse_sentence_records
 from .cris_layout import read_cris_split
 from .masks import decode_mask, encode_mask, mask_area, mask_from_polygons
 from .refcoco_m import CRISLayoutConfig, cris_split_generators
@@ -218,7 +218,7 @@ class RefCOCO(MRESBuilder):
 
     @staticmethod
     def _referent(ref, rid, anns, cats, width, height, rejects, split) -> Optional[dict]:
-        sentences = sentences_of(ref.get("sentences"))
+        sentences = parse_sentence_records(ref.get("sentences"))
         if not sentences:
             rejects.skip(rid, "empty sentence list", split=split)
             return None

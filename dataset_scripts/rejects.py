@@ -1,8 +1,9 @@
 """Accounting for bad input: nothing is dropped silently.
 
-Every item a builder skips, or keeps after a safe fix (e.g. a bbox clipped to the image), is
-counted and written with its reason, one JSON object per line, to ``rejects.jsonl`` beside the
-output. The build ends with the summary line ``kept N, fixed N, skipped N``.
+One `RejectLog` serves every producer of data (the dataset builders, the captioner's fine-tune
+data and captioning, the data engine). Every item that is skipped, or kept after a safe fix
+(e.g. a bbox clipped to the image), is counted and written with its reason, one JSON object
+per line, to ``rejects.jsonl``. A run ends with the summary line ``kept N, fixed N, skipped N``.
 """
 
 from __future__ import annotations
@@ -21,53 +22,75 @@ REJECTS_FILENAME = "rejects.jsonl"
 class RejectLog:
     """Counts kept, fixed and skipped items and writes each fixed or skipped one to a JSONL file.
 
-    ``kept`` counts every item written to the dataset, including fixed ones; ``fixed`` is the
-    subset of kept items that were changed by a safe fix; ``skipped`` items were not written.
+    ``kept`` counts every item written to the output, including fixed ones; ``fixed`` is the
+    number of distinct kept items changed by a safe fix (one item fixed twice counts once; every
+    fix is still written); ``skipped`` items were not written. ``reasons`` counts records by the
+    reason's head (the text before the first ``:``), so that "missing image: a.jpg" and
+    "missing image: b.jpg" add up.
 
     Args:
         path: the JSONL file; ``None`` keeps records in memory only (``records``).
+        stage: a label written with every record (e.g. ``"refcoco/val"``, ``"caption"``) and shown in the summary.
         report_path: the path named in the summary line, when the file moves afterwards
             (builders write into a temporary folder that is renamed at the end).
+        append: append to an existing file (several producers sharing one log) instead of starting it anew.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, report_path: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        stage: str = "",
+        report_path: str | os.PathLike | None = None,
+        append: bool = False,
+    ):
         self.path = os.fspath(path) if path is not None else None
+        self.stage = stage
         self.report_path = os.fspath(report_path) if report_path is not None else self.path
         self.kept = 0
-        self.fixed = 0
         self.skipped = 0
         self.reasons: Counter[str] = Counter()
         self.records: list[dict[str, Any]] = []
+        self._fixed_items: set[str] = set()
         self._file = None
         if self.path is not None:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            self._file = open(self.path, "w", encoding="utf-8")
+            self._file = open(self.path, "a" if append else "w", encoding="utf-8")
+
+    @property
+    def fixed(self) -> int:
+        return len(self._fixed_items)
 
     def _write(self, record: dict[str, Any]) -> None:
+        if self.stage:
+            record = {"stage": self.stage, **record}
         self.records.append(record)
-        self.reasons[record["reason"]] += 1
+        self.reasons[record["reason"].split(":")[0]] += 1
         if self._file is not None:
-            self._file.write(json.dumps(record, sort_keys=True) + "\n")
+            self._file.write(json.dumps(record, sort_keys=True, default=str) + "\n")
             self._file.flush()
 
     def keep(self, n: int = 1) -> None:
         """Count ``n`` items written unchanged (or after fixes already recorded with :meth:`fix`)."""
         self.kept += n
 
-    def fix(self, item_id: str, reason: str, **details: Any) -> None:
+    def fix(self, item_id: Any, reason: str, **details: Any) -> None:
         """Record a safe fix applied to an item that is kept (call :meth:`keep` for it as well)."""
-        self.fixed += 1
+        self._fixed_items.add(str(item_id))
         self._write({"action": "fixed", "item_id": str(item_id), "reason": reason, **details})
 
-    def skip(self, item_id: str, reason: str, **details: Any) -> None:
+    def skip(self, item_id: Any, reason: str, **details: Any) -> None:
         """Record an item that is not written, with the reason why."""
         self.skipped += 1
-        logger.debug("skipped %s: %s", item_id, reason)
+        logger.debug("skipped %s (%s): %s", item_id, self.stage, reason)
         self._write({"action": "skipped", "item_id": str(item_id), "reason": reason, **details})
 
     def summary(self) -> str:
-        """The closing line, e.g. ``kept 120, fixed 2, skipped 3 (rejects: /out/rejects.jsonl)``."""
+        """The closing line, e.g. ``kept 120, fixed 2, skipped 3 -- missing image: 3 (rejects: /out/rejects.jsonl)``."""
         line = f"kept {self.kept}, fixed {self.fixed}, skipped {self.skipped}"
+        if self.stage:
+            line = f"[{self.stage}] {line}"
+        if self.reasons:
+            line += " -- " + ", ".join(f"{reason}: {count}" for reason, count in self.reasons.most_common())
         if self.report_path is not None and (self.fixed or self.skipped):
             line += f" (rejects: {self.report_path})"
         return line
@@ -80,7 +103,6 @@ class RejectLog:
         line = self.summary()
         if log:
             logger.warning(line) if self.skipped else logger.info(line)
-            print(line)
         return line
 
     def __enter__(self) -> "RejectLog":

@@ -14,10 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from demo import main as run_demo
-
-from dataset_scripts.mres_synth import build_mres_synth
-from modeling_unires.evaluation import format_metrics_table
+from unires.demo import build_demo_data, run_demo
+from unires.evaluation import format_metrics_table
 
 
 def parse_args(argv=None):
@@ -29,23 +27,19 @@ def parse_args(argv=None):
     parser.add_argument("--num_train", type=int, default=6000)
     parser.add_argument("--num_eval", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--config_overrides", default="{}",
-                        help="JSON of UniRESConfig arguments to change in the demo model (passed to demo.py).")
+    parser.add_argument("--config_overrides", type=json.loads, default={},
+                        help="JSON of UniRESConfig arguments to change in the demo model.")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     out = Path(args.output_dir)
-    data_dir = out / "data"
-    build_mres_synth(data_dir, image_size=96, seed=args.seed,
-                     num_images={"train": args.num_train, "validation": args.num_eval, "test": args.num_eval,
-                                 "test_unseen": args.num_eval})
+    build_demo_data(out / "data", num_train=args.num_train, num_eval=args.num_eval, seed=args.seed)
     results = {}
     for setting in args.settings:
-        metrics = run_demo(["--output_dir", str(out / setting), "--data_dir", str(data_dir), "--ablation", setting,
-                            "--max_steps", str(args.max_steps), "--seed", str(args.seed), "--num_overlays", "0",
-                            "--config_overrides", args.config_overrides])
+        metrics = run_demo(out / setting, data_dir=out / "data", ablation=setting, max_steps=args.max_steps,
+                           seed=args.seed, num_overlays=0, config_overrides=args.config_overrides)
         results[setting] = {split: by_method["unires"] for split, by_method in metrics["splits"].items()}
         results[setting]["training"] = metrics["training"]
         results[setting]["train_seconds"] = metrics["timings_seconds"]["train"]

@@ -12,7 +12,8 @@ import json
 import logging
 import sys
 
-from captioner import DEFAULT_BASE_MODEL, DenseCaptioner, RejectLog
+from captioner import DEFAULT_BASE_MODEL, DenseCaptioner
+from dataset_scripts.rejects import RejectLog
 
 
 def parse_box(text: str) -> list:

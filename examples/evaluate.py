@@ -5,14 +5,14 @@
         --split validation --baselines full_image largest_object_box --output metrics.json
 
 Prints the table (object / part / object+part × mIoU, oIoU, Prec@X, part–object confusion)
-and writes it, with the options used, as JSON. The logic lives in `modeling_unires.evaluation`.
+and writes it, with the options used, as JSON. The logic lives in `unires.evaluation`.
 """
 
 import argparse
 import json
 from pathlib import Path
 
-from modeling_unires.evaluation import BASELINES, evaluate_checkpoint, format_metrics_table
+from unires.evaluation import BASELINES, evaluate_checkpoint, format_metrics_table
 
 
 def parse_args(argv=None):

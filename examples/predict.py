@@ -15,7 +15,7 @@ from transformers import pipeline
 from transformers.image_utils import load_image
 
 import modeling_unires  # noqa: F401  (registers the task)
-from modeling_unires.visualization import draw_prediction_panel
+from unires.evaluation.overlays import draw_prediction_panel
 
 
 def main(argv=None):

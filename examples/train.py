@@ -9,10 +9,10 @@ Pre-training on MRES-32M (streaming), then fine-tuning on RefCOCO_m:
     accelerate launch examples/train.py --model_name_or_path runs/pretrain \
         --dataset org/refcoco-m --eval_split val --num_train_epochs 15 --push_to_hub org/unires
 
-Every option: `python examples/train.py --help`. The logic lives in `modeling_unires.training`.
+Every option: `python examples/train.py --help`. The logic lives in `unires.training`.
 """
 
-from modeling_unires.training.run import main
+from unires.training.run import main
 
 if __name__ == "__main__":
     main()

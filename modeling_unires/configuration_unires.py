@@ -15,6 +15,9 @@ ABLATIONS = {
 
 MASK_HEAD_TYPES = ("pixel_shuffle", "upsample")
 
+# The paper's inference threshold on mask probabilities; the one default every other threshold falls back to.
+DEFAULT_MASK_THRESHOLD = 0.35
+
 
 class UniRESConfig(PretrainedConfig):
     r"""
@@ -87,7 +90,7 @@ class UniRESConfig(PretrainedConfig):
         decoder_stage1_layers=3,
         decoder_stage2_layers=3,
         decoder_intermediate_size=None,
-        mask_threshold=0.35,
+        mask_threshold=DEFAULT_MASK_THRESHOLD,
         text_max_length=17,
         dice_loss_weight=1.0,
         bce_loss_weight=1.0,

@@ -14,6 +14,8 @@ from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.utils import logging
 
+from .configuration_unires import DEFAULT_MASK_THRESHOLD
+
 logger = logging.get_logger(__name__)
 
 RESAMPLE_NAMES = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1}
@@ -116,7 +118,7 @@ class UniRESImageProcessor(BaseImageProcessor):
         do_normalize=True,
         image_mean=None,
         image_std=None,
-        mask_threshold=0.35,
+        mask_threshold=DEFAULT_MASK_THRESHOLD,
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -5,6 +5,7 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import logging
 
+from .configuration_unires import DEFAULT_MASK_THRESHOLD
 from .image_processing_unires import UniRESImageProcessor, to_mask_array
 
 logger = logging.get_logger(__name__)
@@ -144,7 +145,7 @@ class UniRESProcessor(ProcessorMixin):
             mean = std = None  # no preprocessor config in the checkpoint: CLIP's defaults
         if config is None:
             clip_config = AutoConfig.from_pretrained(name_or_path, **kwargs)
-            image_size, text_max_length, threshold = clip_config.vision_config.image_size, None, 0.35
+            image_size, text_max_length, threshold = clip_config.vision_config.image_size, None, DEFAULT_MASK_THRESHOLD
         else:
             image_size, text_max_length, threshold = config.image_size, config.text_max_length, config.mask_threshold
         image_processor = UniRESImageProcessor(

@@ -46,20 +46,20 @@ class CocoCaptionsForCaptioner(CaptionBuilder):
             image = images.get(annotation.get("image_id"))
             caption = str(annotation.get("caption") or "").strip()
             if image is None:
-                rejects.reject(item, f"unknown image: image_id {annotation.get('image_id')!r} not in images")
+                rejects.skip(item, f"unknown image: image_id {annotation.get('image_id')!r} not in images")
                 continue
             if not caption:
-                rejects.reject(item, "empty caption")
+                rejects.skip(item, "empty caption")
                 continue
             width, height = image.get("width"), image.get("height")
             if not width or not height or width <= 0 or height <= 0:
-                rejects.reject(item, f"invalid image size: {width}x{height}")
+                rejects.skip(item, f"invalid image size: {width}x{height}")
                 continue
             if image["id"] not in paths:
                 paths[image["id"]] = find_image(data_dir, image["file_name"], (folder, os.path.join("images", folder), ""))
             path = paths[image["id"]]
             if path is None:
-                rejects.reject(item, f"missing image: {image['file_name']}")
+                rejects.skip(item, f"missing image: {image['file_name']}")
                 continue
             yield str(annotation["id"]), self._example(path, image["id"], [0.0, 0.0, width, height], "image", caption)
-        rejects.log_summary()
+        rejects.close()

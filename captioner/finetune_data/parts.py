@@ -62,17 +62,17 @@ class PacoPartsForCaptioner(CaptionBuilder):
             if problem is None and image is None:
                 problem = f"unknown image: image_id {annotation.get('image_id')!r} not in images"
             if problem:
-                rejects.reject(item, problem)
+                rejects.skip(item, problem)
                 continue
             if image["id"] not in paths:
                 file_name = image.get("file_name") or os.path.basename(image.get("coco_url", ""))
                 paths[image["id"]] = find_image(data_dir, file_name, ("", "images", "train2017", "val2017"))
             if paths[image["id"]] is None:
-                rejects.reject(item, f"missing image: {image.get('file_name')}")
+                rejects.skip(item, f"missing image: {image.get('file_name')}")
                 continue
             caption = part_caption(part_name, object_name)
             yield str(annotation["id"]), self._example(paths[image["id"]], image["id"], annotation["bbox"], "part", caption)
-        rejects.log_summary()
+        rejects.close()
 
 
 class PartImageNetForCaptioner(CaptionBuilder):
@@ -122,7 +122,7 @@ class PartImageNetForCaptioner(CaptionBuilder):
             if problem is None and annotation.get("category_id") not in captions:
                 problem = f"unknown category: {annotation.get('category_id')!r}"
             if problem:
-                rejects.reject(item, problem)
+                rejects.skip(item, problem)
                 continue
             if image["id"] not in paths:
                 path = find_image(image_root, image["file_name"])
@@ -131,8 +131,8 @@ class PartImageNetForCaptioner(CaptionBuilder):
                     path = matches[0] if matches else None
                 paths[image["id"]] = path
             if paths[image["id"]] is None:
-                rejects.reject(item, f"missing image: {image['file_name']}")
+                rejects.skip(item, f"missing image: {image['file_name']}")
                 continue
             caption = captions[annotation["category_id"]]
             yield str(annotation["id"]), self._example(paths[image["id"]], image["id"], annotation["bbox"], "part", caption)
-        rejects.log_summary()
+        rejects.close()

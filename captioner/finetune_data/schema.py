@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import datasets
 
-from ..rejects import RejectLog
+from dataset_scripts.rejects import RejectLog
 
 CAPTION_FEATURES = datasets.Features(
     {
@@ -49,7 +49,7 @@ class CaptionBuilder(datasets.GeneratorBasedBuilder):
         return data_dir
 
     def _reject_log(self, split: str) -> RejectLog:
-        return RejectLog(self.config.rejects_path, stage=f"{self.SOURCE}/{split}")
+        return RejectLog(self.config.rejects_path, stage=f"{self.SOURCE}/{split}", append=True)
 
     def _example(self, image_path: str, image_id, bbox, granularity: str, caption: str) -> dict:
         """One record of ``CAPTION_FEATURES`` from this builder's source."""

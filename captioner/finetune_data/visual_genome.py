@@ -39,12 +39,12 @@ class VisualGenomeRegionsForCaptioner(CaptionBuilder):
                 bbox = [region.get(key) for key in ("x", "y", "width", "height")]
                 problem = box_problem(bbox) or (None if phrase else "empty caption")
                 if problem:
-                    rejects.reject(item, problem)
+                    rejects.skip(item, problem)
                     continue
                 if path is None:
                     path = find_image(data_dir, f"{image_id}.jpg", VG_IMAGE_FOLDERS) or ""
                 if not path:
-                    rejects.reject(item, f"missing image: {image_id}.jpg")
+                    rejects.skip(item, f"missing image: {image_id}.jpg")
                     continue
                 yield str(region["region_id"]), self._example(path, image_id, bbox, "object", phrase)
-        rejects.log_summary()
+        rejects.close()

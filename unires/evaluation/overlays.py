@@ -1,12 +1,20 @@
-"""Overlay pictures for qualitative checks: image, expression, predicted and true mask."""
+"""Overlay pictures of predictions: one mask tinted on its image, panels of image | prediction | truth, and
+PNGs of a model's predictions on a handful of object and part queries."""
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from dataset_scripts.features import sentences_of
+from dataset_scripts.masks import decode_mask
+
+from .evaluator import UniRESRowSegmenter
 
 PREDICTION_COLOUR = (255, 64, 64)
 TRUTH_COLOUR = (64, 200, 64)
@@ -49,3 +57,42 @@ def draw_prediction_panel(
     legend = "left: image   middle: prediction (red)" + ("   right: ground truth (green)" if truth is not None else "")
     draw.text((4, height + 4 + len(lines) * line_height), legend, fill=(90, 90, 90), font=font)
     return canvas
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60]
+
+
+def pick_queries(rows, num: int) -> list[tuple[dict, dict, str]]:
+    """About half object and half part queries, (row, referent, first sentence), in dataset order."""
+    wanted = {"object": (num + 1) // 2, "part": num // 2}
+    picked = []
+    for row in rows:
+        for referent in row["referents"]:
+            granularity = referent["granularity"]
+            sentences = sentences_of(referent)
+            if wanted.get(granularity, 0) > 0 and sentences:
+                picked.append((row, referent, sentences[0]))
+                wanted[granularity] -= 1
+                break  # one query per image keeps the panels varied
+        if not any(wanted.values()):
+            break
+    return picked
+
+
+def write_overlays(model, processor, rows, folder, num: int = 8) -> list[Path]:
+    """Predict `num` queries and save one panel each (image | prediction | truth) under `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    predictor = UniRESRowSegmenter(model, processor)
+    written = []
+    for index, (row, referent, sentence) in enumerate(pick_queries(rows, num)):
+        predicted = predictor([row], [[sentence]], lambda r: (r["height"], r["width"]))[0][0]
+        truth = decode_mask(referent["mask"])
+        union = np.logical_or(predicted, truth).sum()
+        iou = float(np.logical_and(predicted, truth).sum() / union) if union else 1.0
+        panel = draw_prediction_panel(row["image"], sentence, predicted, truth, iou=iou)
+        path = folder / f"{index:02d}-{referent['granularity']}-{_slug(sentence)}.png"
+        panel.save(path)
+        written.append(path)
+    return written

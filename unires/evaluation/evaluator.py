@@ -20,7 +20,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..rle import decode_rle
+from dataset_scripts.features import sentences_of
+from dataset_scripts.load import load_mres_dataset
+from dataset_scripts.masks import decode_mask
+
 from .metrics import MRESMetricAccumulator, MRESMetricOptions
 
 
@@ -37,7 +40,7 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized) > 127
 
 
-class UniRESPredictor:
+class UniRESRowSegmenter:
     """Masks from a UniRES model: one image encoding per image, all its expressions at once."""
 
     def __init__(self, model, processor, threshold: Optional[float] = None):
@@ -98,9 +101,8 @@ def _queries(row: dict, granularity: Optional[str]):
         if granularity is not None and referent["granularity"] != granularity:
             continue
         parent = by_id.get(referent.get("parent_id")) if referent["granularity"] == "part" else None
-        for sentence in referent["sentences"]:
-            if sentence and sentence.strip():
-                yield sentence, referent["mask"], referent["granularity"], parent["mask"] if parent else None
+        for sentence in sentences_of(referent):
+            yield sentence, referent["mask"], referent["granularity"], parent["mask"] if parent else None
 
 
 def evaluate_predictor(
@@ -143,9 +145,9 @@ def evaluate_predictor(
         for row, qs, row_preds in zip(batch, queries, predictions):
             for (_, rle, gran, parent_rle), pred in zip(qs, row_preds):
                 preds.append(pred)
-                refs.append(resize_mask(decode_rle(rle), size_of(row)))
+                refs.append(resize_mask(decode_mask(rle), size_of(row)))
                 grans.append(gran)
-                parents.append(None if parent_rle is None else resize_mask(decode_rle(parent_rle), size_of(row)))
+                parents.append(None if parent_rle is None else resize_mask(decode_mask(parent_rle), size_of(row)))
         if preds:
             accumulator.update(preds, refs, grans, parent_masks=parents)
         bar.update(len(batch))
@@ -179,7 +181,7 @@ def evaluate_methods(
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted(BASELINES)}")
     options = options or MRESMetricOptions(threshold=model.config.mask_threshold)
-    predictors = {"unires": UniRESPredictor(model, processor, threshold=options.threshold)}
+    predictors = {"unires": UniRESRowSegmenter(model, processor, threshold=options.threshold)}
     predictors.update({name: BASELINES[name] for name in baselines})
     return {
         name: evaluate_predictor(
@@ -212,7 +214,6 @@ def evaluate_checkpoint(
     """Load a checkpoint and a dataset (folder or Hub id) and return {split: {method: metrics}}."""
     from transformers import AutoModel, AutoProcessor
 
-    from ..training.data import load_mres_dataset  # here, not at the top: training imports this module
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = AutoModel.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code).to(device).eval()

@@ -1,4 +1,4 @@
-"""Training data for UniRES: load MRES-schema datasets, mix them, shard them, batch them.
+"""The training collator: MRES image rows → a UniRES batch of K expressions per image encoding.
 
 Rows follow the MRES schema (one row per image with a list of referents; see
 `dataset_scripts/features.py`). A training batch samples K referents per image and one
@@ -9,68 +9,23 @@ resumed run see exactly the data an uninterrupted one would.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import logging
-import os
 from collections import Counter
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
-from ..rle import decode_rle
+from dataset_scripts.features import GRANULARITIES, sentences_of
+from dataset_scripts.masks import decode_mask
 
 logger = logging.getLogger(__name__)
-
-GRANULARITIES = ("object", "part")
 
 
 def stable_seed(*parts: Any) -> int:
     """A 63-bit seed that depends only on `parts` (Python's hash() is salted per process)."""
     digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-def load_mres_dataset(
-    names: Sequence[str],
-    split: str,
-    *,
-    streaming: bool = False,
-    weights: Optional[Sequence[float]] = None,
-    seed: int = 0,
-):
-    """Load one or several MRES-schema datasets (Hub ids or `publish`ed folders) and mix them.
-
-    Several datasets are interleaved with probabilities proportional to `weights`
-    ("all_exhausted": every source is seen in full, the smaller ones repeat).
-    """
-    from datasets import interleave_datasets, load_dataset
-
-    if not names:
-        raise ValueError("no dataset given: pass at least one --dataset (Hub id or folder)")
-    if weights is not None and len(weights) != len(names):
-        raise ValueError(f"{len(weights)} dataset weights for {len(names)} datasets {list(names)}")
-    if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
-        raise ValueError(f"dataset weights must be non-negative and not all zero, got {list(weights)}")
-    parts = []
-    for name in names:
-        local_files = sorted(glob.glob(os.path.join(glob.escape(str(name)), "**", f"{split}-*.parquet"), recursive=True))
-        try:
-            if local_files:
-                # A folder written by `publish`: read its Parquet shards directly. Loading the folder
-                # itself would cache it under the folder's name and config only (datasets 5), so two
-                # folders of the same name would share one stale cache.
-                parts.append(load_dataset("parquet", data_files={split: local_files}, split=split, streaming=streaming))
-            else:
-                parts.append(load_dataset(str(name), split=split, streaming=streaming))
-        except ValueError as error:
-            raise ValueError(f"dataset {name!r} has no split {split!r}: {error}") from error
-    if len(parts) == 1:
-        return parts[0]
-    probabilities = None if weights is None else [w / sum(weights) for w in weights]
-    return interleave_datasets(
-        parts, probabilities=probabilities, seed=seed, stopping_strategy="all_exhausted"
-    )
 
 
 class MRESTrainingCollator:
@@ -102,7 +57,7 @@ class MRESTrainingCollator:
         for referent in row["referents"]:
             if self.granularity is not None and referent["granularity"] != self.granularity:
                 continue
-            if not any(s and s.strip() for s in referent["sentences"] or []):
+            if not sentences_of(referent):
                 # Counted, not silent: a referent with no usable sentence cannot be trained on.
                 self.skipped["no sentence"] += 1
                 logger.debug("image %s referent %s has no sentence; skipped", row["image_id"], referent["referent_id"])
@@ -119,7 +74,7 @@ class MRESTrainingCollator:
         pairs = []
         for index in sorted(int(i) for i in chosen):
             referent = eligible[index]
-            sentences = [s for s in referent["sentences"] if s and s.strip()]
+            sentences = sentences_of(referent)
             pairs.append((referent, sentences[int(rng.integers(len(sentences)))]))
         return pairs
 
@@ -135,7 +90,7 @@ class MRESTrainingCollator:
             images.append(image)
             image_ids.append(row["image_id"])
             for referent, sentence in pairs:
-                mask = decode_rle(referent["mask"])
+                mask = decode_mask(referent["mask"])
                 if mask.shape != (image.height, image.width):
                     raise ValueError(
                         f"image {row['image_id']} referent {referent['referent_id']}: mask size "

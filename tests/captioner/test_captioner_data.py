@@ -84,7 +84,7 @@ def test_visual_genome_object_level(releases, tmp_path):
     ds = load_caption_source("visual_genome", str(releases / "vg"), cache_dir=str(tmp_path / "cache"), rejects_path=str(rejects))
     assert len(ds) == 1
     assert ds[0]["caption"] == "the man on the left" and ds[0]["bbox"] == [1, 2, 10, 12] and ds[0]["granularity"] == "object"
-    logged = {r["item"]: r["reason"] for r in _rejects(rejects)}
+    logged = {r["item_id"]: r["reason"] for r in _rejects(rejects)}
     assert set(logged) == {"region_id=71", "region_id=72"}
     assert "zero or negative size" in logged["region_id=71"] and "non-numeric" in logged["region_id=72"]
 
@@ -94,7 +94,7 @@ def test_paco_parts_use_the_part_of_object_template(releases, tmp_path):
     ds = load_caption_source("paco", str(releases / "paco"), cache_dir=str(tmp_path / "cache"), rejects_path=str(rejects))
     assert sorted(ds["caption"]) == ["ear of dog", "inner body of trash can"]
     assert set(ds["granularity"]) == {"part"}
-    assert [r["item"] for r in _rejects(rejects)] == ["paco_lvis_v1_train.json#annotation=103"]
+    assert [r["item_id"] for r in _rejects(rejects)] == ["paco_lvis_v1_train.json#annotation=103"]
 
 
 def test_partimagenet_parts(releases, tmp_path):

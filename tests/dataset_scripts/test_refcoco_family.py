@@ -196,7 +196,7 @@ def test_refcoco_refer_layout_splits_rows_and_rejects(tmp_path):
     assert reasons["refcoco-unc/4"][1].startswith("corrupt image")
     assert reasons["refcoco-unc/5"] == ("skipped", "empty sentence list")
     assert "999" in reasons["refcoco-unc/6"][1]
-    assert builder.last_summary.startswith("kept 3, fixed 2, skipped 4")  # dog: polygon + bbox fixes
+    assert builder.last_summary.startswith("kept 3, fixed 1, skipped 4")  # dog: polygon + bbox fixes, one referent
 
 
 def test_refcoco_strict_counts_and_missing_files(tmp_path):

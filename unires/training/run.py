@@ -11,11 +11,12 @@ from typing import Optional
 
 from accelerate.utils import set_seed
 
-from ..configuration_unires import ABLATIONS, UniRESConfig
-from ..modeling_unires import UniRESModel
-from ..processing_unires import UniRESProcessor
+from dataset_scripts.load import load_mres_dataset
+from modeling_unires import UniRESConfig, UniRESModel, UniRESProcessor
+from modeling_unires.configuration_unires import ABLATIONS
+
 from .arguments import DataArguments, ModelArguments, UniRESTrainingArguments
-from .data import load_mres_dataset
+from .collator import MRESTrainingCollator
 from .trainer import UniRESTrainer
 
 logger = logging.getLogger(__name__)
@@ -63,13 +64,23 @@ def run_training(
     data_args: DataArguments,
     training_args: UniRESTrainingArguments,
     *,
+    model: Optional[UniRESModel] = None,
+    processor: Optional[UniRESProcessor] = None,
+    collator: Optional[MRESTrainingCollator] = None,
     train_dataset=None,
     eval_dataset=None,
 ) -> tuple[UniRESTrainer, dict]:
-    """Build everything the arguments describe, train, evaluate and save. Returns (trainer, metrics)."""
+    """Train, evaluate and save. Returns (trainer, metrics).
+
+    What is not passed in is built from the arguments: the model and processor from `model_args`, the collator
+    from `data_args`, the datasets from `data_args.dataset`. A caller that already holds a model (the demo, a
+    notebook) passes it and nothing is built twice.
+    """
     set_seed(training_args.seed)
-    model = build_model(model_args)
-    processor = build_processor(model_args, model)
+    if model is None:
+        model = build_model(model_args)
+    if processor is None:
+        processor = build_processor(model_args, model)
     if train_dataset is None:
         train_dataset = load_mres_dataset(
             data_args.dataset,
@@ -88,6 +99,7 @@ def run_training(
         data_args,
         train_dataset,
         eval_dataset=eval_dataset,
+        collator=collator,
         model_card_info={
             "base_model": model_args.model_name_or_path or model_args.clip_name_or_path,
             "model_id": training_args.push_to_hub,

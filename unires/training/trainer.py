@@ -26,10 +26,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from ..evaluation.evaluator import UniRESPredictor, evaluate_predictor
+from ..evaluation.evaluator import UniRESRowSegmenter, evaluate_predictor
 from ..evaluation.metrics import MRESMetricAccumulator, MRESMetricOptions
 from .arguments import DataArguments, UniRESTrainingArguments
-from .data import MRESTrainingCollator
+from .collator import MRESTrainingCollator
 from .model_card import write_model_card
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ class UniRESTrainer:
         data_args: referent sampling and streaming options.
         train_dataset: a `datasets.Dataset` or `IterableDataset` of MRES rows (already mixed).
         eval_dataset: rows to evaluate on periodically (optional).
+        collator: the batch builder; by default an `MRESTrainingCollator` from `data_args` and `args.seed`.
         model_card_info: extra facts for the model card (datasets, base model, ...).
     """
 
@@ -99,6 +100,7 @@ class UniRESTrainer:
         data_args: DataArguments,
         train_dataset,
         eval_dataset=None,
+        collator: Optional[MRESTrainingCollator] = None,
         model_card_info: Optional[dict] = None,
         accelerator: Optional[Accelerator] = None,
     ):
@@ -120,7 +122,7 @@ class UniRESTrainer:
             # transformers 5.2x renamed it; keep working with both names.
             getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
         self.streaming = not hasattr(train_dataset, "__len__")
-        self.collator = MRESTrainingCollator(
+        self.collator = collator or MRESTrainingCollator(
             processor, data_args.referents_per_image, granularity=data_args.granularity, seed=args.seed
         )
         self.state = TrainerState()
@@ -333,7 +335,7 @@ class UniRESTrainer:
         was_training = model.training
         model.eval()
         accumulator = evaluate_predictor(
-            UniRESPredictor(model, self.processor),
+            UniRESRowSegmenter(model, self.processor),
             dataset if dataset is not None else self.eval_dataset,
             options=options,
             input_size=model.config.image_size,

@@ -10,10 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from ..configuration_unires import UniRESConfig
-from ..image_processing_unires import UniRESImageProcessor
-from ..processing_unires import UniRESProcessor
-from ..tokenization_local import build_clip_tokenizer
+from dataset_scripts.features import sentences_of
+from modeling_unires import UniRESConfig, UniRESImageProcessor, UniRESProcessor, build_clip_tokenizer
 
 
 def prepare_from_scratch(
@@ -22,20 +20,23 @@ def prepare_from_scratch(
     *,
     config_kwargs: dict,
     vocab_size: int = 1200,
-) -> tuple[Path, Path]:
-    """Train a tokenizer on `sentences`, size a `UniRESConfig` to it, save both.
+) -> tuple[UniRESConfig, UniRESProcessor]:
+    """Train a tokenizer on `sentences`, size a `UniRESConfig` to it, save both under `folder`.
 
-    Returns (config folder, processor folder). `config_kwargs` are `UniRESConfig` arguments;
-    the image processor takes its size from `vision_config["image_size"]`.
+    Returns the config and the processor; they are also saved to `folder/config` and
+    `folder/processor`, where `--config_name` / `--processor_name_or_path` can find them.
+    `config_kwargs` are `UniRESConfig` arguments; the image processor takes its size from
+    `vision_config["image_size"]` and its threshold from the config.
     """
     folder = Path(folder)
     config = UniRESConfig(**config_kwargs)
     tokenizer = build_clip_tokenizer(sentences, vocab_size=vocab_size, model_max_length=config.text_max_length)
     config.fit_to_tokenizer(tokenizer)
-    processor = UniRESProcessor(UniRESImageProcessor(size=config.image_size), tokenizer)
+    image_processor = UniRESImageProcessor(size=config.image_size, mask_threshold=config.mask_threshold)
+    processor = UniRESProcessor(image_processor, tokenizer)
     config.save_pretrained(folder / "config")
     processor.save_pretrained(folder / "processor")
-    return folder / "config", folder / "processor"
+    return config, processor
 
 
 def override_config_kwargs(config_kwargs: dict, overrides: dict) -> dict:
@@ -55,8 +56,8 @@ def override_config_kwargs(config_kwargs: dict, overrides: dict) -> dict:
     return merged
 
 
-def sentences_of(rows) -> list[str]:
-    """Every sentence of every referent of MRES rows (reads only the referents column when it can)."""
+def all_sentences(rows) -> list[str]:
+    """Every usable sentence of every referent of MRES rows (reads only the referents column when it can)."""
     if hasattr(rows, "select_columns"):
         rows = rows.select_columns(["referents"])
-    return [s for row in rows for referent in row["referents"] for s in referent["sentences"] if s and s.strip()]
+    return [s for row in rows for referent in row["referents"] for s in sentences_of(referent)]

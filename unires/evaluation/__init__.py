@@ -17,7 +17,7 @@ from .metrics import (
 )
 from .evaluator import (
     BASELINES,
-    UniRESPredictor,
+    UniRESRowSegmenter,
     evaluate_checkpoint,
     evaluate_methods,
     evaluate_predictor,
@@ -31,7 +31,7 @@ MRES_IOU_METRIC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 
 __all__ = [
     "BASELINES",
-    "UniRESPredictor",
+    "UniRESRowSegmenter",
     "evaluate_checkpoint",
     "evaluate_methods",
     "evaluate_predictor",

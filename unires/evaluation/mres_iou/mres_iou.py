@@ -1,8 +1,8 @@
 """`evaluate` module for multi-granularity referring expression segmentation (MRES).
 
 Load it offline from its folder: `evaluate.load("/path/to/modeling_unires/evaluation/mres_iou")`
-(the folder is also `modeling_unires.evaluation.MRES_IOU_METRIC_PATH`). The computation is the
-one of `modeling_unires.evaluation.metrics`, so both give identical numbers.
+(the folder is also `unires.evaluation.MRES_IOU_METRIC_PATH`). The computation is the
+one of `unires.evaluation.metrics`, so both give identical numbers.
 """
 
 import datasets
@@ -12,7 +12,7 @@ import evaluate
 # Indented on purpose: `evaluate` scans top-level imports and would ask to `pip install
 # modeling_unires`; the distribution is called `unires`, so we raise our own, correct message.
 try:
-    from modeling_unires.evaluation.metrics import compute_mres_metrics, mask_to_rle
+    from unires.evaluation.metrics import compute_mres_metrics, mask_to_rle
 except ImportError as error:  # pragma: no cover - exercised only without the package
     raise ImportError(
         "The mres_iou metric needs the `unires` package (it provides modeling_unires): `pip install unires` "

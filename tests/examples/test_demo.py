@@ -4,12 +4,11 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
 from transformers import AutoModel
 
-from modeling_unires.training.scratch import override_config_kwargs
+from unires.demo import DEMO_IMAGE_SIZE
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _demo_module():
@@ -40,13 +39,4 @@ def test_demo_writes_metrics_model_and_overlays(tmp_path):
     model = AutoModel.from_pretrained(tmp_path / "model")
     # The demo's recipe (pooled decoder tokens, pixel branch) with the override applied on top.
     assert (model.config.decoder_token_stride, model.config.pixel_decoder_channels) == (2, 16)
-    assert model.config.decoder_intermediate_size == 128 and model.config.image_size == demo.DEMO_IMAGE_SIZE
-
-
-def test_config_overrides_merge_sub_configs_and_replace_the_rest():
-    base = {"vision_config": {"hidden_size": 128, "patch_size": 8}, "decoder_token_stride": 2}
-    merged = override_config_kwargs(base, {"vision_config": {"patch_size": 6}, "decoder_token_stride": 1})
-    assert merged == {"vision_config": {"hidden_size": 128, "patch_size": 6}, "decoder_token_stride": 1}
-    assert base["vision_config"]["patch_size"] == 8  # the demo's own config is left alone
-    with pytest.raises(ValueError, match="override of text_config must be a dict"):
-        override_config_kwargs(base, {"text_config": 3})
+    assert model.config.decoder_intermediate_size == 128 and model.config.image_size == DEMO_IMAGE_SIZE

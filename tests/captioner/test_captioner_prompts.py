@@ -12,7 +12,6 @@ from captioner.box_prompts import (
     denormalize_box,
     normalize_box,
 )
-from captioner.rejects import RejectLog
 
 
 @pytest.mark.parametrize("size", [(640, 480), (37, 1013), (1, 1), (4000, 3)])
@@ -55,14 +54,3 @@ def test_one_prompt_per_granularity_with_the_box_as_text():
     messages = build_messages(prompts["part"], "ear of dog")
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[0]["content"][0] == {"type": "image"}
-
-
-def test_reject_log_counts_and_writes_jsonl(tmp_path):
-    log = RejectLog(tmp_path / "sub" / "rejects.jsonl", stage="unit")
-    log.reject("a", "empty box: [0, 0, 0, 1]")
-    log.reject("b", "empty box: [0, 0, 1, 0]")
-    log.reject("c", "missing image: x.jpg")
-    records = [json.loads(line) for line in (tmp_path / "sub" / "rejects.jsonl").read_text().splitlines()]
-    assert [r["item"] for r in records] == ["a", "b", "c"]
-    assert log.total == 3 and log.counts["empty box"] == 2
-    assert "rejected 3 items" in log.summary() and "empty box: 2" in log.summary()

@@ -33,8 +33,9 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from dataset_scripts.features import GRANULARITIES
+from modeling_unires.configuration_unires import DEFAULT_MASK_THRESHOLD
 
-GRANULARITIES = ("object", "part")
 GROUPS = ("object", "part", "object+part")
 RESOLUTIONS = ("original", "input")
 PREC_COMPARISONS = (">=", ">")
@@ -67,7 +68,7 @@ class MRESMetricOptions:
     """
 
     resolution: str = "original"
-    threshold: float = 0.35
+    threshold: float = DEFAULT_MASK_THRESHOLD
     prec_thresholds: tuple = (0.5, 0.6, 0.7, 0.8, 0.9)
     prec_comparison: str = ">="
     empty_gt: str = "one_if_both_empty"
@@ -134,7 +135,7 @@ def _is_real(value) -> bool:
     return is_number and math.isfinite(value)
 
 
-def binarize(probabilities, threshold: float = 0.35, from_logits: bool = False):
+def binarize(probabilities, threshold: float = DEFAULT_MASK_THRESHOLD, from_logits: bool = False):
     """Turn per-pixel probabilities (or logits) into a boolean mask: `probability > threshold`.
 
     Works on numpy arrays and torch tensors alike and returns the same kind. The comparison is

@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from captioner import BoxRequest, CaptionCollator, DenseCaptioner, RejectLog, load_base_model, load_captioner
+from captioner import BoxRequest, CaptionCollator, DenseCaptioner, load_base_model, load_captioner
 from captioner.encoding import IGNORE_INDEX
 from captioner.finetune_data import CAPTION_FEATURES
 from captioner.tiny_model import save_tiny_captioner
+from dataset_scripts.rejects import RejectLog
 from captioner.train import CaptionerDataArguments, CaptionerModelArguments, CaptionerTrainingArguments, train
 
 CAPTIONS = ["a dog on the grass", "the man on the left", "wheel of car", "head of cat"]
@@ -161,9 +162,9 @@ def test_caption_dataset_skips_counts_and_logs(base_dir, rows, tmp_path):
     results = list(DenseCaptioner(model, processor, max_new_tokens=4).caption_dataset(data, rejects, chunk_size=1))
     assert [r["index"] for r in results] == [0, 3]
     assert all(isinstance(r["caption"], str) for r in results)
-    assert rejects.total == 2
+    assert rejects.skipped == 2
     logged = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
-    assert [entry["item"].split(" (")[0] for entry in logged] == ["row 1", "row 2"]
+    assert [entry["item_id"].split(" (")[0] for entry in logged] == ["row 1", "row 2"]
 
 
 def test_resume_continues_from_the_checkpoint(base_dir, rows, trained, tmp_path):

@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 
 from dataset_scripts.mres_synth import build_mres_synth
-from modeling_unires.evaluation import (
+from unires.evaluation import (
     MRESMetricOptions,
     evaluate_methods,
     evaluate_predictor,
     full_image_baseline,
     largest_object_box_baseline,
 )
-from modeling_unires.evaluation.overlays import write_overlays
-from modeling_unires.rle import decode_rle
+from unires.evaluation.overlays import write_overlays
+from dataset_scripts.masks import decode_mask
 from modeling_unires.testing_utils import tiny_model_and_processor
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_full_image_baseline_matches_hand_computation(rows):
     results = evaluate_predictor(full_image_baseline, validation, progress=False).compute()
     for granularity in ("object", "part"):
         # A full-image prediction has IoU = |mask| / |image| with every expression.
-        ious = [decode_rle(r["mask"]).sum() / (row["height"] * row["width"])
+        ious = [decode_mask(r["mask"]).sum() / (row["height"] * row["width"])
                 for row, r, _ in _sentences(validation, granularity)]
         assert results[granularity]["count"] == len(ious) > 0
         assert results[granularity]["mIoU"] == pytest.approx(100 * np.mean(ious), abs=1e-6)

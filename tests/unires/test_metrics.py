@@ -5,7 +5,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from modeling_unires.evaluation import (
+from unires.evaluation import (
     MRES_IOU_METRIC_PATH,
     MRESMetricAccumulator,
     MRESMetricOptions,
@@ -323,7 +323,7 @@ def test_evaluate_module_loads_offline_and_matches_function(monkeypatch):
 
 @pytest.mark.parametrize("bitwise_count", [True, False])
 def test_all_input_paths_agree_on_random_masks(monkeypatch, bitwise_count):
-    from modeling_unires.evaluation import metrics as metrics_module
+    from unires.evaluation import metrics as metrics_module
 
     monkeypatch.setattr(metrics_module, "_HAS_BITWISE_COUNT", bitwise_count and hasattr(np, "bitwise_count"))
     generator = np.random.default_rng(0)

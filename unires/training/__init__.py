@@ -1,7 +1,7 @@
-"""Training UniRES with Accelerate: arguments, data, the loop, the model card."""
+"""Training UniRES with Accelerate: arguments, the collator, the loop, the model card, the budget probe."""
 
 from .arguments import DataArguments, ModelArguments, UniRESTrainingArguments
-from .data import MRESTrainingCollator, load_mres_dataset
+from .collator import MRESTrainingCollator
 from .run import build_model, build_processor, run_training
 from .trainer import UniRESTrainer
 
@@ -13,6 +13,5 @@ __all__ = [
     "UniRESTrainingArguments",
     "build_model",
     "build_processor",
-    "load_mres_dataset",
     "run_training",
 ]

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from dataset_scripts.mres_synth import build_mres_synth
 from modeling_unires import UniRESConfig, UniRESModel, UniRESProcessor
-from modeling_unires.training import (
+from unires.training import (
     DataArguments,
     ModelArguments,
     MRESTrainingCollator,
@@ -21,10 +21,10 @@ from modeling_unires.training import (
     run_training,
 )
 from modeling_unires.testing_utils import tiny_config_kwargs
-from modeling_unires.training.budget import measure_step_seconds, steps_for_budget
-from modeling_unires.training.scratch import prepare_from_scratch, sentences_of
+from unires.training.budget import measure_step_seconds, steps_for_budget
+from unires.training.scratch import prepare_from_scratch, all_sentences
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = tiny_config_kwargs(image_size=48)
 
 
@@ -33,9 +33,9 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
     data = build_mres_synth(root / "data", image_size=48, seed=3,
                             num_images={"train": 16, "validation": 4, "test": 2, "test_unseen": 2})
-    config_dir, processor_dir = prepare_from_scratch(sentences_of(data["train"]), root, config_kwargs=TINY_CONFIG,
-                                                     vocab_size=800)
-    return {"root": root, "data": data, "data_dir": root / "data", "config": config_dir, "processor": processor_dir}
+    prepare_from_scratch(all_sentences(data["train"]), root, config_kwargs=TINY_CONFIG, vocab_size=800)
+    return {"root": root, "data": data, "data_dir": root / "data", "config": root / "config",
+            "processor": root / "processor"}
 
 
 def _args(setup, output_dir, **overrides):

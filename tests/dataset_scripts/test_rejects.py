@@ -1,0 +1,40 @@
+"""The one RejectLog: counts by action and reason, JSONL records, a summary that says what happened."""
+import json
+
+from dataset_scripts.rejects import RejectLog
+
+
+def test_reject_log_counts_and_writes_jsonl(tmp_path):
+    log = RejectLog(tmp_path / "sub" / "rejects.jsonl", stage="unit")
+    log.skip("a", "empty box: [0, 0, 0, 1]")
+    log.skip("b", "empty box: [0, 0, 1, 0]")
+    log.skip("c", "missing image: x.jpg")
+    log.keep(4)
+    records = [json.loads(line) for line in (tmp_path / "sub" / "rejects.jsonl").read_text().splitlines()]
+    assert [r["item_id"] for r in records] == ["a", "b", "c"]
+    assert {r["stage"] for r in records} == {"unit"} and {r["action"] for r in records} == {"skipped"}
+    assert log.skipped == 3 and log.reasons["empty box"] == 2
+    summary = log.close(log=False)
+    assert summary.startswith("[unit] kept 4, fixed 0, skipped 3")
+    assert "empty box: 2" in summary and "missing image: 1" in summary
+
+
+def test_fixed_counts_items_not_fix_records(tmp_path):
+    log = RejectLog(tmp_path / "rejects.jsonl")
+    log.fix("ref-1", "bbox clipped to the image")
+    log.fix("ref-1", "blank sentence removed", sentence_index=2)
+    log.fix("ref-2", "bbox clipped to the image")
+    log.keep(2)
+    assert log.fixed == 2
+    assert len((tmp_path / "rejects.jsonl").read_text().splitlines()) == 3
+    assert log.summary().startswith("kept 2, fixed 2, skipped 0")
+
+
+def test_append_keeps_earlier_records(tmp_path):
+    path = tmp_path / "rejects.jsonl"
+    with RejectLog(path, stage="coco/train") as first:
+        first.skip("x", "missing image: x.jpg")
+    with RejectLog(path, stage="vg/train", append=True) as second:
+        second.skip("y", "empty caption")
+    stages = [json.loads(line)["stage"] for line in path.read_text().splitlines()]
+    assert stages == ["coco/train", "vg/train"]
