@@ -16,7 +16,7 @@ from .box_prompts import (
 )
 from .defaults import DEFAULT_BASE_MODEL, DEFAULT_LORA_TARGET_MODULES
 from .encoding import CaptionCollator, load_image, render_prompt
-from .generate import BoxRequest, DenseCaptioner
+from .generate import BoxCaption, BoxRequest, DenseCaptioner
 from .modeling import add_lora, load_base_model, load_captioner
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_LORA_TARGET_MODULES",
     "CAPTION_GRANULARITIES",
     "PROMPT_TEMPLATES",
+    "BoxCaption",
     "BoxRequest",
     "CaptionCollator",
     "DenseCaptioner",

@@ -18,6 +18,15 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
+class BoxCaption:
+    """One box's caption; ``truncated`` is True when generation hit ``max_new_tokens`` before an
+    end-of-sequence token (the text is then cut off, and a data engine should reject it)."""
+
+    text: str
+    truncated: bool = False
+
+
+@dataclass
 class BoxRequest:
     """One box to caption: ``box`` is ``[x, y, w, h]`` in pixels of ``image``."""
 
@@ -86,11 +95,16 @@ class DenseCaptioner:
     # -- public API ---------------------------------------------------------------------------
     def caption(self, image, boxes: Sequence[Sequence[float]], granularity: str | Sequence[str] = "object") -> list[str]:
         """One caption per ``[x, y, w, h]`` box of one image, in the order of ``boxes``."""
+        return [result.text for result in self.caption_boxes(image, boxes, granularity)]
+
+    def caption_boxes(self, image, boxes: Sequence[Sequence[float]], granularities: str | Sequence[str] = "object") -> list[BoxCaption]:
+        """One :class:`BoxCaption` per ``[x, y, w, h]`` pixel box of one image (a PIL image or a path),
+        in the order of ``boxes``; ``granularities`` is one string for all boxes or one per box."""
         image = load_image(image)
-        granularities = [granularity] * len(boxes) if isinstance(granularity, str) else list(granularity)
+        granularities = [granularities] * len(boxes) if isinstance(granularities, str) else list(granularities)
         if len(granularities) != len(boxes):
             raise ValueError(f"Got {len(granularities)} granularities for {len(boxes)} boxes.")
-        return self.caption_requests([BoxRequest(image, box, g, item=f"box {i}") for i, (box, g) in enumerate(zip(boxes, granularities))])
+        return self.caption_requests_full([BoxRequest(image, box, g, item=f"box {i}") for i, (box, g) in enumerate(zip(boxes, granularities))])
 
     def caption_requests(self, requests: Sequence[BoxRequest]) -> list[str]:
         """One caption per request, in input order (requests may span many images).
@@ -98,6 +112,10 @@ class DenseCaptioner:
         Raises:
             ValueError: naming the request whose image, box, granularity or length is unusable.
         """
+        return [result.text for result in self.caption_requests_full(requests)]
+
+    def caption_requests_full(self, requests: Sequence[BoxRequest]) -> list[BoxCaption]:
+        """Like :meth:`caption_requests`, with each caption's ``truncated`` flag."""
         prepared = [self._prepare(request, index) for index, request in enumerate(requests)]
         return self._generate_all(prepared, len(requests))
 
@@ -114,7 +132,7 @@ class DenseCaptioner:
             captions = self._generate_all([prepared for _, _, prepared in chunk], None)
             for (index, row, _), caption in zip(chunk, captions):
                 yield {"index": index, "image_id": row.get("image_id"), "bbox": list(row["bbox"]),
-                       "granularity": row.get("granularity", "object"), "caption": caption}
+                       "granularity": row.get("granularity", "object"), "caption": caption.text, "truncated": caption.truncated}
             chunk.clear()
 
         for index, row in enumerate(rows):
@@ -172,8 +190,8 @@ class DenseCaptioner:
         return batches
 
     @torch.inference_mode()
-    def _generate_all(self, prepared: list[_Prepared], total: int | None) -> list[str]:
-        captions: dict[int, str] = {}
+    def _generate_all(self, prepared: list[_Prepared], total: int | None) -> list[BoxCaption]:
+        captions: dict[int, BoxCaption] = {}
         bar = tqdm(total=len(prepared), desc="captioning", unit="box", disable=len(prepared) < self.progress_threshold)
         for batch in self._batches(prepared):
             for entry, caption in zip(batch, self._generate(batch)):
@@ -182,7 +200,7 @@ class DenseCaptioner:
         bar.close()
         return [captions[entry.index] for entry in prepared]
 
-    def _generate(self, batch: list[_Prepared]) -> list[str]:
+    def _generate(self, batch: list[_Prepared]) -> list[BoxCaption]:
         tokenizer = self.processor.tokenizer
         inputs = self.processor(
             text=[entry.prompt for entry in batch], images=[entry.image for entry in batch],
@@ -197,4 +215,9 @@ class DenseCaptioner:
                   **self.generation_kwargs}
         output = self.model.generate(**inputs, **kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [BoxCaption(text.strip(), self._is_truncated(tokens, eos)) for text, tokens in zip(texts, new_tokens)]
+
+    def _is_truncated(self, new_tokens: torch.Tensor, eos: list[int]) -> bool:
+        """Generation used every one of ``max_new_tokens`` and none of them ends the sequence."""
+        return len(new_tokens) >= self.max_new_tokens and not any(int(t) in eos for t in new_tokens)
