@@ -7,6 +7,7 @@ An RLE here is the dict pycocotools produces, with ``counts`` as ``str`` so that
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Any, Sequence
 
 import numpy as np
@@ -14,40 +15,110 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 
-def _to_coco(rle: dict[str, Any]) -> dict[str, Any]:
-    """The dict pycocotools expects: counts as bytes, size as a list of ints."""
-    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
-        raise ValueError(f"Not a COCO RLE dict with 'size' and 'counts': {rle!r:.200}")
+def _counts_from_string(counts: bytes) -> list[int]:
+    """The run lengths of a COCO compressed-RLE string (pycocotools' `rleFrString`, read only to validate it).
+
+    Each run is LEB128-like: 5 payload bits per character (offset 48), bit 0x20 = more characters follow, bit 0x10
+    of the last character = sign; from the third run on, a run is stored as the difference to the run two before.
+    """
+    runs: list[int] = []
+    position = 0
+    while position < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(counts):
+                raise ValueError("its counts string ends in the middle of a run")
+            code = counts[position] - 48
+            if not 0 <= code < 64:
+                raise ValueError(f"its counts string holds {chr(counts[position])!r}, not a COCO RLE character")
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            position += 1
+            shift += 5
+            if not more and code & 0x10:
+                value |= -1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
+def to_coco_rle(rle: Any, name: str = "mask") -> dict[str, Any]:
+    """Validate a COCO RLE and return the dict pycocotools expects (counts as bytes, size as ints).
+
+    Accepts compressed counts (``str`` or ``bytes``) and uncompressed ones (a list of run lengths, as COCO's
+    ``iscrowd`` annotations have). The runs must be non-negative and add up to height × width: pycocotools
+    does not check this, and a mismatched RLE (e.g. a 96×96 prediction labelled 120×160) makes its merge hang
+    or its decoder return uninitialised memory. Raises ``ValueError`` naming ``name`` otherwise.
+    """
+    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
+        raise ValueError(f"{name} is not a COCO RLE dict with 'size' and 'counts': {rle!r:.200}")
+    size = rle["size"]
+    if (
+        isinstance(size, (str, bytes))
+        or len(size) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size)
+    ):
+        raise ValueError(f"{name} has an invalid RLE 'size' {size!r}: expected [height, width] integers")
+    height, width = int(size[0]), int(size[1])
+    if height <= 0 or width <= 0:
+        raise ValueError(f"{name} has an empty RLE size {[height, width]}: a mask needs height and width > 0")
     counts = rle["counts"]
-    if isinstance(counts, list):  # uncompressed RLE (COCO iscrowd annotations)
-        return mask_utils.frPyObjects({"size": list(rle["size"]), "counts": counts}, *rle["size"])
     if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    return {"size": [int(s) for s in rle["size"]], "counts": counts}
+        counts = counts.encode("ascii", errors="replace")
+    if isinstance(counts, (bytes, bytearray)):
+        try:
+            runs = _counts_from_string(bytes(counts))
+        except ValueError as error:
+            raise ValueError(f"{name} is not a valid COCO RLE: {error}") from None
+    else:
+        runs = [int(v) for v in counts]
+    if any(run < 0 for run in runs) or sum(runs) != height * width:
+        raise ValueError(
+            f"{name} is not a valid COCO RLE: its runs add up to {sum(runs)} pixels (or are negative), but its size "
+            f"{[height, width]} has {height * width}; was the mask resized without re-encoding?"
+        )
+    if isinstance(counts, (bytes, bytearray)):
+        return {"size": [height, width], "counts": bytes(counts)}
+    return mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
 
 
-def encode_mask(mask: np.ndarray) -> dict[str, Any]:
-    """Encode a boolean ``(H, W)`` array as COCO compressed RLE ``{"size": [h, w], "counts": str}``."""
+def encode_mask(mask: Any, name: str = "mask") -> dict[str, Any]:
+    """Encode a mask as COCO compressed RLE ``{"size": [h, w], "counts": str}`` (str: JSON and Arrow friendly).
+
+    Accepts a bool ``(H, W)`` array, a 0/1 integer array or torch tensor, or any COCO RLE dict (validated by
+    :func:`to_coco_rle`, returned in the compressed form); refuses anything that would need a threshold.
+    """
+    if isinstance(mask, Mapping):
+        rle = to_coco_rle(mask, name)
+        return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+    if type(mask).__module__.startswith("torch"):
+        mask = mask.detach().cpu().numpy()
     mask = np.asarray(mask)
     if mask.ndim != 2:
-        raise ValueError(f"encode_mask expects a 2-D (H, W) mask, got shape {mask.shape}")
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(bool, copy=False).astype(np.uint8)))
+        raise ValueError(f"{name} must be a 2-D (height, width) mask, got shape {mask.shape}")
+    if mask.shape[0] == 0 or mask.shape[1] == 0:
+        raise ValueError(f"{name} has an empty shape {mask.shape}: a mask needs height and width > 0")
+    if mask.dtype != bool:
+        if not np.issubdtype(mask.dtype, np.integer) or (mask.size and (mask.min() < 0 or mask.max() > 1)):
+            raise ValueError(f"{name} has dtype {mask.dtype} with values beyond 0/1: pass a boolean mask")
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8, copy=False)))
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def decode_mask(rle: dict[str, Any]) -> np.ndarray:
+def decode_mask(rle: dict[str, Any], name: str = "mask") -> np.ndarray:
     """Decode a COCO RLE (compressed str/bytes counts or uncompressed list) to a bool ``(H, W)`` array."""
-    return mask_utils.decode(_to_coco(rle)).astype(bool)
+    return mask_utils.decode(to_coco_rle(rle, name)).astype(bool)
 
 
 def mask_area(rle: dict[str, Any]) -> int:
     """Number of foreground pixels, computed on the RLE without decoding."""
-    return int(mask_utils.area(_to_coco(rle)))
+    return int(mask_utils.area(to_coco_rle(rle)))
 
 
 def mask_bbox(rle: dict[str, Any]) -> list[float]:
     """Tight ``[x, y, w, h]`` box of the foreground in pixels (all zeros for an empty mask)."""
-    return [float(v) for v in mask_utils.toBbox(_to_coco(rle))]
+    return [float(v) for v in mask_utils.toBbox(to_coco_rle(rle))]
 
 
 def mask_from_polygons(polygons: Sequence[Sequence[float]], height: int, width: int) -> dict[str, Any]:

@@ -73,3 +73,30 @@ def test_uncompressed_rle_and_bad_rle_input():
         encode_mask(np.zeros((2, 2, 2), bool))
     with pytest.raises(ValueError, match="COCO RLE"):
         decode_mask({"counts": "abc"})
+
+
+def test_compressed_rle_is_validated_against_its_size():
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # the counts parser agrees with pycocotools on random masks
+        mask = rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 40)))) < rng.random()
+        assert np.array_equal(decode_mask(encode_mask(mask)), mask)
+    counts = encode_mask(np.ones((96, 96), bool))["counts"]
+    with pytest.raises(ValueError, match=r"label 7 is not a valid COCO RLE: its runs add up to 9216 .* 19200"):
+        decode_mask({"size": [120, 160], "counts": counts}, "label 7")
+    with pytest.raises(ValueError, match=r"not a valid COCO RLE: its counts string ends in the middle of a run"):
+        decode_mask({"size": [2, 2], "counts": "0`"})  # a continuation bit with nothing after it
+    with pytest.raises(ValueError, match=r"not a COCO RLE character"):
+        decode_mask({"size": [2, 2], "counts": "1 3"})
+    with pytest.raises(ValueError, match=r"empty RLE size"):
+        decode_mask({"size": [0, 4], "counts": ""})
+
+
+def test_encode_mask_accepts_any_rle_form_and_refuses_probabilities():
+    mask = np.zeros((3, 4), bool)
+    mask[1:, 2:] = True
+    compressed = encode_mask(mask)
+    assert encode_mask(compressed) == compressed
+    as_list = {"size": [3, 4], "counts": [7, 2, 1, 2]}  # column-major runs of `mask`
+    assert encode_mask(as_list) == compressed
+    with pytest.raises(ValueError, match="prediction 2 has dtype float32"):
+        encode_mask(mask.astype(np.float32) * 0.7, "prediction 2")

@@ -1,10 +1,14 @@
 """MRES metrics against hand-computed cases: IoU sums, options, grouping, confusion, inputs."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from dataset_scripts.masks import encode_mask
 from unires.evaluation import (
     MRES_IOU_METRIC_PATH,
     MRESMetricAccumulator,
@@ -12,7 +16,6 @@ from unires.evaluation import (
     binarize,
     compute_mres_metrics,
     format_metrics_table,
-    mask_to_rle,
 )
 
 
@@ -152,7 +155,7 @@ def test_rle_input_equals_array_input():
         counts = np.diff(np.concatenate([[0], changes])).tolist()
         return {"size": list(mask.shape), "counts": counts}
 
-    for encode in (bytes_rle, mask_to_rle, uncompressed_rle):
+    for encode in (bytes_rle, encode_mask, uncompressed_rle):
         from_rle = compute_mres_metrics(
             [encode(m) for m in predictions], [encode(m) for m in references], granularities,
             [None if p is None else encode(p) for p in parents],
@@ -253,8 +256,46 @@ def test_bad_inputs_raise_naming_the_item():
         compute_mres_metrics([PRED_A.astype(np.float32)], [REF_A], ["object"])
     with pytest.raises(ValueError, match=r"references\[0\] is an integer mask with values outside"):
         compute_mres_metrics([PRED_A], [REF_A.astype(np.uint8) * 255], ["object"])
-    with pytest.raises(ValueError, match=r"references\[0\] is a dict but not a COCO RLE"):
+    with pytest.raises(ValueError, match=r"references\[0\] is not a COCO RLE dict with 'size' and 'counts'"):
         compute_mres_metrics([PRED_A], [{"counts": "x"}], ["object"])
+    with pytest.raises(ValueError, match=r"predictions\[0\] has an empty shape"):
+        compute_mres_metrics([np.zeros((0, 0), bool)], [np.zeros((0, 0), bool)], ["object"])
+    with pytest.raises(ValueError, match=r"predictions\[0\] has an empty RLE size"):
+        compute_mres_metrics([{"size": [0, 0], "counts": ""}], [{"size": [0, 0], "counts": ""}], ["object"])
+
+
+MISLABELLED_RLE_SCRIPT = """
+import numpy as np
+from dataset_scripts.masks import encode_mask
+from unires.evaluation import MRESMetricAccumulator, MRES_IOU_METRIC_PATH, compute_mres_metrics
+import evaluate
+
+# A 96x96 prediction labelled with the original 120x160 size: pycocotools' merge loops forever on it.
+counts = encode_mask(np.ones((96, 96), bool))["counts"]
+bad = {"size": [120, 160], "counts": counts}
+good = encode_mask(np.ones((120, 160), bool))
+calls = {
+    "compute_mres_metrics": lambda: compute_mres_metrics([bad], [good], ["object"]),
+    "accumulator": lambda: MRESMetricAccumulator().update([bad], [good], ["object"]),
+    "evaluate module": lambda: evaluate.load(MRES_IOU_METRIC_PATH).compute(
+        predictions=[bad], references=[good], granularities=["object"]),
+}
+for name, call in calls.items():
+    try:
+        call()
+    except ValueError as error:
+        assert "predictions[0]" in str(error) and "19200" in str(error), (name, error)
+        print(name, "raised")
+    else:
+        raise AssertionError(name + " accepted a mislabelled RLE")
+"""
+
+
+def test_mislabelled_compressed_rle_raises_instead_of_hanging():
+    # In a subprocess with a time limit: the failure this guards against is a hang inside pycocotools.
+    done = subprocess.run([sys.executable, "-c", MISLABELLED_RLE_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:3] == ["compute_mres_metrics raised", "accumulator raised", "evaluate module raised"]
 
 
 def test_binarize_is_strict_and_handles_logits():
@@ -267,8 +308,8 @@ def test_binarize_is_strict_and_handles_logits():
     np.testing.assert_array_equal(tensor_mask.numpy(), binarize(logits, 0.35, from_logits=True))
 
 
-def test_mask_to_rle_round_trip():
-    rle = mask_to_rle(PRED_B)
+def test_encode_mask_round_trip():
+    rle = encode_mask(PRED_B)
     assert isinstance(rle["counts"], str) and rle["size"] == [4, 4]
     np.testing.assert_array_equal(mask_utils.decode(rle).astype(bool), PRED_B)
 
@@ -301,7 +342,7 @@ def test_evaluate_module_loads_offline_and_matches_function(monkeypatch):
     parents = [None, np.ones((4, 4), bool), None, None]
     expected = compute_mres_metrics(predictions, references, granularities, parents, prec_comparison=">")
 
-    rle_predictions = [mask_to_rle(mask) for mask in predictions]
+    rle_predictions = [encode_mask(mask) for mask in predictions]
     rle_references = [mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))) for mask in references]
     computed = metric.compute(
         predictions=rle_predictions, references=rle_references, granularities=granularities,
@@ -345,7 +386,7 @@ def test_all_input_paths_agree_on_random_masks(monkeypatch, bitwise_count):
     from_torch = compute_mres_metrics(torch.from_numpy(predictions), torch.from_numpy(references), granularities)
     from_list = compute_mres_metrics(list(predictions), list(references), granularities)
     from_rle = compute_mres_metrics(
-        [mask_to_rle(m) for m in predictions], [mask_to_rle(m) for m in references], granularities
+        [encode_mask(m) for m in predictions], [encode_mask(m) for m in references], granularities
     )
     assert from_numpy == from_torch == from_list == from_rle
 

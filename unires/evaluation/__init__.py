@@ -13,7 +13,6 @@ from .metrics import (
     binarize,
     compute_mres_metrics,
     format_metrics_table,
-    mask_to_rle,
 )
 from .evaluator import (
     BASELINES,
@@ -43,5 +42,4 @@ __all__ = [
     "binarize",
     "compute_mres_metrics",
     "format_metrics_table",
-    "mask_to_rle",
 ]

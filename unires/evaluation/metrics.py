@@ -34,6 +34,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from dataset_scripts.features import GRANULARITIES
+from dataset_scripts.masks import encode_mask, to_coco_rle
 from modeling_unires.configuration_unires import DEFAULT_MASK_THRESHOLD
 
 GROUPS = ("object", "part", "object+part")
@@ -158,24 +159,6 @@ def binarize(probabilities, threshold: float = DEFAULT_MASK_THRESHOLD, from_logi
     return probabilities > threshold
 
 
-def mask_to_rle(mask, name: str = "mask") -> dict:
-    """Encode one mask (bool array/tensor, 0/1 values, or any RLE dict) as compressed COCO RLE.
-
-    The `counts` of the result is a `str` (JSON and Arrow friendly).
-    """
-    if isinstance(mask, Mapping):
-        rle = _compressed_rle(mask, name)
-    else:
-        array = _as_bool_array(mask, name)
-        if array.ndim != 2:
-            raise ValueError(f"{name} must be a 2-D (height, width) mask, got shape {tuple(array.shape)}.")
-        rle = _encode(array)
-    counts = rle["counts"]
-    if isinstance(counts, bytes):
-        counts = counts.decode("ascii")
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts}
-
-
 # ----------------------------------------------------------------------------------------------
 # Input normalisation
 
@@ -190,6 +173,8 @@ def _as_bool_array(mask, name: str) -> np.ndarray:
     if _is_torch_tensor(mask):
         mask = mask.detach().cpu().numpy()
     array = np.asarray(mask)
+    if array.ndim >= 2 and 0 in array.shape[-2:]:
+        raise ValueError(f"{name} has an empty shape {tuple(array.shape)}: a mask needs height and width > 0.")
     if array.dtype == bool:
         return array
     if np.issubdtype(array.dtype, np.integer):
@@ -205,25 +190,6 @@ def _as_bool_array(mask, name: str) -> np.ndarray:
     )
 
 
-def _compressed_rle(rle: Mapping, name: str) -> dict:
-    """Validate a COCO RLE dict and return it in compressed form (counts as bytes or str)."""
-    if "size" not in rle or "counts" not in rle:
-        raise ValueError(f"{name} is a dict but not a COCO RLE: it needs 'size' and 'counts', got keys {sorted(rle)}.")
-    size = rle["size"]
-    if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 0 for s in size):
-        raise ValueError(f"{name} has an invalid RLE 'size' {size!r}; expected [height, width].")
-    height, width = int(size[0]), int(size[1])
-    counts = rle["counts"]
-    if isinstance(counts, (str, bytes)):
-        return {"size": [height, width], "counts": counts}
-    counts = list(counts)
-    if sum(counts) != height * width:
-        raise ValueError(
-            f"{name} is an uncompressed RLE whose counts sum to {sum(counts)}, not height*width = {height * width}."
-        )
-    return mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
-
-
 def _mask_size(mask) -> tuple:
     if isinstance(mask, dict):
         return (mask["size"][0], mask["size"][1])
@@ -233,7 +199,7 @@ def _mask_size(mask) -> tuple:
 def _normalise_item(mask, name: str):
     """One mask as either a compressed RLE dict or a 2-D bool numpy array."""
     if isinstance(mask, Mapping):
-        return _compressed_rle(mask, name)
+        return to_coco_rle(mask, name)
     array = _as_bool_array(mask, name)
     if array.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (height, width) mask, got shape {tuple(array.shape)}.")
@@ -251,7 +217,7 @@ def _pair_counts(first, second) -> tuple:
 
 
 def _encode(mask: np.ndarray) -> dict:
-    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return to_coco_rle(encode_mask(mask))
 
 
 def _batch_counts_numpy(first: np.ndarray, second: np.ndarray) -> tuple:

@@ -12,7 +12,8 @@ import evaluate
 # Indented on purpose: `evaluate` scans top-level imports and would ask to `pip install
 # modeling_unires`; the distribution is called `unires`, so we raise our own, correct message.
 try:
-    from unires.evaluation.metrics import compute_mres_metrics, mask_to_rle
+    from dataset_scripts.masks import encode_mask
+    from unires.evaluation.metrics import compute_mres_metrics
 except ImportError as error:  # pragma: no cover - exercised only without the package
     raise ImportError(
         "The mres_iou metric needs the `unires` package (it provides modeling_unires): `pip install unires` "
@@ -101,11 +102,11 @@ class MresIou(evaluate.Metric):
             kwargs["parent_references"] = kwargs.pop("parent_reference")
         kwargs.setdefault("parent_references", None)
         if prediction is not None:
-            prediction = mask_to_rle(prediction, "prediction")
+            prediction = encode_mask(prediction, "prediction")
         if reference is not None:
-            reference = mask_to_rle(reference, "reference")
+            reference = encode_mask(reference, "reference")
         if kwargs["parent_references"] is not None:
-            kwargs["parent_references"] = mask_to_rle(kwargs["parent_references"], "parent_reference")
+            kwargs["parent_references"] = encode_mask(kwargs["parent_references"], "parent_reference")
         return super().add(prediction=prediction, reference=reference, **kwargs)
 
     def compute(self, *, predictions=None, references=None, **kwargs):
@@ -128,15 +129,15 @@ class MresIou(evaluate.Metric):
 def _as_rle_columns(predictions, references, kwargs):
     """Every mask as a compressed RLE with `str` counts, the form the Arrow cache stores."""
     if predictions is not None:
-        predictions = [mask_to_rle(mask, f"predictions[{index}]") for index, mask in enumerate(predictions)]
+        predictions = [encode_mask(mask, f"predictions[{index}]") for index, mask in enumerate(predictions)]
     if references is not None:
-        references = [mask_to_rle(mask, f"references[{index}]") for index, mask in enumerate(references)]
+        references = [encode_mask(mask, f"references[{index}]") for index, mask in enumerate(references)]
     parents = kwargs.get("parent_references")
     if parents is None:
         count = len(predictions) if predictions is not None else len(references or [])
         parents = [None] * count
     kwargs["parent_references"] = [
-        None if mask is None else mask_to_rle(mask, f"parent_references[{index}]")
+        None if mask is None else encode_mask(mask, f"parent_references[{index}]")
         for index, mask in enumerate(parents)
     ]
     return predictions, references, kwargs
