@@ -139,19 +139,20 @@ def mask_from_polygons(polygons: Sequence[Sequence[float]], height: int, width: 
 
 
 def mask_from_png(path_or_bytes: str | bytes | io.IOBase, threshold: int = 127) -> np.ndarray:
-    """Read a binary mask PNG (0/255, any mode) as a bool ``(H, W)`` array: pixel > ``threshold``.
+    """Read a binary mask PNG as a bool ``(H, W)`` array.
 
+    A mask whose values are all 0 or 1 (a 0/1 grayscale or palette PNG) is its nonzero pixels;
+    any other (0/255, 16-bit 0/65535, RGB) is pixel > ``threshold``. Palette PNGs are read by
+    index, grayscale ones at their own bit depth, other modes as 8-bit grayscale.
     Raises ``ValueError`` naming the file when it cannot be read as an image.
     """
     source = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else path_or_bytes
     try:
         with Image.open(source) as img:
             img.load()
-            if img.mode == "P":  # palette PNG: compare indices, as 0/1 palettes are common
-                array = np.asarray(img)
-                return array > (threshold if array.max() > 1 else 0)
-            array = np.asarray(img.convert("L"))
+            array = np.asarray(img if img.mode in ("1", "L", "P", "I", "I;16") else img.convert("L"))
     except Exception as err:  # PIL raises several types for unreadable files
         name = path_or_bytes if isinstance(path_or_bytes, str) else "<bytes>"
         raise ValueError(f"cannot read mask PNG {name}: {err}") from err
-    return array > threshold
+    # a 0/1 mask would be all background under a 0/255 threshold
+    return array > (threshold if array.size and array.max() > 1 else 0)
