@@ -5,6 +5,10 @@ bool, float in [0, 1]) and torch tensors are accepted. This file imports only nu
 that it can travel beside a checkpoint as remote code.
 """
 
+import io
+import os
+import urllib.request
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,13 +25,43 @@ logger = logging.get_logger(__name__)
 RESAMPLE_NAMES = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1}
 
 
+def open_image(source, index: int = 0) -> Image.Image:
+    """
+    Open an image given as a local path or an http(s) URL, undecoded beyond PIL's own reading: the colour handling
+    of [`to_rgb_image`] then applies to it exactly as to an image opened by the caller. `ValueError` names the
+    image (index and path or URL) when it cannot be read or downloaded.
+    """
+    source = os.fspath(source)
+    if source.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(source, timeout=30) as response:
+                data = response.read()
+        except (OSError, ValueError) as error:  # URLError, timeouts and HTTP errors are OSErrors
+            raise ValueError(f"image {index}: cannot download {source!r}: {error}") from error
+        stream, name = io.BytesIO(data), source
+    else:
+        if not os.path.isfile(source):
+            raise ValueError(f"image {index}: no such file {source!r}")
+        stream, name = source, source
+    try:
+        image = Image.open(stream)
+        image.load()
+    except (OSError, Image.DecompressionBombError) as error:
+        raise ValueError(f"image {index}: {name!r} is not a readable image: {error}") from error
+    return image
+
+
 def to_rgb_image(image, index: int = 0) -> Image.Image:
     """
-    Convert one image (PIL, numpy array or torch tensor) to an 8-bit RGB PIL image, applying its EXIF orientation.
+    Convert one image (path or URL, PIL, numpy array or torch tensor) to an 8-bit RGB PIL image, applying its EXIF
+    orientation.
 
     Alpha is composited on white, palette and CMYK images are converted, 16-bit images keep their high byte, float
-    images are read as [0, 1]. Raises `ValueError` naming `index` for an empty or unreadable image.
+    images are read as [0, 1] pixels. Raises `ValueError` naming `index` for an empty or unreadable image, and for
+    an array with negative values (an already-normalised tensor is not an image).
     """
+    if isinstance(image, (str, os.PathLike)):
+        image = open_image(image, index)
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
         # Tensors are usually channels-first.
@@ -67,6 +101,11 @@ def _array_to_pil(array: np.ndarray, index: int) -> Image.Image:
     elif array.dtype == np.uint16:
         array = (array >> 8).astype(np.uint8)
     elif np.issubdtype(array.dtype, np.floating):
+        if np.isnan(array).any() or float(array.min(initial=0.0)) < 0.0:
+            raise ValueError(
+                f"image {index} is a float array with negative or NaN values (min {float(np.nanmin(array)):.3g}): it "
+                "looks already normalised; pass pixels in [0, 1] or [0, 255], or call the model with pixel_values"
+            )
         # Floats in [0, 1] (as torchvision gives them); values in [0, 255] are recognised by their range.
         scale = 255.0 if float(np.nanmax(array, initial=0.0)) <= 1.0 else 1.0
         array = np.clip(np.nan_to_num(array) * scale, 0, 255).astype(np.uint8)
@@ -197,17 +236,18 @@ class UniRESImageProcessor(BaseImageProcessor):
         stacked = np.stack(resized).astype(np.float32)
         return torch.from_numpy(stacked) if return_tensors == "pt" else stacked
 
-    def post_process_masks(self, logits, original_sizes, threshold=None, return_rle=False):
+    def post_process_masks(self, logits, original_sizes, threshold=None, return_rle=False, return_scores=False):
         """
-        Turn mask logits `(num_masks, h, w)` into boolean masks at each original size.
+        Turn mask logits `(num_masks, h, w)` into boolean masks at each original size: the one logits-to-mask path.
 
         The logits are resized bilinearly to `original_sizes[i]` = (height, width), then `sigmoid > threshold`
-        (default `self.mask_threshold`, 0.35). With `return_rle=True`, COCO RLE dicts `{"size": [h, w], "counts":
-        str}` (pycocotools) are returned instead of arrays.
+        (default `self.mask_threshold`, the config's). Masks of the same size are resized together. With
+        `return_rle=True`, COCO RLE dicts `{"size": [h, w], "counts": str}` (pycocotools) are returned instead of
+        arrays. With `return_scores=True`, `(masks, scores)` is returned, the score of a mask being its mean
+        probability inside the mask, or for an empty mask the highest probability anywhere (so that a low score
+        flags it). NaN logits raise a `ValueError` naming the masks.
         """
-        threshold = self.mask_threshold if threshold is None else threshold
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold={threshold!r} is invalid: expected a probability in [0, 1]")
+        threshold = validate_threshold(self.mask_threshold if threshold is None else threshold)
         logits = torch.as_tensor(logits)
         if logits.dim() == 4 and logits.shape[1] == 1:
             logits = logits[:, 0]
@@ -220,15 +260,47 @@ class UniRESImageProcessor(BaseImageProcessor):
             original_sizes = original_sizes * logits.shape[0]
         if len(original_sizes) != logits.shape[0]:
             raise ValueError(f"Got {logits.shape[0]} mask logits but {len(original_sizes)} original_sizes")
-        masks = []
-        for index, (mask_logits, size) in enumerate(zip(logits, original_sizes)):
+        for index, size in enumerate(original_sizes):
             if len(size) != 2 or min(size) <= 0:
                 raise ValueError(f"original_sizes[{index}]={size} is invalid: expected (height, width) > 0")
-            resized = F.interpolate(mask_logits[None, None].float(), size=size, mode="bilinear", align_corners=False)
-            masks.append((resized[0, 0].sigmoid() > threshold).cpu().numpy())
+        nan_rows = torch.isnan(logits.flatten(1)).any(dim=1).nonzero().flatten().tolist()
+        if nan_rows:
+            raise ValueError(
+                f"mask logits of mask(s) {nan_rows} hold NaN: the model's output is invalid (check the weights and "
+                "the inputs, e.g. fp16 overflow); no mask can be made from them"
+            )
+        masks, scores = [None] * len(original_sizes), [None] * len(original_sizes)
+        rows_by_size: dict = {}
+        for index, size in enumerate(original_sizes):
+            rows_by_size.setdefault(size, []).append(index)
+        for size, rows in rows_by_size.items():
+            # Bounded chunks: many masks of a large image must not hold every probability map at once.
+            chunk = max(1, (1 << 25) // (size[0] * size[1]))
+            for start in range(0, len(rows), chunk):
+                part = rows[start : start + chunk]
+                probabilities = F.interpolate(
+                    logits[part][:, None].float(), size=size, mode="bilinear", align_corners=False
+                )[:, 0].sigmoid()
+                binary = probabilities > threshold
+                if return_scores:
+                    area = binary.flatten(1).sum(dim=1)
+                    inside = (probabilities * binary).flatten(1).sum(dim=1) / area.clamp(min=1)
+                    part_scores = torch.where(area > 0, inside, probabilities.flatten(1).amax(dim=1)).tolist()
+                for offset, row in enumerate(part):
+                    masks[row] = binary[offset].cpu().numpy()
+                    if return_scores:
+                        scores[row] = float(part_scores[offset])
         if return_rle:
-            return [mask_to_rle(mask) for mask in masks]
-        return masks
+            masks = [mask_to_rle(mask) for mask in masks]
+        return (masks, scores) if return_scores else masks
+
+
+def validate_threshold(threshold) -> float:
+    """`threshold` as a float probability in [0, 1]; `ValueError` naming the value otherwise (strings included)."""
+    is_number = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(threshold, bool)
+    if not is_number or not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold={threshold!r} is invalid: expected a probability (a number) in [0, 1]")
+    return float(threshold)
 
 
 def mask_to_rle(mask: np.ndarray) -> dict:

@@ -4,9 +4,8 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import Pipeline
-from transformers.image_utils import load_image
 
-from .image_processing_unires import mask_to_rle
+from .image_processing_unires import mask_to_rle, validate_threshold
 from .processing_unires import validate_expressions
 
 MASK_FORMATS = ("pil", "numpy")
@@ -24,14 +23,14 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
     >>> segmenter(["a.jpg", "b.png"], [["the dog"], ["the car", "its wheel"]])    # list of lists
     ```
 
-    Images may be paths, URLs (loaded by transformers' `load_image`), PIL images or arrays. Each image is encoded
+    Images may be paths, URLs, PIL images or arrays, all decoded by the image processor alike. Each image is encoded
     once for all of its expressions; with a list of images, `batch_size` images (and all their expressions) go
     through the model together.
 
     Every expression gives a dict: `"text"`, `"mask"` (PIL image of mode "L", 0/255, at the original size, or a bool
     array with `mask_format="numpy"`), `"score"` (mean probability inside the mask; for an empty mask, the highest
     probability anywhere, so that a low score flags it) and `"rle"` (COCO RLE `{"size": [h, w], "counts": str}`).
-    `threshold` defaults to the processor's (0.35).
+    `threshold` defaults to the processor's (the config's `mask_threshold`).
     """
 
     _load_processor = True
@@ -44,7 +43,7 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
             raise ValueError(f"Unknown arguments for the referring-expression-segmentation pipeline: {sorted(kwargs)}")
         postprocess = {}
         if threshold is not None:
-            postprocess["threshold"] = threshold
+            postprocess["threshold"] = validate_threshold(threshold)
         if mask_format is not None:
             if mask_format not in MASK_FORMATS:
                 raise ValueError(f"mask_format={mask_format!r} is invalid: expected one of {MASK_FORMATS}")
@@ -59,13 +58,20 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
         """
         if text is None:
             raise ValueError("The referring-expression-segmentation pipeline needs `text` (one or more expressions)")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size={batch_size!r} is invalid: expected a positive number of images")
         preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
         postprocess_params = {**self._postprocess_params, **postprocess_params}
         if isinstance(image, (list, tuple)):
-            if not isinstance(text, (list, tuple)) or len(text) != len(image):
-                count = len(text) if isinstance(text, (list, tuple)) else 1
+            if isinstance(text, str):
                 raise ValueError(
-                    f"Got {len(image)} images and {count} text entries: give one text entry (a string or a list of "
+                    f"Got a list of {len(image)} image(s) and one string: with a list of images, `text` must be a "
+                    "list with one entry (a string or a list of strings) per image, e.g. text=[\"the dog\"]"
+                )
+            if not isinstance(text, (list, tuple)) or len(text) != len(image):
+                count = len(text) if isinstance(text, (list, tuple)) else type(text).__name__
+                raise ValueError(
+                    f"Got {len(image)} image(s) and {count} text entries: give one text entry (a string or a list of "
                     "strings) per image"
                 )
             items = [{"image": item, "text": expressions} for item, expressions in zip(image, text)]
@@ -78,20 +84,17 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
         return self.run_single([{"image": image, "text": text}], preprocess_params, forward_params, postprocess_params)[0]
 
     def preprocess(self, items):
-        images, texts, indices, singles = [], [], [], []
+        texts, indices, singles = [], [], []
         for image_index, item in enumerate(items):
-            image = item["image"]
-            if isinstance(image, str):
-                image = load_image(image)
-            images.append(image)
             expressions = validate_expressions(item["text"])
             singles.append(isinstance(item["text"], str))
             texts.extend(expressions)
             indices.extend([image_index] * len(expressions))
         # Images and expressions are prepared apart: each image is encoded once and `image_indices` maps every
-        # expression to its image.
+        # expression to its image. Paths and URLs are opened by the image processor, so that a file and the same
+        # image opened by the caller go through one decoding path (alpha, palettes, 16-bit).
         inputs = dict(self.processor(text=texts, return_tensors="pt"))
-        inputs.update(self.processor.image_processor.preprocess(images, return_tensors="pt"))
+        inputs.update(self.processor.image_processor.preprocess([item["image"] for item in items], return_tensors="pt"))
         original_sizes = inputs.pop("original_sizes").tolist()
         inputs["image_indices"] = torch.tensor(indices, dtype=torch.long)
         inputs["meta"] = {"texts": texts, "image_indices": indices, "original_sizes": original_sizes, "singles": singles}
@@ -104,17 +107,18 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
 
     def postprocess(self, model_outputs, threshold=None, mask_format="pil"):
         meta = model_outputs["meta"]
-        logits = model_outputs["logits"].float().cpu()
         sizes = [meta["original_sizes"][index] for index in meta["image_indices"]]
-        image_processor = self.processor.image_processor
-        threshold = image_processor.mask_threshold if threshold is None else threshold
+        try:
+            masks, scores = self.processor.post_process_masks(
+                model_outputs["logits"].float().cpu(), sizes, threshold=threshold, return_scores=True
+            )
+        except ValueError as error:
+            if "NaN" not in str(error):
+                raise
+            bad = [meta["texts"][i] for i, row in enumerate(model_outputs["logits"]) if torch.isnan(row).any()]
+            raise ValueError(f"the model produced NaN mask logits for the expression(s) {bad}") from error
         per_image = [[] for _ in meta["original_sizes"]]
-        for row, (size, image_index) in enumerate(zip(sizes, meta["image_indices"])):
-            probabilities = torch.nn.functional.interpolate(
-                logits[row][None, None], size=tuple(size), mode="bilinear", align_corners=False
-            )[0, 0].sigmoid()
-            mask = (probabilities > threshold).numpy()
-            score = float(probabilities[torch.from_numpy(mask)].mean()) if mask.any() else float(probabilities.max())
+        for row, (mask, score, image_index) in enumerate(zip(masks, scores, meta["image_indices"])):
             output_mask = Image.fromarray(mask.astype(np.uint8) * 255, mode="L") if mask_format == "pil" else mask
             per_image[image_index].append(
                 {"text": meta["texts"][row], "score": score, "mask": output_mask, "rle": mask_to_rle(mask)}

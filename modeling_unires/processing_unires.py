@@ -156,7 +156,9 @@ class UniRESProcessor(ProcessorMixin):
     def tokenize(self, texts, return_tensors="pt"):
         """Pad/truncate to `text_max_length`; warn about every expression that had to be truncated."""
         max_length = self.text_max_length
-        full = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        # verbose=False: counting tokens must not trigger the tokenizer's "indexing errors" warning, since the
+        # encoding below truncates; the warning of our own names the expression instead.
+        full = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         for index, ids in enumerate(full):
             if len(ids) > max_length:
                 logger.warning(
@@ -167,10 +169,10 @@ class UniRESProcessor(ProcessorMixin):
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
-    def post_process_masks(self, logits, original_sizes, threshold=None, return_rle=False):
+    def post_process_masks(self, logits, original_sizes, threshold=None, return_rle=False, return_scores=False):
         """See [`UniRESImageProcessor.post_process_masks`]: boolean masks (or COCO RLE) at each original size."""
         return self.image_processor.post_process_masks(
-            logits, original_sizes, threshold=threshold, return_rle=return_rle
+            logits, original_sizes, threshold=threshold, return_rle=return_rle, return_scores=return_scores
         )
 
     def preprocess_masks(self, masks, return_tensors="pt"):

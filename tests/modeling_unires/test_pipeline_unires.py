@@ -65,7 +65,104 @@ def test_pipeline_bad_input(saved):
     segmenter = pipeline("referring-expression-segmentation", model=str(folder))
     with pytest.raises(ValueError, match="expression 1 is empty"):
         segmenter(jpeg, ["the car", " "])
-    with pytest.raises(ValueError, match="2 images and 1 text entries"):
+    with pytest.raises(ValueError, match=r"2 image\(s\) and 1 text entries"):
         segmenter([jpeg, png], ["the car"])
     with pytest.raises(ValueError, match="mask_format"):
         segmenter(jpeg, "the car", mask_format="svg")
+
+
+def test_pipeline_validates_threshold_batch_size_and_pairing(saved):
+    folder, _, _, jpeg, _ = saved
+    segmenter = pipeline("referring-expression-segmentation", model=str(folder))
+    for threshold in (1.5, -0.2, "0.5", float("nan"), True):
+        with pytest.raises(ValueError, match=r"threshold=.* is invalid: expected a probability"):
+            segmenter(jpeg, "the car", threshold=threshold)
+    for batch_size in (-1, 0, 1.5):
+        with pytest.raises(ValueError, match=r"batch_size=.* is invalid"):
+            segmenter([jpeg], [["the car"]], batch_size=batch_size)
+    with pytest.raises(ValueError, match=r"list of 1 image\(s\) and one string: .*one entry .* per image"):
+        segmenter([jpeg], "the car")
+
+
+def test_pipeline_names_an_unreachable_url_and_a_missing_file(saved):
+    folder, _, _, _, _ = saved
+    segmenter = pipeline("referring-expression-segmentation", model=str(folder))
+    url = "http://127.0.0.1:9/no-such-image.png"  # the discard port: refused at once, no network needed
+    with pytest.raises(ValueError, match=r"image 0: cannot download 'http://127.0.0.1:9/no-such-image.png'"):
+        segmenter(url, "the car")
+    with pytest.raises(ValueError, match=r"image 0: no such file '.*missing.png'"):
+        segmenter(str(folder / "missing.png"), "the car")
+
+
+def test_a_path_and_the_same_opened_image_give_the_same_masks(saved, tmp_path):
+    # RGBA, LA, transparent-palette and 16-bit PNGs: transformers' load_image converts to RGB before our own mode
+    # handling, which used to make the path differ from the opened image by hundreds of pixels.
+    folder, _, _, _, _ = saved
+    segmenter = pipeline("referring-expression-segmentation", model=str(folder))
+    rng = np.random.default_rng(3)
+    rgba = Image.fromarray(rng.integers(0, 256, (40, 36, 4), dtype=np.uint8), mode="RGBA")
+    la = rgba.convert("LA")
+    palette = Image.fromarray(rng.integers(0, 4, (40, 36), dtype=np.uint8), mode="P")
+    palette.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9])
+    palette.info["transparency"] = 0
+    sixteen = Image.fromarray(rng.integers(0, 65536, (40, 36), dtype=np.uint16))
+    for name, image in {"rgba": rgba, "la": la, "palette": palette, "16bit": sixteen}.items():
+        path = tmp_path / f"{name}.png"
+        image.save(path)
+        from_path = segmenter(str(path), ["the red car", "the window"], mask_format="numpy")
+        from_image = segmenter(Image.open(path), ["the red car", "the window"], mask_format="numpy")
+        for one, other in zip(from_path, from_image):
+            assert np.array_equal(one["mask"], other["mask"]), name
+            assert one["score"] == pytest.approx(other["score"]), name
+    # The 16-bit image is read by its high byte, not clipped to white.
+    pixels = segmenter.processor.image_processor.preprocess(str(tmp_path / "16bit.png"), return_tensors="pt")
+    assert float(pixels["pixel_values"].std()) > 0.5
+
+
+def test_pipeline_refuses_normalised_tensors_and_nan_logits(saved, monkeypatch):
+    folder, model, _, jpeg, _ = saved
+    segmenter = pipeline("referring-expression-segmentation", model=str(folder))
+    normalised = torch.randn(3, 32, 32)  # already CLIP-normalised: negative values
+    with pytest.raises(ValueError, match=r"image 0 is a float array with negative or NaN values.*already normalised"):
+        segmenter(normalised, "the car")
+
+    original_forward = segmenter.model.forward
+
+    def nan_for_second_expression(*args, **kwargs):
+        outputs = original_forward(*args, **kwargs)
+        outputs.logits[1] = float("nan")
+        return outputs
+
+    monkeypatch.setattr(segmenter.model, "forward", nan_for_second_expression)
+    with pytest.raises(ValueError, match=r"NaN mask logits for the expression\(s\) \['the window'\]"):
+        segmenter(jpeg, ["the red car", "the window"])
+
+
+def test_long_expressions_warn_once_by_name_without_the_tokenizer_indexing_warning(saved, caplog):
+    folder, _, processor, jpeg, _ = saved
+    long_expression = " ".join(["the red car"] * 20)
+    with caplog.at_level("WARNING"):
+        processor.tokenize([long_expression])
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("expression 0" in m and "truncated" in m for m in messages)
+    assert not any("indexing errors" in m or "longer than the specified maximum" in m for m in messages)
+
+
+def test_post_process_masks_batches_per_size_and_returns_scores(saved):
+    _, _, processor, _, _ = saved
+    logits = torch.randn(5, 12, 12) * 3
+    sizes = [(20, 30), (7, 9), (20, 30), (20, 30), (7, 9)]
+    masks, scores = processor.post_process_masks(logits, sizes, return_scores=True)
+    for row, (mask, score, size) in enumerate(zip(masks, scores, sizes)):
+        probabilities = torch.nn.functional.interpolate(
+            logits[row][None, None], size=size, mode="bilinear", align_corners=False)[0, 0].sigmoid()
+        expected = (probabilities > processor.image_processor.mask_threshold).numpy()
+        assert mask.shape == size and np.array_equal(mask, expected)
+        inside = probabilities[torch.from_numpy(expected)]
+        assert score == pytest.approx(float(inside.mean()) if expected.any() else float(probabilities.max()), abs=1e-6)
+    empty, empty_scores = processor.post_process_masks(torch.full((1, 4, 4), -9.0), [(4, 4)], return_scores=True)
+    assert not empty[0].any() and empty_scores[0] == pytest.approx(float(torch.sigmoid(torch.tensor(-9.0))))
+    bad = logits.clone()
+    bad[3, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"mask\(s\) \[3\] hold NaN"):
+        processor.post_process_masks(bad, sizes)

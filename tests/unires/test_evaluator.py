@@ -15,9 +15,10 @@ from unires.evaluation import (
     full_image_baseline,
     largest_object_box_baseline,
 )
-from unires.evaluation.overlays import write_overlays
 from dataset_scripts.masks import decode_mask
 from modeling_unires.testing_utils import tiny_model_and_processor
+from unires.evaluation.evaluator import UniRESRowSegmenter, resize_mask
+from unires.evaluation.overlays import write_overlays
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,8 +59,23 @@ def test_box_baseline_and_input_resolution(rows):
     options = MRESMetricOptions(resolution="input")
     at_input = evaluate_predictor(largest_object_box_baseline, validation, options=options, input_size=24,
                                   progress=False).compute()
-    assert at_input["options"]["resolution"] == "input"
+    assert at_input["options"]["resolution"] == "input" and at_input["options"]["input_size"] == [24, 24]
     assert at_input["object"]["count"] == original["object"]["count"]
+
+    # The predictor is asked for 24x24 masks and the truths are compared at 24x24: an oracle that answers with the
+    # truth resized to the asked size scores 100 (at the original size its masks would not even match in shape).
+    asked = set()
+
+    def oracle(batch, texts, size_of):
+        out = []
+        for row, row_texts in zip(batch, texts):
+            asked.add(size_of(row))
+            by_text = {s: r for r in row["referents"] for s in r["sentences"]}
+            out.append([resize_mask(decode_mask(by_text[t]["mask"]), size_of(row)) for t in row_texts])
+        return out
+
+    perfect = evaluate_predictor(oracle, validation, options=options, input_size=24, progress=False).compute()
+    assert asked == {(24, 24)} and perfect["object+part"]["mIoU"] == pytest.approx(100.0)
     with pytest.raises(ValueError, match="input_size"):
         evaluate_predictor(largest_object_box_baseline, validation, options=options, progress=False)
 
@@ -101,3 +117,18 @@ def test_overlays_are_written(rows, tmp_path):
 
     panel = Image.open(paths[0])
     assert panel.width == 3 * 48 * 3  # image | prediction | truth, each scaled 3x
+
+
+def test_nan_logits_raise_naming_the_expressions(rows, monkeypatch):
+    model, processor = tiny_model_and_processor(image_size=48)
+    original_forward = model.forward
+
+    def nan_forward(*args, **kwargs):
+        outputs = original_forward(*args, **kwargs)
+        outputs.logits[0] = float("nan")
+        return outputs
+
+    monkeypatch.setattr(model, "forward", nan_forward)
+    row = rows["validation"][0]
+    with pytest.raises(ValueError, match=r"NaN mask logits for 1 expression\(s\): .*" + row["image_id"] + ": 'the car'"):
+        UniRESRowSegmenter(model, processor)([row], [["the car", "the window"]], lambda r: (r["height"], r["width"]))

@@ -12,6 +12,7 @@ image's own size (CRIS, the paper); "input" compares at the model's square input
 
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import islice
 from typing import Iterable, Optional, Protocol, Sequence
 
@@ -41,7 +42,9 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class UniRESRowSegmenter:
-    """Masks from a UniRES model: one image encoding per image, all its expressions at once."""
+    """A `MaskPredictor` backed by a UniRES model: each batch of rows is encoded once per image, all of a row's
+    expressions decoded against that encoding, and the logits turned into masks by `post_process_masks`.
+    Nothing is cached across calls."""
 
     def __init__(self, model, processor, threshold: Optional[float] = None):
         self.model = model
@@ -65,6 +68,10 @@ class UniRESRowSegmenter:
             image_indices=torch.tensor(image_indices, device=device),
         ).logits.float()
         sizes = [size_of(rows[i]) for i in image_indices]
+        nan_rows = torch.isnan(logits.flatten(1)).any(dim=1).nonzero().flatten().tolist()
+        if nan_rows:
+            named = [f"{rows[image_indices[i]]['image_id']}: {flat_texts[i]!r}" for i in nan_rows]
+            raise ValueError(f"the model produced NaN mask logits for {len(named)} expression(s): {named}")
         masks = self.processor.post_process_masks(logits.cpu(), sizes, threshold=self.threshold)
         out, cursor = [], 0
         for row_texts in texts:
@@ -124,11 +131,17 @@ def evaluate_predictor(
     `process_index`; merge the returned accumulators (`MRESMetricAccumulator.merge`).
     """
     options = options or MRESMetricOptions()
-    if options.resolution == "input" and not input_size:
-        raise ValueError("resolution='input' needs the model's input_size")
+    if options.resolution == "input":
+        if options.input_size is None:
+            if not input_size:
+                raise ValueError("resolution='input' needs the model's input_size")
+            # Recorded in the results: a number at "input" resolution means nothing without the size.
+            options = replace(options, input_size=(input_size, input_size))
+        elif input_size and tuple(options.input_size) != (input_size, input_size):
+            raise ValueError(f"input_size={input_size} disagrees with options.input_size={options.input_size}")
 
     def size_of(row):
-        return (input_size, input_size) if options.resolution == "input" else (row["height"], row["width"])
+        return tuple(options.input_size) if options.resolution == "input" else (row["height"], row["width"])
 
     accumulator = MRESMetricAccumulator(options)
     rows = islice(rows, max_images) if max_images is not None else rows
