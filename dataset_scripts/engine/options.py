@@ -1,0 +1,120 @@
+"""Every knob of the engine's stages, as one dataclass that ``HfArgumentParser`` turns into ``--help``.
+
+:func:`build_stages` turns :class:`StageOptions` into the stages in the paper's order:
+load images -> object masks (SAM) -> part vocabulary (LLM) -> part masks (detector + SAM, or
+SAM 3) -> captions (dense captioner) -> CLIP filter. Models load lazily, on the first batch
+that needs them, so that building the stages (e.g. in a datatrove launcher process) is cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .stage import EngineStage
+
+# SA-1B's filtering thresholds (Kirillov et al., 2023, "Segment Anything", section 4 / appendix):
+# keep masks with predicted IoU >= 0.88 and stability score >= 0.95.
+SA1B_MIN_PREDICTED_IOU = 0.88
+SA1B_MIN_STABILITY = 0.95
+DEFAULT_SAM_TYPE = "vit_h"
+DEFAULT_TRANSFORMERS_SAM = "facebook/sam-vit-huge"
+DEFAULT_PART_LLM = "Qwen/Qwen2.5-1.5B-Instruct"
+DEFAULT_PART_DETECTOR = "google/owlv2-base-patch16-ensemble"
+DEFAULT_SAM3 = "facebook/sam3"
+
+
+def _opt(default, help: str, **kwargs):
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class StageOptions:
+    """Models, thresholds, devices and batch sizes of the engine's six stages."""
+
+    # -- devices ------------------------------------------------------------------------------
+    device: str = _opt("auto", "Device for every model: 'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
+    dtype: str = _opt("auto", "Weights dtype on CUDA: 'auto' (bfloat16 on cuda, float32 on cpu), 'float32', 'bfloat16', 'float16'.")
+    image_root: str | None = _opt(None, "Folder that relative image file names are relative to (None: as in the records).")
+
+    # -- object masks (stage 2) ---------------------------------------------------------------
+    sam_backend: str = _opt("segment_anything", "Object-mask model: 'segment_anything' (the paper's SAM package) or 'transformers' (SamModel/Sam2Model by Hub id).",
+                            choices=["segment_anything", "transformers"])
+    sam_model_type: str = _opt(DEFAULT_SAM_TYPE, "segment_anything model type: vit_h, vit_l or vit_b.", choices=["vit_h", "vit_l", "vit_b"])
+    sam_checkpoint: str | None = _opt(None, "segment_anything checkpoint (.pth state dict, e.g. sam_vit_h_4b8939.pth from "
+                                      "https://github.com/facebookresearch/segment-anything#model-checkpoints); loaded with weights_only=True.")
+    sam_model: str = _opt(DEFAULT_TRANSFORMERS_SAM, "Hub id or path of a transformers SamModel/Sam2Model (sam_backend=transformers).")
+    sam_min_iou: float = _opt(SA1B_MIN_PREDICTED_IOU, "Reject a mask whose SAM predicted IoU is below this (SA-1B: 0.88).")
+    sam_min_stability: float = _opt(SA1B_MIN_STABILITY, "Reject a mask whose stability score is below this (SA-1B: 0.95).")
+    sam_stability_offset: float = _opt(1.0, "Logit offset of the stability score (SA-1B: 1.0).")
+    sam_box_batch_size: int = _opt(64, "Boxes decoded together on one image encoding.")
+
+    # -- part vocabulary (stage 3) ------------------------------------------------------------
+    part_vocabulary: str = _opt("local", "Where part names come from: 'local' (a transformers causal LM), 'openai' "
+                                "(an OpenAI-compatible chat endpoint), 'file' (a user vocabulary), 'none' (objects only).",
+                                choices=["local", "openai", "file", "none"])
+    part_llm: str = _opt(DEFAULT_PART_LLM, "Hub id or path of the local causal LM, or the model name sent to the endpoint.")
+    part_llm_url: str | None = _opt(None, "Base URL of an OpenAI-compatible server, e.g. http://localhost:8000/v1 (part_vocabulary=openai).")
+    part_llm_api_key_env: str = _opt("OPENAI_API_KEY", "Environment variable holding the endpoint's API key (unset: no key sent).")
+    part_vocabulary_file: str | None = _opt(None, "JSON file {object category: [part names]} (e.g. PACO's object-part list) used instead of an LLM.")
+    part_vocabulary_cache: str | None = _opt(None, "JSON cache of LLM answers keyed by (category, model, prompt version); a rerun asks nothing twice.")
+    max_parts_per_category: int = _opt(8, "At most this many part names per object category.")
+    part_llm_attempts: int = _opt(3, "Questions per category before its part list is rejected (chatty or invalid answers are retried).")
+
+    # -- part masks (stage 4) -----------------------------------------------------------------
+    part_masks: str = _opt("detector", "Part-mask method: 'detector' (zero-shot detector + SAM) or 'sam3' (transformers Sam3Model).",
+                           choices=["detector", "sam3"])
+    part_detector: str = _opt(DEFAULT_PART_DETECTOR, "Hub id or path of an AutoModelForZeroShotObjectDetection (part_masks=detector).")
+    part_sam3_model: str = _opt(DEFAULT_SAM3, "Hub id or path of a transformers Sam3Model (part_masks=sam3).")
+    part_min_score: float = _opt(0.2, "Detector (or SAM 3) confidence below which a part candidate is not considered.")
+    part_max_per_name: int = _opt(4, "At most this many candidates per part name and object (highest scores first).")
+    part_min_inside: float = _opt(0.5, "Keep a part only if |part ∩ object| / min(|part|, |object|) reaches this.")
+    part_dedup_overlap: float = _opt(0.8, "Two same-name parts of one object whose overlap over the smaller mask reaches this are one part.")
+    part_box_margin: float = _opt(0.05, "The object crop shown to the detector is the object box grown by this fraction per side.")
+
+    # -- captions (stage 5) -------------------------------------------------------------------
+    captioner: str | None = _opt(None, "Hub id or path of the dense captioner (a merged model or a LoRA adapter); None: captioner's default base model.")
+    captioner_url: str | None = _opt(None, "Caption through this OpenAI-compatible server instead of a local model.")
+    caption_max_new_tokens: int = _opt(32, "Longest caption in tokens; a caption cut at this length is rejected.")
+    caption_token_budget: int = _opt(16384, "Tokens (padded prompt + new) per captioning batch.")
+
+    # -- CLIP filter (stage 6) ----------------------------------------------------------------
+    clip_model: str = _opt("openai/clip-vit-base-patch32", "Hub id or path of the CLIP model of the filter.")
+    clip_min_score: float = _opt(0.5, "Keep a sentence whose CLIPScore = 2.5 * max(cos, 0) exceeds this (paper: 0.5, i.e. cos > 0.2).")
+    clip_batch_size: int = _opt(64, "Crops scored together.")
+
+
+def resolve_device(device: str) -> str:
+    """``'auto'`` -> ``'cuda'`` when a GPU is present, else ``'cpu'``; anything else unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str):
+    """The torch dtype for ``dtype`` on ``device`` (``'auto'``: bfloat16 on CUDA, float32 elsewhere)."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+def build_stages(options: StageOptions) -> list[EngineStage]:
+    """The engine's stages in the paper's order, configured by ``options`` (models load on first use)."""
+    from .captions import Captions
+    from .clip_filter import ClipFilter
+    from .input import LoadImages
+    from .object_masks import ObjectMasks
+    from .part_masks import PartMasks
+    from .part_vocabulary import PartVocabulary
+
+    object_masks = ObjectMasks.from_options(options)
+    stages: list[EngineStage] = [LoadImages(options.image_root), object_masks]
+    if options.part_vocabulary != "none":
+        stages.append(PartVocabulary.from_options(options))
+        stages.append(PartMasks.from_options(options, segmenter=object_masks.segmenter))
+    stages.append(Captions.from_options(options))
+    stages.append(ClipFilter.from_options(options))
+    return stages

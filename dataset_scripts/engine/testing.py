@@ -1,0 +1,92 @@
+"""Tiny, randomly initialised models for the engine's tests and CPU benchmarks (no download).
+
+Each builder returns what the matching stage accepts in place of a Hub checkpoint; the weights
+are random, so outputs are meaningless but shaped exactly like the real models'.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+
+def build_tiny_segment_anything(image_size: int = 64, seed: int = 0):
+    """A ``segment_anything.modeling.Sam`` built from the package's own modules with tiny dims."""
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    torch.manual_seed(seed)
+    patch_size, prompt_dim = 16, 32
+    embedding_size = image_size // patch_size
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=image_size, patch_size=patch_size, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2,
+            out_chans=prompt_dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True, window_size=2, global_attn_indexes=(1,),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim, image_embedding_size=(embedding_size, embedding_size),
+            input_image_size=(image_size, image_size), mask_in_chans=4,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2),
+            transformer_dim=prompt_dim, iou_head_depth=2, iou_head_hidden_dim=32,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    return sam.eval()
+
+
+def build_tiny_transformers_sam(image_size: int = 64, seed: int = 0):
+    """A tiny transformers ``SamModel`` and a ``SamProcessor`` resizing to ``image_size``."""
+    from transformers import SamConfig, SamImageProcessor, SamModel, SamProcessor
+    from transformers.models.sam.configuration_sam import SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
+
+    torch.manual_seed(seed)
+    hidden = 32
+    vision = SamVisionConfig(hidden_size=32, output_channels=hidden, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=64, image_size=image_size, patch_size=16, window_size=2,
+                             global_attn_indexes=[1], mlp_dim=64, num_pos_feats=hidden // 2)
+    prompt = SamPromptEncoderConfig(hidden_size=hidden, image_size=image_size, patch_size=16, mask_input_channels=4)
+    decoder = SamMaskDecoderConfig(hidden_size=hidden, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32)
+    model = SamModel(SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)).eval()
+    processor = SamProcessor(SamImageProcessor(size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size}))
+    return model, processor
+
+
+def write_synth_detection_set(folder, num_images: int = 3, image_size: int = 64, seed: int = 0, split: str = "validation"):
+    """A miniature detection set from MRES-Synth: ``images/*.png`` and a COCO-format ``detections.json``
+    holding each object's box and category (no masks, no sentences), in ``folder``.
+
+    Returns:
+        ``(annotations_json, image_dir, rows)``: the two paths and the MRES-Synth rows (the
+        ground truth, in the shared schema).
+    """
+    import json
+    import os
+
+    from ..mres_synth.builder import MRESSynthConfig, generate_row
+
+    config = MRESSynthConfig(image_size=image_size, seed=seed)
+    image_dir = os.path.join(os.fspath(folder), "images")
+    os.makedirs(image_dir, exist_ok=True)
+    rows = [generate_row(split, index, config) for index in range(num_images)]
+    categories = sorted({r["category"] for row in rows for r in row["referents"] if r["granularity"] == "object"})
+    category_ids = {name: i + 1 for i, name in enumerate(categories)}
+    images, annotations = [], []
+    for row in rows:  # string image ids, the ground truth's, so that outputs compare with it
+        file_name = f"{row['image_id']}.png"
+        with open(os.path.join(image_dir, file_name), "wb") as f:
+            f.write(row["image"]["bytes"])
+        images.append({"id": row["image_id"], "file_name": file_name, "width": row["width"], "height": row["height"]})
+        for referent in row["referents"]:
+            if referent["granularity"] == "object":
+                annotations.append({"id": len(annotations) + 1, "image_id": row["image_id"], "bbox": list(referent["bbox"]),
+                                    "category_id": category_ids[referent["category"]], "iscrowd": 0})
+    annotations_json = os.path.join(os.fspath(folder), "detections.json")
+    with open(annotations_json, "w", encoding="utf-8") as f:
+        json.dump({"images": images, "annotations": annotations,
+                   "categories": [{"id": i, "name": n} for n, i in category_ids.items()]}, f)
+    return annotations_json, image_dir, rows
