@@ -3,6 +3,11 @@
 A PEFT-LoRA fine-tune of an open LVLM that describes the region inside a box at image, object
 and part granularity, with boxes given as integers in [0, 999].
 """
+
+from importlib.metadata import version as _distribution_version
+
+__version__ = _distribution_version("unires")  # pyproject.toml's version, one for the four packages
+
 from .box_prompts import (
     CAPTION_GRANULARITIES,
     PROMPT_TEMPLATES,

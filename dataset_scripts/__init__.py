@@ -11,3 +11,7 @@ Modules (import what you need; nothing heavy is imported here):
 - ``mres_synth``: the procedural MRES-Synth benchmark (``python -m dataset_scripts.mres_synth``)
 - ``refcoco_m``: ``RefCOCOm`` builder (CRIS layout); ``refcoco``: ``RefCOCO`` builder (refer layout)
 """
+
+from importlib.metadata import version as _distribution_version
+
+__version__ = _distribution_version("unires")  # pyproject.toml's version, one for the four packages

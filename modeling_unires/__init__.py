@@ -7,6 +7,10 @@ writes `auto_map` and copies the code files: a saved checkpoint loads with `trus
 package.
 """
 
+from importlib.metadata import version as _distribution_version
+
+__version__ = _distribution_version("unires")  # pyproject.toml's version, one for the four packages
+
 from .configuration_unires import UniRESConfig
 from .image_processing_unires import UniRESImageProcessor
 from .modeling_unires import UniRESModel, UniRESOutput, UniRESPreTrainedModel
