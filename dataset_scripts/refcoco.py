@@ -12,7 +12,12 @@ The pickle is read with :func:`dataset_scripts.safe_pickle.safe_load`, which ref
 but plain containers and scalars. Splits are those found in the refs file (unc: train, val,
 testA, testB; umd: train, val, test; google: train, val). Reference counts are compared with
 the official ones (a check some Hub mirrors fail): a mismatch is logged, or raises with
-``strict_counts=True``.
+``strict_counts=True``. A ``ref_id`` that occurs twice is published once (the repeat is skipped
+and logged).
+
+The CRIS layout (:mod:`dataset_scripts.cris_layout`: ``annotations/`` or ``anns/{dataset}/``,
+``masks/``, ``images/``) is read when ``data_dir`` has no refs file, or when ``annotation_dir``
+is given; ``mask_dir`` and ``image_dir`` apply to it as well.
 """
 
 from __future__ import annotations
@@ -27,10 +32,17 @@ from typing import Optional
 import datasets
 
 from .builder_base import MRESBuilder
-from .coco_common import SOURCE, clip_bbox, find_first, read_group_image, parse_sentence_records
-from .cris_layout import read_cris_split
-from .masks import decode_mask, encode_mask, mask_area, mask_from_polygons
-from .refcoco_m import CRISLayoutConfig, cris_split_generators
+from .coco_common import (
+    COCO_CATEGORIES,
+    SOURCE,
+    check_sentences,
+    checked_bbox,
+    find_coco_image_dir,
+    find_first,
+    read_group_image,
+)
+from .cris_layout import CRISLayoutConfig, cris_split_generators, has_cris_layout, read_cris_split
+from .masks import decode_mask, encode_mask, mask_area, mask_bbox, mask_from_polygons
 from .safe_pickle import safe_load
 
 logger = logging.getLogger(__name__)
@@ -62,10 +74,10 @@ _CITATIONS = {
 
 @dataclass
 class RefCOCOConfig(CRISLayoutConfig):
-    """One dataset/split-by pair. ``image_dir`` (default: searched) points at COCO train2014.
+    """One dataset/split-by pair, plus the folder options of :class:`CRISLayoutConfig`.
 
     Args:
-        dataset: ``refcoco``, ``refcoco+`` or ``refcocog``.
+        dataset: ``refcoco``, ``refcoco+`` or ``refcocog`` (also the CRIS converter's subfolder).
         split_by: ``unc``, ``umd`` or ``google``.
         image_dir: folder of COCO train2014 images; when empty, the usual places under
             ``data_dir`` are searched.
@@ -74,7 +86,6 @@ class RefCOCOConfig(CRISLayoutConfig):
 
     dataset: str = "refcoco"
     split_by: str = "unc"
-    image_dir: str = ""
     strict_counts: bool = False
 
 
@@ -113,30 +124,22 @@ class RefCOCO(MRESBuilder):
         name = f"refs({self.config.split_by}).p"
         return [os.path.join(base, self.config.dataset, name), os.path.join(base, name)]
 
-    def _image_dir(self, base: str) -> str:
-        if self.config.image_dir:
-            path = self.config.image_dir if os.path.isabs(self.config.image_dir) else os.path.join(base, self.config.image_dir)
-            return find_first([path], "COCO train2014 image folder", is_dir=True)
-        candidates = [os.path.join(base, *p) for p in (
-            ("train2014",), ("images", "train2014"), ("images", "mscoco", "images", "train2014"),
-            ("..", "train2014"), ("..", "images", "train2014"), ("..", "images", "mscoco", "images", "train2014"),
-        )]
-        return find_first([os.path.normpath(c) for c in candidates], "COCO train2014 image folder", is_dir=True)
-
     def _split_generators(self, dl_manager):
         base = self._base()
         refs_candidates = self._refs_candidates(base)
-        if not any(os.path.isfile(p) for p in refs_candidates) and os.path.isdir(os.path.join(base, "annotations")):
-            # CRIS layout (annotations/{split}.json + masks/ + images/): every referent is an object.
-            cris = CRISLayoutConfig(name=self.config.name, data_dir=base, splits=self.config.splits,
-                                    image_dir=self.config.image_dir or "images")
-            return cris_split_generators(cris, default_granularity="object")
-        refs_path = find_first(refs_candidates, f"refs file of {self.config.name}")
+        has_refs = any(os.path.isfile(p) for p in refs_candidates)
+        if self.config.annotation_dir or (not has_refs and has_cris_layout(base, self.config)):
+            # CRIS layout: every referent is an object; ids as in the refer layout ({config}/{ref_id}).
+            return cris_split_generators(self.config, default_granularity="object", id_prefix=self.config.name)
+        refs_path = find_first(
+            refs_candidates,
+            f"refs file of {self.config.name} (nor a CRIS layout: annotations/ or anns/{self.config.dataset}/)",
+        )
         instances_path = find_first(
             [os.path.join(os.path.dirname(refs_path), "instances.json"), os.path.join(base, "instances.json")],
             "instances.json",
         )
-        image_dir = self._image_dir(base)
+        image_dir = find_coco_image_dir(base, self.config.image_dir)
         refs = safe_load(refs_path)
         if not isinstance(refs, list):
             raise ValueError(f"{refs_path}: expected a list of refs, got {type(refs).__name__}")
@@ -144,16 +147,30 @@ class RefCOCO(MRESBuilder):
             instances = json.load(f)
 
         by_split: dict[str, list[dict]] = {}
+        first_split: dict = {}  # ref_id -> split of its first occurrence
+        repeats: list[tuple[str, dict]] = []
         for i, ref in enumerate(refs):
             if not isinstance(ref, dict) or "split" not in ref:
                 raise ValueError(f"{refs_path}: ref #{i} is not a dict with a 'split' key")
-            by_split.setdefault(str(ref["split"]), []).append(ref)
+            split = str(ref["split"])
+            if ref.get("ref_id") in first_split:
+                repeats.append((split, ref))
+                continue
+            first_split[ref.get("ref_id")] = split
+            by_split.setdefault(split, []).append(ref)
         self._check_counts({s: len(r) for s, r in by_split.items()})
         if self.config.splits:
             missing = set(self.config.splits) - set(by_split)
             if missing:
                 raise ValueError(f"split(s) {sorted(missing)} not in {refs_path}; it has {sorted(by_split)}")
             by_split = {s: by_split[s] for s in self.config.splits}
+        rejects = self._reject_log()
+        for split, ref in repeats:  # one referent_id must name one referent
+            if split in by_split:
+                ref_id = ref.get("ref_id")
+                rejects.skip(f"{self.config.name}/{ref_id}",
+                             f"duplicate ref_id: {ref_id} repeats the ref first seen in split {first_split[ref_id]}",
+                             split=split)
         order = sorted(by_split, key=lambda s: (_SPLIT_ORDER.index(s) if s in _SPLIT_ORDER else len(_SPLIT_ORDER), s))
         return [
             datasets.SplitGenerator(name=split, gen_kwargs={
@@ -189,7 +206,7 @@ class RefCOCO(MRESBuilder):
             info = images.get(image_id)
             if info is None:
                 for rid in ids:
-                    rejects.skip(rid, f"image id {image_id} not in instances.json", split=split)
+                    rejects.skip(rid, f"image id not in instances.json: {image_id}", split=split)
                 continue
             loaded = read_group_image(os.path.join(image_dir, info["file_name"]), ids, rejects, split)
             if loaded is None:
@@ -205,7 +222,6 @@ class RefCOCO(MRESBuilder):
                 referent = self._referent(ref, rid, anns, cats, width, height, rejects, split)
                 if referent is not None:
                     referents.append(referent)
-                    rejects.keep()
             if referents:
                 yield str(image_id), {
                     "image": {"bytes": image_bytes, "path": info["file_name"]},
@@ -218,23 +234,27 @@ class RefCOCO(MRESBuilder):
 
     @staticmethod
     def _referent(ref, rid, anns, cats, width, height, rejects, split) -> Optional[dict]:
-        sentences = parse_sentence_records(ref.get("sentences"))
+        """One referent of a ref, or None after logging why it is skipped; fixes are logged only when kept."""
+        fixes = []
+        sentences, problem = check_sentences(ref.get("sentences"))
         if not sentences:
-            rejects.skip(rid, "empty sentence list", split=split)
+            rejects.skip(rid, problem, split=split)
             return None
+        if problem:
+            fixes.append(problem)
         ann = anns.get(ref.get("ann_id"))
         if ann is None:
-            rejects.skip(rid, f"annotation id {ref.get('ann_id')} not in instances.json", split=split)
+            rejects.skip(rid, f"annotation id not in instances.json: {ref.get('ann_id')}", split=split)
             return None
         segmentation = ann.get("segmentation")
         try:
             if isinstance(segmentation, list):
                 rle = mask_from_polygons(segmentation, height, width)
                 coords = [c for poly in segmentation for c in poly]
-                outside = any(x < 0 or x > width for x in coords[0::2]) or any(y < 0 or y > height for y in coords[1::2])
+                if any(x < 0 or x > width for x in coords[0::2]) or any(y < 0 or y > height for y in coords[1::2]):
+                    fixes.append("polygon partly outside the image, clipped")
             elif isinstance(segmentation, dict):  # crowd RLE
                 rle = encode_mask(decode_mask(segmentation))
-                outside = False
                 if rle["size"] != [height, width]:
                     raise ValueError(f"RLE size {rle['size']} differs from the image size {[height, width]}")
             else:
@@ -245,17 +265,18 @@ class RefCOCO(MRESBuilder):
         if mask_area(rle) == 0:
             rejects.skip(rid, "polygon outside the image (empty mask)", split=split)
             return None
-        if outside:
-            rejects.fix(rid, "polygon partly outside the image, clipped", split=split)
-        bbox = clip_bbox(ann.get("bbox", [0, 0, width, height]), width, height)
-        if bbox is None:
-            rejects.skip(rid, "bbox outside the image", split=split)
-            return None
-        if bbox != [float(v) for v in ann.get("bbox", bbox)]:
-            rejects.fix(rid, "bbox clipped to the image", split=split)
+        bbox, problem = checked_bbox(ann.get("bbox"), width, height, mask_bbox(rle))
+        if problem:
+            fixes.append(problem)
         # the annotation's own category (refs repeat it; the segmentation's is authoritative)
         category_id = ann.get("category_id", ref.get("category_id"))
-        category = cats.get(category_id, str(category_id))
+        category = cats.get(category_id) or COCO_CATEGORIES.get(category_id)
+        if category is None:
+            fixes.append(f"category id not in instances.json nor COCO, category left empty: {category_id!r}")
+            category = ""
+        for reason in fixes:
+            rejects.fix(rid, reason, split=split)
+        rejects.keep()
         return {
             "referent_id": rid,
             "granularity": "object",

@@ -59,17 +59,18 @@ def refcocom_dir(tmp_path_factory):
     _mask_png(str(root / "masks" / "20.png"), (20, 0, 40, 30))
     _mask_png(str(root / "masks" / "21.png"), (22, 2, 30, 10))
     val_object_part = [
-        {"img_name": img(1), "segment_id": 10, "cat": 18, "bbox": [0, 0, 20, 30], "sentences": _sents("the dog"),
+        # CRIS conventions: bbox [x_min, y_min, x_max, y_max], cat the 0-79 COCO index (16 dog, 2 car)
+        {"img_name": img(1), "segment_id": 10, "cat": 16, "bbox": [0, 0, 20, 30], "sentences": _sents("the dog"),
          "sentences_num": 1},
-        {"img_name": img(1), "segment_id": 11, "cat": "dog:ear", "bbox": [2, 2, 60, 6],  # bbox fixed (clipped)
+        {"img_name": img(1), "segment_id": 11, "cat": "dog:ear", "bbox": [2, 2, 60, 8],  # bbox fixed (clipped)
          "sentences": _sents("the ear of the dog", "dog ear"), "parent_segment_id": 10},
-        {"img_name": img(2), "segment_id": 12, "cat": 3, "sentences": _sents("the car")},
-        {"img_name": img(2), "segment_id": 13, "cat": 3, "sentences": _sents("wrong size mask")},
-        {"img_name": img(2), "segment_id": 14, "cat": 3, "sentences": _sents("unreadable mask")},
-        {"img_name": img(2), "segment_id": 15, "cat": 3, "sentences": []},  # empty sentence list
-        {"img_name": img(2), "segment_id": 99, "cat": 3, "sentences": _sents("missing mask")},
-        {"img_name": img(4), "segment_id": 16, "cat": 3, "sentences": _sents("corrupt image")},
-        {"img_name": img(5), "segment_id": 17, "cat": 3, "sentences": _sents("missing image")},
+        {"img_name": img(2), "segment_id": 12, "cat": 2, "sentences": _sents("the car")},
+        {"img_name": img(2), "segment_id": 13, "cat": 2, "sentences": _sents("wrong size mask")},
+        {"img_name": img(2), "segment_id": 14, "cat": 2, "sentences": _sents("unreadable mask")},
+        {"img_name": img(2), "segment_id": 15, "cat": 2, "sentences": []},  # empty sentence list
+        {"img_name": img(2), "segment_id": 99, "cat": 2, "sentences": _sents("missing mask")},
+        {"img_name": img(4), "segment_id": 16, "cat": 2, "sentences": _sents("corrupt image")},
+        {"img_name": img(5), "segment_id": 17, "cat": 2, "sentences": _sents("missing image")},
     ]
     val_part_only = [
         {"img_name": img(3), "segment_id": 21, "cat": "wheel of car", "sentences": _sents("the left wheel")},
@@ -172,7 +173,7 @@ REFS = [
     _ref(2, 502, 2, "train", "outside car"),
     _ref(3, 503, 2, "val", "car"),
     _ref(4, 504, 3, "testA", "car"),
-    _ref(5, 503, 2, "testB", ""),  # empty sentence
+    _ref(5, 503, 2, "testB", ""),  # blank sentence only
     _ref(6, 999, 2, "testB", "no such annotation"),
 ]
 
@@ -194,7 +195,7 @@ def test_refcoco_refer_layout_splits_rows_and_rejects(tmp_path):
     assert reasons["refcoco-unc/1"][0] == "fixed"
     assert reasons["refcoco-unc/2"] == ("skipped", "polygon outside the image (empty mask)")
     assert reasons["refcoco-unc/4"][1].startswith("corrupt image")
-    assert reasons["refcoco-unc/5"] == ("skipped", "empty sentence list")
+    assert reasons["refcoco-unc/5"] == ("skipped", "no usable sentence: all 1 blank")
     assert "999" in reasons["refcoco-unc/6"][1]
     assert builder.last_summary.startswith("kept 3, fixed 1, skipped 4")  # dog: polygon + bbox fixes, one referent
 
