@@ -10,7 +10,8 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from ..builder_base import UNIRES_CITATION, MRESBuilder
+from ..builder_base import MRESBuilder
+from ..citation import UNIRES_CITATION
 from ..masks import encode_mask, mask_bbox
 from .expressions import object_descriptors, object_sentences, part_sentences
 from .scene import Scene, generate_scene

@@ -7,14 +7,10 @@ from typing import Optional
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from dataset_scripts.citation import UNIRES_CITATION
+
 from ..evaluation.metrics import format_metrics_table
 
-CITATION = """@inproceedings{wang2024unveiling,
-  title     = {Unveiling Parts Beyond Objects: Towards Finer-Granularity Referring Expression Segmentation},
-  author    = {Wang, Wenxuan and Yue, Tongtian and Zhang, Yisi and Guo, Longteng and He, Xingjian and Wang, Xinlong and Liu, Jing},
-  booktitle = {CVPR},
-  year      = {2024}
-}"""
 
 TEMPLATE = """---
 {card_data}
@@ -150,7 +146,7 @@ def write_model_card(
         mixed_precision=training_args.mixed_precision,
         seed=training_args.seed,
         evaluation=evaluation,
-        citation=CITATION,
+        citation=UNIRES_CITATION,
     )
     ModelCard(text).save(Path(folder) / "README.md")
     return text

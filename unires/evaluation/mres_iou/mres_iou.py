@@ -12,6 +12,7 @@ import evaluate
 # Indented on purpose: `evaluate` scans top-level imports and would ask to `pip install
 # modeling_unires`; the distribution is called `unires`, so we raise our own, correct message.
 try:
+    from dataset_scripts.citation import UNIRES_CITATION
     from dataset_scripts.masks import encode_mask
     from unires.evaluation.metrics import compute_mres_metrics
 except ImportError as error:  # pragma: no cover - exercised only without the package
@@ -21,15 +22,8 @@ except ImportError as error:  # pragma: no cover - exercised only without the pa
     ) from error
 
 
-_CITATION = """\
-@inproceedings{wang2024unveiling,
-  title     = {Unveiling Parts Beyond Objects: Towards Finer-Granularity Referring Expression Segmentation},
-  author    = {Wang, Wenxuan and Yue, Tongtian and Zhang, Yisi and Guo, Longteng and He, Xingjian
-               and Wang, Xinlong and Liu, Jing},
-  booktitle = {CVPR},
-  year      = {2024}
-}
-"""
+_CITATION = UNIRES_CITATION
+
 
 _DESCRIPTION = """\
 Referring-segmentation metrics at object and part granularity: mIoU (mean of per-expression
