@@ -90,3 +90,63 @@ def write_synth_detection_set(folder, num_images: int = 3, image_size: int = 64,
         json.dump({"images": images, "annotations": annotations,
                    "categories": [{"id": i, "name": n} for n, i in category_ids.items()]}, f)
     return annotations_json, image_dir, rows
+
+
+def build_tiny_causal_lm(seed: int = 0):
+    """A random two-layer Qwen2 causal LM and the captioner's locally trained tokenizer (with a chat template).
+
+    Its answers are gibberish: exactly what the part vocabulary's validation and retries must handle.
+    """
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from captioner.tiny_model import CHAT_TEMPLATE, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return Qwen2ForCausalLM(config).eval(), tokenizer
+
+
+class FakeChatServer:
+    """An OpenAI-compatible ``/chat/completions`` endpoint on 127.0.0.1 answering from a function.
+
+    ``answer(messages) -> str`` decides each reply; ``requests`` holds every request body received.
+    Use as a context manager; ``url`` is the base URL to give a client (``http://127.0.0.1:PORT/v1``).
+    """
+
+    def __init__(self, answer):
+        import http.server
+        import json
+        import threading
+
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                reply = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": server.answer(body["messages"])}}]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(reply.encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.answer = answer
+        self.requests: list[dict] = []
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._httpd.shutdown()
+        self._httpd.server_close()
