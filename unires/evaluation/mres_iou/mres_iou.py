@@ -1,6 +1,6 @@
 """`evaluate` module for multi-granularity referring expression segmentation (MRES).
 
-Load it offline from its folder: `evaluate.load("/path/to/modeling_unires/evaluation/mres_iou")`
+Load it offline from its folder: `evaluate.load("/path/to/unires/evaluation/mres_iou")`
 (the folder is also `unires.evaluation.MRES_IOU_METRIC_PATH`). The computation is the
 one of `unires.evaluation.metrics`, so both give identical numbers.
 """
@@ -54,7 +54,7 @@ Returns:
     count; part groups also part_object_confusion and part_object_confusion_count; None when
     a group is empty) and "options".
 Examples:
-    >>> metric = evaluate.load("modeling_unires/evaluation/mres_iou")
+    >>> metric = evaluate.load("unires/evaluation/mres_iou")
     >>> mask = {"size": [2, 2], "counts": [1, 3]}
     >>> metric.compute(predictions=[mask], references=[mask], granularities=["object"])["object"]["mIoU"]
     100.0
