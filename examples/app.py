@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""The UniRES app in a browser (`make app`): upload an image, type expressions, get masks.
+
+    python examples/app.py --model outputs/demo/model            # after `make demo`; offline
+    python examples/app.py --model org/unires --port 7860        # a Hub id
+
+On a Hugging Face Space (front matter `app_file: examples/app.py`) the model comes from the UNIRES_MODEL variable
+and the host and port from Gradio's GRADIO_SERVER_NAME / GRADIO_SERVER_PORT. The app is `unires.app.UniRESApp`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the page's server
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from unires.app import Segmenter, UniRESApp  # noqa: E402
+
+DEFAULT_MODEL = "outputs/demo/model"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=os.environ.get("UNIRES_MODEL", DEFAULT_MODEL),
+                        help=f"UniRES checkpoint: a folder or a Hub id (default: $UNIRES_MODEL or {DEFAULT_MODEL}).")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="Address to listen on (default 127.0.0.1: this machine only).")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available).")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    looks_local = args.model.startswith((".", "/")) or args.model == DEFAULT_MODEL
+    if looks_local and not Path(args.model).is_dir():
+        raise SystemExit(f"No model folder at {args.model}: run `make demo` first, or pass --model <folder or Hub id>.")
+    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    UniRESApp(segmenter, model_name=args.model).launch(host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

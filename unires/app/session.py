@@ -1,0 +1,125 @@
+"""Encode an image once, then answer any number of expressions on it from that encoding, as SAM's predictor does.
+
+`Segmenter` holds the model and processor (one per app, shared by every visitor). `SessionState` is a visitor's
+own: the encoded image (its pixel values and image embeddings) and the mask logits of each expression already
+asked on it. A new set of expressions on the same image runs only the text tower and the decoder, and only for the
+expressions not asked before; a new threshold runs no model at all (the masks come from the cached logits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass
+class EncodedImage:
+    """One image as the model saw it: `pixel_values` `(1, 3, S, S)` and `embeddings` `(1, tokens, hidden)`."""
+
+    image: Image.Image
+    fingerprint: str
+    pixel_values: torch.Tensor
+    embeddings: torch.Tensor
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the image the masks are made at."""
+        return (self.image.height, self.image.width)
+
+
+class Segmenter:
+    """A UniRES model and its processor, split into the image side (`encode`) and the text side (`decode`)."""
+
+    def __init__(self, model, processor, device=None):
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(device).eval()
+        self.processor = processor
+        self.device = device
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, device=None, **kwargs) -> "Segmenter":
+        """Load model and processor from a folder or a Hub id (`kwargs` go to both `from_pretrained` calls)."""
+        import modeling_unires  # noqa: F401  (registers UniRES with the Auto classes)
+        from transformers import AutoModel, AutoProcessor
+
+        model = AutoModel.from_pretrained(name_or_path, **kwargs)
+        processor = AutoProcessor.from_pretrained(name_or_path, **kwargs)
+        return cls(model, processor, device=device)
+
+    @property
+    def default_threshold(self) -> float:
+        """The model's mask threshold (`config.mask_threshold`), the slider's starting value."""
+        return float(self.model.config.mask_threshold)
+
+    @torch.inference_mode()
+    def encode(self, image: Image.Image, fingerprint: str) -> EncodedImage:
+        """Run the image side once: resize and normalise, then the vision tower with its group tokens."""
+        inputs = self.processor.image_processor.preprocess(image, return_tensors="pt")
+        pixel_values = inputs["pixel_values"].to(self.device, dtype=self.model.dtype)
+        embeddings = self.model.get_image_embeddings(pixel_values)
+        return EncodedImage(image=image, fingerprint=fingerprint, pixel_values=pixel_values, embeddings=embeddings)
+
+    @torch.inference_mode()
+    def decode(self, encoded: EncodedImage, expressions: list[str]) -> torch.Tensor:
+        """Mask logits `(len(expressions), S, S)` (float32, on the CPU) from the text side and the decoder alone."""
+        tokens = self.processor.tokenize(list(expressions), return_tensors="pt")
+        outputs = self.model(
+            image_embeddings=encoded.embeddings,
+            pixel_values=encoded.pixel_values,  # read by the pixel branch only, when the model has one
+            input_ids=tokens["input_ids"].to(self.device),
+            attention_mask=tokens["attention_mask"].to(self.device),
+            image_indices=torch.zeros(len(expressions), dtype=torch.long, device=self.device),
+        )
+        return outputs.logits.float().cpu()
+
+    def masks(self, logits: torch.Tensor, size: tuple[int, int], threshold: float):
+        """`(masks, scores)` at `size` = (height, width) through the processor's one logits-to-mask path."""
+        masks, scores = self.processor.post_process_masks(logits, [size], threshold=threshold, return_scores=True)
+        return [np.asarray(mask, dtype=bool) for mask in masks], scores
+
+
+@dataclass
+class SessionState:
+    """A visitor's image encoding and the logits of the expressions asked on it (kept in Gradio's session state)."""
+
+    encoded: Optional[EncodedImage] = None
+    logits: dict[str, torch.Tensor] = field(default_factory=dict)  # expression -> (S, S) logits on `encoded`
+    expressions: list[str] = field(default_factory=list)  # the last set asked, in order (what the page shows)
+
+    def has_image(self, fingerprint: str) -> bool:
+        return self.encoded is not None and self.encoded.fingerprint == fingerprint
+
+    def set_image(self, segmenter: Segmenter, image: Image.Image, fingerprint: str) -> bool:
+        """Encode `image` unless it is the one already encoded; returns whether the image side ran."""
+        if self.has_image(fingerprint):
+            return False
+        self.encoded = segmenter.encode(image, fingerprint)
+        self.logits = {}
+        self.expressions = []
+        return True
+
+    def clear(self) -> None:
+        self.encoded = None
+        self.logits = {}
+        self.expressions = []
+
+    def ask(self, segmenter: Segmenter, expressions: list[str]) -> int:
+        """Make `expressions` the current set, decoding those not asked before; returns how many were decoded."""
+        if self.encoded is None:
+            raise ValueError("no image is encoded: call set_image first")
+        new = list(dict.fromkeys(expression for expression in expressions if expression not in self.logits))
+        if new:
+            for expression, logits in zip(new, segmenter.decode(self.encoded, new)):
+                self.logits[expression] = logits
+        self.expressions = list(expressions)
+        # Only the current set is kept: the cache stays as small as one request, and an edit reuses the rest.
+        self.logits = {expression: self.logits[expression] for expression in self.expressions}
+        return len(new)
+
+    def current_logits(self) -> torch.Tensor:
+        """Logits `(n, S, S)` of the current expressions, in order: all a new threshold needs."""
+        return torch.stack([self.logits[expression] for expression in self.expressions])
