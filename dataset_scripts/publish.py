@@ -5,6 +5,11 @@ of ours)::
 
     README.md                         dataset card: YAML `configs`, `dataset_info`, counts, licence, citation
     data/{split}-00000-of-0000N.parquet
+    annotations/annotations-{split}-...parquet   (publish_shards, optional) the rows without image bytes
+    figures/score_*.png                          (publish_shards) score histograms shown in the card
+
+``publish`` writes a ``DatasetDict``; ``publish_shards`` writes the card of a folder whose shards
+exist already (the data engine's output) and pushes it.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ import glob
 import logging
 import math
 import os
-from typing import Any, Mapping, Optional, Union
+import re
+from typing import Any, Mapping, Optional, Sequence, Union
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, Features, Value
 from datasets.table import embed_table_storage
 from datasets.utils.py_utils import convert_file_size_to_int
 from tqdm.auto import tqdm
@@ -134,20 +140,117 @@ def publish(
 
     if not push:
         return folder
-    from huggingface_hub import HfApi
-
     try:
-        api = HfApi(token=token)
-        repo_url = api.create_repo(repo_or_folder, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(
-            repo_id=repo_url.repo_id,
-            repo_type="dataset",
-            folder_path=folder,
-            # replace this config's old shards, whose count may differ from the new ones
-            delete_patterns=[f"data/{split}-*.parquet" for split in dataset_dict],
-            commit_message="Upload MRES dataset (Parquet shards + dataset card)",
-        )
+        # replace this config's old shards, whose count may differ from the new ones
+        return _push_folder(folder, repo_or_folder, [f"data/{split}-*.parquet" for split in dataset_dict],
+                            private=private, token=token)
     finally:
         if tmp_holder is not None:
             tmp_holder.cleanup()
+
+
+def _push_folder(folder, repo_id, delete_patterns, *, private=False, token=None, allow_patterns=None) -> str:
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_folder(
+        repo_id=repo_url.repo_id,
+        repo_type="dataset",
+        folder_path=folder,
+        allow_patterns=allow_patterns,
+        delete_patterns=delete_patterns,
+        commit_message="Upload MRES dataset (Parquet shards + dataset card)",
+    )
     return str(repo_url)
+
+
+# -- folders whose Parquet shards already exist (the data engine writes them shard by shard) ----------
+
+ANNOTATIONS_CONFIG = "annotations"
+_SHARD_NAME = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}(?:-\d+)?\.parquet$")
+
+
+def annotation_features(features: Features) -> Features:
+    """The features of the ``annotations`` config: the rows without image bytes, with ``file_name`` instead."""
+    columns = {}
+    for name, feature in features.items():
+        if name == "image":
+            continue
+        columns[name] = feature
+        if name == "image_id":
+            columns["file_name"] = Value("string")
+    columns.setdefault("file_name", Value("string"))
+    return Features(columns)
+
+
+def _split_files(folder: str, data_dir: str, prefix: str = "") -> dict[str, list[str]]:
+    files: dict[str, list[str]] = {}
+    for path in sorted(glob.glob(os.path.join(folder, data_dir, f"{prefix}*.parquet"))):
+        match = _SHARD_NAME.match(os.path.basename(path)[len(prefix):])
+        if match:
+            files.setdefault(match["split"], []).append(path)
+    return files
+
+
+def publish_shards(
+    folder: str,
+    repo_id: Optional[str] = None,
+    *,
+    data_dir: str = "data",
+    annotations_dir: str = ANNOTATIONS_CONFIG,
+    card_data: Optional[Mapping[str, Any]] = None,
+    private: bool = False,
+    token: Optional[str] = None,
+    extra_uploads: Sequence[str] = ("stats.json", "rejects/*.jsonl"),
+) -> str:
+    """Write the card of a folder whose Parquet shards exist already; push it when ``repo_id`` is given.
+
+    The folder holds ``{data_dir}/{split}-NNNNN-of-NNNNN[-PPP].parquet`` (images embedded, config
+    ``default``) and optionally ``{annotations_dir}/annotations-{split}-...parquet`` (no image
+    bytes, ``file_name`` instead; config ``annotations``). The card gets both configs, counts per
+    split, granularity and category, and a histogram per score (``figures/score_*.png``), all
+    read from the shards one column at a time (the annotations when present: no image is read).
+
+    Returns:
+        The folder, or the repo URL after a push.
+    """
+    import pyarrow.parquet as pq
+
+    from .dataset_card import ReferentStatistics
+
+    data_files = _split_files(folder, data_dir)
+    if not data_files:
+        raise ValueError(f"{folder} has no Parquet shards named {data_dir}/<split>-NNNNN-of-NNNNN*.parquet")
+    annotation_files = _split_files(folder, annotations_dir, prefix="annotations-")
+    features = Features.from_arrow_schema(pq.read_schema(next(iter(data_files.values()))[0]))
+    extra_configs = {}
+    if annotation_files:
+        if set(annotation_files) != set(data_files):
+            raise ValueError(f"{folder}: splits {sorted(annotation_files)} in {annotations_dir}/ but {sorted(data_files)} in {data_dir}/")
+        annotation_schema = Features.from_arrow_schema(pq.read_schema(next(iter(annotation_files.values()))[0]))
+        extra_configs[ANNOTATIONS_CONFIG] = (f"{annotations_dir}/annotations-{{split}}-*", annotation_schema)
+
+    counts = {}
+    statistics = ReferentStatistics()
+    for split, paths in data_files.items():
+        split_statistics = ReferentStatistics(max_samples=0)
+        for path in annotation_files.get(split, paths):
+            split_statistics.add_parquet(path)
+            statistics.add_parquet(path)
+        counts[split] = {**split_statistics.counts(), "shards": len(paths)}
+    figures = statistics.write_histograms(folder)
+    sections = [statistics.category_section()]
+    if figures:
+        sections.append("## Scores\n\nHistograms over every split (a seeded sample of at most 200,000 values per score).\n\n"
+                        + "\n\n".join(f"![{name}]({path})" for name, path in figures.items()))
+    card = render_dataset_card(counts, features, card_data=card_data, extra_configs=extra_configs, extra_sections=sections)
+    tmp = os.path.join(folder, ".tmp-README.md")  # a reader never sees half a card
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(card)
+    os.replace(tmp, os.path.join(folder, "README.md"))
+    if repo_id is None:
+        return folder
+    allow = ["README.md", f"{data_dir}/*.parquet", f"{annotations_dir}/*.parquet", "figures/*.png", *extra_uploads]
+    delete = [f"{data_dir}/*.parquet", f"{annotations_dir}/*.parquet", "figures/*.png"]
+    return _push_folder(folder, repo_id, delete, private=private, token=token, allow_patterns=allow)
