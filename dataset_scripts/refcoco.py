@@ -155,6 +155,7 @@ class RefCOCO(MRESBuilder):
             split = str(ref["split"])
             if ref.get("ref_id") in first_split:
                 repeats.append((split, ref))
+                by_split.setdefault(split, [])  # a split of repeats only is still a split of the file
                 continue
             first_split[ref.get("ref_id")] = split
             by_split.setdefault(split, []).append(ref)

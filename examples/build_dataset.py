@@ -20,7 +20,7 @@ from dataset_scripts.refcoco import RefCOCO
 from dataset_scripts.refcoco_m import RefCOCOm
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=["mres-synth", "refcoco-m", "refcoco"])
     parser.add_argument("--out", required=True, help="folder, or Hub repo id with --push")
@@ -37,7 +37,7 @@ def main():
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--rejects", default=None, help="rejects file (default: rejects.jsonl in --out; with --push, in the working directory)")
     parser.add_argument("--max-shard-size", default="256MB")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     _show_build_log()
     rejects = args.rejects or (os.path.abspath("rejects.jsonl") if args.push else os.path.join(args.out, "rejects.jsonl"))
 

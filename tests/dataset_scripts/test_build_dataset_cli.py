@@ -1,0 +1,116 @@
+"""Builder accounting and caching, and `examples/build_dataset.py` rebuilding after an input is repaired.
+
+(The command-line test lives here because it exercises the builders' cache and rejects file; the
+example itself only wires them.)
+"""
+
+import glob
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from datasets import load_dataset
+from PIL import Image
+
+from dataset_scripts.features import SCHEMA_VERSION
+from dataset_scripts.mres_synth.builder import MRESSynth
+from dataset_scripts.refcoco import RefCOCO
+from dataset_scripts.refcoco_m import RefCOCOm
+
+REPO = Path(__file__).resolve().parents[2]
+W, H = 40, 30
+
+
+def _release(root, repaired=False):
+    """A RefCOCO_m release of two images, one referent each; the second image is missing until repaired."""
+    for sub in ("images", "masks", "annotations"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    items = []
+    for sid, box in ((1, (0, 0, 10, 10)), (2, (20, 5, 30, 25))):
+        name = f"COCO_train2014_{sid:012d}.jpg"
+        if sid == 1 or repaired:
+            Image.new("RGB", (W, H), "blue").save(root / "images" / name)
+        mask = np.zeros((H, W), np.uint8)
+        mask[box[1]:box[3], box[0]:box[2]] = 255
+        Image.fromarray(mask).save(root / "masks" / f"{sid}.png")
+        items.append({"img_name": name, "segment_id": sid, "cat": 2, "bbox": list(box),
+                      "sentences": [{"idx": 0, "sent_id": sid, "sent": f"car {sid}"}]})
+    (root / "annotations" / "val_object_part.json").write_text(json.dumps(items))
+    return root
+
+
+def _cache_rejects(cache):
+    return glob.glob(os.path.join(str(cache), "**", "rejects.jsonl"), recursive=True)
+
+
+def test_schema_version_reaches_every_builder_config(tmp_path):
+    builders = [
+        RefCOCOm(data_dir=str(tmp_path), cache_dir=str(tmp_path / "c")),
+        RefCOCO(config_name="refcocog-umd", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c")),
+        MRESSynth(cache_dir=str(tmp_path / "c"), num_train=1),
+    ]
+    for builder in builders:
+        assert str(builder.config.version) == SCHEMA_VERSION == str(builder.info.version)
+        assert f"/{SCHEMA_VERSION}" in builder.cache_dir  # a schema bump never reads an old build
+
+
+def test_rejects_path_and_reuse_are_reported(tmp_path):
+    data = _release(tmp_path / "data")
+    target = tmp_path / "out" / "rejects.jsonl"
+    builder = RefCOCOm(data_dir=str(data), cache_dir=str(tmp_path / "cache"), rejects_path=str(target))
+    builder.download_and_prepare()
+    assert builder.rejects_path == str(target) and builder.last_summary.startswith("kept 1, fixed 0, skipped 1")
+    assert builder.last_summary.endswith(f"(rejects: {target})")
+    assert [json.loads(line)["item_id"] for line in target.read_text().splitlines()] == ["val_object_part/2"]
+    assert _cache_rejects(tmp_path / "cache") == []
+
+    again = RefCOCOm(data_dir=str(data), cache_dir=str(tmp_path / "cache"))
+    again.download_and_prepare()
+    assert again.last_summary.startswith("reused the cached build") and "force_redownload" in again.last_summary
+
+
+def _build_dataset_main():
+    spec = importlib.util.spec_from_file_location("examples_build_dataset", REPO / "examples" / "build_dataset.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def _published_referents(out, cache_dir):
+    ds = load_dataset(str(out), split="val_object_part", cache_dir=str(cache_dir))  # a fresh cache per read
+    return [r["referent_id"] for row in ds for r in row["referents"]]
+
+
+def test_cli_rebuilds_after_a_repair_writes_rejects_beside_out_and_shows_the_summary(tmp_path, caplog):
+    main = _build_dataset_main()
+    data = _release(tmp_path / "data")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = ["refcoco-m", "--data-dir", str(data), "--out", str(out), "--cache-dir", str(cache)]
+    with caplog.at_level(logging.INFO, logger="dataset_scripts"):
+        main(argv)
+    assert any(m.startswith("kept 1, fixed 0, skipped 1") for m in caplog.messages)
+    records = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["item_id"], r["reason"].split(":")[0]) for r in records] == [("val_object_part/2", "missing image")]
+    assert _cache_rejects(cache) == []
+    assert _published_referents(out, tmp_path / "read1") == ["val_object_part/1"]
+
+    _release(data, repaired=True)  # the user repairs the release and runs the same command
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dataset_scripts"):
+        main(argv)
+    assert any(m.startswith("kept 2, fixed 0, skipped 0") for m in caplog.messages)
+    assert (out / "rejects.jsonl").read_text() == ""
+    assert _published_referents(out, tmp_path / "read2") == ["val_object_part/1", "val_object_part/2"]
+
+
+def test_cli_mres_synth_writes_rejects_beside_out(tmp_path, caplog):
+    main = _build_dataset_main()
+    out = tmp_path / "synth"
+    with caplog.at_level(logging.INFO, logger="dataset_scripts"):
+        main(["mres-synth", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--image-size", "32",
+              "--num-train", "2", "--num-validation", "0", "--num-test", "0", "--num-test-unseen", "0"])
+    assert (out / "rejects.jsonl").is_file() and _cache_rejects(tmp_path / "cache") == []
+    assert any(m.startswith("kept ") for m in caplog.messages)
