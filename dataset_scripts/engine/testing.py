@@ -150,3 +150,43 @@ class FakeChatServer:
     def __exit__(self, *exc):
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+def build_tiny_clip_tokenizer(model_max_length: int = 16):
+    """A CLIP tokenizer trained locally on engine-like phrases (CLIP, OWL-ViT and OWLv2 use CLIP's tokenizer)."""
+    from modeling_unires.tokenization_local import build_clip_tokenizer
+
+    corpus = ["wheel of car", "window of house", "ear of dog", "head of person", "a red car on the left",
+              "the small blue boat", "a person standing", "sail of boat", "roof of house", "leg of chair"]
+    import json
+
+    from transformers import CLIPTokenizer
+
+    tokenizer = build_clip_tokenizer(corpus, vocab_size=600, model_max_length=model_max_length)
+    # OWL treats a query whose first token id is 0 as padding; real CLIP vocabularies put the start
+    # token last (49406), so do the same: swap it with the last id.
+    vocab = tokenizer.get_vocab()
+    start, last = tokenizer.bos_token, max(vocab, key=vocab.get)
+    vocab[start], vocab[last] = vocab[last], vocab[start]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" "))
+              for m in json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]]
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+
+
+def build_tiny_owlv2(image_size: int = 32, seed: int = 0):
+    """A tiny ``Owlv2ForObjectDetection`` and an ``Owlv2Processor`` resizing crops to ``image_size``."""
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    tokenizer = build_tiny_clip_tokenizer()
+    torch.manual_seed(seed)
+    config = Owlv2Config(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": tokenizer.bos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": image_size, "patch_size": 8},
+        projection_dim=32,
+    )
+    model = Owlv2ForObjectDetection(config).eval()
+    processor = Owlv2Processor(Owlv2ImageProcessor(size={"height": image_size, "width": image_size}), tokenizer)
+    return model, processor
