@@ -113,8 +113,10 @@ def run_demo(
         # Rows are read inside the timing (images and masks decode then), as they are in training.
         probe_rows = data["train"].select(range(min(64, len(data["train"]))))
         step_seconds = measure_step_seconds(model, collator, probe_rows, batch_size, steps=10)
+        # A fixed --max_steps is a fixed run; otherwise the probe's plan is revised during training to the budget.
+        budget_minutes = None if max_steps else train_minutes
         max_steps = max_steps or steps_for_budget(train_minutes * 60, step_seconds)
-        print(f"    {step_seconds:.3f} s/step → {max_steps} steps (budget {train_minutes:g} min)")
+        print(f"    {step_seconds:.3f} s/step → {max_steps} steps planned (budget {train_minutes:g} min)")
 
     model_args = ModelArguments(config_name=str(out / "config"), processor_name_or_path=str(out / "processor"),
                                 ablation=ablation)
@@ -127,6 +129,7 @@ def run_demo(
         learning_rate=learning_rate,
         weight_decay=5e-4,
         max_steps=max_steps,
+        max_train_minutes=budget_minutes,
         warmup_ratio=0.05,
         logging_steps=max(1, max_steps // 20),
         do_final_eval=False,
@@ -152,7 +155,8 @@ def run_demo(
     # The card written during training had no numbers yet: rewrite it with the table.
     trainer.save_model(eval_results={s: m["unires"] for s, m in metrics["splits"].items()})
     metrics["timings_seconds"] = timings
-    metrics["training"] = {"steps": max_steps, "seconds_per_step_planned": round(step_seconds, 4),
+    metrics["training"] = {"steps": trainer.state.global_step, "steps_planned": max_steps,
+                           "seconds_per_step_planned": round(step_seconds, 4),
                            "batch_size": batch_size, "referents_per_image": referents_per_image,
                            "parameters": sum(p.numel() for p in model.parameters()), "ablation": ablation,
                            "config_overrides": config_overrides}

@@ -22,6 +22,7 @@ from unires.training import (
 )
 from modeling_unires.testing_utils import tiny_config_kwargs
 from unires.training.budget import measure_step_seconds, steps_for_budget
+from unires.training.trainer import UniRESTrainer
 from unires.training.scratch import prepare_from_scratch, all_sentences
 
 REPO = Path(__file__).resolve().parents[2]
@@ -243,3 +244,22 @@ def test_budget_probe_reads_rows_and_leaves_the_model_alone(setup):
         measure_step_seconds(model, collator, [], batch_size=2)
     with pytest.raises(ValueError, match="must be positive"):
         steps_for_budget(0, 0.5)
+
+
+def test_time_budget_replans_the_run_and_the_schedule(setup, tmp_path):
+    # A fake clock: every optimisation step takes 10 s, the budget is 1 minute, the first plan 50 steps.
+    model_args, data_args, training_args = _args(setup, tmp_path / "budget", max_steps=50, max_train_minutes=1.0,
+                                                 warmup_ratio=0.1, logging_steps=1)
+    from unires.training.run import build_model, build_processor
+
+    model = build_model(model_args)
+    trainer = UniRESTrainer(model, build_processor(model_args, model), training_args, data_args,
+                            setup["data"]["train"])
+    ticks = iter(range(0, 10_000, 10))
+    trainer.clock = lambda: float(next(ticks))
+    trainer.train()
+    # Start at t=0, warm-up steps 1-3 end at t=30, then 10 s a step: the budget ends at step 6.
+    assert trainer.state.global_step == trainer.max_steps == trainer.state.planned_steps == 6
+    # The cosine schedule ran to the end of the re-planned run, not of the first plan.
+    assert trainer.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+    assert [record["step"] for record in trainer.state.log_history] == [1, 2, 3, 4, 5, 6]

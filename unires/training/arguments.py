@@ -106,6 +106,14 @@ class UniRESTrainingArguments:
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs (ignored when --max_steps is set)."})
     max_steps: int = field(default=-1, metadata={"help": "Total optimisation steps; overrides epochs when > 0."})
+    max_train_minutes: Optional[float] = field(
+        default=None,
+        metadata={
+            "help": "Wall-clock training budget. The step count (from --max_steps or the epochs) is the first plan; "
+            "it is re-planned during training from the measured step rate so that training ends within the budget, "
+            "and the cosine schedule follows the new length."
+        },
+    )
     warmup_ratio: float = field(default=0.0, metadata={"help": "Share of steps spent warming up linearly."})
     warmup_steps: int = field(default=0, metadata={"help": "Warm-up steps (overrides --warmup_ratio when > 0)."})
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (Accelerate)."})
@@ -136,5 +144,7 @@ class UniRESTrainingArguments:
             raise ValueError(f"--mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         if self.gradient_accumulation_steps < 1:
             raise ValueError(f"--gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
+        if self.max_train_minutes is not None and self.max_train_minutes <= 0:
+            raise ValueError(f"--max_train_minutes must be positive, got {self.max_train_minutes}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("set --max_steps or a positive --num_train_epochs")

@@ -24,11 +24,11 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, gather_object
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 from ..evaluation.evaluator import UniRESRowSegmenter, evaluate_predictor
 from ..evaluation.metrics import MRESMetricAccumulator, MRESMetricOptions
 from .arguments import DataArguments, UniRESTrainingArguments
+from .budget import StepReplanner
 from .collator import MRESTrainingCollator
 from .model_card import write_model_card
 
@@ -43,6 +43,7 @@ class TrainerState:
     """What, besides Accelerate's state, a checkpoint needs for an exact resume."""
 
     global_step: int = 0
+    planned_steps: int = 0  # the run's length, as last (re-)planned
     epoch: int = 0
     batches_seen_in_epoch: int = 0
     log_history: list = field(default_factory=list)
@@ -127,16 +128,21 @@ class UniRESTrainer:
         )
         self.state = TrainerState()
         self.max_steps = self._total_steps()
+        self.clock = time.perf_counter  # the budget's clock (replaceable in tests)
+        self.replanner = (
+            StepReplanner(args.max_train_minutes * 60, self.max_steps) if args.max_train_minutes else None
+        )
 
         backbone_lr = args.backbone_learning_rate if args.backbone_learning_rate is not None else args.learning_rate
         self.optimizer = torch.optim.AdamW(
             build_parameter_groups(model, args.learning_rate, backbone_lr, args.weight_decay),
             betas=(args.adam_beta1, args.adam_beta2),
         )
-        warmup = args.warmup_steps or int(math.ceil(args.warmup_ratio * self.max_steps))
-        # Stepped once per optimisation step by this loop (not by Accelerate, which would step
-        # it once per process), and checkpointed through register_for_checkpointing.
-        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.max_steps)
+        self.warmup_steps = args.warmup_steps or int(math.ceil(args.warmup_ratio * self.max_steps))
+        # Cosine with linear warm-up over the *current* plan (it may be re-planned to meet a time budget). Stepped
+        # once per optimisation step by this loop (not by Accelerate, which would step it once per process), and
+        # checkpointed through register_for_checkpointing.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
         self.accelerator.register_for_checkpointing(self.scheduler)
 
         dataloader = self._train_dataloader()
@@ -150,6 +156,13 @@ class UniRESTrainer:
             )
 
     # ----------------------------------------------------------------------------- setup
+    def _learning_rate_factor(self, step: int) -> float:
+        """transformers' cosine-with-warm-up factor, for the run's current length."""
+        if step < self.warmup_steps:
+            return step / max(1, self.warmup_steps)
+        progress = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
     def _trackers(self):
         choice = (self.args.report_to or "none").lower()
         if choice == "none":
@@ -223,6 +236,8 @@ class UniRESTrainer:
             checkpoint = str(found[-1])
         folder = Path(checkpoint)
         self.state = TrainerState.load(folder)
+        if self.state.planned_steps:
+            self.max_steps = self.state.planned_steps
         self.accelerator.load_state(str(folder))
         logger.info("resumed from %s at step %d", folder, self.state.global_step)
 
@@ -266,6 +281,8 @@ class UniRESTrainer:
         )
         self.model.train()
         running, running_count, started = 0.0, 0, time.perf_counter()
+        if self.replanner is not None:
+            self.replanner.start(self.clock())
         while self.state.global_step < self.max_steps:
             consumed_any = False
             for batch in self._epoch_batches():
@@ -291,10 +308,14 @@ class UniRESTrainer:
                 running_count += 1
                 if not accelerator.sync_gradients:
                     continue
-                self.scheduler.step()
                 self.state.global_step += 1
-                bar.update(1)
                 step = self.state.global_step
+                if self.replanner is not None:
+                    self.max_steps = max(step, self.replanner.update(step, self.clock()))
+                    bar.total = self.max_steps
+                self.state.planned_steps = self.max_steps
+                self.scheduler.step()
+                bar.update(1)
                 if step % args.logging_steps == 0 or step == self.max_steps:
                     mean_loss = accelerator.reduce(
                         torch.tensor(running / max(running_count, 1), device=accelerator.device), "mean"
