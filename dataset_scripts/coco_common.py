@@ -90,7 +90,7 @@ def checked_bbox(
     if bbox is None:
         return mask_box, None
     try:
-        values = [float(v) for v in bbox]
+        values = [float(v) for v in bbox] if isinstance(bbox, (list, tuple)) else []
     except (TypeError, ValueError):
         values = []
     if len(values) != 4 or not all(math.isfinite(v) for v in values):

@@ -150,8 +150,8 @@ class RefCOCO(MRESBuilder):
         first_split: dict = {}  # ref_id -> split of its first occurrence
         repeats: list[tuple[str, dict]] = []
         for i, ref in enumerate(refs):
-            if not isinstance(ref, dict) or "split" not in ref:
-                raise ValueError(f"{refs_path}: ref #{i} is not a dict with a 'split' key")
+            if not isinstance(ref, dict) or "split" not in ref or "ref_id" not in ref:
+                raise ValueError(f"{refs_path}: ref #{i} is not a dict with 'split' and 'ref_id' keys")
             split = str(ref["split"])
             if ref.get("ref_id") in first_split:
                 repeats.append((split, ref))

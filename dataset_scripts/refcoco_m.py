@@ -6,9 +6,9 @@ The user downloads RefCOCO_m in its released CRIS layout and COCO train2014 imag
     builder.download_and_prepare()
     ds = builder.as_dataset()                       # one split per annotations/{split}.json
 
-The layout and its conventions are described in :mod:`dataset_scripts.cris_layout` (the
-converter's ``anns/{dataset}/`` and ``masks/{dataset}/`` are accepted too; the config's
-``annotation_dir``, ``mask_dir`` and ``image_dir`` point elsewhere). Every split file present
+The layout and its conventions are described in :mod:`dataset_scripts.cris_layout` (CRIS's
+converter's ``anns/{dataset}/`` and ``masks/{dataset}/`` are accepted too; the config fields
+``annotation_dir``, ``mask_dir`` and ``image_dir`` name other folders). Every split file present
 is read (public names include ``val_part_only`` and ``val_object_part``); items are grouped by
 image; bad items are skipped and fixes recorded in ``rejects.jsonl`` (see
 :class:`~dataset_scripts.rejects.RejectLog`).

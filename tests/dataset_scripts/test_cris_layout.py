@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dataset_scripts.coco_common import checked_bbox
 from dataset_scripts.masks import decode_mask, mask_from_png
 from dataset_scripts.refcoco import RefCOCO
 from dataset_scripts.refcoco_m import RefCOCOm
@@ -184,3 +185,19 @@ def test_cris_fixes_skips_and_their_reasons(tmp_path):
     assert by_item["val/5"][0][1].startswith("cat is not a COCO category index (0-79)")
     # the blank sentence of a referent that is skipped anyway is not recorded as a fix
     assert [action for action, _ in by_item["val/6"]] == ["skipped"] and by_item["val/6"][0][1].startswith("missing mask")
+
+
+@pytest.mark.parametrize("bbox, xyxy, expected, reason", [
+    (None, True, [1.0, 1.0, 2.0, 2.0], None),  # absent: the mask's box, not a fix
+    ([4, 3, 14, 15], True, [4.0, 3.0, 10.0, 12.0], None),
+    ([4, 3, 14, 15], False, [4.0, 3.0, 14.0, 15.0], None),
+    ([30, 20, 50, 40], True, [30.0, 20.0, 10.0, 10.0], "bbox clipped to the image"),
+    ([14, 3, 4, 15], True, [1.0, 1.0, 2.0, 2.0], "bbox has no positive width and height"),
+    ([50, 40, 60, 50], True, [1.0, 1.0, 2.0, 2.0], "bbox outside the image"),
+    ("1234", True, [1.0, 1.0, 2.0, 2.0], "bbox is not 4 numbers"),
+    ([1, 2, float("nan"), 4], False, [1.0, 1.0, 2.0, 2.0], "bbox is not 4 numbers"),
+])
+def test_checked_bbox_names_what_it_fixed(bbox, xyxy, expected, reason):
+    box, problem = checked_bbox(bbox, W, H, [1.0, 1.0, 2.0, 2.0], xyxy=xyxy)
+    assert box == expected
+    assert problem is None if reason is None else problem.startswith(reason)
