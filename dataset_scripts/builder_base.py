@@ -9,12 +9,8 @@ from typing import Optional
 
 import datasets
 
-from .citation import UNIRES_CITATION
 from .features import MRES_FEATURES, SCHEMA_VERSION
 from .rejects import REJECTS_FILENAME, RejectLog
-
-
-
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ image; bad items are skipped and fixes recorded in ``rejects.jsonl`` (see
 
 from __future__ import annotations
 
-from .builder_base import UNIRES_CITATION, MRESBuilder
+from .builder_base import MRESBuilder
+from .citation import UNIRES_CITATION
 from .coco_common import SOURCE
 from .cris_layout import CRISLayoutConfig, cris_split_generators, read_cris_split
 
