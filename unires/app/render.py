@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from dataset_scripts.masks import encode_mask
-from unires.evaluation.overlays import _slug, overlay_mask
+from unires.evaluation.overlays import _slug
 
 # Distinct, saturated colours (Tableau 10 then a few more), one per expression in order; repeats past 16.
 PALETTE = [
@@ -27,10 +27,18 @@ def colour_of(index: int) -> tuple[int, int, int]:
 
 
 def overlay_masks(image: Image.Image, masks: list[np.ndarray], alpha: float = 0.5) -> Image.Image:
-    """`image` (its size unchanged) with mask `i` tinted in `colour_of(i)`; later masks are drawn over earlier."""
+    """
+    `image` (its size unchanged) with mask `i` tinted in `colour_of(i)`, as `unires.evaluation.overlays.overlay_mask`
+    tints one mask; later masks are drawn over earlier. PIL's blend and composite keep the image in 8 bits, so eight
+    masks on a 2048 × 2048 image take tens of milliseconds rather than seconds.
+    """
     overlay = image.convert("RGB")
     for index, mask in enumerate(masks):
-        overlay = overlay_mask(overlay, np.asarray(mask, dtype=bool), colour_of(index), alpha=alpha)
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (overlay.height, overlay.width):
+            raise ValueError(f"mask {index} has shape {mask.shape} but the image is {(overlay.height, overlay.width)}")
+        tinted = Image.blend(overlay, Image.new("RGB", overlay.size, colour_of(index)), alpha)
+        overlay = Image.composite(tinted, overlay, Image.fromarray(mask.astype(np.uint8) * 255))
     return overlay
 
 

@@ -32,6 +32,10 @@ segment = pipeline("referring-expression-segmentation", model="{model_id}")
 results = segment(image, ["the red car", "the wheels of the blue bus"])
 ```
 
+## Try it in a browser
+
+{try_it}
+
 ## Model
 
 | | |
@@ -82,6 +86,17 @@ def _decoder_options(config) -> str:
     return "; " + ", ".join(options) if options else ""
 
 
+def _try_it(model_id: str, space_id: Optional[str]) -> str:
+    """The card's "Try it in a browser" section: the Space when there is one, and the app's local command."""
+    local = (
+        "The UniRES app (upload an image, type expressions one per line, get the masks, their scores and a download) "
+        f'runs locally:\n\n```bash\npip install "unires[app]"\npython examples/app.py --model {model_id}\n```'
+    )
+    if not space_id:
+        return local
+    return f"Online: the Space [{space_id}](https://huggingface.co/spaces/{space_id}). " + local
+
+
 def write_model_card(
     folder,
     *,
@@ -95,8 +110,13 @@ def write_model_card(
     model_id: Optional[str] = None,
     num_parameters: Optional[int] = None,
     license: str = "apache-2.0",
+    space_id: Optional[str] = None,
 ) -> str:
-    """Write `folder/README.md` (YAML metadata + recipe + evaluation table) and return its text."""
+    """Write `folder/README.md` (YAML metadata + recipe + evaluation table) and return its text.
+
+    The card links to the Gradio app: the Space `space_id` ("org/name") when there is one, and always the command
+    that serves the app locally.
+    """
     datasets = datasets if datasets is not None else list(data_args.dataset)
     card_data = ModelCardData(
         library_name="transformers",
@@ -120,6 +140,7 @@ def write_model_card(
         card_data=card_data.to_yaml(),
         title_suffix=f" ({model_id})" if model_id else "",
         model_id=model_id or str(folder),
+        try_it=_try_it(model_id or str(folder), space_id),
         vision_layers=config.vision_config.num_hidden_layers,
         vision_width=config.vision_config.hidden_size,
         patch_size=config.vision_config.patch_size,
