@@ -104,3 +104,37 @@ def test_republish_with_fewer_shards_leaves_no_stale_files(published, tmp_path):
 def test_bad_input_is_refused(tmp_path):
     with pytest.raises(ValueError, match="non-empty"):
         publish(DatasetDict(), str(tmp_path / "x"))
+
+
+def test_publish_shards_writes_both_configs_counts_and_histograms(published, tmp_path):
+    """A folder whose shards exist already (as the data engine writes them) gets a card that loads both configs."""
+    from dataset_scripts.publish import annotation_features, publish_shards
+
+    _, ds, rows = published
+    train = ds["train"]
+    folder = tmp_path / "engine-like"
+    (folder / "data").mkdir(parents=True)
+    (folder / "annotations").mkdir()
+    halves = [train.select(range(0, 5)), train.select(range(5, 12))]
+    features = annotation_features(MRES_FEATURES)
+    assert list(features) == ["image_id", "file_name", "width", "height", "source", "referents"]
+    for part, half in enumerate(halves):
+        half.to_parquet(str(folder / "data" / f"train-00000-of-00001-{part:03d}.parquet"))
+        meta = half.remove_columns("image").add_column("file_name", [f"{i}.png" for i in half["image_id"]])
+        meta.cast(features).to_parquet(str(folder / "annotations" / f"annotations-train-00000-of-00001-{part:03d}.parquet"))
+    publish_shards(str(folder), card_data={"pretty_name": "Engine-like"})
+
+    text = open(folder / "README.md", encoding="utf-8").read()
+    header = yaml.safe_load(text.split("---")[1])
+    assert {c["config_name"]: c["data_files"] for c in header["configs"]} == {
+        "default": [{"split": "train", "path": "data/train-*"}],
+        "annotations": [{"split": "train", "path": "annotations/annotations-train-*"}]}
+    assert "| train | 12 | 12 | 6 | 30 | 2 |" in text  # images, objects, parts, sentences, shards
+    assert "| cat | 12 |" in text and "| ear | 6 |" in text
+    # scores: the parts carry clip, sam_iou and detector; sam_stability is always null, so no histogram
+    assert sorted(os.listdir(folder / "figures")) == ["score_clip.png", "score_detector.png", "score_sam_iou.png"]
+    assert "](figures/score_clip.png)" in text
+    streamed = list(load_dataset(str(folder), split="train", streaming=True))
+    assert [r["image_id"] for r in streamed] == train["image_id"]
+    annotations = load_dataset(str(folder), "annotations", split="train")
+    assert annotations.features == features and annotations["file_name"][0] == "img0.png"
