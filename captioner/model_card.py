@@ -5,16 +5,20 @@ import os
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .box_prompts import PROMPT_TEMPLATES
+from .box_prompts import PAPER_BOX_FORMAT, PROMPT_TEMPLATES, format_box
 
 
-def write_model_card(output_dir, model_args, data_args, training_args, sources, weights, losses) -> str:
+def write_model_card(output_dir, model_args, data_args, training_args, sources, weights, losses, box_format=PAPER_BOX_FORMAT) -> str:
     """Write ``README.md`` (YAML metadata + usage) into ``output_dir`` and return its path."""
     data = ModelCardData(library_name="peft", base_model=model_args.base_model, license="apache-2.0",
                          tags=["lora", "dense-captioning", "image-text-to-text", "mres"], pipeline_tag="image-text-to-text")
     templates = "\n".join(f"- {name}: `{text}`" for name, text in PROMPT_TEMPLATES.items())
     mixture = ", ".join(f"{name} (weight {weights.get(name, 1.0):g})" for name in sources)
     final = f"{losses[-1][1]:.4f} at step {losses[-1][0]}" if losses else "n/a"
+    if box_format.scale is None:
+        whole_image = "coordinates are pixels of the image as the processor resizes it"
+    else:
+        whole_image = f"the whole image is `{format_box((0, 0, box_format.scale, box_format.scale), box_format)}`"
     content = f"""---
 {data.to_yaml()}
 ---
@@ -23,8 +27,7 @@ def write_model_card(output_dir, model_args, data_args, training_args, sources, 
 
 Describes the region inside a box at three granularities (image, object, part), as the data
 engine of MRES-32M ("Unveiling Parts Beyond Objects", CVPR 2024) needs. Boxes are written in the
-prompt as integers in [0, 999] relative to the image, `(x1,y1),(x2,y2)`; the whole image is
-`(0,0),(999,999)`.
+prompt in the base model's own grounding format ({box_format.name}); {whole_image}.
 
 Prompts:
 {templates}

@@ -10,7 +10,7 @@ import json
 import os
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 from transformers import (
     Qwen2Tokenizer,
     Qwen2VLImageProcessor,
@@ -19,6 +19,9 @@ from transformers import (
     Qwen3VLProcessor,
     Qwen3VLVideoProcessor,
 )
+
+# Qwen2's split pattern (contractions, words, single digits, punctuation, runs of newlines, spaces).
+QWEN_PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 
@@ -40,14 +43,19 @@ _CORPUS = (
     "Describe the whole image in one sentence. Describe the object in the region with a short referring "
     "expression. Name the object part in the region as '<part> of <object>'. (0,0),(999,999) 0123456789 "
     "a dog on the grass, the man on the left, a red car parked by the house, the left ear of the brown dog, "
-    "wheel of car, window of house, head of cat, leg of chair, user assistant system"
+    "wheel of car, window of house, head of cat, leg of chair, user assistant system\n\n"
+    "paragraphs\n\nare split by blank lines, as in Qwen's vocabulary where two newlines are one token\n\n"
 )
 
 
 def build_tiny_tokenizer(vocab_size: int = 320) -> Qwen2Tokenizer:
     """A byte-level BPE with Qwen's special tokens, trained in milliseconds on a few sentences."""
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2Tokenizer's own pre-tokenizer, so that merges learned here (e.g. two newlines as one token) apply there
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[SPECIAL_TOKENS[0]], show_progress=False
     )

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .defaults import DEFAULT_BASE_MODEL, DEFAULT_LORA_TARGET_MODULES
-from .encoding import CaptionCollator, context_length
+from .box_prompts import box_format_for
+from .encoding import DEFAULT_MAX_IMAGE_TOKENS, IGNORE_INDEX, CaptionCollator, context_length, record_batch_accounting
 from .finetune_data import build_caption_mixture, parse_mapping
 from .model_card import write_model_card
 from .modeling import add_lora, load_base_model
@@ -54,8 +55,11 @@ class CaptionerDataArguments:
     paco_dir: str | None = field(default=None, metadata={"help": "PACO root with annotations/paco_lvis_v1_train.json and the COCO images (part level)."})
     partimagenet_dir: str | None = field(default=None, metadata={"help": "PartImageNet root with annotations/train.json and images/train/ (part level)."})
     mixture_weights: str | None = field(default=None, metadata={"help": "Sampling weights, e.g. 'coco_captions=1,visual_genome=2,paco=1,partimagenet=1' (default 1 each)."})
+    mixture_stopping_strategy: str = field(default="first_exhausted", metadata={"help": "When one pass over the weighted mixture (one epoch) ends: 'first_exhausted' (default) when the first source runs out, so no example repeats within an epoch; 'all_exhausted' when every source has been seen, repeating the smaller ones (PACO about 13.7x at the README's weights)."})
+    max_image_tokens: int | None = field(default=DEFAULT_MAX_IMAGE_TOKENS, metadata={"help": "Cap on the tokens of one image (Qwen recommends 256-1,280; its processor allows 16,384). Larger images are resized down."})
     max_examples_per_source: int | None = field(default=None, metadata={"help": "Use at most this many (shuffled) examples of each source."})
     max_length: int | None = field(default=None, metadata={"help": "Longest encoded example in tokens; longer ones are skipped and logged (default: the model's context)."})
+    check_first_rows: int = field(default=64, metadata={"help": "Stop with an error when none of the first this many rows (per process) yields a supervised token."})
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder for the prepared sources."})
     rejects_file: str | None = field(default=None, metadata={"help": "JSONL of skipped records and their reasons (default: OUTPUT_DIR/rejects.jsonl)."})
 
@@ -69,8 +73,8 @@ class CaptionerTrainingArguments:
     gradient_accumulation_steps: int = field(default=4, metadata={"help": "Micro-batches accumulated per optimizer step."})
     learning_rate: float = field(default=2e-4, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the mixture (ignored when max_steps > 0)."})
-    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps to run; > 0 overrides num_train_epochs."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the mixture; one epoch is one pass of the weighted mixture, which ends when its first source is exhausted (see --mixture_stopping_strategy). Ignored when max_steps > 0."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps to run; > 0 defines the run by steps and overrides num_train_epochs."})
     warmup_ratio: float = field(default=0.03, metadata={"help": "Fraction of the steps spent warming the learning rate up."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name: cosine, linear, constant_with_warmup..."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
@@ -93,6 +97,34 @@ class TrainResult:
     losses: list  # (step, mean loss) every logging_steps
     output_dir: str
     model: object = None  # the trained PeftModel (unwrapped), for use right after training
+    rejects: RejectLog | None = None  # this process's kept/skipped counts of training rows (closed)
+
+
+class NoSupervisedTokensError(RuntimeError):
+    """Training would learn nothing: no row yields an answer token to supervise."""
+
+
+def training_step(model, batch, accelerator: Accelerator):
+    """Forward and backward of one micro-batch; returns its loss, or None for a placeholder batch.
+
+    A placeholder (every row of the micro-batch rejected) still runs forward and backward, at zero
+    loss, so that every process reaches the same gradient synchronisation: a rank that skipped its
+    backward would leave the others waiting forever.
+    """
+    placeholder = bool(batch.pop("placeholder", False))
+    if not placeholder and not (batch["labels"] != IGNORE_INDEX).any():
+        raise NoSupervisedTokensError("A batch has no supervised token: every answer token is masked.")
+    loss = model(**batch).loss
+    accelerator.backward(loss * 0.0 if placeholder else loss)
+    return None if placeholder else loss.detach().float()
+
+
+def _rank_rejects_path(path: str, accelerator: Accelerator) -> str:
+    """One rejects file per process (``rejects.jsonl``, ``rejects.rank1.jsonl``...): ranks never share a file."""
+    if accelerator.num_processes == 1 or accelerator.process_index == 0:
+        return path
+    root, ext = os.path.splitext(path)
+    return f"{root}.rank{accelerator.process_index}{ext}"
 
 
 def _data_dirs(data_args: CaptionerDataArguments) -> dict:
@@ -125,14 +157,16 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
     )
     set_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
-    rejects = RejectLog(data_args.rejects_file or os.path.join(args.output_dir, "rejects.jsonl"), stage="captioner_training")
+    rejects_path = data_args.rejects_file or os.path.join(args.output_dir, "rejects.jsonl")
+    rejects = RejectLog(_rank_rejects_path(rejects_path, accelerator), stage="captioner_training")
 
     weights = parse_mapping(data_args.mixture_weights, float)
     if train_dataset is None:
         with accelerator.main_process_first():  # prepare the Arrow cache once
             train_dataset = build_caption_mixture(_data_dirs(data_args), weights, seed=args.seed,
                                                   max_examples_per_source=data_args.max_examples_per_source,
-                                                  cache_dir=data_args.cache_dir, rejects_path=rejects.path)
+                                                  cache_dir=data_args.cache_dir, rejects_path=rejects.path,
+                                                  stopping_strategy=data_args.mixture_stopping_strategy)
 
     model, processor = load_base_model(model_args.base_model, model_args.torch_dtype, model_args.attn_implementation)
     if args.gradient_checkpointing:
@@ -147,7 +181,8 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
     if accelerator.is_main_process:
         model.print_trainable_parameters()
 
-    collator = CaptionCollator(processor, max_length=data_args.max_length or context_length(model), rejects=rejects)
+    collator = CaptionCollator(processor, max_length=data_args.max_length or context_length(model), rejects=rejects,
+                               box_format=box_format_for(model), max_image_tokens=data_args.max_image_tokens)
     dataloader = DataLoader(train_dataset, batch_size=args.per_device_train_batch_size, shuffle=True,
                             collate_fn=collator, num_workers=args.dataloader_num_workers)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.weight_decay)
@@ -178,13 +213,18 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
         epoch_loader = accelerator.skip_first_batches(dataloader, skip) if skip > 0 else dataloader
         for batch in epoch_loader:
             micro_step += 1
+            if "kept_rows" in batch:  # collated in a worker process: its accounting travels with the batch
+                record_batch_accounting(rejects, {key: batch.pop(key) for key in ("kept_rows", "rejected_rows")})
+            if rejects.kept == 0 and rejects.skipped >= data_args.check_first_rows:
+                reasons = ", ".join(f"{reason}: {count}" for reason, count in rejects.reasons.most_common(3))
+                raise NoSupervisedTokensError(f"None of the first {rejects.skipped} training rows yields a supervised token "
+                                              f"({reasons}); see {rejects.path or 'the rejects log'}.")
             with accelerator.accumulate(model):
-                if batch is not None:  # every row of the batch was rejected (and logged)
-                    loss = model(**batch).loss
-                    accelerator.backward(loss)
-                    window.append(loss.detach().float().item())
-                    if accelerator.sync_gradients and args.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                loss = training_step(model, batch, accelerator)
+                if loss is not None:
+                    window.append(loss.item())
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
@@ -207,16 +247,18 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
     bar.close()
 
     accelerator.wait_for_everyone()
+    rejects.close()
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         unwrapped.save_pretrained(args.output_dir)  # the adapter only (adapter_model.safetensors)
         processor.save_pretrained(args.output_dir)
-        write_model_card(args.output_dir, model_args, data_args, args, sorted(_data_dirs(data_args)) or ["custom dataset"], weights, losses)
-        rejects.close()
+        write_model_card(args.output_dir, model_args, data_args, args, sorted(_data_dirs(data_args)) or ["custom dataset"], weights, losses,
+                         box_format_for(unwrapped))
         if args.push_to_hub:
             push_adapter_to_hub(args.output_dir, args.hub_model_id, args.hub_private_repo)
     accelerator.end_training()
-    return TrainResult(global_step=global_step, losses=losses, output_dir=args.output_dir, model=accelerator.unwrap_model(model))
+    return TrainResult(global_step=global_step, losses=losses, output_dir=args.output_dir, model=accelerator.unwrap_model(model),
+                       rejects=rejects)
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: str, global_step: int) -> str:

@@ -113,7 +113,8 @@ def test_missing_release_is_a_clear_error(tmp_path):
 
 def test_mixture_follows_the_weights(releases, tmp_path):
     dirs = {"coco_captions": str(releases / "coco"), "paco": str(releases / "paco")}
-    mixed = build_caption_mixture(dirs, {"coco_captions": 1.0, "paco": 9.0}, seed=0, cache_dir=str(tmp_path / "cache"))
+    mixed = build_caption_mixture(dirs, {"coco_captions": 1.0, "paco": 9.0}, seed=0, cache_dir=str(tmp_path / "cache"),
+                                  stopping_strategy="all_exhausted")
     counts = Counter(mixed["source"])
     assert set(counts) == {"coco_captions", "paco"}
     assert counts["paco"] > counts["coco_captions"]  # paco (2 rows) is revisited to follow its weight
@@ -122,6 +123,18 @@ def test_mixture_follows_the_weights(releases, tmp_path):
         build_caption_mixture(dirs, {"vg": 1.0}, cache_dir=str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="must be > 0"):
         build_caption_mixture(dirs, {"paco": 0.0}, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="stopping_strategy"):
+        build_caption_mixture(dirs, stopping_strategy="steps", cache_dir=str(tmp_path / "cache"))
+
+
+def test_an_epoch_of_the_mixture_ends_when_the_first_source_is_exhausted(releases, tmp_path):
+    dirs = {"coco_captions": str(releases / "coco"), "paco": str(releases / "paco")}
+    for seed in range(3):
+        epoch = build_caption_mixture(dirs, {"coco_captions": 1.0, "paco": 9.0}, seed=seed, cache_dir=str(tmp_path / "cache"))
+        keys = [(row["source"], row["image_id"], tuple(row["bbox"]), row["caption"]) for row in epoch]
+        assert len(keys) == len(set(keys))  # no example repeats within an epoch
+        counts = Counter(key[0] for key in keys)
+        assert counts["paco"] == 2 or counts["coco_captions"] == 3  # it ends when one source is used up
 
 
 def test_parse_mapping():
