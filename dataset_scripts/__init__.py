@@ -2,14 +2,17 @@
 
 Modules (import what you need; nothing heavy is imported here):
 
-- ``features``: ``MRES_FEATURES`` (one row per image, a list of referents), ``SCHEMA_VERSION``
-- ``masks``: COCO RLE helpers on pycocotools
+- ``features``: ``MRES_FEATURES`` (one row per image, a list of referents), ``SCHEMA_VERSION``, ``sentences_of``
+- ``masks``: the one COCO RLE codec (``encode_mask``, ``decode_mask``, ``to_coco_rle``) on pycocotools
 - ``flatten``: ``flatten_referents`` (rows -> one training sample per sentence)
-- ``publish``: ``publish`` (Parquet shards + dataset card, local folder or Hub repo)
+- ``publish``: ``publish`` (Parquet shards + dataset card, local folder or Hub repo); ``load``: ``load_mres_dataset``
 - ``rejects``: ``RejectLog`` (skipped/fixed items -> ``rejects.jsonl`` + summary line)
 - ``safe_pickle``: restricted unpickler for the ``refer`` annotation files
 - ``mres_synth``: the procedural MRES-Synth benchmark (``python -m dataset_scripts.mres_synth``)
-- ``refcoco_m``: ``RefCOCOm`` builder (CRIS layout); ``refcoco``: ``RefCOCO`` builder (refer layout)
+- ``cris_layout``: the CRIS-layout config, folders, split generators and reader
+- ``refcoco_m``: ``RefCOCOm`` builder (CRIS layout); ``refcoco``: ``RefCOCO`` builder (refer or CRIS layout)
+- ``engine``: the data engine that builds MRES-32M (``python -m dataset_scripts.engine``)
+- ``citation``: the reference paper's citation
 """
 
 from importlib.metadata import version as _distribution_version
