@@ -102,6 +102,10 @@ class OpenAIChatClient:
         self.timeout = timeout
 
     def chat(self, messages: list[dict[str, Any]], max_tokens: int = 256) -> str:
+        return self.complete(messages, max_tokens)[0]
+
+    def complete(self, messages: list[dict[str, Any]], max_tokens: int = 256) -> tuple[str, str | None]:
+        """The answer and its ``finish_reason`` (``"length"`` when cut at ``max_tokens``; None if not given)."""
         body = json.dumps({"model": self.model_name, "messages": messages, "temperature": 0, "max_tokens": max_tokens}).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
@@ -113,7 +117,8 @@ class OpenAIChatClient:
         except urllib.error.URLError as err:
             raise ConnectionError(f"chat endpoint {self.base_url}: {err}") from err
         try:
-            return reply["choices"][0]["message"]["content"] or ""
+            choice = reply["choices"][0]
+            return choice["message"]["content"] or "", choice.get("finish_reason")
         except (KeyError, IndexError, TypeError):
             raise ValueError(f"chat endpoint {self.base_url}: unexpected reply {reply!r:.200}") from None
 

@@ -118,3 +118,16 @@ def to_mres_row(record: dict[str, Any], image_root: str | os.PathLike | None = N
         "source": record["source"],
         "referents": [_schema_referent(r) for r in sorted(record.get("referents") or [], key=_referent_order)],
     }
+
+
+def without_referents(record: dict[str, Any], removed: set[str]) -> dict[str, Any]:
+    """The record with the referents in ``removed`` taken out; parts of a removed object keep their
+    mask but lose the link (``parent_id`` None: "the part's object is not annotated", as the schema says)."""
+    kept = []
+    for referent in record["referents"]:
+        if referent["referent_id"] in removed:
+            continue
+        if referent.get("parent_id") in removed:
+            referent = {**referent, "parent_id": None}
+        kept.append(referent)
+    return {**record, "referents": kept}

@@ -113,7 +113,7 @@ def build_tiny_causal_lm(seed: int = 0):
 class FakeChatServer:
     """An OpenAI-compatible ``/chat/completions`` endpoint on 127.0.0.1 answering from a function.
 
-    ``answer(messages) -> str`` decides each reply; ``requests`` holds every request body received.
+    ``answer(messages) -> str`` (or ``(str, finish_reason)``) decides each reply; ``requests`` holds every request body received.
     Use as a context manager; ``url`` is the base URL to give a client (``http://127.0.0.1:PORT/v1``).
     """
 
@@ -128,7 +128,10 @@ class FakeChatServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                reply = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": server.answer(body["messages"])}}]})
+                answer = server.answer(body["messages"])
+                content, finish_reason = answer if isinstance(answer, tuple) else (answer, "stop")
+                reply = json.dumps({"choices": [{"index": 0, "finish_reason": finish_reason,
+                                                 "message": {"role": "assistant", "content": content}}]})
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
@@ -190,3 +193,22 @@ def build_tiny_owlv2(image_size: int = 32, seed: int = 0):
     model = Owlv2ForObjectDetection(config).eval()
     processor = Owlv2Processor(Owlv2ImageProcessor(size={"height": image_size, "width": image_size}), tokenizer)
     return model, processor
+
+
+def build_tiny_clip(image_size: int = 32, seed: int = 0):
+    """A tiny ``CLIPModel`` and a ``CLIPProcessor`` (local tokenizer) resizing crops to ``image_size``."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = build_tiny_clip_tokenizer(model_max_length=32)
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 32, "bos_token_id": tokenizer.bos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": image_size, "patch_size": 8},
+        projection_dim=32,
+    )
+    processor = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}),
+                              tokenizer)
+    return CLIPModel(config).eval(), processor
