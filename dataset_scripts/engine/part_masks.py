@@ -255,7 +255,7 @@ class PartMasks:
             if reason:
                 return reason, mask
         inside = overlap_over_smaller(mask, object_mask)
-        if inside < self.min_inside:
+        if inside < self.min_inside or inside == 0.0:
             return f"part outside its object: overlap {inside:.2f} < {self.min_inside}", mask
         mask = np.logical_and(mask, object_mask)
         for other_id, other_name, other_mask in kept:

@@ -212,3 +212,37 @@ def build_tiny_clip(image_size: int = 32, seed: int = 0):
     processor = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}),
                               tokenizer)
     return CLIPModel(config).eval(), processor
+
+
+def tiny_chat_answer(messages) -> str:
+    """Answers of a fake endpoint serving both the part LLM and the captioner: a caption when the
+    request holds an image, else a JSON part list."""
+    import json
+
+    if any(isinstance(m.get("content"), list) for m in messages):
+        return "a small thing"
+    return json.dumps({"parts": ["left part", "top part"]})
+
+
+def save_tiny_stage_models(folder, chat_url: str):
+    """Save tiny SAM (transformers), OWLv2 and CLIP under ``folder`` and return
+    :class:`~dataset_scripts.engine.options.StageOptions` that load them by path, with the part
+    LLM and the captioner served at ``chat_url`` (a :class:`FakeChatServer` answering with
+    :func:`tiny_chat_answer`) and every threshold open, so that random weights keep referents.
+    """
+    import os
+
+    from .options import StageOptions
+
+    folder = os.fspath(folder)
+    paths = {name: os.path.join(folder, name) for name in ("sam", "owlv2", "clip")}
+    for name, (model, processor) in {"sam": build_tiny_transformers_sam(), "owlv2": build_tiny_owlv2(), "clip": build_tiny_clip()}.items():
+        model.save_pretrained(paths[name])
+        processor.save_pretrained(paths[name])
+    return StageOptions(
+        device="cpu", sam_backend="transformers", sam_model=paths["sam"], sam_min_iou=-1.0, sam_min_stability=-1.0,
+        part_vocabulary="openai", part_llm="tiny-llm", part_llm_url=chat_url,
+        part_vocabulary_cache=os.path.join(folder, "part_vocabulary_cache.json"),
+        part_detector=paths["owlv2"], part_min_score=0.0, part_max_per_name=1, part_min_inside=0.0,
+        captioner="tiny-captioner", captioner_url=chat_url, clip_model=paths["clip"], clip_min_score=-1.0,
+    )
