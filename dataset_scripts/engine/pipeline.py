@@ -58,7 +58,7 @@ class RunnerOptions:
     executor: str = _opt("local", "datatrove executor: local (this machine), slurm (an sbatch array job) or ray (a running Ray cluster).", choices=list(EXECUTORS))
     stages_factory: str = _opt(DEFAULT_STAGES_FACTORY, "'module:function' called with the StageOptions that returns the stages (replace to run your own stages).")
     start_method: str = _opt("forkserver", "multiprocessing start method of the local executor's worker pool (CUDA needs forkserver or spawn).")
-    progress: bool = _opt(True, "Show a progress bar per shard (images/s).")
+    progress: bool = _opt(True, "Show a progress bar (images, images/s): one for the run on this machine, one per shard task in slurm/ray logs.")
     # cluster resources (slurm / ray)
     gpus_per_task: int = _opt(1, "GPUs per shard task on slurm/ray (each task is pinned to its own GPU).")
     cpus_per_task: int = _opt(8, "CPUs per shard task on slurm/ray.")
@@ -68,6 +68,7 @@ class RunnerOptions:
     slurm_job_name: str = _opt("mres-engine", "Slurm job name.")
     slurm_qos: str = _opt("normal", "Slurm QOS.")
     slurm_env_command: Optional[str] = _opt(None, "Shell command run before each slurm task (e.g. 'source /path/.venv/bin/activate'); default: this Python's venv.")
+    ray_address: str = _opt("auto", "Address of the running Ray cluster (executor=ray), passed to ray.init.")
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:
@@ -321,6 +322,8 @@ def process_shard(
     removed = layout.void_shard(out, rank, num_shards)
     if removed:
         logger.info("shard %d: removed %d file(s) of an unfinished attempt", rank, len(removed))
+    if os.path.exists(_progress_path(out, rank)):
+        os.remove(_progress_path(out, rank))  # the attempt starts from zero again
     start = time.perf_counter()
     records = layout.read_jsonl(layout.shard_manifest_path(out, rank, num_shards))
     stats = RunStats(images_in=len(records))
@@ -330,6 +333,7 @@ def process_shard(
     log = RejectLog(rejects_tmp, report_path=rejects_final)
     writer = ShardWriter(out, split, rank, num_shards, max_shard_size, image_dir)
     bar = tqdm(total=len(records), unit="img", desc=f"shard {rank}/{num_shards}", disable=not progress, leave=False)
+    done, reported = 0, 0.0
     try:
         for begin in range(0, len(records), images_per_batch):
             batch = records[begin : begin + images_per_batch]
@@ -355,6 +359,10 @@ def process_shard(
                 stats.referents_written += len(record["referents"])
                 log.keep()
             bar.update(len(batch))
+            done += len(batch)
+            if time.monotonic() - reported >= PROGRESS_INTERVAL:
+                write_progress(out, rank, done)
+                reported = time.monotonic()
     finally:
         bar.close()
         log.close(log=False)
@@ -375,6 +383,77 @@ def process_shard(
     }
     layout.write_json_atomic(record_path, shard_record)
     return shard_record
+
+
+PROGRESS_INTERVAL = 1.0  # seconds between a task's progress notes
+
+
+def _progress_path(out: str, rank: int) -> str:
+    return os.path.join(out, layout.LOGS_DIR, "progress", f"{rank:05d}")
+
+
+def write_progress(out: str, rank: int, images_done: int) -> None:
+    """Note how many images of shard ``rank`` went through the stages (read by :class:`RunProgress`)."""
+    path = _progress_path(out, rank)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = layout.temporary_path(path)
+    with open(tmp, "w") as f:
+        f.write(str(images_done))
+    os.replace(tmp, path)
+
+
+def images_done(out: str, num_shards: int) -> int:
+    """Images through the stages so far: whole complete shards, plus the progress notes of running ones."""
+    complete = layout.completed_shards(out)
+    total = sum(record["images_in"] for record in complete.values())
+    for rank in range(num_shards):
+        if rank not in complete:
+            try:
+                with open(_progress_path(out, rank)) as f:
+                    total += int(f.read() or 0)
+            except (OSError, ValueError):
+                pass
+    return total
+
+
+class RunProgress:
+    """One progress bar (images, images/s) for the whole run, fed by the shard tasks' progress notes.
+
+    A resumed run starts the bar at what earlier runs finished, so the rate counts this run only.
+    """
+
+    def __init__(self, out: str, num_shards: int, total_images: int, interval: float = 2.0, enabled: bool = True):
+        import threading
+
+        self.out, self.num_shards, self.interval = out, num_shards, interval
+        self.enabled = enabled
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.bar = None
+        if enabled:
+            start = sum(r["images_in"] for r in layout.completed_shards(out).values())
+            self.bar = tqdm(total=total_images, initial=start, unit="img", desc="MRES engine", dynamic_ncols=True)
+
+    def _refresh(self) -> None:
+        done = min(images_done(self.out, self.num_shards), self.bar.total)
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._refresh()
+
+    def __enter__(self) -> "RunProgress":
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
+            self._refresh()
+            self.bar.close()
 
 
 class EngineShards(PipelineStep):
@@ -403,7 +482,7 @@ class EngineShards(PipelineStep):
                     images_per_batch=self.options.images_per_batch,
                     max_shard_size=self.options.max_shard_size,
                     image_dir=self.options.image_dir,
-                    progress=self.options.progress,
+                    progress=self.options.progress and self.options.executor != "local",
                 )
             self.stat_update("images_in", value=record["images_in"], unit="shard")
             self.stat_update("images_written", value=record["images_written"], unit="shard")
@@ -471,6 +550,10 @@ def build_executor(options: RunnerOptions, pipeline: list):
         )
     from datatrove.executor import RayPipelineExecutor
 
+    import ray  # datatrove expects a connected cluster
+
+    if not ray.is_initialized():
+        ray.init(address=options.ray_address)
     return RayPipelineExecutor(
         pipeline,
         tasks=options.num_shards,
@@ -591,10 +674,12 @@ def run_engine(options: RunnerOptions, stage_options: Any = None, card_data: Opt
         logger.info("removed %d temporary file(s) left by an interrupted run", len(stray))
     info = prepare_manifest(options)
     executor = build_executor(options, [EngineShards(options, stage_options)])
-    executor.run()
     if options.executor == "slurm":
+        executor.run()
         logger.info("submitted %d shard tasks to slurm; once they finish run: python -m dataset_scripts.engine publish %s", options.num_shards, out)
         return None
+    with RunProgress(out, options.num_shards, info["num_images"], enabled=options.progress):
+        executor.run()
     summary = finalize_run(out, card_data=card_data)
     stats = RunStats.from_dict(summary)
     print(stats.table())

@@ -153,7 +153,7 @@ def void_shard(out: str, rank: int, num_shards: int) -> list[str]:
 def remove_stray_temporaries(out: str) -> list[str]:
     """Remove every temporary file under ``out`` (a killed run's leftovers); returns them."""
     removed = []
-    for folder in (MANIFEST_DIR, DATA_DIR, ANNOTATIONS_DIR, REJECTS_DIR, SHARD_RECORDS_DIR, "."):
+    for folder in (MANIFEST_DIR, DATA_DIR, ANNOTATIONS_DIR, REJECTS_DIR, SHARD_RECORDS_DIR, ".", os.path.join(LOGS_DIR, "progress")):
         for path in glob.glob(os.path.join(out, folder, TMP_PREFIX + "*")):
             os.remove(path)
             removed.append(path)

@@ -12,6 +12,7 @@ from dataset_scripts.engine import shards as layout
 from dataset_scripts.engine.pipeline import (
     PinnedLocalPipelineExecutor,
     RunnerOptions,
+    RunProgress,
     build_executor,
     check_exactly_once,
     pin_process_to_gpu,
@@ -19,6 +20,7 @@ from dataset_scripts.engine.pipeline import (
     run_engine,
     run_stages,
     shard_slice,
+    write_progress,
 )
 from dataset_scripts.engine.stage import Reject, StageOutput
 from dataset_scripts.engine.stats import RunStats
@@ -237,3 +239,16 @@ def test_executors_run_one_task_per_shard(synth, tmp_path):
 def test_fake_stages_factory_builds(synth, fake_env):
     # the factory the CLI tests name: LoadImages first, as the real build_stages does
     assert [s.name for s in build()] == ["load_images", "fill_from_ground_truth", "reject_some"]
+
+
+def test_the_run_progress_bar_counts_complete_shards_and_running_ones(synth, fake_env, tmp_path):
+    out = str(tmp_path / "out")
+    run_engine(_options(synth, out, num_shards=3))
+    os.remove(layout.shard_record_path(out, 2))  # shard 2 is "running": 3 of its 4 images done
+    write_progress(out, 2, 3)
+    progress = RunProgress(out, 3, NUM_IMAGES, interval=0.01)
+    assert progress.bar.n == 8  # a resumed run's bar starts at the complete shards
+    with progress:
+        pass
+    assert progress.bar.n == 11
+    assert progress.bar.format_dict["unit"] == "img"
