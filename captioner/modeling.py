@@ -80,8 +80,23 @@ def add_lora(
     return peft_model
 
 
-def is_adapter(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "adapter_config.json"))
+def _repo_file(name_or_path: str, filename: str) -> str | None:
+    """``filename`` of a local folder or of a Hub repository (through the Hub cache when offline), or None."""
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, filename)
+        return path if os.path.isfile(path) else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError
+
+    try:
+        return hf_hub_download(name_or_path, filename)
+    except (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, HFValidationError, OfflineModeIsEnabled):
+        return None
+
+
+def is_adapter(name_or_path: str) -> bool:
+    """Whether ``name_or_path`` (a folder or a Hub id) holds a PEFT adapter rather than a full model."""
+    return _repo_file(name_or_path, "adapter_config.json") is not None
 
 
 def load_captioner(
@@ -92,19 +107,21 @@ def load_captioner(
     attn_implementation: str | None = None,
     **kwargs,
 ):
-    """``(model, processor)`` from a base checkpoint or from a saved LoRA adapter folder.
+    """``(model, processor)`` from a base checkpoint or from a saved LoRA adapter (folder or Hub id).
 
     For an adapter, the base named in its ``adapter_config.json`` (or ``base_model``) is loaded
     and the adapter applied; ``merge=True`` folds it in (``merge_and_unload``) for fast inference.
+    The processor saved with the adapter is used when there is one, else the base's.
     """
-    if not (os.path.isdir(name_or_path) and is_adapter(name_or_path)):
+    config_file = _repo_file(name_or_path, "adapter_config.json")
+    if config_file is None:
         return load_base_model(name_or_path, torch_dtype, attn_implementation, **kwargs)
-    with open(os.path.join(name_or_path, "adapter_config.json"), encoding="utf-8") as handle:
+    with open(config_file, encoding="utf-8") as handle:
         base_name = base_model or json.load(handle).get("base_model_name_or_path")
     if not base_name:
         raise ValueError(f"Adapter {name_or_path!r} names no base model; pass base_model=.")
     model, processor = load_base_model(base_name, torch_dtype, attn_implementation, **kwargs)
-    if os.path.isfile(os.path.join(name_or_path, "processor_config.json")) or os.path.isfile(os.path.join(name_or_path, "tokenizer_config.json")):
+    if _repo_file(name_or_path, "processor_config.json") or _repo_file(name_or_path, "tokenizer_config.json"):
         processor = AutoProcessor.from_pretrained(name_or_path)
     model = PeftModel.from_pretrained(model, name_or_path)
     if merge:

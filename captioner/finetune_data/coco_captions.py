@@ -61,5 +61,6 @@ class CocoCaptionsForCaptioner(CaptionBuilder):
             if path is None:
                 rejects.skip(item, f"missing image: {image['file_name']}")
                 continue
+            rejects.keep()
             yield str(annotation["id"]), self._example(path, image["id"], [0.0, 0.0, width, height], "image", caption)
         rejects.close()

@@ -6,13 +6,8 @@ import os
 
 import datasets
 
+from .part_names import PACO_OBJECT_NAMES, PACO_PART_NAMES, PARTIMAGENET_OBJECT_NAMES, PARTIMAGENET_PART_NAMES, part_caption
 from .schema import CaptionBuilder, box_problem, find_image, read_json
-
-
-def part_caption(part: str, obj: str) -> str:
-    """The paper's part template, "<part> of <object>", with readable names."""
-    clean = lambda name: " ".join(name.replace("_", " ").split()).lower()  # noqa: E731
-    return f"{clean(part)} of {clean(obj)}"
 
 
 class PacoPartsForCaptioner(CaptionBuilder):
@@ -70,7 +65,8 @@ class PacoPartsForCaptioner(CaptionBuilder):
             if paths[image["id"]] is None:
                 rejects.skip(item, f"missing image: {image.get('file_name')}")
                 continue
-            caption = part_caption(part_name, object_name)
+            caption = part_caption(part_name, object_name, PACO_PART_NAMES, PACO_OBJECT_NAMES)
+            rejects.keep()
             yield str(annotation["id"]), self._example(paths[image["id"]], image["id"], annotation["bbox"], "part", caption)
         rejects.close()
 
@@ -110,7 +106,8 @@ class PartImageNetForCaptioner(CaptionBuilder):
             part = category["name"]
             if supercategory and part.lower().startswith(supercategory.lower()):
                 part = part[len(supercategory):]
-            captions[category["id"]] = part_caption(part.strip() or category["name"], supercategory or "object")
+            captions[category["id"]] = part_caption(part.strip() or category["name"], supercategory or "object",
+                                                    PARTIMAGENET_PART_NAMES, PARTIMAGENET_OBJECT_NAMES)
         image_root = os.path.join(data_dir, "images", folder)
         paths: dict = {}
         for annotation in coco.get("annotations", []):
@@ -134,5 +131,6 @@ class PartImageNetForCaptioner(CaptionBuilder):
                 rejects.skip(item, f"missing image: {image['file_name']}")
                 continue
             caption = captions[annotation["category_id"]]
+            rejects.keep()
             yield str(annotation["id"]), self._example(paths[image["id"]], image["id"], annotation["bbox"], "part", caption)
         rejects.close()

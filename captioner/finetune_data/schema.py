@@ -72,6 +72,47 @@ def read_json(path: str):
         raise ValueError(f"Cannot read annotation file {path!r}: {error}") from error
 
 
+def iter_json_array(path: str, chunk_size: int = 1 << 20):
+    """Yield the elements of a file holding one JSON array, one at a time, reading ``chunk_size``
+    characters at a time: a multi-gigabyte annotation file never sits in memory whole.
+
+    Raises:
+        ValueError: naming the file when it is not a JSON array or is cut off.
+    """
+    decoder = json.JSONDecoder()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            buffer, at_end = "", False
+            while not buffer.strip() and not at_end:  # up to the opening bracket
+                more = handle.read(chunk_size)
+                buffer, at_end = buffer + more, not more
+            position = len(buffer) - len(buffer.lstrip())
+            if buffer[position:position + 1] != "[":
+                raise ValueError("not a JSON array")
+            position += 1
+            while True:
+                while position < len(buffer) and buffer[position] in " \t\r\n,":
+                    position += 1
+                if position < len(buffer) and buffer[position] == "]":
+                    return
+                try:
+                    element, end = decoder.raw_decode(buffer, position)
+                    complete = end < len(buffer) or at_end
+                except json.JSONDecodeError:
+                    complete = False
+                if complete:
+                    yield element
+                    position = end
+                    continue
+                if at_end:
+                    raise ValueError(f"cut off at character {position} of the current chunk")
+                more = handle.read(chunk_size)
+                at_end = not more
+                buffer, position = buffer[position:] + more, 0
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot read annotation file {path!r}: {error}") from error
+
+
 def box_problem(bbox) -> str | None:
     """Why an ``[x, y, w, h]`` annotation box cannot be used, or None when it can."""
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:

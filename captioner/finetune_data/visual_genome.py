@@ -5,7 +5,7 @@ import os
 
 import datasets
 
-from .schema import CaptionBuilder, box_problem, find_image, read_json
+from .schema import CaptionBuilder, box_problem, find_image, iter_json_array
 
 VG_IMAGE_FOLDERS = ("VG_100K", "VG_100K_2", "images", "")
 
@@ -16,7 +16,8 @@ class VisualGenomeRegionsForCaptioner(CaptionBuilder):
     Expects the public layout under ``data_dir``: ``region_descriptions.json`` (a list of
     ``{"id", "regions": [{"region_id", "image_id", "phrase", "x", "y", "width", "height"}]}``)
     and the images ``{image_id}.jpg`` in ``VG_100K/`` or ``VG_100K_2/``. Visual Genome has no
-    official split, so everything is ``train``.
+    official split, so everything is ``train``. The annotation file (5.4M regions) is streamed one
+    image entry at a time, never loaded whole.
     """
 
     SOURCE = "visual_genome"
@@ -30,7 +31,7 @@ class VisualGenomeRegionsForCaptioner(CaptionBuilder):
     def _generate_examples(self, annotation_file: str):
         data_dir = self.config.data_dir
         rejects = self._reject_log("train")
-        for entry in read_json(annotation_file):
+        for entry in iter_json_array(annotation_file):
             path = None
             for region in entry.get("regions", []):
                 item = f"region_id={region.get('region_id')}"
@@ -46,5 +47,6 @@ class VisualGenomeRegionsForCaptioner(CaptionBuilder):
                 if not path:
                     rejects.skip(item, f"missing image: {image_id}.jpg")
                     continue
+                rejects.keep()
                 yield str(region["region_id"]), self._example(path, image_id, bbox, "object", phrase)
         rejects.close()

@@ -100,7 +100,7 @@ def test_paco_parts_use_the_part_of_object_template(releases, tmp_path):
 def test_partimagenet_parts(releases, tmp_path):
     rejects = tmp_path / "rejects.jsonl"
     ds = load_caption_source("partimagenet", str(releases / "partimagenet"), cache_dir=str(tmp_path / "cache"), rejects_path=str(rejects))
-    assert ds["caption"] == ["head of quadruped"] and ds[0]["image"].size == (40, 30)
+    assert ds["caption"] == ["head of animal"] and ds[0]["image"].size == (40, 30)
     assert "unknown category" in _rejects(rejects)[0]["reason"]
 
 
@@ -141,3 +141,96 @@ def test_parse_mapping():
     assert parse_mapping("coco_captions=1, paco=2.5", float) == {"coco_captions": 1.0, "paco": 2.5}
     with pytest.raises(ValueError, match="name=value"):
         parse_mapping("coco_captions", float)
+
+
+# -- names, streaming, accounting ------------------------------------------------------------
+
+from captioner.finetune_data import readable_name  # noqa: E402
+from captioner.finetune_data.part_names import (  # noqa: E402
+    PACO_OBJECT_NAMES,
+    PACO_PART_NAMES,
+    PARTIMAGENET_OBJECT_NAMES,
+    PARTIMAGENET_PART_NAMES,
+    part_caption,
+)
+from captioner.finetune_data.schema import iter_json_array  # noqa: E402
+
+# Every PACO object name with a parenthesis or an LVIS compound, as the release spells it.
+PACO_PARENTHESISED = ["car_(automobile)", "drum_(musical_instrument)", "glass_(drink_container)", "mouse_(computer_equipment)",
+                      "pan_(for_cooking)", "slipper_(footwear)", "tape_(sticky_cloth_or_paper)"]
+
+
+@pytest.mark.parametrize("part, obj, part_table, object_table, caption", [
+    ("wheel", "car_(automobile)", PACO_PART_NAMES, PACO_OBJECT_NAMES, "wheel of car"),
+    ("rim", "glass_(drink_container)", PACO_PART_NAMES, PACO_OBJECT_NAMES, "rim of drinking glass"),
+    ("colied_tube", "pipe", PACO_PART_NAMES, PACO_OBJECT_NAMES, "coiled tube of pipe"),
+    ("steeringwheel", "car_(automobile)", PACO_PART_NAMES, PACO_OBJECT_NAMES, "steering wheel of car"),
+    ("inner_body", "trash_can", PACO_PART_NAMES, PACO_OBJECT_NAMES, "inner body of trash can"),
+    ("Tier", "Car", PARTIMAGENET_PART_NAMES, PARTIMAGENET_OBJECT_NAMES, "tire of car"),
+    ("Tier", "Bicycle", PARTIMAGENET_PART_NAMES, PARTIMAGENET_OBJECT_NAMES, "tire of bicycle"),
+    ("Hand", "Biped", PARTIMAGENET_PART_NAMES, PARTIMAGENET_OBJECT_NAMES, "hand of primate"),
+    ("Head", "Quadruped", PARTIMAGENET_PART_NAMES, PARTIMAGENET_OBJECT_NAMES, "head of animal"),
+    ("Side Mirror", "Car", PARTIMAGENET_PART_NAMES, PARTIMAGENET_OBJECT_NAMES, "side mirror of car"),
+])
+def test_part_names_read_as_a_person_says_them(part, obj, part_table, object_table, caption):
+    assert part_caption(part, obj, part_table, object_table) == caption
+
+
+def test_no_parenthesis_or_underscore_survives():
+    for name in PACO_PARENTHESISED:
+        assert name in PACO_OBJECT_NAMES
+        assert "(" not in readable_name(name, PACO_OBJECT_NAMES) and "_" not in readable_name(name, PACO_OBJECT_NAMES)
+    assert readable_name("kettle_(tea)", PACO_OBJECT_NAMES) == "kettle"  # unknown to the table: parenthesis dropped
+    assert all("(" not in value and "_" not in value for value in {**PACO_OBJECT_NAMES, **PACO_PART_NAMES}.values())
+
+
+def test_builders_write_readable_part_captions(releases, tmp_path):
+    paco = releases / "paco_names"
+    _image(paco / "train2017" / "000000000005.jpg")
+    _json(paco / "annotations" / "paco_lvis_v1_train.json", {
+        "images": [{"id": 5, "file_name": "train2017/000000000005.jpg", "width": 40, "height": 30}],
+        "categories": [{"id": 1, "name": "car_(automobile)"}, {"id": 2, "name": "car_(automobile):wheel"}],
+        "annotations": [{"id": 100, "image_id": 5, "category_id": 1, "bbox": [0, 0, 30, 30], "obj_ann_id": 100},
+                        {"id": 101, "image_id": 5, "category_id": 2, "bbox": [2, 2, 5, 5], "obj_ann_id": 100}]})
+    assert load_caption_source("paco", str(paco), cache_dir=str(tmp_path / "cache"))["caption"] == ["wheel of car"]
+    pin = releases / "partimagenet_names"
+    _image(pin / "images" / "train" / "n02814533_1.JPEG")
+    _json(pin / "annotations" / "train.json", {
+        "images": [{"id": 1, "file_name": "n02814533_1.JPEG", "width": 40, "height": 30}],
+        "categories": [{"id": 0, "name": "Car Tier", "supercategory": "Car"}, {"id": 1, "name": "Biped Hand", "supercategory": "Biped"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 0, "bbox": [1, 1, 8, 8]},
+                        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [1, 1, 8, 8]}]})
+    assert sorted(load_caption_source("partimagenet", str(pin), cache_dir=str(tmp_path / "cache"))["caption"]) == ["hand of primate", "tire of car"]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 1 << 20])
+def test_json_arrays_stream_one_element_at_a_time(tmp_path, chunk_size):
+    data = [{"id": i, "regions": [{"phrase": "a [bracket], {brace} and \"quote\"", "x": i}] * i} for i in range(5)] + [[1, 2], 30, "s"]
+    path = tmp_path / "array.json"
+    path.write_text(" \n" + json.dumps(data, indent=1) + "\n")
+    assert list(iter_json_array(str(path), chunk_size=chunk_size)) == data
+    (tmp_path / "empty.json").write_text("[ ]")
+    assert list(iter_json_array(str(tmp_path / "empty.json"))) == []
+
+
+def test_a_broken_array_fails_after_the_elements_before_it(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('[{"id": 1}, {"id": 2}, {"id": ')
+    elements = iter_json_array(str(path), chunk_size=4)
+    assert next(elements) == {"id": 1} and next(elements) == {"id": 2}  # yielded before the end is read
+    with pytest.raises(ValueError, match="broken.json"):
+        next(elements)
+    (tmp_path / "object.json").write_text('{"id": 1}')
+    with pytest.raises(ValueError, match="not a JSON array"):
+        list(iter_json_array(str(tmp_path / "object.json")))
+
+
+def test_builders_count_what_they_keep(releases, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="dataset_scripts.rejects"):
+        load_caption_source("visual_genome", str(releases / "vg"), cache_dir=str(tmp_path / "cache"), rejects_path=str(tmp_path / "r.jsonl"))
+        load_caption_source("coco_captions", str(releases / "coco"), cache_dir=str(tmp_path / "cache"), rejects_path=str(tmp_path / "r.jsonl"))
+    summaries = [record.getMessage() for record in caplog.records if "kept" in record.getMessage()]
+    assert any(line.startswith("[visual_genome/train] kept 1, fixed 0, skipped 2") for line in summaries), summaries
+    assert any(line.startswith("[coco_captions/train] kept 3, fixed 0, skipped 2") for line in summaries), summaries
