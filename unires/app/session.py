@@ -8,6 +8,7 @@ expressions not asked before; a new threshold runs no model at all (the masks co
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -89,6 +90,7 @@ class SessionState:
     encoded: Optional[EncodedImage] = None
     logits: dict[str, torch.Tensor] = field(default_factory=dict)  # expression -> (S, S) logits on `encoded`
     expressions: list[str] = field(default_factory=list)  # the last set asked, in order (what the page shows)
+    encode_seconds: float = 0.0  # what encoding `encoded` took, shown again when a later request reuses it
 
     def has_image(self, fingerprint: str) -> bool:
         return self.encoded is not None and self.encoded.fingerprint == fingerprint
@@ -97,7 +99,9 @@ class SessionState:
         """Encode `image` unless it is the one already encoded; returns whether the image side ran."""
         if self.has_image(fingerprint):
             return False
+        start = time.perf_counter()
         self.encoded = segmenter.encode(image, fingerprint)
+        self.encode_seconds = time.perf_counter() - start
         self.logits = {}
         self.expressions = []
         return True
@@ -106,6 +110,7 @@ class SessionState:
         self.encoded = None
         self.logits = {}
         self.expressions = []
+        self.encode_seconds = 0.0
 
     def ask(self, segmenter: Segmenter, expressions: list[str]) -> int:
         """Make `expressions` the current set, decoding those not asked before; returns how many were decoded."""
