@@ -126,7 +126,7 @@ def browser(tmp_path):
         driver.quit()
 
 
-def test_upload_two_expressions_show_overlay_and_legend(app_url, browser, tmp_path):
+def test_upload_two_expressions_show_overlay_and_legend(browser, app_url, tmp_path):  # browser first: fails fast
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
