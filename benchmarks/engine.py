@@ -1,0 +1,235 @@
+#!/usr/bin/env python
+"""Speed of the data engine's stages, and SAM's cost of 32 boxes vs 1 box on one image encoding.
+
+Prints one JSON line per figure, each with its raw timings, measured in one run on one device:
+
+- ``stage``: images/s of each stage (load images, object masks, part vocabulary, part masks,
+  captions, CLIP filter) on the same batch of images, each stage fed the previous one's output;
+- ``sam_boxes``: seconds for one image with 1 box and with 32 boxes through the object-mask
+  path (encode once + decode the boxes + stability + RLE), and their ratio (target <= 1.5);
+- ``projection``: the stages' seconds per image times 1M images, in hours (the runner's own
+  I/O and bookkeeping are measured by the runner, not here).
+
+Presets: ``tiny`` -- the tests' tiny models on MRES-Synth images (CPU: the stages' own
+overhead); ``paper`` -- paper-size models with random weights (SAM ViT-H, OWLv2 B/16 at 960,
+CLIP B/32, a Qwen3-VL of about 2B parameters as the captioner) on 1024x768 images with
+``--boxes_per_image`` boxes, meant for CUDA. Thresholds are open so that every referent flows
+to the next stage (random weights would otherwise reject everything): the timings are those of
+keeping everything, an upper bound. Random captioners never stop early, so every caption is
+``--caption_tokens`` long (the paper's captions average 4.6 words). The part vocabulary comes
+from a fixed list (an LLM is asked once per category, 365 times for Objects365, then cached).
+
+    python benchmarks/engine.py --preset tiny --device cpu
+    python benchmarks/engine.py --preset paper --device cuda --images 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dataset_scripts.engine.captions import Captions
+from dataset_scripts.engine.clip_filter import ClipFilter
+from dataset_scripts.engine.input import LoadImages, read_detection_manifest
+from dataset_scripts.engine.object_masks import ObjectMasks, SegmentAnythingSegmenter, xywh_to_xyxy
+from dataset_scripts.engine.part_masks import DetectorPartFinder, PartMasks
+from dataset_scripts.engine.part_vocabulary import PartVocabulary
+from dataset_scripts.engine.testing import (
+    build_tiny_clip,
+    build_tiny_clip_tokenizer,
+    build_tiny_owlv2,
+    build_tiny_segment_anything,
+    write_synth_detection_set,
+)
+from dataset_scripts.masks import encode_mask
+
+PART_NAMES = ["left part", "right part", "top part", "bottom part", "middle part", "edge"]
+
+
+class FixedPartNames:
+    """Every category gets the same part names (the benchmark's stand-in for a cached vocabulary)."""
+
+    def __init__(self, names):
+        self.names = names
+
+    def names_for(self, category):
+        return self.names
+
+
+class NeverTruncated:
+    """Pass a captioner's texts on as finished, so that the CLIP stage has sentences to score."""
+
+    def __init__(self, captioner):
+        self.captioner = captioner
+
+    def caption_requests_full(self, requests):
+        from captioner.generate import BoxCaption
+
+        return [BoxCaption(c.text or "thing", False) for c in self.captioner.caption_requests_full(requests)]
+
+
+def sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def paper_captioner(device, dtype):
+    """A randomly initialised Qwen3-VL with Qwen3-VL-2B's dimensions (text 28 x 2048, vision 24 x 1024)."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    from captioner import DenseCaptioner
+    from captioner.tiny_model import build_tiny_processor
+
+    processor = build_tiny_processor(image_side=448)
+    ids = processor.tokenizer.convert_tokens_to_ids
+    config = Qwen3VLConfig(
+        text_config=dict(vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+                         num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=32768,
+                         rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20],
+                                          "mrope_interleaved": True},
+                         pad_token_id=ids("<|endoftext|>"), tie_word_embeddings=True),
+        vision_config=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, patch_size=16,
+                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=2048, num_position_embeddings=2304,
+                           deepstack_visual_indexes=[5, 11, 17]),
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"), tie_word_embeddings=True,
+    )
+    with torch.device(device):
+        model = Qwen3VLForConditionalGeneration(config).to(dtype)
+    model.generation_config.eos_token_id = ids("<|im_end|>")
+    model.generation_config.pad_token_id = ids("<|endoftext|>")
+    return model, processor, DenseCaptioner
+
+
+def build_models(preset, device, dtype, caption_tokens):
+    """(SAM, OWLv2 + processor, captioner, CLIP + processor) for the preset, on ``device``."""
+    from captioner import DenseCaptioner
+    from captioner.tiny_model import build_tiny_model, build_tiny_processor
+
+    if preset == "tiny":
+        sam = build_tiny_segment_anything(image_size=64)
+        owl, owl_processor = build_tiny_owlv2()
+        processor = build_tiny_processor()
+        captioner = DenseCaptioner(build_tiny_model(processor).to(device), processor, max_new_tokens=caption_tokens)
+        clip, clip_processor = build_tiny_clip()
+        return sam.to(device), (owl.to(device), owl_processor), captioner, (clip.to(device), clip_processor)
+
+    from segment_anything import sam_model_registry
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    with torch.device(device):
+        sam = sam_model_registry["vit_h"]()  # SAM's own default dims: ViT-H, 1024 input
+        owl = Owlv2ForObjectDetection(Owlv2Config(vision_config={"image_size": 960, "patch_size": 16})).to(dtype)
+        clip = CLIPModel(CLIPConfig()).to(dtype)  # CLIPConfig's defaults are ViT-B/32 at 224
+    owl_processor = Owlv2Processor(Owlv2ImageProcessor(size={"height": 960, "width": 960}), build_tiny_clip_tokenizer())
+    clip_processor = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}),
+                                   build_tiny_clip_tokenizer(model_max_length=77))
+    model, processor, dense_captioner = paper_captioner(device, dtype)
+    captioner = dense_captioner(model, processor, max_new_tokens=caption_tokens)
+    return sam.eval(), (owl.eval(), owl_processor), captioner, (clip.eval(), clip_processor)
+
+
+def make_records(preset, folder, images, boxes_per_image, seed=0):
+    if preset == "tiny":
+        annotations_json, image_dir, _ = write_synth_detection_set(folder, num_images=images, image_size=96, seed=seed)
+        return read_detection_manifest(annotations_json, image_dir, source="mres-synth")
+    rng = np.random.default_rng(seed)
+    width, height = 1024, 768
+    manifest = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "thing"}]}
+    for i in range(images):
+        name = f"{i:04d}.png"
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(os.path.join(folder, name))
+        manifest["images"].append({"id": i, "file_name": name, "width": width, "height": height})
+        for _ in range(boxes_per_image):
+            w, h = rng.uniform(64, 400), rng.uniform(64, 300)
+            manifest["annotations"].append({"id": len(manifest["annotations"]), "image_id": i, "category_id": 1,
+                                            "bbox": [rng.uniform(0, width - w), rng.uniform(0, height - h), w, h]})
+    return read_detection_manifest(manifest, folder, source="benchmark")
+
+
+def sam_boxes(segmenter, image, boxes_xyxy, device, repeats):
+    """Seconds for the object-mask path (encode once, decode the boxes, stability, RLE) with 1 box and with
+    all ``boxes_xyxy``, timed alternately (1, N, 1, N, ...) after a warm-up of each so that a drifting machine
+    load cancels out; returns the per-pair seconds and the median per-pair ratio."""
+    def once(boxes):
+        sync(device)
+        start = time.perf_counter()
+        result = segmenter.segment(image, segmenter.encode(image), boxes)
+        for mask in result.masks:
+            encode_mask(mask)
+        sync(device)
+        return time.perf_counter() - start
+
+    once(boxes_xyxy[:1]), once(boxes_xyxy)
+    pairs = [(once(boxes_xyxy[:1]), once(boxes_xyxy)) for _ in range(repeats)]
+    return pairs, float(np.median([many / one for one, many in pairs]))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["tiny", "paper"], default="tiny")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                        help="OWLv2, CLIP and captioner dtype (default: bfloat16 on CUDA, float32 on CPU); SAM runs in float32.")
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--boxes_per_image", type=int, default=16, help="paper preset (Objects365 averages about 15 objects per image)")
+    parser.add_argument("--caption_tokens", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=5, help="alternating (1 box, 32 boxes) pairs for the SAM ratio")
+    args = parser.parse_args()
+    device = args.device
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    torch.manual_seed(0)
+    common = {"preset": args.preset, "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"}
+
+    sam, (owl, owl_processor), captioner, (clip, clip_processor) = build_models(args.preset, device, dtype, args.caption_tokens)
+    segmenter = SegmentAnythingSegmenter(sam, device=device)
+    stages = [
+        LoadImages(),
+        ObjectMasks(segmenter, min_iou=-1.0, min_stability=-1.0),
+        PartVocabulary(FixedPartNames(PART_NAMES)),
+        PartMasks(DetectorPartFinder(segmenter, owl, owl_processor, device=device, min_score=0.0, max_per_name=1),
+                  min_inside=0.0, dedup_overlap=1.01, min_iou=-1.0, min_stability=-1.0),
+        Captions(NeverTruncated(captioner), max_new_tokens=args.caption_tokens),
+        ClipFilter(clip, clip_processor, device=device, min_score=-1.0),
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        os.makedirs(os.path.join(folder, "warmup"))
+        warmup = make_records(args.preset, os.path.join(folder, "warmup"), 1, args.boxes_per_image, seed=1)
+        for stage in stages:  # warm-up: first calls load kernels and caches
+            warmup = stage(warmup).records
+        records = make_records(args.preset, folder, args.images, args.boxes_per_image)
+        seconds_per_image = 0.0
+        for stage in stages:
+            referents_in = sum(len(r.get("referents", [])) for r in records)
+            sync(device)
+            start = time.perf_counter()
+            out = stage(records)
+            sync(device)
+            seconds = time.perf_counter() - start
+            seconds_per_image += seconds / len(records)
+            print(json.dumps({"figure": "stage", **common, "stage": stage.name, "images": len(records), "seconds": round(seconds, 4),
+                              "images_per_s": round(len(records) / seconds, 3), "referents_in": referents_in,
+                              "referents_out": sum(len(r["referents"]) for r in out.records), "rejects": len(out.rejects)}))
+            records = out.records
+        print(json.dumps({"figure": "projection", **common, "seconds_per_image": round(seconds_per_image, 4),
+                          "hours_per_1M_images": round(seconds_per_image * 1e6 / 3600, 1)}))
+
+        image = LoadImages()(make_records(args.preset, os.path.join(folder, "warmup"), 1, 32, seed=2)).records[0]["_image"]
+        rng = np.random.default_rng(0)
+        w, h = image.width, image.height
+        boxes = xywh_to_xyxy([[rng.uniform(0, w / 2), rng.uniform(0, h / 2), rng.uniform(w / 8, w / 2), rng.uniform(h / 8, h / 2)]
+                              for _ in range(32)])
+        pairs, ratio = sam_boxes(segmenter, image, boxes, device, args.repeats)
+        print(json.dumps({"figure": "sam_boxes", **common, "image_size": [w, h], "boxes": len(boxes),
+                          "seconds_1_box": [round(one, 4) for one, _ in pairs],
+                          "seconds_32_boxes": [round(many, 4) for _, many in pairs], "ratio": round(ratio, 3), "target": 1.5}))
+
+if __name__ == "__main__":
+    main()
