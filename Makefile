@@ -21,7 +21,25 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-test: $(STAMP) browser-for-tests
+# transformers' common model tests (tests/test_modeling_common.py, tests/test_configuration_common.py) ship in its
+# source distribution, not in its wheel: unpack the installed version's tests/ once, under
+# .venv/transformers-tests/<version>/tests, where tests/modeling_unires/transformers_common_tests.py finds them.
+TRANSFORMERS_TESTS := $(VENV)/transformers-tests/.fetched
+
+$(TRANSFORMERS_TESTS): $(STAMP)
+	version=$$($(PY) -c 'import transformers; print(transformers.__version__)') && \
+	dest=$(VENV)/transformers-tests/$$version && \
+	if [ ! -f $$dest/tests/test_modeling_common.py ]; then \
+		rm -rf $$dest && mkdir -p $$dest && \
+		$(PY) -m pip download --quiet --no-deps --no-binary :all: transformers==$$version -d $$dest && \
+		tar -xzf $$dest/transformers-$$version.tar.gz -C $$dest --strip-components=1 transformers-$$version/tests && \
+		touch $$dest/tests/__init__.py && rm $$dest/transformers-$$version.tar.gz; \
+	fi
+	touch $@
+
+transformers-tests: $(TRANSFORMERS_TESTS)
+
+test: $(STAMP) $(TRANSFORMERS_TESTS) browser-for-tests
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPTextModel, CLIPVisionModel, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.clip.modeling_clip import eager_attention_forward
 from transformers.utils import ModelOutput, logging
 
 from .configuration_unires import UniRESConfig
@@ -52,6 +54,18 @@ class UniRESOutput(ModelOutput):
             Cross-attention maps, each `(num_expressions, heads, queries, keys)`: the region filter's (low, then
             high; group tokens over text tokens), then each stage-1 layer's (visual over text tokens), then each
             stage-2 layer's (visual over group tokens).
+        vision_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True` when
+            the images are encoded in this call, i.e. not with `image_embeddings`):
+            The vision tower's input (after CLIP's pre-layernorm) and the output of each of its layers, each
+            `(num_images, 1 + num_patches + group tokens, vision_hidden)`: up to `group_insert_layer` the group tokens
+            are the low-level ones, after it the high-level ones (none in the "no group tokens" ablation).
+        text_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            The text tower's embeddings and the output of each of its layers, each
+            `(num_expressions, text_length, text_hidden)` (before CLIP's final layernorm, as `CLIPTextModel` returns
+            them).
+        decoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            The decoder's input (visual tokens fused with the sentence, pooled by `decoder_token_stride`) and the
+            output of each stage-1 then stage-2 layer, each `(num_expressions, decoder_tokens, decoder_hidden_size)`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -60,6 +74,9 @@ class UniRESOutput(ModelOutput):
     group_tokens: torch.FloatTensor | None = None
     group_token_scores: torch.FloatTensor | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    vision_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    text_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 def interpolate_position_embeddings(weight: torch.Tensor, new_grid: int) -> torch.Tensor:
@@ -98,13 +115,20 @@ class UniRESGroupTokens(nn.Module):
 
 
 class UniRESAttention(nn.Module):
-    """Multi-head attention over `scaled_dot_product_attention`; explicit softmax only when weights are requested."""
+    """
+    Multi-head (cross-)attention through transformers' attention interface: `config._attn_implementation` ("sdpa" by
+    default, or "eager") picks the kernel, so `set_attn_implementation` reaches the decoder as it reaches the CLIP
+    towers. When the weights are requested they are computed eagerly, whatever the implementation.
+    """
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0):
+    def __init__(self, config: UniRESConfig, hidden_size: int, num_heads: int, dropout: float = 0.0):
         super().__init__()
+        self.config = config
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
+        self.scaling = self.head_dim**-0.5
         self.dropout = dropout
+        self.is_causal = False
         self.q_proj = nn.Linear(hidden_size, hidden_size)
         self.k_proj = nn.Linear(hidden_size, hidden_size)
         self.v_proj = nn.Linear(hidden_size, hidden_size)
@@ -116,18 +140,17 @@ class UniRESAttention(nn.Module):
     def forward(self, queries, keys_values, key_mask=None, output_attentions=False):
         """`key_mask`: bool `(batch, keys)`, True where a key may be attended to."""
         q, k, v = self._heads(self.q_proj(queries)), self._heads(self.k_proj(keys_values)), self._heads(self.v_proj(keys_values))
-        mask = None if key_mask is None else key_mask[:, None, None, :]
-        dropout = self.dropout if self.training else 0.0
-        weights = None
-        if output_attentions:
-            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            weights = scores.softmax(-1)
-            out = F.dropout(weights, dropout, self.training) @ v
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        out = out.transpose(1, 2).reshape(queries.shape[0], queries.shape[1], -1)
+        mask = None
+        if key_mask is not None:
+            # Additive `(batch, 1, 1, keys)` mask, as both eager and sdpa take it: 0 where a key may be attended to.
+            mask = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device)
+            mask = mask.masked_fill(~key_mask, torch.finfo(q.dtype).min)[:, None, None, :]
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        out, weights = attention(
+            self, q, k, v, mask, dropout=self.dropout if self.training else 0.0, scaling=self.scaling
+        )
+        out = out.reshape(queries.shape[0], queries.shape[1], -1)
         return self.out_proj(out), weights
 
 
@@ -148,9 +171,9 @@ class UniRESDecoderLayer(GradientCheckpointingLayer):
     def __init__(self, config: UniRESConfig, self_attention: bool = True):
         super().__init__()
         width, heads, dropout = config.decoder_hidden_size, config.decoder_num_attention_heads, config.decoder_dropout
-        self.self_attn = UniRESAttention(width, heads, dropout) if self_attention else None
+        self.self_attn = UniRESAttention(config, width, heads, dropout) if self_attention else None
         self.self_attn_norm = nn.LayerNorm(width) if self_attention else None
-        self.cross_attn = UniRESAttention(width, heads, dropout)
+        self.cross_attn = UniRESAttention(config, width, heads, dropout)
         self.cross_attn_norm = nn.LayerNorm(width)
         self.memory_norm = nn.LayerNorm(width)
         self.mlp = UniRESMLP(width, config.decoder_intermediate_size, dropout)
@@ -233,6 +256,18 @@ class UniRESPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+
+    @torch.no_grad()
+    def initialize_weights(self):
+        # The CLIP towers are transformers' own models: initialise them (i.e. what a checkpoint left missing) by their
+        # own `initialize_weights`, i.e. CLIPPreTrainedModel._init_weights under CLIP's rules. Reached from this model
+        # instead, the custom-code rule of transformers would mark CLIPAttention and CLIPMLP (no parameters of their
+        # own) as initialised before CLIP's scheme reaches their projections, which would keep a plain N(0, 0.02).
+        # After the towers' own initialisation (at construction) this does nothing: their modules are marked done.
+        for tower in (getattr(self, "vision_model", None), getattr(self, "text_model", None)):
+            if isinstance(tower, PreTrainedModel):
+                tower.initialize_weights()
+        super().initialize_weights()
 
 
 class UniRESModel(UniRESPreTrainedModel):
@@ -326,6 +361,15 @@ class UniRESModel(UniRESPreTrainedModel):
         model.text_model.load_state_dict(clip.text_model.state_dict(), strict=True)
         return model
 
+    # ------------------------------------------------------------------ embeddings (resize_token_embeddings)
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The text tower's token embedding: what `resize_token_embeddings` resizes (see `fit_to_tokenizer`)."""
+        return self.text_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.text_model.set_input_embeddings(value)
+
     # ------------------------------------------------------------------ image side
 
     def _run_vision_layer(self, layer, hidden_states):
@@ -340,6 +384,10 @@ class UniRESModel(UniRESPreTrainedModel):
         (no CLS), then the low-level group tokens (taken out at `group_insert_layer`), then the high-level ones.
         Position embeddings are interpolated when the image size differs from `config.image_size`.
         """
+        return self._encode_images(pixel_values)[0]
+
+    def _encode_images(self, pixel_values, output_hidden_states=False):
+        """`(image_embeddings, vision_hidden_states or None)`: see `get_image_embeddings` and `UniRESOutput`."""
         if pixel_values is None or pixel_values.dim() != 4:
             shape = None if pixel_values is None else tuple(pixel_values.shape)
             raise ValueError(f"pixel_values must be a 4-D tensor (num_images, channels, height, width), got {shape}")
@@ -357,6 +405,7 @@ class UniRESModel(UniRESPreTrainedModel):
         if low is not None:
             embeddings = torch.cat([embeddings, low.to(embeddings.dtype).expand(batch, -1, -1)], dim=1)
         hidden_states = vision.pre_layrnorm(embeddings)
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
 
         low_out = None
         for index, layer in enumerate(vision.encoder.layers):
@@ -369,13 +418,15 @@ class UniRESModel(UniRESPreTrainedModel):
                     high_in = vision.pre_layrnorm(high.to(hidden_states.dtype)).expand(batch, -1, -1)
                     hidden_states = torch.cat([hidden_states, high_in], dim=1)
             hidden_states = self._run_vision_layer(layer, hidden_states)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
 
         parts = [vision.post_layernorm(hidden_states[:, 1 : 1 + num_patches])]
         if low_out is not None:
             parts.append(self.low_group_norm(low_out))
         if high is not None:
             parts.append(vision.post_layernorm(hidden_states[:, -high.shape[0] :]))
-        return torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1), all_hidden_states
 
     def _split_image_embeddings(self, image_embeddings):
         config = self.config
@@ -421,10 +472,10 @@ class UniRESModel(UniRESPreTrainedModel):
         image_indices: torch.LongTensor | None = None,
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         output_image_embeddings: bool = False,
         output_group_tokens: bool = False,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> UniRESOutput | tuple:
         r"""
         Args:
@@ -437,9 +488,16 @@ class UniRESModel(UniRESPreTrainedModel):
             image_indices (`(num_expressions,)`, *optional*): image row of each expression. By default the identity
                 when the counts match, or every expression on the single image.
             labels (`(num_expressions, H, W)`, float or bool): ground-truth masks at input resolution; gives `loss`.
+            output_attentions, output_hidden_states (`bool`, *optional*): return the attention maps / the hidden states
+                of the vision tower, the text tower and the decoder (see [`UniRESOutput`]); default: the config's.
+
+        There is no `**kwargs`: a misspelled argument (`attention_masks=`) is a `TypeError` naming it, not ignored.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
+        output_hidden_states = bool(
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         uses_pixels = self.pixel_decoder is not None
         if pixel_values is None and image_embeddings is None:
             raise ValueError("Pass `pixel_values` or `image_embeddings`")
@@ -452,8 +510,9 @@ class UniRESModel(UniRESPreTrainedModel):
             raise ValueError("`input_ids` (the tokenised expressions) are required")
         patch = self.config.vision_config.patch_size
 
+        vision_hidden_states = None
         if image_embeddings is None:
-            image_embeddings = self.get_image_embeddings(pixel_values)
+            image_embeddings, vision_hidden_states = self._encode_images(pixel_values, output_hidden_states)
             grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
         else:
             expected = self.config.vision_config.hidden_size
@@ -488,7 +547,10 @@ class UniRESModel(UniRESPreTrainedModel):
         # Text side: token features for cross-attention, and a sentence vector: CLIP's end-of-text token (last
         # attended) plus the mean of the attended tokens. The mean carries every word from the first step, which a
         # text tower trained from scratch needs; with a pretrained tower the EOS state dominates as in CLIP.
-        text_states = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        text_outputs = self.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
+        )
+        text_states = text_outputs.last_hidden_state
         text_mask = attention_mask.bool()
         last_token = (attention_mask.long().sum(-1) - 1).clamp(min=0)
         eos_state = text_states[torch.arange(num_expressions, device=device), last_token]
@@ -506,6 +568,7 @@ class UniRESModel(UniRESPreTrainedModel):
         fused = visual * sentence_key[:, None, :]
         pooled = self._pool_tokens(fused, grid)
         hidden_states = pooled
+        decoder_hidden_states = (hidden_states,) if output_hidden_states else None
 
         attentions = () if output_attentions else None
         filtered, scores = [], []
@@ -526,10 +589,14 @@ class UniRESModel(UniRESPreTrainedModel):
             )
             if output_attentions:
                 attentions += (weights,)
+            if output_hidden_states:
+                decoder_hidden_states += (hidden_states,)
         for layer in self.stage2_layers:
             hidden_states, weights = self._run_decoder_layer(layer, hidden_states, group_tokens, None, output_attentions)
             if output_attentions:
                 attentions += (weights,)
+            if output_hidden_states:
+                decoder_hidden_states += (hidden_states,)
 
         if self.config.decoder_token_stride > 1:
             # Every patch token receives the update its pooled cell got from the decoder.
@@ -550,6 +617,9 @@ class UniRESModel(UniRESPreTrainedModel):
             group_tokens=group_tokens if output_group_tokens else None,
             group_token_scores=torch.cat(scores, dim=1) if (output_group_tokens and scores) else None,
             attentions=attentions,
+            vision_hidden_states=vision_hidden_states,
+            text_hidden_states=text_outputs.hidden_states if output_hidden_states else None,
+            decoder_hidden_states=decoder_hidden_states,
         )
         return output if return_dict else output.to_tuple()
 

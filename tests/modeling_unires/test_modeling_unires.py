@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel
 
 from modeling_unires import UniRESConfig, UniRESModel, UniRESProcessor
@@ -148,9 +149,25 @@ def test_other_input_sizes_interpolate_positions():
 
 
 def test_upsample_mask_head():
-    model, processor = tiny_model_and_processor(mask_head_type="upsample")
-    out = model(pixel_values=torch.randn(1, 3, 32, 32), **_text(processor))
-    assert out.logits.shape == (3, 32, 32)
+    """The "upsample" head predicts one logit per patch and upsamples it bilinearly; "pixel_shuffle" predicts each
+    patch's 8x8 block. Same weights elsewhere: the head's own layer and the logits must differ accordingly."""
+    upsample, processor = tiny_model_and_processor(mask_head_type="upsample")
+    pixel_shuffle, _ = tiny_model_and_processor(mask_head_type="pixel_shuffle")
+    assert (upsample.mask_head.out_features, pixel_shuffle.mask_head.out_features) == (1, 64)
+    shared = {k: v for k, v in pixel_shuffle.state_dict().items() if not k.startswith("mask_head.")}
+    assert upsample.load_state_dict(shared, strict=False).missing_keys == ["mask_head.weight", "mask_head.bias"]
+    for model in (upsample, pixel_shuffle):  # silence the per-patch alignment term: the head alone makes the logits
+        torch.nn.init.zeros_(model.alignment_visual_projection.weight)
+        torch.nn.init.zeros_(model.alignment_visual_projection.bias)
+    inputs = dict(pixel_values=torch.randn(1, 3, 32, 32), **_text(processor), output_hidden_states=True)
+    with torch.no_grad():
+        out = upsample(**inputs)
+        shuffled = pixel_shuffle(**inputs)
+        per_patch = upsample.mask_head(upsample.decoder_norm(out.decoder_hidden_states[-1])).view(3, 1, 4, 4)
+    assert out.logits.shape == shuffled.logits.shape == (3, 32, 32)
+    expected = F.interpolate(per_patch, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(out.logits, expected)
+    assert not torch.allclose(out.logits, shuffled.logits, atol=1e-3)
 
 
 @pytest.mark.parametrize("stride,channels", [(2, 0), (3, 4), (1, 4)])
@@ -356,3 +373,130 @@ def test_bad_forward_inputs_are_named():
         model(pixel_values=images, **text, image_indices=torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="multiple of patch_size"):
         model(pixel_values=torch.randn(1, 3, 30, 32), **text)
+
+
+# ---------------------------------------------------------------------- transformers conventions (issue 10)
+
+
+def test_hidden_states_of_both_towers_and_the_decoder():
+    model, processor = tiny_model_and_processor()
+    text = _text(processor)
+    images = torch.randn(2, 3, 32, 32)
+    indices = torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        out = model(pixel_values=images, **text, image_indices=indices, output_hidden_states=True,
+                    output_image_embeddings=True)
+    # Vision: input + 2 layers over CLS + 16 patches + 4 low group tokens, then + 2 high ones after insert layer 1.
+    assert [tuple(h.shape) for h in out.vision_hidden_states] == [(2, 21, 32), (2, 21, 32), (2, 19, 32)]
+    assert [tuple(h.shape) for h in out.text_hidden_states] == [(3, 17, 32)] * 3
+    # Decoder: its input and 1 stage-1 + 1 stage-2 layer, over the 16 patch tokens of each expression.
+    assert [tuple(h.shape) for h in out.decoder_hidden_states] == [(3, 16, 32)] * 3
+    with torch.no_grad():
+        # They are the states the model computed: the last vision state gives the image embeddings' patches...
+        patches = model.vision_model.post_layernorm(out.vision_hidden_states[-1][:, 1:17])
+        torch.testing.assert_close(patches, out.image_embeddings[:, :16])
+        # ... and the last text state the text tower's output.
+        text_final = model.text_model.final_layer_norm(out.text_hidden_states[-1])
+        torch.testing.assert_close(text_final, model.text_model(**text).last_hidden_state)
+    plain = model(pixel_values=images, **text, image_indices=indices)
+    assert plain.vision_hidden_states is plain.text_hidden_states is plain.decoder_hidden_states is None
+    torch.testing.assert_close(plain.logits, out.logits)
+
+    # The default comes from the config; with image embeddings the vision tower does not run in this call.
+    model.config.output_hidden_states = True
+    with torch.no_grad():
+        shared = model(image_embeddings=out.image_embeddings, **text, image_indices=indices)
+    assert shared.vision_hidden_states is None
+    assert len(shared.text_hidden_states) == 3 and len(shared.decoder_hidden_states) == 3
+    torch.testing.assert_close(shared.decoder_hidden_states[-1], out.decoder_hidden_states[-1])
+
+
+def test_misspelled_forward_argument_is_a_type_error():
+    model, processor = tiny_model_and_processor()
+    text = _text(processor)
+    with pytest.raises(TypeError, match="attention_masks"):
+        model(pixel_values=torch.randn(1, 3, 32, 32), input_ids=text["input_ids"],
+              attention_masks=text["attention_mask"])
+
+
+def test_resize_token_embeddings_round_trip(tmp_path):
+    model, processor = tiny_model_and_processor()
+    text = _text(processor)
+    pixel_values = torch.randn(1, 3, 32, 32)
+    vocab = model.config.text_config.vocab_size
+    assert model.get_input_embeddings() is model.text_model.embeddings.token_embedding
+    original = model.get_input_embeddings().weight.detach().clone()
+    with torch.no_grad():
+        before = model(pixel_values=pixel_values, **text).logits
+
+    model.resize_token_embeddings(vocab + 7)
+    assert model.config.text_config.vocab_size == model.text_model.config.vocab_size == vocab + 7
+    assert model.get_input_embeddings().weight.shape == (vocab + 7, 32)
+    assert torch.equal(model.get_input_embeddings().weight[:vocab], original)
+    new_ids = text["input_ids"].clone()
+    new_ids[:, 1] = vocab + 6  # a token only the resized vocabulary has
+    model.save_pretrained(tmp_path)
+    loaded = UniRESModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(pixel_values=pixel_values, input_ids=new_ids, attention_mask=text["attention_mask"]).logits,
+                           model(pixel_values=pixel_values, input_ids=new_ids, attention_mask=text["attention_mask"]).logits)
+
+    model.resize_token_embeddings(vocab)
+    assert model.config.text_config.vocab_size == vocab
+    with torch.no_grad():
+        assert torch.equal(model(pixel_values=pixel_values, **text).logits, before)
+
+
+def test_missing_tower_weights_get_clips_own_init(tmp_path):
+    """A checkpoint without some CLIP weights: those are initialised as `UniRESModel(config)` initialises them (CLIP's
+    scheme: e.g. q_proj std = hidden**-0.5 * (2 * layers)**-0.5), not with a plain N(0, 0.02); loaded ones are kept."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    model, _ = tiny_model_and_processor()
+    model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    dropped = [k for k in state if k.startswith(("vision_model.encoder.layers.1.", "text_model.encoder.layers.0."))]
+    assert any(k.endswith("self_attn.q_proj.weight") for k in dropped) and any(k.endswith("mlp.fc1.weight") for k in dropped)
+    save_file({k: v for k, v in state.items() if k not in dropped}, tmp_path / "model.safetensors",
+              metadata={"format": "pt"})
+    loaded = UniRESModel.from_pretrained(tmp_path)
+    fresh = dict(model.named_parameters())
+    for name, parameter in loaded.named_parameters():
+        if name not in dropped:
+            assert torch.equal(parameter, fresh[name]), name
+        elif name.endswith(("proj.weight", "fc1.weight", "fc2.weight")):
+            # 1024 or 2048 draws: the sample std is within a few percent; N(0, 0.02) would be 4-9x off.
+            ratio = parameter.std().item() / fresh[name].std().item()
+            assert 0.85 < ratio < 1.15, (name, ratio)
+        else:  # biases and layer norms
+            assert torch.equal(parameter, fresh[name]), name
+
+
+def test_set_attn_implementation_reaches_the_config_and_the_decoder():
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    model, processor = tiny_model_and_processor()
+    inputs = dict(pixel_values=torch.randn(1, 3, 32, 32), **_text(processor))
+    sdpa_forward = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    calls = []
+
+    def counting_sdpa(module, *args, **kwargs):
+        calls.append(type(module).__name__)
+        return sdpa_forward(module, *args, **kwargs)
+
+    ALL_ATTENTION_FUNCTIONS["sdpa"] = counting_sdpa
+    try:
+        with torch.no_grad():
+            assert model.config._attn_implementation == "sdpa"
+            sdpa_logits = model(**inputs).logits
+            assert "UniRESAttention" in calls and "CLIPAttention" in calls
+            model.set_attn_implementation("eager")
+            configs = (model.config, model.vision_model.config, model.text_model.config)
+            assert [c._attn_implementation for c in configs] == ["eager"] * 3
+            calls.clear()
+            eager_logits = model(**inputs).logits
+            assert calls == []  # neither the towers nor the decoder use sdpa any more
+    finally:
+        del ALL_ATTENTION_FUNCTIONS["sdpa"]
+    torch.testing.assert_close(eager_logits, sdpa_logits, rtol=1e-4, atol=1e-5)
