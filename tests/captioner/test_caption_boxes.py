@@ -5,6 +5,7 @@ from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from captioner import BoxCaption, DenseCaptioner, load_base_model
+from dataset_scripts.rejects import RejectLog
 
 
 class _ForceTokenAfter(LogitsProcessor):
@@ -94,3 +95,76 @@ def test_captions_cut_at_max_new_tokens_are_marked_truncated(tiny, rows):
         done = DenseCaptioner(model, processor, max_new_tokens=4, share_image_prefix=share,
                               generation_kwargs={"logits_processor": forced}).caption_boxes(rows[0]["image"], box)
         assert not done[0].truncated
+
+
+# -- bounded images ----------------------------------------------------------------------------
+
+from captioner.box_prompts import QWEN2_5_VL_BOX_FORMAT  # noqa: E402
+from captioner.encoding import DEFAULT_MAX_IMAGE_TOKENS, box_instruction, image_processing_kwargs, resized_image_size  # noqa: E402
+from captioner.tiny_model import build_tiny_processor  # noqa: E402
+
+
+def _image_tokens(processor, image, image_kwargs):
+    encoded = processor(text=["<|vision_start|><|image_pad|><|vision_end|>"], images=[image], return_tensors="pt", **image_kwargs)
+    return int((encoded["input_ids"] == processor.image_token_id).sum())
+
+
+def test_image_tokens_are_capped_by_default_and_configurable(tiny):
+    model, _ = tiny
+    processor = build_tiny_processor()
+    processor.image_processor.size = {"shortest_edge": 1024, "longest_edge": 16384 * 1024}  # Qwen3-VL's own 16,384-token limit
+    big = Image.new("RGB", (2048, 2048))
+    assert _image_tokens(processor, big, {}) == 4096  # what the processor alone would feed the model
+    default = DenseCaptioner(model, processor)
+    assert _image_tokens(processor, big, default.image_kwargs) <= DEFAULT_MAX_IMAGE_TOKENS == 1280
+    small = DenseCaptioner(model, processor, max_image_tokens=64)
+    assert 32 <= _image_tokens(processor, big, small.image_kwargs) <= 64
+    assert small._count_image_tokens(big, "") == _image_tokens(processor, big, small.image_kwargs)  # the budget counts what runs
+    assert DenseCaptioner(model, processor, max_image_tokens=None).image_kwargs == {}
+    # never more than the processor's own limit
+    assert image_processing_kwargs(build_tiny_processor(), 1280)["size"]["longest_edge"] == 4 * 32 * 32
+    with pytest.raises(ValueError, match="max_image_tokens must be positive"):
+        image_processing_kwargs(processor, 0)
+
+
+def test_a_large_image_is_captioned_within_the_cap(tiny):
+    model, processor = tiny
+    calls = []
+    handle = model.model.visual.register_forward_hook(lambda module, args, kwargs=None: calls.append(args[0].shape[0]))
+    try:
+        DenseCaptioner(model, processor, max_new_tokens=2, max_image_tokens=2).caption_boxes(Image.new("RGB", (3000, 2000)), [[10, 10, 500, 500]])
+    finally:
+        handle.remove()
+    assert calls and calls[0] <= 2 * 4  # patches entering the vision tower: 4 per image token (2x2 merge)
+
+
+def test_qwen2_5_vl_boxes_use_the_size_the_processor_resizes_to():
+    processor = build_tiny_processor()
+    kwargs = image_processing_kwargs(processor, 4)
+    image = Image.new("RGB", (300, 100))
+    width, height = resized_image_size(processor, image.size, kwargs)
+    grid = processor.image_processor(images=[image], return_tensors="pt", **kwargs)["image_grid_thw"][0]
+    assert (height, width) == (int(grid[1]) * 16, int(grid[2]) * 16)
+    instruction = box_instruction(processor, image.size, [150, 50, 150, 50], "object", QWEN2_5_VL_BOX_FORMAT, image_kwargs=kwargs)
+    assert f'"bbox_2d": [{width // 2}, {height // 2}, {width}, {height}]' in instruction
+
+
+# -- caption_dataset ---------------------------------------------------------------------------
+
+def test_caption_dataset_decodes_and_encodes_each_image_once(tiny, rows, monkeypatch):
+    import captioner.generate as generate
+
+    model, processor = tiny
+    decoded = []
+    original = generate.load_image
+    monkeypatch.setattr(generate, "load_image", lambda image, item=None: decoded.append(image) or original(image, item))
+    data = [dict(rows[0], bbox=box) for box in BOXES] + [dict(rows[1], bbox=box) for box in BOXES[:2]]
+    calls, handle = _count_calls(model.model.visual)
+    try:
+        rejects = RejectLog(stage="caption")
+        results = list(DenseCaptioner(model, processor, max_new_tokens=3).caption_dataset(data, rejects))
+    finally:
+        handle.remove()
+    assert len(decoded) == 2 and len(calls) == 2  # two images, eight rows
+    assert [r["index"] for r in results] == list(range(8)) and rejects.kept == 8
+    assert all(isinstance(r["truncated"], bool) for r in results)

@@ -54,3 +54,58 @@ def test_one_prompt_per_granularity_with_the_box_as_text():
     messages = build_messages(prompts["part"], "ear of dog")
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[0]["content"][0] == {"type": "image"}
+
+
+# -- each base family's own box syntax --------------------------------------------------------
+
+from types import SimpleNamespace  # noqa: E402
+
+from captioner.box_prompts import (  # noqa: E402
+    PAPER_BOX_FORMAT,
+    QWEN2_5_VL_BOX_FORMAT,
+    QWEN2_VL_BOX_FORMAT,
+    QWEN3_VL_BOX_FORMAT,
+    box_coordinates,
+    box_format_for,
+    format_box,
+)
+
+
+def test_the_box_format_follows_the_model_family():
+    assert box_format_for(SimpleNamespace(model_type="qwen3_vl")) is QWEN3_VL_BOX_FORMAT
+    assert box_format_for(SimpleNamespace(config=SimpleNamespace(model_type="qwen3_vl_moe"))) is QWEN3_VL_BOX_FORMAT
+    assert box_format_for(SimpleNamespace(model_type="qwen2_5_vl")) is QWEN2_5_VL_BOX_FORMAT
+    assert box_format_for(SimpleNamespace(model_type="qwen2_vl")) is QWEN2_VL_BOX_FORMAT
+    assert box_format_for(SimpleNamespace(model_type="llava")) is PAPER_BOX_FORMAT
+
+
+def test_qwen3_vl_boxes_are_bbox_2d_json_on_a_0_1000_scale():
+    coordinates = box_coordinates([50, 25, 100, 50], (200, 100), QWEN3_VL_BOX_FORMAT)
+    assert coordinates == (250, 250, 750, 750)
+    assert format_box(coordinates, QWEN3_VL_BOX_FORMAT) == '{"bbox_2d": [250, 250, 750, 750]}'
+    assert json.loads(format_box(coordinates, QWEN3_VL_BOX_FORMAT)) == {"bbox_2d": [250, 250, 750, 750]}
+    assert build_prompt("image", box_coordinates([0, 0, 200, 100], (200, 100), QWEN3_VL_BOX_FORMAT), box_format=QWEN3_VL_BOX_FORMAT) == \
+        'Describe the whole image {"bbox_2d": [0, 0, 1000, 1000]} in one sentence.'
+
+
+def test_qwen2_vl_boxes_are_pairs_on_a_0_1000_scale():
+    coordinates = box_coordinates([50, 25, 100, 50], (200, 100), QWEN2_VL_BOX_FORMAT)
+    assert format_box(coordinates, QWEN2_VL_BOX_FORMAT) == "(250,250),(750,750)"
+
+
+def test_qwen2_5_vl_boxes_are_absolute_pixels_of_the_resized_image():
+    # a 200x100 image resized by the processor to 392x196: the box [50, 25, 100, 50] covers 98..294 x 49..147 there
+    coordinates = box_coordinates([50, 25, 100, 50], (200, 100), QWEN2_5_VL_BOX_FORMAT, resized_size=(392, 196))
+    assert coordinates == (98, 49, 294, 147)
+    assert format_box(coordinates, QWEN2_5_VL_BOX_FORMAT) == '{"bbox_2d": [98, 49, 294, 147]}'
+    with pytest.raises(ValueError, match="resized image size"):
+        box_coordinates([50, 25, 100, 50], (200, 100), QWEN2_5_VL_BOX_FORMAT)
+
+
+@pytest.mark.parametrize("box_format", [PAPER_BOX_FORMAT, QWEN2_VL_BOX_FORMAT, QWEN3_VL_BOX_FORMAT, QWEN2_5_VL_BOX_FORMAT])
+@pytest.mark.parametrize("box", [[1000.2, 500.1, 0.05, 0.05], [0, 0, 0.01, 0.01], [3999.99, 2999.99, 0.01, 0.01], [2000, 10, 0.3, 2500]])
+def test_very_small_boxes_never_round_to_zero_size(box_format, box):
+    x1, y1, x2, y2 = box_coordinates(box, (4000, 3000), box_format, resized_size=(1024, 768))
+    limit = box_format.scale or None
+    assert x2 > x1 and y2 > y1
+    assert 0 <= x1 and 0 <= y1 and x2 <= (limit or 1024) and y2 <= (limit or 768)

@@ -1,0 +1,161 @@
+"""Training that fails loudly, keeps every rank stepping and counts every row; adapters loaded by Hub id."""
+import json
+import os
+import shutil
+
+import datasets
+import pytest
+import torch
+from accelerate import Accelerator
+
+from captioner import CaptionCollator, add_lora, load_base_model, load_captioner
+from captioner.finetune_data import CAPTION_FEATURES
+from captioner.tiny_model import save_tiny_captioner
+from captioner.train import (
+    CaptionerDataArguments,
+    CaptionerModelArguments,
+    CaptionerTrainingArguments,
+    NoSupervisedTokensError,
+    train,
+    training_step,
+)
+from dataset_scripts.rejects import RejectLog
+
+THINKING_TEMPLATE = (  # Qwen-style, but the generation prompt opens a <think> block the rendered answer lacks
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{{ '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n<think>\n' }}{% endif %}"
+)
+
+
+def _args(output_dir, **training):
+    defaults = dict(output_dir=str(output_dir), per_device_train_batch_size=4, gradient_accumulation_steps=1, learning_rate=1e-2,
+                    max_steps=2, warmup_ratio=0.0, lr_scheduler_type="constant", logging_steps=1, save_steps=0, seed=0)
+    return CaptionerTrainingArguments(**{**defaults, **training})
+
+
+def _model_args(base_dir):
+    return CaptionerModelArguments(base_model=base_dir, lora_r=4, lora_alpha=8, lora_dropout=0.0)
+
+
+def test_a_template_that_cannot_supervise_stops_before_training(base_dir, rows, tmp_path):
+    _, processor = load_base_model(base_dir)
+    processor.chat_template = THINKING_TEMPLATE
+    with pytest.raises(ValueError, match="generation prompt is not a prefix of prompt \\+ answer"):
+        CaptionCollator(processor)
+    thinking = tmp_path / "thinking_base"
+    shutil.copytree(base_dir, thinking)
+    processor.save_pretrained(thinking)
+    with pytest.raises(ValueError, match="generation prompt is not a prefix"):
+        train(_model_args(str(thinking)), CaptionerDataArguments(), _args(tmp_path / "out"),
+              train_dataset=datasets.Dataset.from_list(rows, features=CAPTION_FEATURES))
+    assert not (tmp_path / "out" / "adapter_model.safetensors").exists()  # no all-zero adapter, no model card
+
+
+def test_training_stops_when_the_first_rows_yield_no_supervised_token(base_dir, rows, tmp_path):
+    bad = [dict(row, bbox=[0, 0, 0, 5]) for row in rows] * 2
+    with pytest.raises(NoSupervisedTokensError, match="None of the first 8 training rows.*bad item: 8"):
+        train(_model_args(base_dir), CaptionerDataArguments(check_first_rows=8), _args(tmp_path / "out", max_steps=5),
+              train_dataset=datasets.Dataset.from_list(bad, features=CAPTION_FEATURES))
+    assert not (tmp_path / "out" / "adapter_model.safetensors").exists()
+
+
+def test_a_caption_that_merges_with_the_prompt_is_a_counted_reject(base_dir, rows):
+    _, processor = load_base_model(base_dir)
+    rejects = RejectLog(stage="unit")
+    batch = CaptionCollator(processor, rejects=rejects)([dict(rows[2], caption="\nwheel of car"), rows[3]])
+    assert batch["input_ids"].shape[0] == 1 and "placeholder" not in batch
+    assert (rejects.kept, rejects.skipped) == (1, 1)
+    assert "malformed caption" in rejects.records[0]["reason"]
+
+
+def test_an_all_rejected_micro_batch_still_runs_forward_and_backward_at_zero_loss(base_dir, rows):
+    model, processor = load_base_model(base_dir)
+    model = add_lora(model, r=4, alpha=8, dropout=0.0)
+    model.train()
+    rejects = RejectLog(stage="unit")
+    placeholder = CaptionCollator(processor, rejects=rejects)([dict(row, bbox=[0, 0, -1, 5]) for row in rows])
+    assert placeholder["placeholder"] is True and rejects.skipped == 4 and rejects.kept == 0
+    calls = []
+    handle = model.get_base_model().model.language_model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        assert training_step(model, placeholder, Accelerator(cpu=True)) is None
+    finally:
+        handle.remove()
+    assert calls == [1]  # the model ran, so its gradient hooks (DDP's all-reduce) fire as on every other rank
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    assert lora and all(p.grad is not None and torch.count_nonzero(p.grad) == 0 for p in lora)
+
+
+def test_reject_counts_survive_dataloader_workers(base_dir, rows, tmp_path):
+    data = rows + [dict(rows[0], caption="\nmerged with the prompt")]  # 4 good rows, 1 malformed
+    result = train(_model_args(base_dir), CaptionerDataArguments(), _args(tmp_path / "out", per_device_train_batch_size=5,
+                                                                      dataloader_num_workers=1),
+                   train_dataset=datasets.Dataset.from_list(data, features=CAPTION_FEATURES))
+    assert result.global_step == 2
+    assert (result.rejects.kept, result.rejects.skipped) == (8, 2)  # two epochs of one batch each
+    logged = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert len(logged) == 2 and all("malformed caption" in entry["reason"] for entry in logged)
+
+
+# -- adapters by Hub id ------------------------------------------------------------------------
+
+# Files that loaders look for; the Hub cache marks the ones a repository lacks under .no_exist/<commit>/.
+PROBED_FILES = ("config.json", "adapter_config.json", "preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
+                "chat_template.json", "chat_template.jinja", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json",
+                "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json", "model.safetensors",
+                "model.safetensors.index.json", "adapter_model.safetensors", "adapter_model.bin", "custom_generate/generate.py")
+
+
+def _snapshot(cache, repo_id, folder):
+    """Lay ``folder`` out as the Hub cache does after a download of ``repo_id`` (refs/main → snapshots/<commit>/,
+    absent files marked under .no_exist/), so that offline loading by id behaves as it does online."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    for name in PROBED_FILES:
+        if not (repo / "snapshots" / commit / name).exists():
+            (repo / ".no_exist" / commit / name).parent.mkdir(parents=True, exist_ok=True)
+            (repo / ".no_exist" / commit / name).touch()
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_an_adapter_by_hub_id_is_recognised_merged_and_takes_base_model(trained, hub_cache, tmp_path):
+    _snapshot(hub_cache, "org/tiny-captioner", trained.output_dir)
+    other_base = save_tiny_captioner(tmp_path / "other_base", seed=1)
+    _snapshot(hub_cache, "org/other-base", other_base)
+
+    merged, _ = load_captioner("org/tiny-captioner", merge=True)
+    assert not any("lora_" in name for name, _ in merged.named_parameters())
+    unmerged, _ = load_captioner("org/tiny-captioner", merge=False)
+    assert any("lora_" in name for name, _ in unmerged.named_parameters())
+    reference, _ = load_captioner(trained.output_dir, merge=True)
+    for (name, param), (_, expected) in zip(merged.state_dict().items(), reference.state_dict().items()):
+        torch.testing.assert_close(param, expected, msg=name)
+
+    rebased, _ = load_captioner("org/tiny-captioner", base_model="org/other-base", merge=True)
+    other, _ = load_base_model(other_base)
+    embed = "model.language_model.embed_tokens.weight"  # not adapted by LoRA: it is the base's own
+    assert torch.equal(rebased.state_dict()[embed], other.state_dict()[embed])
+    assert not torch.equal(rebased.state_dict()[embed], merged.state_dict()[embed])
+
+
+def test_a_base_model_by_hub_id_is_not_taken_for_an_adapter(base_dir, hub_cache):
+    _snapshot(hub_cache, "org/tiny-base", base_dir)
+    model, processor = load_captioner("org/tiny-base")
+    assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
+    with pytest.raises(OSError):
+        load_captioner("org/not-in-the-cache")
