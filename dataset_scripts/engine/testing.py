@@ -246,3 +246,27 @@ def save_tiny_stage_models(folder, chat_url: str):
         part_detector=paths["owlv2"], part_min_score=0.0, part_max_per_name=1, part_min_inside=0.0,
         captioner="tiny-captioner", captioner_url=chat_url, clip_model=paths["clip"], clip_min_score=-1.0,
     )
+
+
+def build_tiny_sam3(image_size: int = 56, seed: int = 0):
+    """A tiny transformers ``Sam3Model`` (ViT 2 x 32, 8 queries) and a ``Sam3Processor`` with a local CLIP tokenizer."""
+    from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
+
+    tokenizer = build_tiny_clip_tokenizer(model_max_length=32)
+    torch.manual_seed(seed)
+    hidden, feature = 32, image_size // 14
+    small = dict(hidden_size=hidden, num_layers=1, num_attention_heads=2, intermediate_size=64)
+    config = Sam3Config(
+        vision_config=dict(
+            backbone_config=dict(model_type="sam3_vit_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=2, image_size=image_size, patch_size=14, window_size=2,
+                                 global_attn_indexes=[1], pretrain_image_size=image_size),
+            fpn_hidden_size=hidden, backbone_feature_sizes=[[4 * feature] * 2, [2 * feature] * 2, [feature] * 2]),
+        text_config=dict(model_type="clip_text_model", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=32, projection_dim=32,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        geometry_encoder_config=small, detr_encoder_config=small, detr_decoder_config={**small, "num_queries": 8},
+        mask_decoder_config=dict(hidden_size=hidden, num_attention_heads=2),
+    )
+    processor = Sam3Processor(Sam3ImageProcessor(size={"height": image_size, "width": image_size}), tokenizer)
+    return Sam3Model(config).eval(), processor

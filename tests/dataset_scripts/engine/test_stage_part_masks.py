@@ -124,3 +124,30 @@ def test_detector_finder_queries_each_object_crop_and_reuses_the_sam_encoding(ob
             assert mask.any() and not (mask & ~parent).any()
             assert set(part["scores"]) == {"detector", "sam_iou", "sam_stability"}
     assert sum(len(c) for c in found) > 0
+
+
+def test_sam3_finder_encodes_each_image_once_and_prompts_each_part_name(objects):
+    from dataset_scripts.engine.part_masks import Sam3PartFinder
+    from dataset_scripts.engine.testing import build_tiny_sam3
+
+    _, records = objects
+    model, processor = build_tiny_sam3()
+    encodings, prompts = [], []
+    model.vision_encoder.register_forward_hook(lambda *a: encodings.append(1))
+    model.text_encoder.register_forward_hook(lambda module, args, kwargs, output: prompts.append(1), with_kwargs=True)
+    finder = Sam3PartFinder(model, processor, min_score=0.0, mask_threshold=0.5, max_per_name=3)
+    found = []
+    finder.find = (lambda find: lambda record, objs: found.append(find(record, objs)) or found[-1])(finder.find)
+    out = PartMasks(finder, min_inside=0.5, dedup_overlap=0.8)(records)
+    assert len(encodings) == len(records)  # one vision encoding per image, whatever the number of part names
+    assert len(prompts) == 2 * len(records)  # one text prompt per distinct part name ("left part", "top part")
+    assert sum(len(c) for c in found) > 0
+    for record, candidates in zip(out.records, found):
+        objects_of = {r["referent_id"]: r for r in record["referents"] if r["granularity"] == "object"}
+        parts = [r for r in record["referents"] if r["granularity"] == "part"]
+        assert len(parts) + len([r for r in out.rejects if r.image_id == record["image_id"]]) == len(candidates)
+        for candidate in candidates:  # only instances touching the object are candidates for it
+            assert (candidate.mask & decode_mask(objects_of[candidate.object_id]["mask"])).any()
+        for part in parts:
+            assert not (decode_mask(part["mask"]) & ~decode_mask(objects_of[part["parent_id"]]["mask"])).any()
+            assert set(part["scores"]) == {"detector"}
