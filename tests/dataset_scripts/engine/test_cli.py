@@ -24,7 +24,7 @@ def _help(command, capsys):
     return capsys.readouterr().out
 
 
-def test_run_help_lists_runner_and_stage_options(capsys):
+def test_run_help_lists_runner_and_model_options(capsys):
     text = _help("run", capsys)
     for option in ("--annotations", "--image_dir", "--num_shards", "--workers", "--executor", "--max_shard_size",
                    "--slurm_partition", "--gpus_per_task", "--stages_factory",  # the runner's

@@ -177,7 +177,7 @@ def test_large_shards_continue_in_bounded_part_files(synth, fake_env, tmp_path):
     assert not check_exactly_once(str(out))["duplicated"]
 
 
-def test_a_stage_that_loses_an_image_is_named(synth):
+def test_a_step_that_loses_an_image_is_named(synth):
     class Forgetful:
         name = "forgetful"
 
@@ -236,12 +236,12 @@ def test_executors_run_one_task_per_shard(synth, tmp_path):
         _options(synth, tmp_path / "d", executor="kubernetes")
 
 
-def test_fake_stages_factory_builds(synth, fake_env):
+def test_fake_factory_builds_load_images_first(synth, fake_env):
     # the factory the CLI tests name: LoadImages first, as the real build_stages does
     assert [s.name for s in build()] == ["load_images", "fill_from_ground_truth", "reject_some"]
 
 
-def test_the_run_progress_bar_counts_complete_shards_and_running_ones(synth, fake_env, tmp_path):
+def test_the_run_progress_bar_counts_complete_and_running_shards(synth, fake_env, tmp_path):
     out = str(tmp_path / "out")
     run_engine(_options(synth, out, num_shards=3))
     os.remove(layout.shard_record_path(out, 2))  # shard 2 is "running": 3 of its 4 images done
