@@ -12,8 +12,11 @@ A record is a plain dict for one image:
   ``scores``). While the engine runs, ``scores`` may hold more keys than the schema's
   :data:`~dataset_scripts.features.SCORE_FIELDS` (e.g. ``clip_score``); :func:`to_mres_row`
   keeps the schema's fields only;
-- transient keys starting with ``"_"`` (``"_image"``: the RGB PIL image, ``"_image_bytes"``:
-  the file's bytes, ...), set by stages and never written.
+- transient keys starting with ``"_"``, set by stages and never written: ``"_image"`` (the RGB
+  PIL image), ``"_image_bytes"`` (the file's bytes), ``"_fixes"`` (safe fixes applied to the
+  record, e.g. an image size corrected from the file, for the runner's ``RejectLog.fix``),
+  ``"_sam_embedding"`` (SAM's image encoding, between the object and part stages),
+  ``"_part_names"`` ({object category: [part names]}, between the vocabulary and part stages).
 
 The detection manifest reader (COCO/Objects365 JSON -> records) lives in
 :mod:`dataset_scripts.engine.input` as :func:`~dataset_scripts.engine.input.read_detection_manifest`.

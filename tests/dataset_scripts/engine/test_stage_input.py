@@ -107,3 +107,33 @@ def test_to_mres_row_fits_the_schema_and_drops_transient_keys(synth):
     dataset = Dataset.from_list([row], features=MRES_FEATURES)
     assert dataset[0]["image"].size == (64, 64)
     assert dataset[0]["referents"][2]["parent_id"] == "i/o1"
+
+
+@pytest.mark.parametrize("bbox_format", ["xywh", "xyxy"])
+def test_a_detection_dataset_exports_to_the_manifest_layout(synth, tmp_path, bbox_format):
+    from datasets import ClassLabel, Features, Image, Sequence, Value
+
+    from dataset_scripts.engine.input import export_detection_dataset
+
+    annotations_json, image_dir, rows = synth
+    names = sorted({r["category"] for row in rows for r in row["referents"]})
+    def box(b):
+        return list(b) if bbox_format == "xywh" else [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+    table = {
+        "image_id": [row["image_id"] for row in rows],
+        "image": [{"bytes": row["image"]["bytes"], "path": None} for row in rows],
+        "objects": [{"bbox": [box(r["bbox"]) for r in row["referents"] if r["granularity"] == "object"],
+                     "category": [names.index(r["category"]) for r in row["referents"] if r["granularity"] == "object"]}
+                    for row in rows],
+    }
+    features = Features({"image_id": Value("string"), "image": Image(),
+                         "objects": {"bbox": Sequence(Sequence(Value("float32"), length=4)), "category": Sequence(ClassLabel(names=names))}})
+    exported_json, exported_dir = export_detection_dataset(Dataset.from_dict(table, features=features), tmp_path, bbox_format=bbox_format)
+    exported = read_detection_manifest(exported_json, exported_dir)
+    original = read_detection_manifest(annotations_json, image_dir)
+    assert [r["image_id"] for r in exported] == [r["image_id"] for r in original]
+    for a, b in zip(exported, original):
+        assert sorted((x["category"], x["bbox"]) for x in a["boxes"]) == sorted((x["category"], x["bbox"]) for x in b["boxes"])
+        assert open(a["file_name"], "rb").read() == open(b["file_name"], "rb").read()
+    with pytest.raises(ValueError, match="no column 'boxes'"):
+        export_detection_dataset(Dataset.from_dict(table, features=features), tmp_path, objects_column="boxes")
