@@ -5,7 +5,9 @@
     python examples/caption_boxes.py --model outputs/captioner --boxes_file boxes.jsonl --output captions.jsonl
 
 ``--boxes_file`` is JSONL with one ``{"image": path, "bbox": [x, y, w, h], "granularity": ..., "image_id": ...}``
-per line; unusable lines are skipped and logged to ``--rejects_file``.
+per line (keep the boxes of one image on adjacent lines: they share one image encoding); unusable
+lines are skipped and logged to ``--rejects_file``. Captions are appended to ``--output`` as they are
+made; running the same command again after an interruption continues where it stopped.
 """
 import argparse
 import json
@@ -13,6 +15,8 @@ import logging
 import sys
 
 from captioner import DEFAULT_BASE_MODEL, DenseCaptioner
+from captioner.caption_files import caption_jsonl
+from captioner.encoding import DEFAULT_MAX_IMAGE_TOKENS
 from dataset_scripts.rejects import RejectLog
 
 
@@ -34,34 +38,37 @@ def main(argv=None):
     parser.add_argument("--box", action="append", type=parse_box, default=[], help="x,y,w,h in pixels; repeat for many boxes.")
     parser.add_argument("--granularity", default="object", choices=["image", "object", "part"], help="Prompt granularity for --box boxes.")
     parser.add_argument("--boxes_file", help="JSONL of {image, bbox, granularity, image_id} rows to caption.")
-    parser.add_argument("--output", help="Write JSONL captions here (default: print).")
+    parser.add_argument("--output", help="Append JSONL captions here, resuming after the last one written (required with --boxes_file; default for --image: print).")
     parser.add_argument("--rejects_file", default=None, help="JSONL of skipped rows with their reason.")
     parser.add_argument("--max_new_tokens", type=int, default=32, help="Longest caption in tokens.")
     parser.add_argument("--token_budget", type=int, default=16384, help="Padded tokens per generation batch.")
     parser.add_argument("--max_batch_size", type=int, default=64, help="Boxes per generation batch.")
+    parser.add_argument("--max_image_tokens", type=int, default=DEFAULT_MAX_IMAGE_TOKENS, help="Cap on the tokens of one image (larger images are resized down).")
     parser.add_argument("--torch_dtype", default=None, help="float32, bfloat16, float16 or auto.")
     parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: where the model loads).")
     args = parser.parse_args(argv)
     if bool(args.image) == bool(args.boxes_file) or (args.image and not args.box):
         parser.error("give either --image with one or more --box, or --boxes_file")
+    if args.boxes_file and not args.output:
+        parser.error("--boxes_file needs --output (captions are written there as they are made)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     captioner = DenseCaptioner.from_pretrained(args.model, base_model=args.base_model, torch_dtype=args.torch_dtype, device=args.device,
-                                               max_new_tokens=args.max_new_tokens, token_budget=args.token_budget, max_batch_size=args.max_batch_size)
-    if args.image:
-        captions = captioner.caption(args.image, args.box, args.granularity)
-        results = [{"image": args.image, "bbox": box, "granularity": args.granularity, "caption": caption} for box, caption in zip(args.box, captions)]
-    else:
-        with open(args.boxes_file, encoding="utf-8") as handle:
-            rows = [json.loads(line) for line in handle if line.strip()]
-        rejects = RejectLog(args.rejects_file, stage="caption_boxes")
-        results = list(captioner.caption_dataset(rows, rejects))
-        print(rejects.summary(), file=sys.stderr)
+                                               max_new_tokens=args.max_new_tokens, token_budget=args.token_budget, max_batch_size=args.max_batch_size,
+                                               max_image_tokens=args.max_image_tokens)
+    if args.boxes_file:
+        rejects = RejectLog(args.rejects_file, stage="caption_boxes", append=True)
+        written = caption_jsonl(captioner, args.boxes_file, args.output, rejects)
+        print(f"wrote {written} captions to {args.output}; {rejects.summary()}", file=sys.stderr)
+        return 0
+    captions = captioner.caption_boxes(args.image, args.box, args.granularity)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    for result in results:
-        out.write(json.dumps(result) + "\n")
+    for box, caption in zip(args.box, captions):
+        out.write(json.dumps({"image": args.image, "bbox": box, "granularity": args.granularity,
+                              "caption": caption.text, "truncated": caption.truncated}) + "\n")
     if args.output:
         out.close()
+    return 0
 
 
 if __name__ == "__main__":
