@@ -62,5 +62,14 @@ app: $(STAMP)
 
 .PHONY: app browser-for-tests
 
+# Every speed figure against its target (benchmarks/README.md): one JSON line per figure, all collected in
+# benchmarks/results.json; CUDA when present, else CPU at reduced sizes. `make bench BENCH_ARGS="--threads 1"` on a
+# shared CPU; `BENCH_ARGS="--quick"` only checks that every script runs.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+
+.PHONY: bench
+
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

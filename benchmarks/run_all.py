@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Run every benchmark script (`make bench`), collect their JSON lines in benchmarks/results.json, print a table.
+
+Each script runs in its own process, on the same device (CUDA when present, else CPU), and prints one JSON line per
+figure; lines that are not JSON (progress, warnings) pass through. A script that fails is reported and the others
+still run; the exit status is then 1.
+
+    python benchmarks/run_all.py                        # all scripts, default sizes
+    python benchmarks/run_all.py --threads 1 --note "shared 2-core machine"
+    python benchmarks/run_all.py --only evaluator_masks data_loading --quick
+"""
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common import default_device, device_info
+
+HERE = Path(__file__).resolve().parent
+# Cheap ones first, so that a broken environment shows early.
+SCRIPTS = ("evaluator_masks", "data_loading", "pipeline_expressions", "demo_training", "forward_overhead",
+           "vs_clipseg", "training_sharing")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default=default_device())
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads in every script")
+    parser.add_argument("--only", nargs="+", choices=SCRIPTS, default=None)
+    parser.add_argument("--quick", action="store_true", help="smallest sizes: checks that every script runs")
+    parser.add_argument("--note", default=None, help="written into results.json (e.g. how loaded the machine was)")
+    parser.add_argument("--output", default=str(HERE / "results.json"))
+    args = parser.parse_args()
+
+    passthrough = ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
+    passthrough += ["--quick"] if args.quick else []
+    figures, failures, wall = [], {}, {}
+    started = time.perf_counter()
+    for name in args.only or SCRIPTS:
+        print(f"==> {name}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        process = subprocess.Popen([sys.executable, str(HERE / f"{name}.py"), *passthrough], cwd=HERE,
+                                   stdout=subprocess.PIPE, text=True)
+        for line in process.stdout:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                sys.stderr.write(line)
+                continue
+            record["script"] = f"benchmarks/{name}.py"
+            figures.append(record)
+            print(f"    {record['figure']}: {record['value']} (target {record['target']}, met {record['met']})",
+                  file=sys.stderr, flush=True)
+        if process.wait() != 0:
+            failures[name] = process.returncode
+            print(f"    {name} FAILED with exit status {process.returncode}", file=sys.stderr, flush=True)
+        wall[name] = round(time.perf_counter() - start, 1)
+
+    results = {
+        "generated_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, "benchmarks/run_all.py", *sys.argv[1:]]),
+        "device": device_info(args.device),
+        "threads": torch.get_num_threads() if args.threads is None else args.threads,
+        "quick": args.quick,
+        "note": args.note,
+        "wall_seconds": {"total": round(time.perf_counter() - started, 1), **wall},
+        "failures": failures,
+        "figures": figures,
+    }
+    Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
+    print(markdown_table(figures, results["device"]))
+    print(f"\nwritten: {args.output} ({results['wall_seconds']['total']} s)", file=sys.stderr)
+    sys.exit(1 if failures else 0)
+
+
+def markdown_table(figures, device) -> str:
+    where = device.get("gpu") or f"{device['cpu']} CPU ({device['cpu_count']} cores)"
+    lines = ["| figure | measured | target | met | device |", "|---|---|---|---|---|"]
+    for record in figures:
+        met = {True: "yes", False: "**no**", None: "—"}[record["met"]]
+        lines.append(f"| {record.get('description', record['figure'])} | {record['value']:.3g} | "
+                     f"{record['target'] or '—'} | {met} | {where} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
