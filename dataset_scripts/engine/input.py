@@ -125,19 +125,20 @@ class LoadImages:
             try:
                 with open(path, "rb") as f:
                     data = f.read()
+                # Pixels as stored, EXIF orientation ignored: COCO/Objects365 boxes are in that frame.
                 with Image.open(io.BytesIO(data)) as img:
                     image = img.convert("RGB")
             except FileNotFoundError:
                 out.rejects.append(Reject(record["image_id"], self.name, f"missing image: {path}"))
                 continue
-            except (OSError, UnidentifiedImageError, ValueError) as err:
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
                 out.rejects.append(Reject(record["image_id"], self.name, f"corrupt image: {path}: {err}"))
                 continue
             record = dict(record)
             if (image.width, image.height) != (record["width"], record["height"]):
-                record.setdefault("_fixes", []).append(
+                record["_fixes"] = list(record.get("_fixes") or []) + [
                     f"size {record['width']}x{record['height']} in the manifest, {image.width}x{image.height} in the file"
-                )
+                ]
                 record["width"], record["height"] = image.width, image.height
                 boxes = []
                 for box in record["boxes"]:

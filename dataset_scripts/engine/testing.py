@@ -56,6 +56,25 @@ def build_tiny_transformers_sam(image_size: int = 64, seed: int = 0):
     return model, processor
 
 
+def build_tiny_transformers_sam2(image_size: int = 128, seed: int = 0):
+    """A tiny transformers ``Sam2Model`` (Hiera with 5 blocks) and a ``Sam2Processor`` resizing to ``image_size``."""
+    from transformers import Sam2Config, Sam2ImageProcessor, Sam2Model, Sam2Processor
+
+    torch.manual_seed(seed)
+    # A global-attention block must not open a stage (those pool queries inside windows): blocks 0, 1, 2, 4 open stages.
+    backbone = dict(model_type="sam2_hiera_det_model", hidden_size=8, num_attention_heads=1, image_size=[image_size, image_size],
+                    blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1, 1, 1, 1],
+                    window_size_per_stage=[4, 4, 4, 4], global_attention_blocks=[3], window_positional_embedding_background_size=[2, 2])
+    sizes = [[image_size // 4] * 2, [image_size // 8] * 2, [image_size // 16] * 2]
+    config = Sam2Config(
+        vision_config=dict(backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8], backbone_feature_sizes=sizes, fpn_hidden_size=32),
+        prompt_encoder_config=dict(hidden_size=32, image_size=image_size, patch_size=16, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
+    )
+    processor = Sam2Processor(Sam2ImageProcessor(size={"height": image_size, "width": image_size}))
+    return Sam2Model(config).eval(), processor
+
+
 def write_synth_detection_set(folder, num_images: int = 3, image_size: int = 64, seed: int = 0, split: str = "validation"):
     """A miniature detection set from MRES-Synth: ``images/*.png`` and a COCO-format ``detections.json``
     holding each object's box and category (no masks, no sentences), in ``folder``.

@@ -12,7 +12,12 @@ from dataset_scripts.engine.object_masks import (
     xywh_to_xyxy,
 )
 from dataset_scripts.engine.options import StageOptions
-from dataset_scripts.engine.testing import build_tiny_segment_anything, build_tiny_transformers_sam, write_synth_detection_set
+from dataset_scripts.engine.testing import (
+    build_tiny_segment_anything,
+    build_tiny_transformers_sam,
+    build_tiny_transformers_sam2,
+    write_synth_detection_set,
+)
 from dataset_scripts.masks import decode_mask
 
 
@@ -26,6 +31,7 @@ def _segmenters():
     return {
         "segment_anything": lambda: SegmentAnythingSegmenter(build_tiny_segment_anything()),
         "transformers": lambda: TransformersSamSegmenter(*build_tiny_transformers_sam()),
+        "transformers-sam2": lambda: TransformersSamSegmenter(*build_tiny_transformers_sam2()),
     }
 
 
@@ -36,7 +42,7 @@ def _count_encodings(segmenter):
     return calls
 
 
-@pytest.mark.parametrize("backend", ["segment_anything", "transformers"])
+@pytest.mark.parametrize("backend", ["segment_anything", "transformers", "transformers-sam2"])
 def test_every_box_gets_a_mask_and_scores_on_one_encoding_per_image(loaded, backend):
     segmenter = _segmenters()[backend]()
     calls = _count_encodings(segmenter)
@@ -56,7 +62,7 @@ def test_every_box_gets_a_mask_and_scores_on_one_encoding_per_image(loaded, back
         assert "_sam_embedding" in after
 
 
-@pytest.mark.parametrize("backend", ["segment_anything", "transformers"])
+@pytest.mark.parametrize("backend", ["segment_anything", "transformers", "transformers-sam2"])
 def test_boxes_decoded_together_match_boxes_decoded_alone(loaded, backend):
     segmenter = _segmenters()[backend]()
     record = max(loaded, key=lambda r: len(r["boxes"]))
