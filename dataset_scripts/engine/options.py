@@ -33,7 +33,8 @@ class StageOptions:
 
     # -- devices ------------------------------------------------------------------------------
     device: str = _opt("auto", "Device for every model: 'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
-    dtype: str = _opt("auto", "Weights dtype on CUDA: 'auto' (bfloat16 on cuda, float32 on cpu), 'float32', 'bfloat16', 'float16'.")
+    dtype: str = _opt("auto", "Weights dtype of the part LLM, the captioner and CLIP: 'auto' (bfloat16 on cuda, float32 on cpu), "
+                      "'float32', 'bfloat16', 'float16'. SAM and the part detector run in float32.")
     image_root: str | None = _opt(None, "Folder that relative image file names are relative to (None: as in the records).")
 
     # -- object masks (stage 2) ---------------------------------------------------------------
@@ -54,7 +55,8 @@ class StageOptions:
                                 choices=["local", "openai", "file", "none"])
     part_llm: str = _opt(DEFAULT_PART_LLM, "Hub id or path of the local causal LM, or the model name sent to the endpoint.")
     part_llm_url: str | None = _opt(None, "Base URL of an OpenAI-compatible server, e.g. http://localhost:8000/v1 (part_vocabulary=openai).")
-    part_llm_api_key_env: str = _opt("OPENAI_API_KEY", "Environment variable holding the endpoint's API key (unset: no key sent).")
+    part_llm_api_key_env: str = _opt("OPENAI_API_KEY", "Environment variable holding the API key of the part LLM and captioner "
+                                     "endpoints (unset: no key sent).")
     part_vocabulary_file: str | None = _opt(None, "JSON file {object category: [part names]} (e.g. PACO's object-part list) used instead of an LLM.")
     part_vocabulary_cache: str | None = _opt(None, "JSON cache of LLM answers keyed by (category, model, prompt version); a rerun asks nothing twice.")
     max_parts_per_category: int = _opt(8, "At most this many part names per object category.")
