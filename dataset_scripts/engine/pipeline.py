@@ -12,6 +12,7 @@ or written twice; datatrove's own completion marks skip finished tasks.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import sys
@@ -138,8 +139,6 @@ def prepare_manifest(options: RunnerOptions) -> dict[str, Any]:
     The input's own rejects (boxes skipped or clipped by the manifest reader) go to
     ``rejects/input.jsonl``. Returns ``manifest/manifest.json``'s content.
     """
-    import json
-
     from .input import read_detection_manifest
 
     out = options.output_dir
@@ -639,6 +638,36 @@ def finalize_run(out: str, card_data: Optional[dict] = None, write_card: bool = 
     return summary
 
 
+RUN_OPTIONS_FILE = "run_options.json"
+
+
+def record_run_options(options: RunnerOptions, stage_options: Any = None) -> dict[str, Any]:
+    """Save the options of the run and each stage's own definition (e.g. the CLIP filter's) for the card.
+
+    The stages are built here once (their models load on first use, so this is cheap) to ask
+    them for a ``definition``. A resumed run with other stage options is allowed but warned
+    about: its shards would mix two settings.
+    """
+    from dataclasses import asdict, is_dataclass
+
+    stages = load_stages_factory(options.stages_factory)(stage_options)
+    record = {
+        "runner": asdict(options),
+        "stages": asdict(stage_options) if is_dataclass(stage_options) else None,
+        "stage_names": [stage.name for stage in stages],
+        "definitions": {stage.name: stage.definition for stage in stages if isinstance(getattr(stage, "definition", None), str)},
+    }
+    path = os.path.join(options.output_dir, RUN_OPTIONS_FILE)
+    if os.path.exists(path):
+        previous = layout.read_json(path)
+        if previous.get("stages") != record["stages"]:
+            logger.warning("%s: the stage options differ from the first run's (%s); finished shards keep the old ones",
+                           options.output_dir, path)
+            return previous
+    layout.write_json_atomic(path, record)
+    return record
+
+
 def engine_card_data(out: str, stats: RunStats, card_data: Optional[dict] = None) -> dict[str, Any]:
     """Card fields for an engine output: a description, and the per-stage table as notes."""
     info = layout.read_manifest_info(out) or {}
@@ -655,10 +684,24 @@ def engine_card_data(out: str, stats: RunStats, card_data: Optional[dict] = None
         "notes": "Per-stage accounting of the run (`stats.json`; rejected items with reasons in `rejects/`):\n\n```\n"
         + stats.table()
         + "\n```\n\n"
-        + (f"Input: {info.get('num_images', '?')} images, {info.get('num_boxes', '?')} boxes; {info.get('input_summary', '')}\n" if info else ""),
+        + (f"Input: {info.get('num_images', '?')} images, {info.get('num_boxes', '?')} boxes; {info.get('input_summary', '')}\n" if info else "")
+        + _options_notes(out),
     }
     data.update(card_data or {})
     return data
+
+
+def _options_notes(out: str) -> str:
+    path = os.path.join(out, RUN_OPTIONS_FILE)
+    if not os.path.exists(path):
+        return ""
+    record = layout.read_json(path)
+    lines = ["", "Stages, in order: " + ", ".join(f"`{name}`" for name in record["stage_names"]) + "."]
+    lines += [f"- `{name}`: {text}" for name, text in record["definitions"].items()]
+    if record.get("stages"):
+        lines += ["", "Stage options of the run (`run_options.json`):", "", "```json",
+                  json.dumps(record["stages"], indent=1, sort_keys=True), "```"]
+    return "\n".join(lines) + "\n"
 
 
 def run_engine(options: RunnerOptions, stage_options: Any = None, card_data: Optional[dict] = None) -> Optional[dict[str, Any]]:
@@ -673,6 +716,7 @@ def run_engine(options: RunnerOptions, stage_options: Any = None, card_data: Opt
     if stray:
         logger.info("removed %d temporary file(s) left by an interrupted run", len(stray))
     info = prepare_manifest(options)
+    record_run_options(options, stage_options)
     executor = build_executor(options, [EngineShards(options, stage_options)])
     if options.executor == "slurm":
         executor.run()

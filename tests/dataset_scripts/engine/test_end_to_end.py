@@ -110,6 +110,7 @@ def test_every_input_image_exactly_once_after_kills(killed_and_rerun):
     assert len(killed) >= KILLS - 1, setup["kills"]
     # the kills landed at different points of the run: before any shard finished, and between shards
     assert any(0 < k.get("complete_shards", 0) < NUM_SHARDS for k in killed), setup["kills"]
+    assert any(k["temporaries"] for k in killed), setup["kills"]  # some kills left half-written files behind
     print("kills:", json.dumps(setup["kills"]))
 
     inputs = [str(image["id"]) for image in json.load(open(setup["annotations"]))["images"]]

@@ -129,6 +129,8 @@ def test_configs_card_and_streaming(synth, finished):
     parts = sum(1 for r in streamed for ref in r["referents"] if ref["granularity"] == "part")
     assert f"| train | {len(streamed)} | {objects} | {parts} |" in card
     assert "| wheel |" in card and "## Categories" in card and "reject_some" in card
+    assert "- `fill_from_ground_truth`: referents copied from the MRES-Synth ground truth" in card
+    assert json.load(open(os.path.join(out, "run_options.json")))["runner"]["num_shards"] == 3
     for name in ("clip", "sam_iou", "sam_stability", "detector"):
         assert f"](figures/score_{name}.png)" in card
         assert open(os.path.join(out, "figures", f"score_{name}.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -45,6 +45,7 @@ class FillFromGroundTruth:
     """Give each image the ground truth's referents, with made-up scores, as a perfect engine would."""
 
     name = "fill_from_ground_truth"
+    definition = "referents copied from the MRES-Synth ground truth"
 
     def __init__(self, ground_truth: dict, perturb: bool = False):
         self.ground_truth = ground_truth
