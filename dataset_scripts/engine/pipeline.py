@@ -36,6 +36,7 @@ from .stats import RunStats
 logger = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "slurm", "ray")
+OUTPUT_STEP = "output"  # the runner's own last step in the stats: images left with no referent are rejected
 DEFAULT_STAGES_FACTORY = "dataset_scripts.engine.options:build_stages"
 
 
@@ -346,17 +347,19 @@ def process_shard(
                     image_id=reject.image_id,
                     level="image" if whole else "referent",
                 )
+            written, empty = [], []
             for record in kept:
-                if not record.get("referents"):
-                    log.skip(record["image_id"], "no referent left after the stages", stage="output",
-                             image_id=record["image_id"], level="image")
-                    stats.stage("output").images_rejected["no referent left after the stages"] += 1
+                if not record.get("referents"):  # an image row must refer to something
+                    empty.append(Reject(record["image_id"], OUTPUT_STEP, "no referent left after the stages"))
+                    log.skip(record["image_id"], empty[-1].reason, stage=OUTPUT_STEP, image_id=record["image_id"], level="image")
                     continue
                 for fix in record.get("_fixes") or []:
                     log.fix(record["image_id"], fix, stage="input", image_id=record["image_id"], level="image")
                 writer.write(record, to_mres_row(record))
+                written.append(record)
                 stats.referents_written += len(record["referents"])
                 log.keep()
+            stats.stage(OUTPUT_STEP).add(kept, written, empty, 0.0)
             bar.update(len(batch))
             done += len(batch)
             if time.monotonic() - reported >= PROGRESS_INTERVAL:

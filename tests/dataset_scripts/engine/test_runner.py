@@ -104,7 +104,9 @@ def test_output_rows_rejects_and_stats(synth, finished):
     assert sum(1 for r in rejects if r["level"] == "referent" and r["reason"] == "window part: not wanted") == windows
 
     stats = RunStats.from_dict(json.load(open(os.path.join(out, "stats.json"))))
-    assert list(stats.stages) == ["load_images", "fill_from_ground_truth", "reject_some"] + (["output"] if empty else [])
+    assert list(stats.stages) == ["load_images", "fill_from_ground_truth", "reject_some", "output"]
+    assert stats.stages["output"].images_in == NUM_IMAGES - len(unlucky)
+    assert stats.stages["output"].images_kept == len(written)
     reject_some = stats.stages["reject_some"]
     assert (reject_some.images_in, reject_some.images_kept) == (NUM_IMAGES, NUM_IMAGES - len(unlucky))
     assert reject_some.images_rejected == {"unlucky image": len(unlucky)}
