@@ -184,7 +184,11 @@ class PartNameCache:
             return json.load(f)
 
     def get(self, category: str, model: str) -> list[str] | None:
-        return self.entries.get(self.key(category, model))
+        """The cached names; on a miss the file is read again, since another worker may have asked meanwhile."""
+        key = self.key(category, model)
+        if key not in self.entries and self.path is not None:
+            self.entries = {**self._read(), **self.entries}
+        return self.entries.get(key)
 
     def put(self, category: str, model: str, names: list[str]) -> None:
         self.entries[self.key(category, model)] = names

@@ -68,9 +68,14 @@ def test_openai_endpoint_retries_chatty_answers_and_cache_prevents_second_reques
         other = LLMPartNames(OpenAIChatClient(server.url, "other-model"), PartNameCache(cache_path))
         other.names_for("dog")
         assert len(server.requests) == 4
+        # A worker whose cache object was made before another worker wrote an answer still finds it.
+        early = LLMPartNames(OpenAIChatClient(server.url, "third-model"), PartNameCache(cache_path))
+        LLMPartNames(OpenAIChatClient(server.url, "third-model"), PartNameCache(cache_path)).names_for("car")
+        asked = len(server.requests)
+        assert early.names_for("car") == ["wheel", "door"] and len(server.requests) == asked
     stored = json.loads(cache_path.read_text())
     assert stored[PartNameCache.key("dog", "other-model")] == ["ear", "tail", "leg"]
-    assert len(stored) == 3
+    assert len(stored) == 4
 
 
 def test_tiny_local_lm_garbage_is_retried_then_rejected_per_object(tmp_path):
