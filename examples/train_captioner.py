@@ -5,6 +5,9 @@
         --mixture_weights coco_captions=1,visual_genome=2,paco=2 \
         --output_dir outputs/captioner --mixed_precision bf16 --gradient_checkpointing \
         --push_to_hub --hub_model_id your-org/mres-dense-captioner
+
+One epoch is one pass of the weighted mixture, which ends when its first source is exhausted
+(--mixture_stopping_strategy); --max_steps defines the run by optimizer steps instead.
 """
 import logging
 import sys

@@ -4,7 +4,6 @@ import os
 import shutil
 
 import datasets
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,7 +12,6 @@ from safetensors.torch import load_file
 from captioner import BoxRequest, CaptionCollator, DenseCaptioner, load_base_model, load_captioner
 from captioner.encoding import IGNORE_INDEX
 from captioner.finetune_data import CAPTION_FEATURES
-from captioner.tiny_model import save_tiny_captioner
 from dataset_scripts.rejects import RejectLog
 from captioner.train import CaptionerDataArguments, CaptionerModelArguments, CaptionerTrainingArguments, train
 

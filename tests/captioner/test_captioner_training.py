@@ -1,6 +1,5 @@
 """Training that fails loudly, keeps every rank stepping and counts every row; adapters loaded by Hub id."""
 import json
-import os
 import shutil
 
 import datasets
