@@ -44,7 +44,11 @@ class PartCandidate:
 
 
 class PartFinder(Protocol):
-    """``find(record, objects) -> candidates``; ``objects`` are (object referent, part names) pairs."""
+    """``find(record, objects) -> candidates``; ``objects`` are (object referent, part names) pairs.
+
+    A finder may set ``objects_per_call``: :class:`PartMasks` then passes at most that many objects
+    of an image at a time, which bounds the full-image candidate masks held in memory at once.
+    """
 
     def find(self, record: dict, objects: list[tuple[dict, list[str]]]) -> list[PartCandidate]: ...
 
@@ -98,6 +102,7 @@ class DetectorPartFinder:
         self.max_per_name = max_per_name
         self.margin = margin
         self.batch_size = batch_size
+        self.objects_per_call = batch_size  # one detector forward, then SAM, per group of objects
 
     def _load(self):
         if self._model is None:
@@ -146,13 +151,12 @@ class DetectorPartFinder:
                 names = objects[i][1]
                 per_name: dict[int, int] = {}
                 for index, score, box in sorted(detections, key=lambda d: -d[1]):
-                    if per_name.get(index, 0) >= self.max_per_name:
-                        continue
-                    per_name[index] = per_name.get(index, 0) + 1
                     bx0, by0 = min(max(box[0] + x0, x0), x1), min(max(box[1] + y0, y0), y1)
                     bx1, by1 = min(max(box[2] + x0, x0), x1), min(max(box[3] + y0, y0), y1)
-                    if bx1 > bx0 and by1 > by0:
-                        picked.append((i, names[index], score, [bx0, by0, bx1, by1]))
+                    if per_name.get(index, 0) >= self.max_per_name or bx1 <= bx0 or by1 <= by0:
+                        continue  # not a candidate: beyond the per-name cap, or a box with nothing inside the crop
+                    per_name[index] = per_name.get(index, 0) + 1
+                    picked.append((i, names[index], score, [bx0, by0, bx1, by1]))
         if not picked:
             return []
         masks = self.segmenter.segment(image, record.get("_sam_embedding"), np.asarray([p[3] for p in picked], np.float32))
@@ -265,31 +269,38 @@ class PartMasks:
                     return f"duplicate part: overlap {overlap:.2f} with {other_id}", mask
         return None, mask
 
+    def _object_parts(self, image_id: str, referent: dict, candidates: list[PartCandidate], out: StageOutput) -> list[dict]:
+        """The kept parts of one object, best detector score first; the others go to ``out.rejects``."""
+        object_mask = decode_mask(referent["mask"])
+        kept: list[tuple[str, str, np.ndarray]] = []
+        parts = []
+        for index, candidate in enumerate(sorted(candidates, key=lambda c: -c.scores.get("detector", 0.0))):
+            part_id = part_referent_id(referent["referent_id"], index)
+            reason, mask = self._reject_reason(candidate, candidate.mask, object_mask, kept)
+            if reason is not None:
+                out.rejects.append(Reject(image_id, self.name, reason, part_id))
+                continue
+            kept.append((part_id, candidate.name, mask))
+            rle = encode_mask(mask)
+            parts.append(new_referent(part_id, "part", candidate.name, referent["category"], mask_bbox(rle), rle,
+                                      parent_id=referent["referent_id"], scores=candidate.scores))
+        return parts
+
     def __call__(self, records: list[dict]) -> StageOutput:
         out = StageOutput()
         for record in records:
             vocabulary = record.get("_part_names") or {}
             objects = [(r, vocabulary[r["category"]]) for r in record["referents"]
                        if r["granularity"] == "object" and vocabulary.get(r["category"])]
-            candidates = self.finder.find(record, objects) if objects else []
-            record = {k: v for k, v in record.items() if k != "_sam_embedding"}  # no later stage needs it
-            by_object: dict[str, list[PartCandidate]] = {}
-            for candidate in candidates:
-                by_object.setdefault(candidate.object_id, []).append(candidate)
+            per_call = getattr(self.finder, "objects_per_call", None) or max(len(objects), 1)
             parts = []
-            for referent, _ in objects:
-                object_mask = decode_mask(referent["mask"])
-                kept: list[tuple[str, str, np.ndarray]] = []
-                ordered = sorted(by_object.get(referent["referent_id"], []), key=lambda c: -c.scores.get("detector", 0.0))
-                for index, candidate in enumerate(ordered):
-                    part_id = part_referent_id(referent["referent_id"], index)
-                    reason, mask = self._reject_reason(candidate, candidate.mask, object_mask, kept)
-                    if reason is not None:
-                        out.rejects.append(Reject(record["image_id"], self.name, reason, part_id))
-                        continue
-                    kept.append((part_id, candidate.name, mask))
-                    rle = encode_mask(mask)
-                    parts.append(new_referent(part_id, "part", candidate.name, referent["category"], mask_bbox(rle), rle,
-                                              parent_id=referent["referent_id"], scores=candidate.scores))
+            for start in range(0, len(objects), per_call):
+                group = objects[start : start + per_call]
+                by_object: dict[str, list[PartCandidate]] = {}
+                for candidate in self.finder.find(record, group):
+                    by_object.setdefault(candidate.object_id, []).append(candidate)
+                for referent, _ in group:
+                    parts += self._object_parts(record["image_id"], referent, by_object.get(referent["referent_id"], []), out)
+            record = {k: v for k, v in record.items() if k != "_sam_embedding"}  # no later stage needs it
             out.records.append({**record, "referents": record["referents"] + parts})
         return out

@@ -72,6 +72,16 @@ def test_parts_are_kept_inside_cut_to_and_deduplicated_within_their_object():
     assert reasons["img/o1/p6"].startswith("SAM predicted IoU below threshold")
 
 
+def test_finders_with_objects_per_call_get_objects_in_groups():
+    record = {**_record(), "_part_names": {"car": ["wheel"], "tree": ["trunk"]}}
+    finder = ListedCandidates([PartCandidate("img/o2", "trunk", _mask(13, 16, 13, 15), {"detector": 0.5})])
+    finder.objects_per_call = 1
+    out = PartMasks(finder)([record])
+    assert finder.calls == [[("img/o1", ["wheel"])], [("img/o2", ["trunk"])]]
+    # Each call's candidates are matched to that call's objects only (here the tree's part once, not twice).
+    assert [r["referent_id"] for r in out.records[0]["referents"] if r["granularity"] == "part"] == ["img/o2/p0"]
+
+
 def test_records_without_vocabulary_pass_unchanged():
     finder = ListedCandidates([])
     record = {**_record(), "_part_names": {}}
