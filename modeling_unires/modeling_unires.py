@@ -495,6 +495,9 @@ class UniRESModel(UniRESPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
+        if output_hidden_states is not None and not isinstance(output_hidden_states, bool):
+            # transformers' models that record outputs by hook also take a list of layer indices; UniRES does not.
+            raise TypeError(f"output_hidden_states must be a bool, got {output_hidden_states!r}")
         output_hidden_states = bool(
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )

@@ -63,6 +63,7 @@ class UniRESModelTest(ModelTesterMixin, unittest.TestCase):
 
     def setUp(self):
         self.model_tester = UniRESModelTester(self)
+        # has_text_modality=False: the vocabulary size lives in `text_config`, not on the top-level config (as CLIP's).
         self.config_tester = ConfigTester(self, config_class=UniRESConfig, has_text_modality=False)
 
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):

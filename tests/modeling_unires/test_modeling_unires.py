@@ -500,3 +500,9 @@ def test_set_attn_implementation_reaches_the_config_and_the_decoder():
     finally:
         del ALL_ATTENTION_FUNCTIONS["sdpa"]
     torch.testing.assert_close(eager_logits, sdpa_logits, rtol=1e-4, atol=1e-5)
+
+
+def test_output_hidden_states_takes_only_a_bool():
+    model, processor = tiny_model_and_processor()
+    with pytest.raises(TypeError, match=r"output_hidden_states must be a bool, got \[0, 2\]"):
+        model(pixel_values=torch.randn(1, 3, 32, 32), **_text(processor), output_hidden_states=[0, 2])
