@@ -492,6 +492,22 @@ class EngineShards(PipelineStep):
             yield from data
 
 
+class FinalizeRun(PipelineStep):
+    """A one-task datatrove step that runs :func:`finalize_run` (on Slurm: a job that waits for the shard array)."""
+
+    name = "MRES engine finalize"
+    type = "MRES"
+
+    def __init__(self, output_dir: str):
+        super().__init__()
+        self.output_dir = output_dir
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        finalize_run(self.output_dir)
+        if data:
+            yield from data
+
+
 _WORKER_LOCAL_RANK: Optional[int] = None
 
 
@@ -516,6 +532,25 @@ class PinnedLocalPipelineExecutor(LocalPipelineExecutor):
             if completed and completed_lock:
                 with completed_lock:
                     completed.value += 1
+
+
+def build_slurm_finalizer(options: RunnerOptions, shards_executor):
+    """A CPU job, after the shard array succeeds, that checks the output and writes stats and card."""
+    from datatrove.executor import SlurmPipelineExecutor
+
+    return SlurmPipelineExecutor(
+        [FinalizeRun(os.path.abspath(options.output_dir))],
+        tasks=1,
+        time="4:00:00",
+        partition=options.slurm_partition,
+        cpus_per_task=2,
+        mem_per_cpu_gb=8,
+        job_name=f"{options.slurm_job_name}-finalize",
+        qos=options.slurm_qos,
+        env_command=shards_executor.env_command,
+        depends=shards_executor,
+        logging_dir=os.path.join(os.path.abspath(options.output_dir), layout.LOGS_DIR, "finalize"),
+    )
 
 
 def build_executor(options: RunnerOptions, pipeline: list):
@@ -710,8 +745,8 @@ def _options_notes(out: str) -> str:
 def run_engine(options: RunnerOptions, stage_options: Any = None, card_data: Optional[dict] = None) -> Optional[dict[str, Any]]:
     """Run (or resume) the engine; with the local executor, finish with :func:`finalize_run`.
 
-    Returns the run summary (None for slurm, whose jobs are only submitted: run
-    ``python -m dataset_scripts.engine publish OUT`` once they are done).
+    Returns the run summary (None for slurm, whose jobs are only submitted: a finalize job
+    that depends on the shard array checks the output and writes the card).
     """
     out = options.output_dir
     os.makedirs(out, exist_ok=True)
@@ -722,8 +757,9 @@ def run_engine(options: RunnerOptions, stage_options: Any = None, card_data: Opt
     record_run_options(options, stage_options)
     executor = build_executor(options, [EngineShards(options, stage_options)])
     if options.executor == "slurm":
-        executor.run()
-        logger.info("submitted %d shard tasks to slurm; once they finish run: python -m dataset_scripts.engine publish %s", options.num_shards, out)
+        build_slurm_finalizer(options, executor).run()  # submits the shard array first, then the finalizer after it
+        logger.info("submitted %d shard tasks and a finalize job to slurm; to push when they are done: "
+                    "python -m dataset_scripts.engine publish --output_dir %s --repo_id ORG/NAME", options.num_shards, out)
         return None
     with RunProgress(out, options.num_shards, info["num_images"], enabled=options.progress):
         executor.run()

@@ -10,10 +10,12 @@ from datasets import load_dataset
 
 from dataset_scripts.engine import shards as layout
 from dataset_scripts.engine.pipeline import (
+    FinalizeRun,
     PinnedLocalPipelineExecutor,
     RunnerOptions,
     RunProgress,
     build_executor,
+    build_slurm_finalizer,
     check_exactly_once,
     pin_process_to_gpu,
     process_shard,
@@ -234,6 +236,10 @@ def test_executors_run_one_task_per_shard(synth, tmp_path):
                                     gpus_per_task=1, cpus_per_task=4), [])
     assert isinstance(slurm, SlurmPipelineExecutor)
     assert (slurm.world_size, slurm.gpus_per_task, slurm.cpus_per_task, slurm.partition) == (7, 1, 4, "gpu")
+    finalizer = build_slurm_finalizer(_options(synth, tmp_path / "b", num_shards=7, executor="slurm",
+                                               slurm_partition="gpu"), slurm)
+    assert finalizer.world_size == 1 and finalizer.depends is slurm and finalizer.gpus_per_task == 0
+    assert isinstance(finalizer.pipeline[0], FinalizeRun)
     with pytest.raises(ValueError, match="slurm_partition"):
         build_executor(_options(synth, tmp_path / "c", executor="slurm"), [])
     with pytest.raises(ValueError, match="--executor"):
@@ -256,3 +262,15 @@ def test_the_run_progress_bar_counts_complete_and_running_shards(synth, fake_env
         pass
     assert progress.bar.n == 11
     assert progress.bar.format_dict["unit"] == "img"
+
+
+def test_the_finalize_step_checks_and_writes_the_card(synth, fake_env, tmp_path):
+    out = str(tmp_path / "out")
+    run_engine(_options(synth, out, num_shards=2))
+    for name in ("README.md", "stats.json"):
+        os.remove(os.path.join(out, name))
+    list(FinalizeRun(out).run())  # what the slurm finalize job runs
+    assert os.path.exists(os.path.join(out, "README.md")) and os.path.exists(os.path.join(out, "stats.json"))
+    os.remove(layout.shard_record_path(out, 0))
+    with pytest.raises(RuntimeError, match="not complete"):
+        list(FinalizeRun(out).run())
