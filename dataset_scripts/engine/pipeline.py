@@ -50,6 +50,11 @@ class RunnerOptions:
 
     annotations: Optional[str] = _opt(None, "COCO/Objects365-format detection JSON (images, annotations with bbox and category_id, categories).")
     image_dir: Optional[str] = _opt(None, "Folder the manifest's file_name entries are relative to.")
+    hub_dataset: Optional[str] = _opt(None, "Instead of --annotations: a datasets detection dataset (Hub id or folder) with an image column and an objects column of bbox and category lists; exported once to OUT/input/.")
+    hub_split: str = _opt("train", "Split of --hub_dataset.")
+    hub_objects_column: str = _opt("objects", "Column of --hub_dataset holding the boxes and categories.")
+    hub_bbox_format: str = _opt("xywh", "Box format of --hub_dataset: xywh (COCO) or xyxy.", choices=["xywh", "xyxy"])
+    hub_id_column: Optional[str] = _opt("image_id", "Column of --hub_dataset with the image ids (row index when absent).")
     output_dir: str = _opt("mres-engine-output", "Output folder: Parquet shards, rejects, stats and dataset card (see dataset_scripts.engine.shards).")
     source: str = _opt("objects365", "Value of the `source` column of every row.")
     split: str = _opt("train", "Split name of the output shards.")
@@ -134,6 +139,23 @@ def _portable(record: dict) -> dict:
     return {k: v for k, v in record.items() if not k.startswith("_")}
 
 
+def export_hub_input(options: RunnerOptions) -> RunnerOptions:
+    """Export ``--hub_dataset`` once to ``OUT/input/`` (images + COCO JSON); options that read it from there."""
+    from dataclasses import replace
+
+    from datasets import load_dataset
+
+    from .input import export_detection_dataset
+
+    folder = os.path.join(options.output_dir, "input")
+    annotations = os.path.join(folder, "detections.json")
+    if not os.path.exists(annotations):  # the JSON is written last: its presence means a whole export
+        dataset = load_dataset(options.hub_dataset, split=options.hub_split)
+        annotations, _ = export_detection_dataset(dataset, folder, objects_column=options.hub_objects_column,
+                                                  bbox_format=options.hub_bbox_format, id_column=options.hub_id_column)
+    return replace(options, annotations=annotations, image_dir=os.path.join(folder, "images"), hub_dataset=None)
+
+
 def prepare_manifest(options: RunnerOptions) -> dict[str, Any]:
     """Read the detection manifest once and write one input file per shard (skipped when done before).
 
@@ -151,8 +173,12 @@ def prepare_manifest(options: RunnerOptions) -> dict[str, Any]:
                 f"(got {options.num_shards}) or choose a new --output_dir"
             )
         return info
+    if options.hub_dataset:
+        if options.annotations:
+            raise ValueError("give --annotations or --hub_dataset, not both")
+        options = export_hub_input(options)
     if not options.annotations:
-        raise ValueError("--annotations (a COCO/Objects365 detection JSON) is required to start a run")
+        raise ValueError("--annotations (a COCO/Objects365 detection JSON) or --hub_dataset is required to start a run")
     input_rejects = os.path.join(out, layout.REJECTS_DIR, layout.INPUT_REJECTS)
     os.makedirs(os.path.dirname(input_rejects), exist_ok=True)
     tmp = layout.temporary_path(input_rejects)
@@ -483,7 +509,7 @@ class EngineShards(PipelineStep):
                     split=self.options.split,
                     images_per_batch=self.options.images_per_batch,
                     max_shard_size=self.options.max_shard_size,
-                    image_dir=self.options.image_dir,
+                    image_dir=(layout.read_manifest_info(self.options.output_dir) or {}).get("image_dir"),
                     progress=self.options.progress and self.options.executor != "local",
                 )
             self.stat_update("images_in", value=record["images_in"], unit="shard")

@@ -274,3 +274,29 @@ def test_the_finalize_step_checks_and_writes_the_card(synth, fake_env, tmp_path)
     os.remove(layout.shard_record_path(out, 0))
     with pytest.raises(RuntimeError, match="not complete"):
         list(FinalizeRun(out).run())
+
+
+def test_a_datasets_detection_dataset_as_input(synth, fake_env, tmp_path):
+    """--hub_dataset: a detection dataset (here a local Parquet folder, read as a Hub id would be) instead of JSON."""
+    from datasets import ClassLabel, Dataset, Features, Image, List, Value
+
+    categories = sorted({r["category"] for row in synth["rows"] for r in row["referents"] if r["granularity"] == "object"})
+    features = Features({"image_id": Value("string"), "image": Image(),
+                         "objects": {"bbox": List(List(Value("float32"), length=4)), "category": List(ClassLabel(names=categories))}})
+    rows = [{"image_id": row["image_id"], "image": row["image"],
+             "objects": {"bbox": [r["bbox"] for r in row["referents"] if r["granularity"] == "object"],
+                         "category": [categories.index(r["category"]) for r in row["referents"] if r["granularity"] == "object"]}}
+            for row in synth["rows"]]
+    source = tmp_path / "hub"
+    (source / "data").mkdir(parents=True)
+    Dataset.from_list(rows, features=features).to_parquet(str(source / "data" / "train-00000-of-00001.parquet"))
+    out = str(tmp_path / "out")
+    summary = run_engine(_options(synth, out, annotations=None, image_dir=None, hub_dataset=str(source)))
+    assert summary["exactly_once"]["images"] == NUM_IMAGES
+    assert os.path.isfile(os.path.join(out, "input", "detections.json"))
+    file_names = load_dataset(out, "annotations", split="train")["file_name"]
+    assert file_names and all(name.endswith(".png") and not os.path.isabs(name) for name in file_names)
+    reference = run_engine(_options(synth, str(tmp_path / "from_json")))
+    assert summary["referents_written"] == reference["referents_written"]
+    with pytest.raises(ValueError, match="not both"):
+        run_engine(_options(synth, str(tmp_path / "both"), hub_dataset=str(source)))
