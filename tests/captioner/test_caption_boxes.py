@@ -1,4 +1,5 @@
 """The data engine's contract: ``caption_boxes(image, boxes, granularities) -> list[BoxCaption]``, one image encoding for many boxes."""
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -168,3 +169,21 @@ def test_caption_dataset_decodes_and_encodes_each_image_once(tiny, rows, monkeyp
     assert len(decoded) == 2 and len(calls) == 2  # two images, eight rows
     assert [r["index"] for r in results] == list(range(8)) and rejects.kept == 8
     assert all(isinstance(r["truncated"], bool) for r in results)
+
+
+@pytest.mark.parametrize("family, box_text", [("qwen2_vl", "(0,0),(357,400)"), ("qwen2_5_vl", '{"bbox_2d": [0, 0, 20, 11]}')])
+def test_other_qwen_families_get_their_own_box_syntax_and_share_the_prefix_too(family, box_text):
+    from captioner.generate import BoxRequest
+    from captioner.tiny_model import build_tiny_qwen2_family
+
+    model, processor = build_tiny_qwen2_family(family)
+    image = Image.fromarray(np.random.RandomState(0).randint(0, 255, (40, 56, 3), dtype=np.uint8))
+    captioner = DenseCaptioner(model, processor, max_new_tokens=5)
+    assert box_text in captioner._prepare(BoxRequest(image, BOXES[0]), 0, {}).prompt  # 56x40 resized to 56x28 for Qwen2.5-VL
+    calls, handle = _count_calls(model.model.visual)
+    try:
+        shared = captioner.caption_boxes(image, BOXES, "object")
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    assert shared == DenseCaptioner(model, processor, max_new_tokens=5, share_image_prefix=False, max_batch_size=2).caption_boxes(image, BOXES, "object")
