@@ -64,7 +64,12 @@ class UniRESModelTest(ModelTesterMixin, unittest.TestCase):
     def setUp(self):
         self.model_tester = UniRESModelTester(self)
         # has_text_modality=False: the vocabulary size lives in `text_config`, not on the top-level config (as CLIP's).
-        self.config_tester = ConfigTester(self, config_class=UniRESConfig, has_text_modality=False)
+        self.config_tester = ConfigTester(
+            self, config_class=UniRESConfig, has_text_modality=False,
+            # Non-default UniRES values, which the config tests check survive JSON and save/load round trips.
+            num_low_group_tokens=5, num_high_group_tokens=3, decoder_hidden_size=64, decoder_num_attention_heads=4,
+            mask_head_type="upsample", mask_threshold=0.4, decoder_token_stride=2,
+        )
 
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
         inputs_dict = super()._prepare_for_class(inputs_dict, model_class, return_labels=return_labels)
