@@ -42,12 +42,26 @@ def synchronize(device) -> None:
         torch.cuda.synchronize()
 
 
+# "wall": time.perf_counter. "cpu": time.process_time, the CPU seconds of this process (all its threads), which
+# other jobs competing for the cores do not inflate; `parse_args` picks it on a CPU run with one torch thread.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = "wall"
+
+
+def clock_name() -> str:
+    return _clock
+
+
+def now(device) -> float:
+    """A reading of the benchmark clock, after the device has finished its queued work."""
+    synchronize(device)
+    return CLOCKS[_clock]()
+
+
 def time_call(fn: Callable[[], object], device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
+    start = now(device)
     fn()
-    synchronize(device)
-    return time.perf_counter() - start
+    return now(device) - start
 
 
 def paired_timings(fns: Mapping[str, Callable[[], object]], repeats: int, device, warmup: int = 1) -> dict:
@@ -81,7 +95,7 @@ def meets(value: float, target: str) -> bool:
 def emit(figure: str, value: float, target: str | None, **fields) -> dict:
     """Print one figure as a JSON line (the runner collects these) and return it."""
     record = {"figure": figure, "value": round(float(value), 4), "target": target,
-              "met": None if target is None else meets(value, target)}
+              "met": None if target is None else meets(value, target), "clock": _clock}
     record.update(fields)
     print(json.dumps(record, default=_json_default), flush=True)
     return record
@@ -141,14 +155,26 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's). On a CPU shared with other jobs, 1 avoids the "
                              "OpenMP spin-waits that make small operations several times slower")
+    parser.add_argument("--clock", choices=("auto", "wall", "cpu"), default="auto",
+                        help="what the timings count: wall-clock seconds, or this process's CPU seconds (immune to "
+                             "other jobs' load; meaningful with one thread). auto: cpu on a CPU run with --threads 1, "
+                             "else wall")
     return parser
 
 
 def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """Parse, then apply `--threads` before any model is built."""
+    """Parse, then apply `--threads` (before any model is built) and `--clock`."""
+    global _clock
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    on_cpu = torch.device(args.device).type == "cpu"
+    if args.clock == "auto":
+        _clock = "cpu" if on_cpu and torch.get_num_threads() == 1 else "wall"
+    else:
+        if args.clock == "cpu" and not on_cpu:
+            raise SystemExit("--clock cpu counts this process's CPU seconds: it cannot time a CUDA device")
+        _clock = args.clock
     return args
 
 

@@ -15,7 +15,6 @@ A second figure checks the shared-encoding path against its parts (inference): o
 
 import os
 import tempfile
-import time
 
 import torch
 
@@ -26,8 +25,8 @@ from unires.demo import DEMO_CONFIG, DEMO_IMAGE_SIZE
 from unires.training import MRESTrainingCollator
 from unires.training.scratch import all_sentences
 
-from common import base_parser, device_info, emit, median, paired_ratio, paired_timings, parse_args, \
-    profile_summary, rounded, synchronize
+from common import base_parser, device_info, emit, median, now, paired_ratio, paired_timings, parse_args, \
+    profile_summary, rounded
 
 STAGES = ("data_collate", "forward", "backward", "optimizer")
 
@@ -58,23 +57,19 @@ def main():
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=5e-4)
 
         def step(index, record=None):
-            marks = [time.perf_counter()]
+            marks = [now(device)]
             start = index * args.batch_size
             batch = collator([rows[(start + i) % len(rows)] for i in range(args.batch_size)])
             batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-            synchronize(device)
-            marks.append(time.perf_counter())
+            marks.append(now(device))
             loss = model(**batch).loss
-            synchronize(device)
-            marks.append(time.perf_counter())
+            marks.append(now(device))
             loss.backward()
-            synchronize(device)
-            marks.append(time.perf_counter())
+            marks.append(now(device))
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            synchronize(device)
-            marks.append(time.perf_counter())
+            marks.append(now(device))
             if record is not None:
                 for stage, begin, end in zip(STAGES, marks, marks[1:]):
                     record[stage].append(end - begin)

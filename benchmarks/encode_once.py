@@ -15,24 +15,12 @@ import time
 import torch
 
 from modeling_unires import UniRESConfig, UniRESModel
+from unires.demo import DEMO_CONFIG
 
-PRESETS = {
-    # The demo's CPU model and a ViT-B/16-sized model (the paper's backbone family).
-    "demo": dict(
-        vision_config=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
-                           image_size=96, patch_size=8),
-        text_config=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
-                         max_position_embeddings=17),
-        num_low_group_tokens=16, num_high_group_tokens=4, decoder_hidden_size=128, decoder_num_attention_heads=4,
-        decoder_stage1_layers=2, decoder_stage2_layers=1,
-    ),
-    "base": dict(
-        vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                           image_size=480, patch_size=16),
-        text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
-                         max_position_embeddings=77),
-    ),
-}
+from common import paper_config
+
+# The demo's model (what `make demo` trains) and the paper's (ViT-B/16 towers at 480x480, 64 + 8 group tokens).
+PRESETS = {"demo": lambda: UniRESConfig(**DEMO_CONFIG), "base": lambda: paper_config(480)}
 
 
 def timed(fn, repeats: int, device: str) -> float:
@@ -58,7 +46,7 @@ def main():
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    config = UniRESConfig(**PRESETS[args.preset])
+    config = PRESETS[args.preset]()
     config._attn_implementation = args.attn_implementation
     dtype = getattr(torch, args.dtype)
     model = UniRESModel(config).to(args.device, dtype).eval()

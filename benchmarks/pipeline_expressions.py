@@ -23,7 +23,7 @@ from modeling_unires import UniRESConfig, UniRESImageProcessor, UniRESModel, Uni
 from modeling_unires.testing_utils import TINY_SENTENCES
 from unires.demo import DEMO_CONFIG
 
-from common import base_parser, device_info, emit, median, paired_ratio, paired_timings, parse_args, rounded
+from common import base_parser, device_info, emit, median, now, paired_ratio, paired_timings, parse_args, rounded
 
 EXPRESSIONS = [
     "the red car on the left", "left wheel of the blue bus", "the window of the small house", "the big green tree",
@@ -67,17 +67,27 @@ def main():
     for _ in range(repeats):
         for name, texts in (("one", [many[0]]), ("many", many)):
             pieces = {}
-            start = _now(args.device)
+            start = now(args.device)
             inputs = segmenter.preprocess([{"image": image, "text": texts}])
-            pieces["preprocess"] = _now(args.device)
+            pieces["preprocess"] = now(args.device)
             outputs = segmenter.forward(inputs)
-            pieces["forward"] = _now(args.device)
+            pieces["forward"] = now(args.device)
             segmenter.postprocess(outputs)
-            pieces["postprocess"] = _now(args.device)
+            pieces["postprocess"] = now(args.device)
             previous = start
             for stage, end in pieces.items():
                 stages[f"{stage}_{name}"].append(end - previous)
                 previous = end
+
+    if args.profile:
+        import cProfile
+        import pstats
+        import sys
+
+        profiler = cProfile.Profile()
+        profiler.runcall(segmenter, image, many)
+        print(f"\n=== cProfile: pipeline, {len(many)} expressions ===", file=sys.stderr)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(15)
 
     emit(f"pipeline_{args.expressions}_expressions_over_1", paired_ratio(timings["many"], timings["one"]), "<= 2",
          description=f"pipeline time on one 640x480 image: {args.expressions} expressions / 1 expression",
@@ -86,14 +96,6 @@ def main():
          setup=dict(image="640x480 RGB (PIL)", model=model_name, expressions=args.expressions, repeats=repeats,
                     output="PIL masks at 640x480 + scores + RLE (the pipeline's defaults)"),
          device=device_info(args.device))
-
-
-def _now(device):
-    import time
-
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter()
 
 
 if __name__ == "__main__":

@@ -17,14 +17,9 @@ import time
 
 import torch
 
-from modeling_unires import UniRESConfig, UniRESModel
+from modeling_unires import UniRESModel
 
-BASE = dict(
-    vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                       image_size=480, patch_size=16),
-    text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
-                     max_position_embeddings=77),
-)
+from common import paper_config
 
 
 def batch(config, images, referents, device):
@@ -76,7 +71,7 @@ def main():
         raise SystemExit("this benchmark measures a CUDA device; none is available here")
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = False
-    config = UniRESConfig(**BASE)
+    config = paper_config(480)
     model = UniRESModel(config).to(args.device)
     inputs = batch(config, args.batch_images, args.referents, args.device)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, "

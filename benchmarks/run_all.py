@@ -66,6 +66,7 @@ def main():
         "generated_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, "benchmarks/run_all.py", *sys.argv[1:]]),
         "device": device_info(args.device),
+        "git": git_state(),
         "threads": torch.get_num_threads() if args.threads is None else args.threads,
         "quick": args.quick,
         "note": args.note,
@@ -77,6 +78,16 @@ def main():
     print(markdown_table(figures, results["device"]))
     print(f"\nwritten: {args.output} ({results['wall_seconds']['total']} s)", file=sys.stderr)
     sys.exit(1 if failures else 0)
+
+
+def git_state() -> dict:
+    """The commit measured, and whether the measured packages had uncommitted changes."""
+    def git(*command):
+        return subprocess.run(["git", *command], cwd=HERE, capture_output=True, text=True).stdout.rstrip()
+
+    return {"commit": git("rev-parse", "HEAD"),
+            "uncommitted_changes_in": git("status", "--porcelain", "--", "../modeling_unires", "../unires",
+                                          "../dataset_scripts").splitlines()}
 
 
 def markdown_table(figures, device) -> str:
