@@ -1,14 +1,14 @@
-"""Markers that transformers' common model tests (run by test_modeling_common_unires.py) put on some of their tests;
-transformers registers them in its own conftest, which is not imported here."""
+"""Settings for the model tests: the markers transformers' common model tests use, and one CPU thread."""
+
+import pytest
+import torch
 
 
 def pytest_configure(config):
-    for marker in ("slow", "accelerate_tests", "flash_attn_test", "flash_attn_3_test", "flash_attn_4_test", "torch_compile_test"):
+    # transformers registers these in its own conftest, which is not imported here.
+    for marker in ("slow", "accelerate_tests", "flash_attn_test", "flash_attn_3_test", "flash_attn_4_test",
+                   "torch_compile_test"):
         config.addinivalue_line("markers", f"{marker}: set by transformers' common model tests")
-
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
