@@ -99,7 +99,8 @@ class DenseCaptioner:
         progress_threshold: show a progress bar when captioning at least this many boxes.
         box_format: how boxes are written in prompts (default: the base family's own, from the config).
         max_image_tokens: cap on the tokens of one image (Qwen recommends 256-1,280); ``None``: the processor's own.
-        share_image_prefix: encode each image once for all its boxes (see the module docstring).
+        share_image_prefix: encode each image once for all its boxes (see the module docstring); greedy or
+            sampled decoding of one sequence per box only (beam search captions each box with its full prompt).
     """
 
     def __init__(
@@ -129,7 +130,9 @@ class DenseCaptioner:
         self.context = context_length(model)
         self.box_format = box_format or box_format_for(model)
         self.image_kwargs = image_processing_kwargs(processor, max_image_tokens)
-        self.prefix_text = self._find_prefix() if share_image_prefix else None
+        # beam search and several returned sequences expand the batch inside generate, which a prefilled cache does not follow
+        single_sequence = self.generation_kwargs.get("num_beams", 1) == 1 and self.generation_kwargs.get("num_return_sequences", 1) == 1
+        self.prefix_text = self._find_prefix() if share_image_prefix and single_sequence else None
         self._image_tokens: dict = {}
         # Models with multimodal RoPE (Qwen-VL) keep the prefix's position offset (rope_deltas) on a module.
         self._rope_modules = [module for module in model.modules() if hasattr(module, "rope_deltas")]
@@ -180,7 +183,9 @@ class DenseCaptioner:
 
         Yields ``{"index", "image_id", "bbox", "granularity", "caption", "truncated"}`` per usable row, in
         order; unusable rows are skipped and counted in ``rejects`` with their reason. Rows of one image
-        (same path, bytes or ``image_id``) within a chunk share one decoded copy and one encoding.
+        (same path, bytes or ``image_id``) within a chunk share one decoded copy and one encoding; give
+        a ``datasets`` column undecoded (``ds.cast_column("image", datasets.Image(decode=False))``) so
+        that ``datasets`` does not decode it once per row before it gets here.
         """
         rejects = rejects if rejects is not None else RejectLog(stage="caption")
         chunk: list[tuple[int, dict, _Prepared]] = []

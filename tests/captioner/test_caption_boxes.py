@@ -187,3 +187,27 @@ def test_other_qwen_families_get_their_own_box_syntax_and_share_the_prefix_too(f
         handle.remove()
     assert len(calls) == 1
     assert shared == DenseCaptioner(model, processor, max_new_tokens=5, share_image_prefix=False, max_batch_size=2).caption_boxes(image, BOXES, "object")
+
+
+def test_beam_search_falls_back_to_full_prompts(tiny, rows):
+    model, processor = tiny
+    beams = DenseCaptioner(model, processor, max_new_tokens=4, generation_kwargs={"num_beams": 2})
+    assert beams.prefix_text is None
+    assert len(beams.caption_boxes(rows[0]["image"], BOXES[:2])) == 2
+    assert DenseCaptioner(model, processor).prefix_text == "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def test_undecoded_dataset_images_are_decoded_once_per_image(tiny, rows, monkeypatch):
+    import datasets
+
+    import captioner.generate as generate
+
+    model, processor = tiny
+    data = datasets.Dataset.from_list([{"image": rows[i % 2]["image"], "bbox": box} for i, box in enumerate(BOXES)],
+                                      features=datasets.Features({"image": datasets.Image(), "bbox": datasets.Sequence(datasets.Value("float32"))}))
+    data = data.cast_column("image", datasets.Image(decode=False))
+    decoded = []
+    original = generate.load_image
+    monkeypatch.setattr(generate, "load_image", lambda image, item=None: decoded.append(1) or original(image, item))
+    results = list(DenseCaptioner(model, processor, max_new_tokens=2).caption_dataset(data))
+    assert len(results) == len(BOXES) and len(decoded) == 2
