@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..masks import decode_mask, encode_mask, mask_bbox
-from .object_masks import BoxSegmenter, build_segmenter, sam_reject_reason, xywh_to_xyxy
+from .object_masks import BoxSegmenter, build_segmenter, sam_reject_reason
 from .options import SA1B_MIN_PREDICTED_IOU, SA1B_MIN_STABILITY, StageOptions, resolve_device
 from .records import new_referent, part_referent_id
 from .stage import Reject, StageOutput

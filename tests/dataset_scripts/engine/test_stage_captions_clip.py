@@ -14,7 +14,6 @@ from captioner.tiny_model import build_tiny_model, build_tiny_processor
 from dataset_scripts.engine.captions import Captions, OpenAICaptioner
 from dataset_scripts.engine.clip_filter import CLIP_MODEL_ID, ClipFilter, box_crop, clip_score
 from dataset_scripts.engine.options import StageOptions
-from dataset_scripts.engine.part_vocabulary import OpenAIChatClient
 from dataset_scripts.engine.records import new_referent
 from dataset_scripts.engine.testing import FakeChatServer, build_tiny_clip
 from dataset_scripts.masks import encode_mask
