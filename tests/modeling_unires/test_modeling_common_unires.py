@@ -90,10 +90,9 @@ class UniRESModelTest(ModelTesterMixin, unittest.TestCase):
         batch, cls_and_patches = tester.batch_size, 1 + tester.num_patches
         depth, insert = config.vision_config.num_hidden_layers, config.group_insert_layer
         # Input and layers before `group_insert_layer` carry the low-level group tokens, later layers the high-level.
-        vision = [(batch, cls_and_patches + config.num_low_group_tokens, config.vision_config.hidden_size)] * (insert + 1)
-        vision += [(batch, cls_and_patches + config.num_high_group_tokens, config.vision_config.hidden_size)] * (
-            depth - insert
-        )
+        width = config.vision_config.hidden_size
+        vision = [(batch, cls_and_patches + config.num_low_group_tokens, width)] * (insert + 1)
+        vision += [(batch, cls_and_patches + config.num_high_group_tokens, width)] * (depth - insert)
         text = [(batch, tester.seq_length, config.text_config.hidden_size)] * (config.text_config.num_hidden_layers + 1)
         num_decoder = 1 + config.decoder_stage1_layers + config.decoder_stage2_layers
         decoder = [(batch, tester.num_patches, config.decoder_hidden_size)] * num_decoder
