@@ -158,3 +158,13 @@ def test_a_base_model_by_hub_id_is_not_taken_for_an_adapter(base_dir, hub_cache)
     assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
     with pytest.raises(OSError):
         load_captioner("org/not-in-the-cache")
+
+
+def test_training_steps_through_micro_batches_whose_rows_are_all_rejected(base_dir, rows, tmp_path):
+    bad = [dict(row, bbox=[0, 0, 0, 5]) for row in rows[:2]]
+    data = datasets.Dataset.from_list(rows[:2] + bad, features=CAPTION_FEATURES)
+    result = train(_model_args(base_dir), CaptionerDataArguments(), _args(tmp_path / "out", per_device_train_batch_size=2, max_steps=6),
+                   train_dataset=data)
+    assert result.global_step == 6  # three epochs of two micro-batches, some of them all rejected (seeded shuffle)
+    assert (result.rejects.kept, result.rejects.skipped) == (6, 6)
+    assert len(result.losses) < 6  # placeholder steps log no loss
