@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 
 from captioner.box_prompts import normalize_box
-from captioner.tiny_model import build_tiny_model, build_tiny_processor
 from dataset_scripts.engine.captions import Captions, OpenAICaptioner
 from dataset_scripts.engine.clip_filter import CLIP_MODEL_ID, ClipFilter, box_crop, clip_score
 from dataset_scripts.engine.options import StageOptions
@@ -36,12 +35,14 @@ def _record(image_id="img", sentences=None, seed=0):
     return {"image_id": image_id, "referents": refs, "_image": _image(seed)}
 
 
-def test_tiny_captioner_truncated_captions_are_rejected():
-    processor = build_tiny_processor()
+def test_tiny_captioner_loaded_by_path_and_its_truncated_captions_rejected(tmp_path):
     from captioner import DenseCaptioner
+    from captioner.tiny_model import save_tiny_captioner
 
-    captioner = DenseCaptioner(build_tiny_model(processor), processor, max_new_tokens=2)
-    out = Captions(captioner, max_new_tokens=2)([_record("a"), _record("b", seed=1)])
+    path = save_tiny_captioner(tmp_path / "captioner")
+    stage = Captions.from_options(StageOptions(captioner=path, caption_max_new_tokens=2, device="cpu"))
+    assert isinstance(stage.captioner, DenseCaptioner) and stage.captioner.max_new_tokens == 2
+    out = stage([_record("a"), _record("b", seed=1)])
     assert out.records == []
     referent_rejects = [r for r in out.rejects if r.referent_id is not None]
     assert len(referent_rejects) == 6
