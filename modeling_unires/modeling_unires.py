@@ -471,6 +471,7 @@ class UniRESModel(UniRESPreTrainedModel):
         image_embeddings: torch.FloatTensor | None = None,
         image_indices: torch.LongTensor | None = None,
         labels: torch.Tensor | None = None,
+        original_sizes: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         output_image_embeddings: bool = False,
@@ -488,6 +489,8 @@ class UniRESModel(UniRESPreTrainedModel):
             image_indices (`(num_expressions,)`, *optional*): image row of each expression. By default the identity
                 when the counts match, or every expression on the single image.
             labels (`(num_expressions, H, W)`, float or bool): ground-truth masks at input resolution; gives `loss`.
+            original_sizes (`(num_images, 2)`, *optional*): what the processor returns beside the model inputs;
+                accepted and unused here, so that `model(**processor(...))` works (`post_process_masks` takes it).
             output_attentions, output_hidden_states (`bool`, *optional*): return the attention maps / the hidden states
                 of the vision tower, the text tower and the decoder (see [`UniRESOutput`]); default: the config's.
 

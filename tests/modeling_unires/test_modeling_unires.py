@@ -508,3 +508,20 @@ def test_output_hidden_states_takes_only_a_bool():
     model, processor = tiny_model_and_processor()
     with pytest.raises(TypeError, match=r"output_hidden_states must be a bool, got \[0, 2\]"):
         model(pixel_values=torch.randn(1, 3, 32, 32), **_text(processor), output_hidden_states=[0, 2])
+
+
+def test_processor_output_goes_straight_into_the_model():
+    # `model(**processor(...))` is how transformers users call a model: the processor's `original_sizes` (for
+    # post-processing) must not make that a TypeError, while a misspelled argument still is one.
+    from PIL import Image
+
+    model, processor = tiny_model_and_processor()
+    image = Image.new("RGB", (40, 30), (200, 30, 30))
+    inputs = processor(images=image, text=["the red car", "the wheel"], return_tensors="pt")
+    assert "original_sizes" in inputs
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    masks = processor.post_process_masks(logits, inputs["original_sizes"].tolist() * 2)
+    assert [m.shape for m in masks] == [(30, 40), (30, 40)]
+    with pytest.raises(TypeError, match="attention_masks"):
+        model(**inputs, attention_masks=inputs["attention_mask"])
