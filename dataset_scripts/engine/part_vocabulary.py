@@ -242,7 +242,7 @@ class LLMPartNames:
                 continue
             self.cache.put(category, self.client.model_name, names)
             return names
-        raise PartVocabularyError(f"{self.attempts} answers from {self.client.model_name}, none usable (last: {why})")
+        raise PartVocabularyError(f"no usable answer from {self.client.model_name} in {self.attempts} attempt(s) (last: {why})")
 
 
 class FilePartNames:

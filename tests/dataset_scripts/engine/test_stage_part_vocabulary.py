@@ -87,7 +87,7 @@ def test_tiny_local_lm_garbage_is_retried_then_rejected_per_object(tmp_path):
     assert out.records[0]["_part_names"] == {}
     assert [r.referent_id for r in out.rejects] == ["img/o1", "img/o2", "img/o3"]
     assert all(r.reason.startswith("parts not searched: no part vocabulary for") for r in out.rejects)
-    assert "2 answers from tiny-lm" in out.rejects[0].reason
+    assert "no usable answer from tiny-lm in 2 attempt(s)" in out.rejects[0].reason
     assert not (tmp_path / "cache.json").exists()  # failures are not cached: a rerun asks again
 
 
@@ -109,3 +109,15 @@ def test_options_name_what_is_missing():
         PartVocabulary.from_options(StageOptions(part_vocabulary="openai"))
     with pytest.raises(ValueError, match="--part_vocabulary_file"):
         PartVocabulary.from_options(StageOptions(part_vocabulary="file"))
+
+
+def test_local_llm_loads_by_path_and_failures_name_the_model(tmp_path):
+    model, tokenizer = build_tiny_causal_lm()
+    model.save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    stage = PartVocabulary.from_options(StageOptions(part_vocabulary="local", part_llm=str(tmp_path / "lm"), device="cpu",
+                                                     part_llm_attempts=1, part_vocabulary_cache=str(tmp_path / "cache.json")))
+    stage.source.max_new_tokens = 8
+    out = stage(_records()[:1])
+    assert stage.source.requests == 2 and stage.source.client.model_name == str(tmp_path / "lm")
+    assert all(f"no usable answer from {tmp_path / 'lm'} in 1 attempt(s)" in r.reason for r in out.rejects)
