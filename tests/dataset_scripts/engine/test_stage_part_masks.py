@@ -136,19 +136,25 @@ def test_detector_finder_queries_each_object_crop_and_reuses_the_sam_encoding(ob
     assert sum(len(c) for c in found) > 0
 
 
-def test_sam3_finder_encodes_each_image_once_and_prompts_each_part_name(objects):
+def test_sam3_finder_encodes_each_image_once_and_prompts_each_part_name(objects, tmp_path):
+    from dataset_scripts.engine.options import StageOptions
     from dataset_scripts.engine.part_masks import Sam3PartFinder
     from dataset_scripts.engine.testing import build_tiny_sam3
 
     _, records = objects
-    model, processor = build_tiny_sam3()
+    for saved in build_tiny_sam3():
+        saved.save_pretrained(tmp_path / "sam3")
+    stage = PartMasks.from_options(StageOptions(part_masks="sam3", part_sam3_model=str(tmp_path / "sam3"), device="cpu",
+                                                part_min_score=0.0, part_max_per_name=3, part_min_inside=0.5))
+    finder = stage.finder
+    assert isinstance(finder, Sam3PartFinder)
+    model, _ = finder._load()
     encodings, prompts = [], []
     model.vision_encoder.register_forward_hook(lambda *a: encodings.append(1))
     model.text_encoder.register_forward_hook(lambda module, args, kwargs, output: prompts.append(1), with_kwargs=True)
-    finder = Sam3PartFinder(model, processor, min_score=0.0, mask_threshold=0.5, max_per_name=3)
     found = []
     finder.find = (lambda find: lambda record, objs: found.append(find(record, objs)) or found[-1])(finder.find)
-    out = PartMasks(finder, min_inside=0.5, dedup_overlap=0.8)(records)
+    out = stage(records)
     assert len(encodings) == len(records)  # one vision encoding per image, whatever the number of part names
     assert len(prompts) == 2 * len(records)  # one text prompt per distinct part name ("left part", "top part")
     assert sum(len(c) for c in found) > 0
