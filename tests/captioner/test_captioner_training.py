@@ -1,5 +1,6 @@
 """Training that fails loudly, keeps every rank stepping and counts every row; adapters loaded by Hub id."""
 import json
+import os
 import shutil
 
 import datasets
@@ -168,3 +169,40 @@ def test_training_steps_through_micro_batches_whose_rows_are_all_rejected(base_d
     assert result.global_step == 6  # three epochs of two micro-batches, some of them all rejected (seeded shuffle)
     assert (result.rejects.kept, result.rejects.skipped) == (6, 6)
     assert len(result.losses) < 6  # placeholder steps log no loss
+
+
+def _ddp_rank(rank, world_size, port, base_dir, rows, output_dir, results):
+    """One process of a 2-process CPU (gloo) run: rank 1's rows are all rejected."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world_size), ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    try:
+        data = rows if rank == 0 else [dict(row, bbox=[0, 0, 0, 5]) for row in rows]
+        result = train(_model_args(base_dir), CaptionerDataArguments(), _args(output_dir, per_device_train_batch_size=2),
+                       train_dataset=datasets.Dataset.from_list(data, features=CAPTION_FEATURES))
+        results.put((rank, result.global_step, result.rejects.kept, result.rejects.skipped))
+    except Exception as error:  # reported to the test, which names it
+        results.put((rank, repr(error)))
+
+
+def test_every_rank_steps_when_one_ranks_micro_batches_are_all_rejected(base_dir, rows, tmp_path):
+    import multiprocessing
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_ddp_rank, args=(rank, 2, port, base_dir, rows, str(tmp_path / "out"), results)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=240)
+    hung = [process.is_alive() for process in processes]
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    assert not any(hung), "a rank waited forever on the gradient synchronisation"
+    reports = sorted(results.get(timeout=5) for _ in processes)
+    assert reports == [(0, 2, 4, 0), (1, 2, 0, 4)], reports  # both ranks stepped twice; rank 1 only on placeholders
+    assert (tmp_path / "out" / "rejects.rank1.jsonl").exists()  # one rejects file per rank, never shared
