@@ -9,11 +9,12 @@ samples.
 Schema version history (bump on any change a reader could notice):
 
 - ``1.0.0``: first release.
+- ``1.1.0``: ``scores.clip_score`` (CLIPScore, next to the raw cosine ``scores.clip``).
 """
 
 from datasets import Features, Image, List, Value
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 
 GRANULARITIES = ("object", "part")
 
@@ -31,7 +32,9 @@ def sentences_of(referent) -> list[str]:
 # made the referent (RefCOCO family, RefCOCO_m) or when it is exact by construction (MRES-Synth).
 SCORE_FIELDS = {
     "clip": "CLIP image-text cosine similarity between the crop of the referent's box and its "
-    "first sentence (the engine's filter keeps referents above a threshold).",
+    "first sentence (raw cosine).",
+    "clip_score": "CLIPScore of the same pair, 2.5 × max(cos, 0) (Hessel et al., 2021); the engine's filter "
+    "keeps sentences whose CLIPScore exceeds its threshold (0.5 by default, the paper's).",
     "sam_iou": "Segment Anything's predicted IoU for the chosen mask.",
     "sam_stability": "Segment Anything's stability score for the chosen mask.",
     "detector": "Open-vocabulary detector confidence for the part box (null for objects).",

@@ -3,8 +3,8 @@
 CLIPScore (Hessel et al., 2021) = 2.5 × max(cos, 0), with cos the cosine similarity of CLIP's
 image embedding of the referent's box crop and its text embedding of the sentence. The paper
 keeps sentences with CLIPScore > 0.5, i.e. cos > 0.2, with CLIP ViT-B/32. ``scores.clip`` holds
-the raw cosine of the referent's first kept sentence (``scores.clip_score`` its CLIPScore, kept in
-the record while the engine runs); a referent with no sentence left is rejected, and an image
+the raw cosine of the referent's first kept sentence and ``scores.clip_score`` its CLIPScore (both
+stored in the dataset); a referent with no sentence left is rejected, and an image
 with no referent left is rejected.
 """
 

@@ -9,9 +9,9 @@ A record is a plain dict for one image:
 - ``referents``: MRES referents exactly as :data:`dataset_scripts.features.REFERENT_FEATURES`
   (``referent_id``, ``granularity``, ``category``, ``object_category``, ``parent_id``, ``bbox``,
   ``mask`` as COCO RLE from :func:`dataset_scripts.masks.encode_mask`, ``sentences``,
-  ``scores``). While the engine runs, ``scores`` may hold more keys than the schema's
-  :data:`~dataset_scripts.features.SCORE_FIELDS` (e.g. ``clip_score``); :func:`to_mres_row`
-  keeps the schema's fields only;
+  ``scores``). :func:`to_mres_row` writes the schema's
+  :data:`~dataset_scripts.features.SCORE_FIELDS` (``clip``, ``clip_score``, ``sam_iou``,
+  ``sam_stability``, ``detector``; a score a stage did not set is null);
 - transient keys starting with ``"_"``, set by stages and never written: ``"_image"`` (the RGB
   PIL image), ``"_image_bytes"`` (the file's bytes), ``"_fixes"`` (safe fixes applied to the
   record, e.g. an image size corrected from the file, for the runner's ``RejectLog.fix``),

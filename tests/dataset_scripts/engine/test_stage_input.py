@@ -102,7 +102,8 @@ def test_to_mres_row_fits_the_schema_and_drops_transient_keys(synth):
     row = to_mres_row(record)
     assert set(row) == set(MRES_FEATURES)
     assert [r["referent_id"] for r in row["referents"]] == ["i/o0", "i/o1", "i/o1/p0"]
-    assert row["referents"][2]["scores"] == {"clip": None, "sam_iou": pytest.approx(0.9), "sam_stability": None, "detector": 0.5}
+    assert row["referents"][2]["scores"] == {"clip": None, "clip_score": pytest.approx(0.7), "sam_iou": pytest.approx(0.9),
+                                             "sam_stability": None, "detector": 0.5}
     assert row["image"]["bytes"] == open(record["file_name"], "rb").read()
     dataset = Dataset.from_list([row], features=MRES_FEATURES)
     assert dataset[0]["image"].size == (64, 64)
