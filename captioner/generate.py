@@ -3,7 +3,8 @@
 Every box of an image shares the image's prompt prefix (chat text up to the instruction, image
 tokens included). That prefix runs through the model once per image (the vision tower and the
 language model's key/value cache); each box then only adds its instruction and its answer, generated
-from a copy of the prefix cache. A chat template that puts the instruction before the image cannot
+from a copy of its image's rows of the prefix cache. Images whose boxes fit one generation batch
+together are encoded and captioned together. A chat template that puts the instruction before the image cannot
 share a prefix; those boxes are captioned with one full prompt each, as is any box with
 ``share_image_prefix=False``.
 """
@@ -69,6 +70,7 @@ class _Prepared:
     prompt: str
     suffix_ids: list | None  # the prompt after the shared prefix; None: caption with the full prompt
     cost: int = field(default=0)
+    slot: int = field(default=0)  # which image of a packed prefix batch it continues
 
 
 def _image_key(image, fallback=None):
@@ -286,10 +288,10 @@ class DenseCaptioner:
         for entry in prepared:
             if entry.suffix_ids is not None:
                 groups.setdefault(entry.image_key, []).append(entry)
-        for key, group in groups.items():  # one image at a time: its encoding is dropped before the next
-            for entry, caption in self._generate_shared(images[key][0], group):
+        for pack in self._packs(groups):  # a few images at a time: their encodings are dropped before the next
+            for entry, caption in self._generate_shared([(images[key][0], groups[key]) for key in pack]):
                 captions[entry.index] = caption
-            bar.update(len(group))
+                bar.update(1)
         unshared = [entry for entry in prepared if entry.suffix_ids is None]
         for batch in self._batches(unshared):
             for entry, caption in zip(batch, self._generate(batch, images)):
@@ -328,29 +330,59 @@ class DenseCaptioner:
         output = self.model.generate(**inputs, **kwargs)
         return self._decode(output, inputs["input_ids"].shape[1], eos)
 
-    def _generate_shared(self, image, group: list[_Prepared]) -> Iterator[tuple[_Prepared, BoxCaption]]:
-        """All boxes of one image from one prefix encoding: the image and the chat text before the
-        instruction go through the model once; each batch of boxes continues from a copy of that cache."""
-        prefix = self.processor(text=[self.prefix_text], images=[image], return_tensors="pt", **self.image_kwargs).to(self.model.device)
+    def _packs(self, groups: dict) -> list[list]:
+        """Images whose boxes, together, fit one generation batch go through the model together; an
+        image with more boxes than a batch holds is packed alone (its boxes then share its prefix over
+        several batches)."""
+        packs, current, rows, longest = [], [], 0, 0
+        for key, entries in groups.items():
+            count, cost = len(entries), max(entry.cost for entry in entries)
+            fits = count <= self.max_batch_size and cost * count <= self.token_budget
+            if current and (not fits or rows + count > self.max_batch_size or max(longest, cost) * (rows + count) > self.token_budget):
+                packs.append(current)
+                current, rows, longest = [], 0, 0
+            current.append(key)
+            rows, longest = rows + count, max(longest, cost)
+            if not fits:
+                packs.append(current)
+                current, rows, longest = [], 0, 0
+        if current:
+            packs.append(current)
+        return packs
+
+    def _generate_shared(self, pack: list[tuple[Any, list[_Prepared]]]) -> Iterator[tuple[_Prepared, BoxCaption]]:
+        """All boxes of a few images from one prefix encoding per image: the images and the chat text
+        before the instruction go through the model once (left-padded to a batch); each batch of boxes
+        continues from the cache rows of its own image."""
+        images = [image for image, _ in pack]
+        prefix = self.processor(text=[self.prefix_text] * len(images), images=images, padding=True, padding_side="left",
+                                return_tensors="pt", **self.image_kwargs).to(self.model.device)
         cache = DynamicCache(config=self.model.config)
         self.model(**prefix, **{self._cache_kwarg: cache}, use_cache=True, **self._prefix_kwargs)
         rope_state = [module.rope_deltas for module in self._rope_modules]
         prefix_ids, prefix_mask = prefix["input_ids"], prefix["attention_mask"]
+        entries = []
+        for slot, (_, group) in enumerate(pack):
+            for entry in group:
+                entry.slot = slot
+                entries.append(entry)
         eos, kwargs = self._eos_and_kwargs()
         pad = kwargs["pad_token_id"] if kwargs["pad_token_id"] is not None else 0
-        for batch in self._batches(group, fixed_cost=0):
+        for batch in self._batches(entries):
+            slots = torch.tensor([entry.slot for entry in batch], device=prefix_ids.device)
             for module, deltas in zip(self._rope_modules, rope_state):
-                module.rope_deltas = deltas  # positions continue after the prefix, as in the full prompt
+                # positions continue after each row's own prefix, as in its full prompt
+                module.rope_deltas = deltas[slots.to(deltas.device)] if torch.is_tensor(deltas) and deltas.shape[0] == len(images) else deltas
             longest = max(len(entry.suffix_ids) for entry in batch)
-            # left-pad each box's suffix: [prefix][pad...][suffix]; the mask hides the pads, positions skip them
+            # left-pad each box's suffix: [pad...][prefix][pad...][suffix]; the mask hides the pads, positions skip them
             suffix = torch.full((len(batch), longest), pad, dtype=prefix_ids.dtype)
             suffix_mask = torch.zeros((len(batch), longest), dtype=prefix_mask.dtype)
             for row, entry in enumerate(batch):
                 suffix[row, longest - len(entry.suffix_ids):] = torch.tensor(entry.suffix_ids)
                 suffix_mask[row, longest - len(entry.suffix_ids):] = 1
-            input_ids = torch.cat([prefix_ids.expand(len(batch), -1), suffix.to(prefix_ids.device)], dim=1)
-            attention_mask = torch.cat([prefix_mask.expand(len(batch), -1), suffix_mask.to(prefix_mask.device)], dim=1)
+            input_ids = torch.cat([prefix_ids[slots], suffix.to(prefix_ids.device)], dim=1)
+            attention_mask = torch.cat([prefix_mask[slots], suffix_mask.to(prefix_mask.device)], dim=1)
             batch_cache = copy.deepcopy(cache)
-            batch_cache.batch_repeat_interleave(len(batch))
+            batch_cache.batch_select_indices(slots)
             output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **{self._cache_kwarg: batch_cache}, **kwargs)
             yield from zip(batch, self._decode(output, input_ids.shape[1], eos))

@@ -29,8 +29,14 @@ def tiny(base_dir):
 
 
 def _count_calls(module):
+    """Images through the vision tower: one entry per image of each call (its ``grid_thw`` rows)."""
     calls = []
-    handle = module.register_forward_hook(lambda *_: calls.append(1))
+
+    def hook(_, args, kwargs, output):
+        grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        calls.extend([1] * (len(grid) if grid is not None else 1))
+
+    handle = module.register_forward_hook(hook, with_kwargs=True)
     return calls, handle
 
 
@@ -78,8 +84,16 @@ def test_requests_over_several_images_encode_each_image_once(tiny, rows):
         shared = DenseCaptioner(model, processor, max_new_tokens=5).caption_requests(requests)
     finally:
         handle.remove()
-    assert len(calls) == 3
+    assert len(calls) == 3  # three images, nine boxes
     assert shared == DenseCaptioner(model, processor, max_new_tokens=5, share_image_prefix=False).caption_requests(requests)
+    # packed or one image at a time, the captions are the same
+    assert shared == DenseCaptioner(model, processor, max_new_tokens=5, max_batch_size=3).caption_requests(requests)
+    assert shared == DenseCaptioner(model, processor, max_new_tokens=5, max_batch_size=2).caption_requests(requests)
+    six = DenseCaptioner(model, processor, max_new_tokens=5, max_batch_size=6)
+    groups = {}
+    for index, request in enumerate(requests):
+        groups.setdefault(id(request.image), []).append(six._prepare(request, index, {}))
+    assert [len(pack) for pack in six._packs(groups)] == [2, 1]  # whole images per generation batch, at most six boxes
 
 
 def test_captions_cut_at_max_new_tokens_are_marked_truncated(tiny, rows):
