@@ -10,6 +10,8 @@ group tokens inside the ViT, the region filter, the decoder and the mask head.
     python benchmarks/forward_overhead.py --profile       # + where the forward's time goes (stderr)
 """
 
+import sys
+
 import torch
 
 from modeling_unires import UniRESModel
@@ -49,9 +51,27 @@ def main():
             model.vision_model(pixel_values=pixel_values)
             model.text_model(input_ids=input_ids, attention_mask=attention_mask)
 
+        embeddings = None
+
+        def unires_image_encoding():
+            nonlocal embeddings
+            embeddings = model.get_image_embeddings(pixel_values)
+
+        parts = {
+            "vision_tower": lambda: model.vision_model(pixel_values=pixel_values),
+            "unires_image_encoding": unires_image_encoding,
+            "text_tower": lambda: model.text_model(input_ids=input_ids, attention_mask=attention_mask),
+            "unires_decode_from_embeddings": lambda: model(image_embeddings=embeddings, input_ids=input_ids,
+                                                           attention_mask=attention_mask),
+        }
+        extra = {}
         with torch.inference_mode():
             timings = paired_timings({"unires": unires, "towers": towers}, repeats, args.device)
             if args.profile:
+                # Where the difference goes, part by part (same clock), then torch.profiler's op tables.
+                part_timings = paired_timings(parts, repeats, args.device)
+                extra["parts_median_s"] = {name: round(median(v), 5) for name, v in part_timings.items()}
+                print(f"\n=== parts at {size}px (median s): {extra['parts_median_s']}", file=sys.stderr)
                 profile_summary(unires, args.device, f"UniRES forward at {size}px, batch {batch}")
                 profile_summary(towers, args.device, f"CLIP towers at {size}px, batch {batch}")
         ratio = paired_ratio(timings["unires"], timings["towers"])
@@ -62,7 +82,7 @@ def main():
             setup=dict(image_size=size, images=batch, expressions=batch, dtype=str(dtype), repeats=repeats,
                        model="paper size: ViT-B/16 + CLIP text tower, 64+8 group tokens, 3+3 decoder layers, "
                              "random weights", scaled_down=None if cuda else f"CPU: batch {batch} instead of 32, fp32"),
-            device=info,
+            device=info, **extra,
         )
         del model
 
