@@ -19,19 +19,29 @@ from .records import without_referents
 from .stage import Reject, StageOutput
 
 
+SERVER_BOX_FORMATS = ("qwen3_vl", "qwen2_vl", "paper")
+
+
 class OpenAICaptioner:
     """Captions through an OpenAI-compatible chat endpoint serving the captioner: the image as a
-    PNG data URL, the captioner's own prompt for the box (paper format: integers in [0, 999]).
+    PNG data URL, the captioner's own prompt for the box in the box syntax of the served model's
+    family (``box_format``: the server cannot be asked which it is; Qwen2.5-VL's absolute pixels
+    of the resized image are not offered, since the client does not know the server's resize).
     A reply whose ``finish_reason`` is ``"length"`` is flagged truncated, as the local captioner
     flags a caption cut at ``max_new_tokens``.
     """
 
-    def __init__(self, client: OpenAIChatClient, max_new_tokens: int = 32):
+    def __init__(self, client: OpenAIChatClient, max_new_tokens: int = 32, box_format: str = "qwen3_vl"):
+        from captioner.box_prompts import BOX_FORMATS, PAPER_BOX_FORMAT
+
+        if box_format not in SERVER_BOX_FORMATS:
+            raise ValueError(f"captioner_box_format={box_format!r} is not one of {SERVER_BOX_FORMATS}")
         self.client = client
         self.max_new_tokens = max_new_tokens
+        self.box_format = PAPER_BOX_FORMAT if box_format == "paper" else BOX_FORMATS[box_format]
 
     def caption_requests_full(self, requests):
-        from captioner.box_prompts import build_prompt, normalize_box
+        from captioner.box_prompts import box_coordinates, build_prompt
         from captioner.generate import BoxCaption
 
         results = []
@@ -42,7 +52,8 @@ class OpenAICaptioner:
                 buffer = io.BytesIO()
                 image.save(buffer, format="PNG")
                 encoded[id(image)] = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-            prompt = build_prompt(request.granularity, normalize_box(request.box, image.size))
+            coordinates = box_coordinates(request.box, image.size, self.box_format, item=request.item)
+            prompt = build_prompt(request.granularity, coordinates, box_format=self.box_format)
             messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": encoded[id(image)]}},
                                                      {"type": "text", "text": prompt}]}]
             text, finish_reason = self.client.complete(messages, max_tokens=self.max_new_tokens)
@@ -76,7 +87,8 @@ class Captions:
         if options.captioner_url:
             model = options.captioner or "captioner"
             client = OpenAIChatClient(options.captioner_url, model, os.environ.get(options.part_llm_api_key_env))
-            return cls(OpenAICaptioner(client, options.caption_max_new_tokens), max_new_tokens=options.caption_max_new_tokens)
+            captioner = OpenAICaptioner(client, options.caption_max_new_tokens, options.captioner_box_format)
+            return cls(captioner, max_new_tokens=options.caption_max_new_tokens)
         device = resolve_device(options.device)
         return cls(captioner_id=options.captioner, device=device, dtype=resolve_dtype(options.dtype, device),
                    max_new_tokens=options.caption_max_new_tokens, token_budget=options.caption_token_budget)

@@ -76,6 +76,9 @@ class StageOptions:
     # -- captions (stage 5) -------------------------------------------------------------------
     captioner: str | None = _opt(None, "Hub id or path of the dense captioner (a merged model or a LoRA adapter); None: captioner's default base model.")
     captioner_url: str | None = _opt(None, "Caption through this OpenAI-compatible server instead of a local model.")
+    captioner_box_format: str = _opt("qwen3_vl", "Box syntax of the served captioner's base family (the server does not say): "
+                                     "qwen3_vl ({\"bbox_2d\": [...]} in [0, 1000]), qwen2_vl ((x1,y1),(x2,y2) in [0, 1000]) "
+                                     "or paper ((x1,y1),(x2,y2) in [0, 999]). A local captioner reads it from its config.")
     caption_max_new_tokens: int = _opt(32, "Longest caption in tokens; a caption cut at this length is rejected.")
     caption_token_budget: int = _opt(16384, "Tokens (padded prompt + new) per captioning batch.")
 

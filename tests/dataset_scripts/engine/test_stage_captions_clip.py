@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 import re
 
 import numpy as np
@@ -54,10 +55,12 @@ def _served_caption(messages):
     (content,) = messages
     image_part, text_part = content["content"]
     image = Image.open(io.BytesIO(base64.b64decode(image_part["image_url"]["url"].split(",", 1)[1])))
-    box = re.search(r"\(\d+,\d+\),\(\d+,\d+\)", text_part["text"]).group(0)
+    # The served captioner is a Qwen3-VL by default: its box syntax is JSON bbox_2d on the 0-1000 scale.
+    box = json.loads(re.search(r'\{"bbox_2d": \[[\d, ]+\]\}', text_part["text"]).group(0))["bbox_2d"]
+    box = "({},{}),({},{})".format(*box)
     if "Name the object part" in text_part["text"]:
         return "wheel of car " + box
-    if box == "({},{}),({},{})".format(*normalize_box([30, 10, 15, 25], (48, 40))):
+    if box == "({},{}),({},{})".format(*normalize_box([30, 10, 15, 25], (48, 40), scale=1000)):
         return ("a dog that never", "length")  # cut at max_tokens by the server
     return f"{image.width}x{image.height} thing {box}"
 
@@ -70,11 +73,26 @@ def test_served_captioner_gets_image_and_box_prompts_and_its_truncations_are_rej
         assert server.requests[0]["body"]["max_tokens"] == 7 and server.requests[0]["body"]["model"] == "served-captioner"
     (record,) = out.records
     by_id = {r["referent_id"]: r for r in record["referents"]}
-    car_box = "({},{}),({},{})".format(*normalize_box([2, 3, 30, 20], (48, 40)))
+    car_box = "({},{}),({},{})".format(*normalize_box([2, 3, 30, 20], (48, 40), scale=1000))
     assert by_id["a/o1"]["sentences"] == [f"48x40 thing {car_box}"]
     assert by_id["a/o1/p0"]["sentences"][0].startswith("wheel of car (")
     assert "a/o2" not in by_id
     assert [(r.referent_id, r.reason) for r in out.rejects] == [("a/o2", "caption truncated at 7 tokens: 'a dog that never'")]
+
+
+def test_served_captioner_box_syntax_is_an_option():
+    prompts = []
+
+    def reply(messages):
+        prompts.append(messages[0]["content"][1]["text"])
+        return "a thing"
+
+    with FakeChatServer(reply) as server:
+        stage = Captions.from_options(StageOptions(captioner_url=server.url, captioner_box_format="paper"))
+        stage([_record("a")])
+    assert prompts and all(re.search(r"\(\d+,\d+\),\(\d+,\d+\)", p) and "bbox_2d" not in p for p in prompts)
+    with pytest.raises(ValueError, match="captioner_box_format='qwen2_5_vl' is not one of"):
+        Captions.from_options(StageOptions(captioner_url="http://127.0.0.1:9", captioner_box_format="qwen2_5_vl"))
 
 
 def test_clip_scores_match_clip_and_the_threshold_keeps_strictly_greater():
