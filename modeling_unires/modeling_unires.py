@@ -567,12 +567,13 @@ class UniRESModel(UniRESPreTrainedModel):
 
         visual, low, high = self._split_image_embeddings(image_embeddings)
         # Project once per image, then gather per expression: gradients flow through the shared encoding.
-        visual = self.visual_projection(visual).index_select(0, image_indices)
+        visual = self.visual_projection(visual)
         # Multiplicative sentence-visual fusion (as in CRIS): from the first step the decoder input depends on the
         # expression, so different expressions on one image get different masks early in training.
         sentence_key = self.sentence_projection(sentence)
-        fused = visual * sentence_key[:, None, :]
-        pooled = self._pool_tokens(fused, grid)
+        fused = visual.index_select(0, image_indices) * sentence_key[:, None, :]
+        # Pooling is linear and the sentence scales every token alike: pool once per image, not per expression.
+        pooled = self._pool_tokens(visual, grid).index_select(0, image_indices) * sentence_key[:, None, :]
         hidden_states = pooled
         decoder_hidden_states = (hidden_states,) if output_hidden_states else None
 
@@ -606,7 +607,7 @@ class UniRESModel(UniRESPreTrainedModel):
 
         if self.config.decoder_token_stride > 1:
             # Every patch token receives the update its pooled cell got from the decoder.
-            hidden_states = fused + self._unpool_tokens(hidden_states - pooled, grid)
+            hidden_states = self._add_unpooled(fused, hidden_states - pooled, grid)
         decoded = self.decoder_norm(hidden_states)
         logits = self._mask_logits(decoded, grid, patch) + self._alignment_logits(decoded, sentence_key, grid, patch)
         if uses_pixels:
@@ -635,6 +636,11 @@ class UniRESModel(UniRESPreTrainedModel):
         if stride == 1:
             return tokens
         batch, _, width = tokens.shape
+        rows, cols = grid
+        if rows % stride == 0 and cols % stride == 0:
+            # Whole cells: a mean over a view, with no transposed copy of the tokens.
+            cells = tokens.view(batch, rows // stride, stride, cols // stride, stride, width).mean(dim=(2, 4))
+            return cells.reshape(batch, -1, width)
         as_map = tokens.transpose(1, 2).reshape(batch, width, *grid)
         pooled = F.avg_pool2d(as_map, stride, ceil_mode=True)
         return pooled.flatten(2).transpose(1, 2)
@@ -648,19 +654,63 @@ class UniRESModel(UniRESPreTrainedModel):
         as_map = as_map.repeat_interleave(stride, dim=2).repeat_interleave(stride, dim=3)[..., : grid[0], : grid[1]]
         return as_map.flatten(2).transpose(1, 2)
 
+    def _add_unpooled(self, tokens, pooled, grid):
+        """`tokens + _unpool_tokens(pooled, grid)`; with whole cells, a broadcast add that makes no unpooled copy."""
+        stride = self.config.decoder_token_stride
+        rows, cols = grid
+        if rows % stride or cols % stride:
+            return tokens + self._unpool_tokens(pooled, grid)
+        batch, _, width = tokens.shape
+        fine = tokens.view(batch, rows // stride, stride, cols // stride, stride, width)
+        coarse = pooled.view(batch, rows // stride, 1, cols // stride, 1, width)
+        return (fine + coarse).view(batch, rows * cols, width)
+
     def _pixel_logits(self, decoded, pixel_features, image_indices, grid, patch):
         """
-        Every token's filter, interpolated bilinearly between patch centres, dotted with its image's pixel features:
-        `(expressions, H, W)` logits. Images are taken one at a time so that no per-expression copy of the features
-        is made; the interpolated filters still cost `expressions x pixel_decoder_channels x H x W`.
+        Every token's filter, interpolated bilinearly between patch centres (as `F.interpolate(scale_factor=patch,
+        mode="bilinear", align_corners=False)`), dotted with its image's pixel features: `(expressions, H, W)` logits.
+
+        The interpolated filters (`expressions x channels x H x W`) are never made. A pixel between four patch centres
+        gets `sum_n w_n <f_n, p>` = `<[f_1..f_4], [w_1 p..w_4 p]>`: the weighted pixel features depend on the image
+        only (made once per image), and each cell between four patch centres is one matrix product
+        `(expressions, 4 * channels) @ (4 * channels, patch * patch)`.
         """
-        filters = self.pixel_filter(decoded).transpose(1, 2).reshape(decoded.shape[0], -1, *grid)
+        rows, cols = grid
+        num_expressions, channels = decoded.shape[0], pixel_features.shape[1]
+        filters = self.pixel_filter(decoded).view(num_expressions, rows, cols, channels)
+        # Bilinear upsampling clamps at the border; a ring of replicated patches does the same.
+        row_index = torch.arange(-1, rows + 1, device=decoded.device).clamp(0, rows - 1)
+        col_index = torch.arange(-1, cols + 1, device=decoded.device).clamp(0, cols - 1)
+        filters = filters.index_select(1, row_index).index_select(2, col_index)
+        # Cell (j, k) lies between padded patch centres j, j+1 (rows) and k, k+1 (columns): its four corner filters.
+        corners = torch.stack(
+            [filters[:, :-1, :-1], filters[:, :-1, 1:], filters[:, 1:, :-1], filters[:, 1:, 1:]], dim=3
+        )  # (expressions, rows + 1, cols + 1, 4, channels)
+        corners = corners.reshape(num_expressions, -1, 4 * channels).transpose(0, 1)  # (cells, expressions, 4C)
+
+        # Pixels, padded so that every cell is patch x patch: pixel y sits at (y + lead) in the padded map, and its
+        # source coordinate (y + 0.5) / patch - 0.5 has the fraction `offset` within its cell.
+        lead = patch - patch // 2
+        offset = (torch.arange(patch, device=decoded.device, dtype=pixel_features.dtype) - lead + 0.5) / patch + 0.5
+        along = torch.stack([1 - offset, offset])  # (2, patch): weight of the first and second centre
+        weights = (along[:, None, :, None] * along[None, :, None, :]).reshape(4, 1, patch, patch)
+        cells = (rows + 1) * (cols + 1)
+
         members, logits = [], []
+        features = pixel_features.unbind(0)  # per image, so that the backward makes no zero-filled full-size copies
         for image in image_indices.unique().tolist():
             rows_of_image = (image_indices == image).nonzero().squeeze(1)
-            dense = F.interpolate(filters[rows_of_image], scale_factor=patch, mode="bilinear", align_corners=False)
+            padded = F.pad(features[image], (lead, patch // 2, lead, patch // 2))
+            # Cell-major before the product, so that the (larger) weighted features come out contiguous.
+            padded = padded.view(channels, rows + 1, patch, cols + 1, patch).permute(1, 3, 0, 2, 4).contiguous()
+            weighted = (padded[:, :, None] * weights).view(cells, 4 * channels, patch * patch)
+            per_cell = torch.bmm(corners.index_select(1, rows_of_image), weighted)  # (cells, e, patch^2)
+            per_cell = per_cell.view(rows + 1, cols + 1, -1, patch, patch).permute(2, 0, 3, 1, 4)
+            full = per_cell.reshape(-1, (rows + 1) * patch, (cols + 1) * patch)
             members.append(rows_of_image)
-            logits.append((dense * pixel_features[image]).sum(1))
+            logits.append(full[:, lead : lead + rows * patch, lead : lead + cols * patch])
+        if len(logits) == 1:
+            return logits[0]
         return torch.cat(logits)[torch.cat(members).argsort()]
 
     def _mask_logits(self, hidden_states, grid, patch):

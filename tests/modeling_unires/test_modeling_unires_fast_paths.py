@@ -1,0 +1,73 @@
+"""The model's fast paths equal the plain formulas they replace (pixel branch, pooled decoder tokens)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from modeling_unires.testing_utils import tiny_model_and_processor
+
+
+def _dense_pixel_logits(model, decoded, pixel_features, image_indices, grid, patch):
+    """The pixel branch as its definition reads: filters upsampled bilinearly to full size, dotted with the image's
+    pixel features, expression by expression."""
+    filters = model.pixel_filter(decoded).transpose(1, 2).reshape(decoded.shape[0], -1, *grid)
+    dense = F.interpolate(filters, scale_factor=patch, mode="bilinear", align_corners=False)
+    return (dense * pixel_features[image_indices]).sum(1)
+
+
+@pytest.mark.parametrize(
+    "patch,grid,image_indices",
+    [
+        (8, (4, 4), [1, 0, 1]),  # expressions out of image order
+        (8, (3, 5), [0, 0]),  # a non-square grid, one image
+        (7, (4, 3), [2, 0, 1, 2]),  # an odd patch size
+    ],
+)
+def test_pixel_logits_equal_upsampled_filters_dotted_with_features(patch, grid, image_indices):
+    model, _ = tiny_model_and_processor(pixel_decoder_channels=4)
+    torch.manual_seed(1)
+    indices = torch.tensor(image_indices)
+    decoded = torch.randn(len(indices), grid[0] * grid[1], model.config.decoder_hidden_size, requires_grad=True)
+    features = torch.randn(int(indices.max()) + 1, 4, grid[0] * patch, grid[1] * patch, requires_grad=True)
+    fast = model._pixel_logits(decoded, features, indices, grid, patch)
+    reference = _dense_pixel_logits(model, decoded, features, indices, grid, patch)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    # The gradients reach the tokens and the pixel features alike.
+    weights = torch.randn_like(reference)
+    fast_grads = torch.autograd.grad((fast * weights).sum(), (decoded, features))
+    reference_grads = torch.autograd.grad((reference * weights).sum(), (decoded, features))
+    for got, expected in zip(fast_grads, reference_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("grid", [(4, 6), (5, 5)])  # whole 2x2 cells, and partial cells at the border
+def test_pooling_fast_paths_equal_avg_pool_and_unpool(grid):
+    model, _ = tiny_model_and_processor(decoder_token_stride=2)
+    torch.manual_seed(2)
+    tokens = torch.randn(3, grid[0] * grid[1], 5)
+    as_map = tokens.transpose(1, 2).reshape(3, 5, *grid)
+    expected = F.avg_pool2d(as_map, 2, ceil_mode=True).flatten(2).transpose(1, 2)
+    pooled = model._pool_tokens(tokens, grid)
+    torch.testing.assert_close(pooled, expected)
+    update = torch.randn_like(pooled)
+    torch.testing.assert_close(model._add_unpooled(tokens, update, grid), tokens + model._unpool_tokens(update, grid))
+
+
+def test_forward_pools_per_image_as_it_would_per_expression():
+    """The decoder's input is pooled once per image and scaled by each sentence: the same as pooling every
+    expression's fused tokens."""
+    model, processor = tiny_model_and_processor(decoder_token_stride=2, pixel_decoder_channels=4)
+    text = processor.tokenize(["the red car", "the window", "a wheel"], return_tensors="pt")
+    images = torch.randn(2, 3, 32, 32)
+    indices = torch.tensor([1, 0, 1])
+    with torch.no_grad():
+        out = model(pixel_values=images, **text, image_indices=indices, output_hidden_states=True)
+        embeddings = model.get_image_embeddings(images)
+        visual = model.visual_projection(model._split_image_embeddings(embeddings)[0])
+        states = model.text_model(**text).last_hidden_state
+        mask = text["attention_mask"]
+        last = mask.sum(-1) - 1
+        sentence = states[torch.arange(3), last] + (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        fused = visual[indices] * model.sentence_projection(sentence)[:, None, :]
+        per_expression = F.avg_pool2d(fused.transpose(1, 2).reshape(3, -1, 4, 4), 2).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(out.decoder_hidden_states[0], per_expression, rtol=1e-5, atol=1e-6)
