@@ -186,6 +186,6 @@ def profile_summary(fn: Callable[[], object], device, title: str, row_limit: int
     with profile(activities=activities, record_shapes=False) as prof:
         fn()
         synchronize(device)
-    sort = "self_cuda_time_total" if torch.device(device).type == "cuda" else "self_cpu_time_total"
+    sort = "self_device_time_total" if torch.device(device).type == "cuda" else "self_cpu_time_total"
     print(f"\n=== profile: {title} ===", file=sys.stderr)
     print(prof.key_averages().table(sort_by=sort, row_limit=row_limit), file=sys.stderr, flush=True)
