@@ -37,6 +37,8 @@ def main():
     parser.add_argument("--note", default=None, help="written into results.json (e.g. how loaded the machine was)")
     parser.add_argument("--output", default=str(HERE / "results.json"))
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # so that the device facts below name the scripts' thread count
 
     passthrough = ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
     passthrough += ["--quick"] if args.quick else []
