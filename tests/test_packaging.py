@@ -1,6 +1,7 @@
 """The package as users install it: the wheel builds without warnings, holds the four packages and their data
 files and nothing else, and, installed into a fresh virtual environment, runs the pipeline and the `evaluate`
-module from a folder outside the repository, importing nothing from the checkout.
+module from a folder outside the repository, importing nothing from the checkout; the model, the datasets,
+training and evaluation import none of the `engine` and `app` extras' packages.
 
 The fresh environment reuses the installed dependencies through a `.pth` file (no download); a path line in a
 `.pth` file does not run the `.pth` files of the folder it names, so this checkout's editable finder stays out.
@@ -14,13 +15,18 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 from packaging.requirements import Requirement
+
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the dev extra installs tomli there
+    import tomli as tomllib
 
 
 REPO = Path(__file__).resolve().parents[1]
