@@ -278,14 +278,16 @@ class UniRESImageProcessor(BaseImageProcessor):
             chunk = max(1, (1 << 25) // (size[0] * size[1]))
             for start in range(0, len(rows), chunk):
                 part = rows[start : start + chunk]
+                # In place and without boolean arithmetic: at full resolution these maps are the cost.
                 probabilities = F.interpolate(
                     logits[part][:, None].float(), size=size, mode="bilinear", align_corners=False
-                )[:, 0].sigmoid()
+                )[:, 0].sigmoid_()
                 binary = probabilities > threshold
                 if return_scores:
-                    area = binary.flatten(1).sum(dim=1)
-                    inside = (probabilities * binary).flatten(1).sum(dim=1) / area.clamp(min=1)
-                    part_scores = torch.where(area > 0, inside, probabilities.flatten(1).amax(dim=1)).tolist()
+                    area = binary.view(torch.uint8).sum(dim=(1, 2), dtype=torch.int32)  # (int64 is 10x slower here)
+                    inside = F.threshold(probabilities, threshold, 0.0).sum(dim=(1, 2)) / area.clamp(min=1)
+                    maxima = probabilities.amax(dim=(1, 2))
+                    part_scores = torch.where(area > 0, inside, maxima).tolist()
                 for offset, row in enumerate(part):
                     masks[row] = binary[offset].cpu().numpy()
                     if return_scores:
