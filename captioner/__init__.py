@@ -1,12 +1,19 @@
 """Dense captioner for the MRES data engine (see README, "Dense captioner").
 
 A PEFT-LoRA fine-tune of an open LVLM that describes the region inside a box at image, object
-and part granularity, with boxes given as integers in [0, 999].
+and part granularity, with boxes written in the base model family's own syntax.
 """
 
 from importlib.metadata import version as _distribution_version
 
 __version__ = _distribution_version("unires")  # pyproject.toml's version, one for the four packages
+
+try:  # the captioner belongs to the engine extra: say so instead of a bare ModuleNotFoundError
+    import peft  # noqa: F401
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "The dense captioner needs PEFT, which comes with the data engine's extra: pip install \"unires[engine]\""
+    ) from error
 
 from .box_prompts import (
     CAPTION_GRANULARITIES,
