@@ -572,8 +572,10 @@ class UniRESModel(UniRESPreTrainedModel):
         # expression, so different expressions on one image get different masks early in training.
         sentence_key = self.sentence_projection(sentence)
         fused = visual.index_select(0, image_indices) * sentence_key[:, None, :]
-        # Pooling is linear and the sentence scales every token alike: pool once per image, not per expression.
-        pooled = self._pool_tokens(visual, grid).index_select(0, image_indices) * sentence_key[:, None, :]
+        pooled = fused
+        if self.config.decoder_token_stride > 1:
+            # Pooling is linear and the sentence scales every token alike: pool once per image, not per expression.
+            pooled = self._pool_tokens(visual, grid).index_select(0, image_indices) * sentence_key[:, None, :]
         hidden_states = pooled
         decoder_hidden_states = (hidden_states,) if output_hidden_states else None
 
@@ -711,7 +713,10 @@ class UniRESModel(UniRESPreTrainedModel):
             logits.append(full[:, lead : lead + rows * patch, lead : lead + cols * patch])
         if len(logits) == 1:
             return logits[0]
-        return torch.cat(logits)[torch.cat(members).argsort()]
+        order = torch.cat(members)
+        logits = torch.cat(logits)
+        # Expressions grouped by image in image order (as the training collator makes them) need no reordering.
+        return logits if torch.equal(order, torch.arange(len(order), device=order.device)) else logits[order.argsort()]
 
     def _mask_logits(self, hidden_states, grid, patch):
         rows, cols = grid
