@@ -28,6 +28,21 @@ def stable_seed(*parts: Any) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+def drop_padding_columns(batch) -> None:
+    """Cut `input_ids` / `attention_mask` (in place) after the last token any expression attends to.
+
+    The processor pads every expression to `text_max_length`; the text tower is causal and every later use of the
+    tokens masks padding, so the model's outputs are unchanged while the text side (the tower, the cross-attention
+    keys) costs what the batch's longest expression needs, not the maximum length.
+    """
+    mask = batch["attention_mask"]
+    attended = mask.any(0).nonzero()
+    length = int(attended.max()) + 1 if len(attended) else mask.shape[1]
+    if length < mask.shape[1]:
+        batch["input_ids"] = batch["input_ids"][:, :length].contiguous()
+        batch["attention_mask"] = mask[:, :length].contiguous()
+
+
 class MRESTrainingCollator:
     """Turns MRES image rows into a UniRES training batch.
 
@@ -103,6 +118,7 @@ class MRESTrainingCollator:
         if not texts:
             raise ValueError(f"no trainable referent in the batch of images {[r['image_id'] for r in rows]}")
         batch = self.processor.prepare_training_batch(images, texts, masks, image_indices)
+        drop_padding_columns(batch)
         batch["granularities"] = granularities
         batch["image_ids"] = image_ids
         return batch
