@@ -263,3 +263,18 @@ def test_time_budget_replans_the_run_and_the_schedule(setup, tmp_path):
     # The cosine schedule ran to the end of the re-planned run, not of the first plan.
     assert trainer.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
     assert [record["step"] for record in trainer.state.log_history] == [1, 2, 3, 4, 5, 6]
+
+
+def test_run_training_takes_config_and_collator_objects(setup, tmp_path):
+    # Nothing read back from disk: the config object and the collator given are the ones used.
+    model_args, data_args, training_args = _args(setup, tmp_path / "objects", max_steps=2)
+    processor = UniRESProcessor.from_pretrained(setup["processor"])
+    config = UniRESConfig.from_pretrained(setup["config"], decoder_stage2_layers=2)
+    collator = MRESTrainingCollator(processor, referents_per_image=1, seed=3)
+    model_args.config_name = str(tmp_path / "no-such-config")  # would fail if it were read
+    trainer, _ = run_training(model_args, data_args, training_args, config=config, processor=processor,
+                              collator=collator, train_dataset=setup["data"]["train"])
+    assert trainer.collator is collator
+    assert trainer.accelerator.unwrap_model(trainer.model).config.decoder_stage2_layers == 2
+    with pytest.raises(ValueError, match="a model or a config"):
+        run_training(model_args, data_args, training_args, config=config, model=UniRESModel(config))

@@ -64,6 +64,7 @@ def run_training(
     data_args: DataArguments,
     training_args: UniRESTrainingArguments,
     *,
+    config: Optional[UniRESConfig] = None,
     model: Optional[UniRESModel] = None,
     processor: Optional[UniRESProcessor] = None,
     collator: Optional[MRESTrainingCollator] = None,
@@ -72,13 +73,16 @@ def run_training(
 ) -> tuple[UniRESTrainer, dict]:
     """Train, evaluate and save. Returns (trainer, metrics).
 
-    What is not passed in is built from the arguments: the model and processor from `model_args`, the collator
-    from `data_args`, the datasets from `data_args.dataset`. A caller that already holds a model (the demo, a
-    notebook) passes it and nothing is built twice.
+    What is not passed in is built from the arguments: the model (from `config` when given, a new model with
+    fresh weights) and processor from `model_args`, the collator from `data_args`, the datasets from
+    `data_args.dataset`. A caller that already holds a config, a model or a collator (the demo, a notebook)
+    passes it and nothing is built twice or read back from disk.
     """
     set_seed(training_args.seed)
+    if model is not None and config is not None:
+        raise ValueError("pass a model or a config to run_training, not both")
     if model is None:
-        model = build_model(model_args)
+        model = UniRESModel(config) if config is not None else build_model(model_args)
     if processor is None:
         processor = build_processor(model_args, model)
     if train_dataset is None:
