@@ -611,7 +611,7 @@ class UniRESModel(UniRESPreTrainedModel):
             # Every patch token receives the update its pooled cell got from the decoder.
             hidden_states = self._add_unpooled(fused, hidden_states - pooled, grid)
         decoded = self.decoder_norm(hidden_states)
-        logits = self._mask_logits(decoded, grid, patch) + self._alignment_logits(decoded, sentence_key, grid, patch)
+        logits = self._mask_logits(decoded, grid, patch, self._alignment_per_patch(decoded, sentence_key))
         if uses_pixels:
             logits = logits + self._pixel_logits(decoded, self.pixel_decoder(pixel_values), image_indices, grid, patch)
 
@@ -718,24 +718,31 @@ class UniRESModel(UniRESPreTrainedModel):
         # Expressions grouped by image in image order (as the training collator makes them) need no reordering.
         return logits if torch.equal(order, torch.arange(len(order), device=order.device)) else logits[order.argsort()]
 
-    def _mask_logits(self, hidden_states, grid, patch):
+    def _mask_logits(self, hidden_states, grid, patch, per_patch):
+        """The mask head's logits plus `per_patch` (one logit per patch, repeated over its pixels), at full size."""
         rows, cols = grid
         batch = hidden_states.shape[0]
         head = self.mask_head(hidden_states)
         if self.config.mask_head_type == "pixel_shuffle":
-            # Every token predicts its own patch x patch block of logits.
-            head = head.view(batch, rows, cols, patch, patch).permute(0, 1, 3, 2, 4)
+            # Every token predicts its own patch x patch block of logits; its patch logit is added to the block.
+            head = (head + per_patch[..., None]).view(batch, rows, cols, patch, patch).permute(0, 1, 3, 2, 4)
             return head.reshape(batch, rows * patch, cols * patch)
         coarse = head.view(batch, 1, rows, cols)
-        return F.interpolate(coarse, size=(rows * patch, cols * patch), mode="bilinear", align_corners=False)[:, 0]
+        logits = F.interpolate(coarse, size=(rows * patch, cols * patch), mode="bilinear", align_corners=False)[:, 0]
+        blocks = logits.view(batch, rows, patch, cols, patch) + per_patch.view(batch, rows, 1, cols, 1)
+        return blocks.view(batch, rows * patch, cols * patch)
 
-    def _alignment_logits(self, decoded, sentence_key, grid, patch):
-        """Text-to-pixel alignment: one logit per patch, `<W_v h_patch, W_t sentence> / sqrt(width)`, at full size."""
-        visual = self.alignment_visual_projection(decoded)
+    def _alignment_per_patch(self, decoded, sentence_key):
+        """
+        Text-to-pixel alignment: one logit per patch, `<W_v h_patch + b_v, t> / sqrt(width)` with
+        `t = alignment_text_projection(sentence)`. Computed as `<h_patch, W_v^T t> + <b_v, t>`: the sentence is
+        projected once instead of every patch token (`expressions x tokens x width x width` multiply-adds).
+        """
+        projection = self.alignment_visual_projection
         text = self.alignment_text_projection(sentence_key)
-        per_patch = (visual * text[:, None, :]).sum(-1) / math.sqrt(visual.shape[-1])
-        per_patch = per_patch.view(-1, 1, grid[0], grid[1])
-        return F.interpolate(per_patch, scale_factor=patch, mode="nearest")[:, 0]
+        key = text @ projection.weight  # (expressions, width): W_v^T t
+        per_patch = torch.bmm(decoded, key[:, :, None]).squeeze(-1) + (text @ projection.bias)[:, None]
+        return per_patch / math.sqrt(projection.out_features)
 
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """`bce_loss_weight * BCE + dice_loss_weight * Dice`, with `labels` (float or bool) shaped like `logits`."""

@@ -71,3 +71,22 @@ def test_forward_pools_per_image_as_it_would_per_expression():
         fused = visual[indices] * model.sentence_projection(sentence)[:, None, :]
         per_expression = F.avg_pool2d(fused.transpose(1, 2).reshape(3, -1, 4, 4), 2).flatten(2).transpose(1, 2)
     torch.testing.assert_close(out.decoder_hidden_states[0], per_expression, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mask_head_type", ["pixel_shuffle", "upsample"])
+def test_alignment_logit_equals_projected_patches_dotted_with_the_sentence(mask_head_type):
+    """The alignment logit is computed from the projected sentence alone; it equals projecting every patch, and is
+    added to the mask head's logits over each patch's pixels (nearest upsampling)."""
+    model, _ = tiny_model_and_processor(mask_head_type=mask_head_type)
+    torch.manual_seed(3)
+    width = model.config.decoder_hidden_size
+    decoded, sentence_key = torch.randn(3, 16, width), torch.randn(3, width)
+    visual = model.alignment_visual_projection(decoded)
+    text = model.alignment_text_projection(sentence_key)
+    expected = (visual * text[:, None, :]).sum(-1) / width**0.5
+    per_patch = model._alignment_per_patch(decoded, sentence_key)
+    torch.testing.assert_close(per_patch, expected, rtol=1e-5, atol=1e-6)
+    with_alignment = model._mask_logits(decoded, (4, 4), 8, per_patch)
+    without = model._mask_logits(decoded, (4, 4), 8, torch.zeros_like(per_patch))
+    nearest = F.interpolate(per_patch.view(3, 1, 4, 4), scale_factor=8, mode="nearest")[:, 0]
+    torch.testing.assert_close(with_alignment - without, nearest, rtol=1e-5, atol=1e-5)
