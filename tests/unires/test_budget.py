@@ -13,11 +13,13 @@ def test_replanner_ignores_warm_up_and_follows_the_measured_rate():
     # Then 1 s a step: at t=40 (step 13) the rate is 1 s/step and 60 s remain → 13 + 60 = 73 steps.
     assert planner.update(13, 40.0) == 73
     # The machine slows to 2 s a step. Within the revision interval (10 s) the plan stands; at the next
-    # revision the rate since warm-up is (60 - 30) / (23 - 3) = 1.5 s/step and 40 s remain → 23 + 26 steps.
+    # revision the rate of the steps since the last one is (60 - 40) / (23 - 13) = 2 s/step and 40 s remain → 23 + 20.
     assert planner.update(15, 44.0) == 73
-    assert planner.update(23, 60.0) == 49
+    assert planner.update(23, 60.0) == 43
+    # It speeds up again to 0.5 s a step: the next window sees it at once.
+    assert planner.update(43, 70.0) == 43 + int(30.0 / 0.5)
     # A spent budget ends the run at the current step.
-    assert planner.update(40, 101.0) == 40
+    assert planner.update(50, 101.0) == 50
 
 
 def test_replanner_errors():

@@ -74,9 +74,10 @@ class StepReplanner:
     """Keeps a run within `budget_seconds` of wall-clock time by re-planning its number of steps.
 
     Call `update(step, now)` after every optimisation step with a monotonic clock reading; it returns the new total
-    step count (never below `step`, so a spent budget ends the run at once). The rate is measured from the end of
-    the first `warmup_steps` steps (compilation and allocator warm-up are not representative), and the plan is
-    revised every `budget_seconds / revisions` seconds, so it follows a machine whose load changes.
+    step count (never below `step`, so a spent budget ends the run at once). The plan is revised every
+    `budget_seconds / revisions` seconds from the rate of the steps since the previous revision (the first window
+    starts after `warmup_steps` steps: compilation and allocator warm-up are not representative), so it follows a
+    machine whose load changes rather than an average over load that is gone.
     """
 
     def __init__(self, budget_seconds: float, planned_steps: int, warmup_steps: int = 3, revisions: int = 20):
@@ -109,4 +110,5 @@ class StepReplanner:
             remaining = self.budget_seconds - (now - self.started_at)
             self.planned_steps = step + max(0, int(remaining / seconds_per_step)) if seconds_per_step > 0 else step
             self._last_revision = now
+            self._reference = (step, now)
         return self.planned_steps
