@@ -693,9 +693,10 @@ class UniRESModel(UniRESPreTrainedModel):
         # Pixels, padded so that every cell is patch x patch: pixel y sits at (y + lead) in the padded map, and its
         # source coordinate (y + 0.5) / patch - 0.5 has the fraction `offset` within its cell.
         lead = patch - patch // 2
-        offset = (torch.arange(patch, device=decoded.device, dtype=pixel_features.dtype) - lead + 0.5) / patch + 0.5
+        offset = (torch.arange(patch, device=decoded.device, dtype=torch.float32) - lead + 0.5) / patch + 0.5
         along = torch.stack([1 - offset, offset])  # (2, patch): weight of the first and second centre
         weights = (along[:, None, :, None] * along[None, :, None, :]).reshape(4, 1, patch, patch)
+        weights = weights.to(pixel_features.dtype)  # computed in float32 (as interpolation does), then cast
         cells = (rows + 1) * (cols + 1)
 
         members, logits = [], []
