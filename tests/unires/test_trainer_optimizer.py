@@ -2,7 +2,7 @@
 
 import torch
 
-from unires.training.trainer import build_optimizer, build_parameter_groups
+from unires.training.optimizer import build_optimizer, build_parameter_groups
 
 
 def _model():

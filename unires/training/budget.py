@@ -20,6 +20,8 @@ from typing import Sequence
 
 import torch
 
+from .optimizer import build_optimizer
+
 
 def measure_step_seconds(
     model,
@@ -34,7 +36,7 @@ def measure_step_seconds(
     if not rows:
         raise ValueError("measure_step_seconds needs at least one row")
     probe = copy.deepcopy(model).train()
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-6)
+    optimizer = build_optimizer([{"params": list(probe.parameters()), "lr": 1e-6}], betas=(0.9, 0.999))  # as trained
     rng_state = torch.random.get_rng_state()
     device = next(probe.parameters()).device
     timings = []
