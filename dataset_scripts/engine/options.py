@@ -1,6 +1,6 @@
 """Every knob of the engine's stages, as one dataclass that ``HfArgumentParser`` turns into ``--help``.
 
-:func:`build_stages` turns :class:`StageOptions` into the stages in the paper's order:
+:func:`dataset_scripts.engine.stages.build_stages` turns :class:`StageOptions` into the stages in the paper's order:
 load images -> object masks (SAM) -> part vocabulary (LLM) -> part masks (detector + SAM, or
 SAM 3) -> captions (dense captioner) -> CLIP filter. Models load lazily, on the first batch
 that needs them, so that building the stages (e.g. in a datatrove launcher process) is cheap.
@@ -9,8 +9,6 @@ that needs them, so that building the stages (e.g. in a datatrove launcher proce
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from .stage import EngineStage
 
 # SA-1B's filtering thresholds (Kirillov et al., 2023, "Segment Anything", section 4 / appendix):
 # keep masks with predicted IoU >= 0.88 and stability score >= 0.95.
@@ -104,22 +102,3 @@ def resolve_dtype(dtype: str, device: str):
     if dtype == "auto":
         return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     return getattr(torch, dtype)
-
-
-def build_stages(options: StageOptions) -> list[EngineStage]:
-    """The engine's stages in the paper's order, configured by ``options`` (models load on first use)."""
-    from .captions import Captions
-    from .clip_filter import ClipFilter
-    from .input import LoadImages
-    from .object_masks import ObjectMasks
-    from .part_masks import PartMasks
-    from .part_vocabulary import PartVocabulary
-
-    object_masks = ObjectMasks.from_options(options)
-    stages: list[EngineStage] = [LoadImages(options.image_root), object_masks]
-    if options.part_vocabulary != "none":
-        stages.append(PartVocabulary.from_options(options))
-        stages.append(PartMasks.from_options(options, segmenter=object_masks.segmenter))
-    stages.append(Captions.from_options(options))
-    stages.append(ClipFilter.from_options(options))
-    return stages

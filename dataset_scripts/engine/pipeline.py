@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "slurm", "ray")
 OUTPUT_STEP = "output"  # the runner's own last step in the stats: images left with no referent are rejected
-DEFAULT_STAGES_FACTORY = "dataset_scripts.engine.options:build_stages"
+DEFAULT_STAGES_FACTORY = "dataset_scripts.engine.stages:build_stages"
 
 
 def _opt(default, help: str, **kwargs):

@@ -6,7 +6,8 @@ from datasets import Dataset
 from transformers import HfArgumentParser
 
 from dataset_scripts.engine.input import read_detection_manifest
-from dataset_scripts.engine.options import StageOptions, build_stages
+from dataset_scripts.engine.options import StageOptions
+from dataset_scripts.engine.stages import build_stages
 from dataset_scripts.engine.records import to_mres_row
 from dataset_scripts.engine.testing import FakeChatServer, save_tiny_stage_models, tiny_chat_answer, write_synth_detection_set
 from dataset_scripts.features import MRES_FEATURES
