@@ -195,20 +195,26 @@ def build_tiny_clip_tokenizer(model_max_length: int = 16):
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
+def _tiny_tower_configs(tokenizer, image_size: int, max_positions: int) -> dict:
+    """Text and vision tower configs (width 32, 2 layers, 8-px patches) of the tiny CLIP-family models."""
+    return dict(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": max_positions,
+                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                     "pad_token_id": tokenizer.pad_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": image_size, "patch_size": 8},
+        projection_dim=32,
+    )
+
+
 def build_tiny_owlv2(image_size: int = 32, seed: int = 0):
     """A tiny ``Owlv2ForObjectDetection`` and an ``Owlv2Processor`` resizing crops to ``image_size``."""
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
     tokenizer = build_tiny_clip_tokenizer()
     torch.manual_seed(seed)
-    config = Owlv2Config(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": tokenizer.bos_token_id,
-                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": image_size, "patch_size": 8},
-        projection_dim=32,
-    )
+    config = Owlv2Config(**_tiny_tower_configs(tokenizer, image_size, max_positions=16))
     model = Owlv2ForObjectDetection(config).eval()
     processor = Owlv2Processor(Owlv2ImageProcessor(size={"height": image_size, "width": image_size}), tokenizer)
     return model, processor
@@ -220,14 +226,7 @@ def build_tiny_clip(image_size: int = 32, seed: int = 0):
 
     tokenizer = build_tiny_clip_tokenizer(model_max_length=32)
     torch.manual_seed(seed)
-    config = CLIPConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 32, "bos_token_id": tokenizer.bos_token_id,
-                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": image_size, "patch_size": 8},
-        projection_dim=32,
-    )
+    config = CLIPConfig(**_tiny_tower_configs(tokenizer, image_size, max_positions=32))
     processor = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}),
                               tokenizer)
     return CLIPModel(config).eval(), processor
