@@ -265,10 +265,7 @@ class UniRESImageProcessor(BaseImageProcessor):
                 raise ValueError(f"original_sizes[{index}]={size} is invalid: expected (height, width) > 0")
         nan_rows = torch.isnan(logits.flatten(1)).any(dim=1).nonzero().flatten().tolist()
         if nan_rows:
-            raise ValueError(
-                f"mask logits of mask(s) {nan_rows} hold NaN: the model's output is invalid (check the weights and "
-                "the inputs, e.g. fp16 overflow); no mask can be made from them"
-            )
+            raise NaNLogitsError(nan_rows)
         masks, scores = [None] * len(original_sizes), [None] * len(original_sizes)
         rows_by_size: dict = {}
         for index, size in enumerate(original_sizes):
@@ -297,6 +294,17 @@ class UniRESImageProcessor(BaseImageProcessor):
         return (masks, scores) if return_scores else masks
 
 
+class NaNLogitsError(ValueError):
+    """Mask logits holding NaN; `indices` are the masks concerned, so that a caller can name their expressions."""
+
+    def __init__(self, indices):
+        self.indices = list(indices)
+        super().__init__(
+            f"mask logits of mask(s) {self.indices} hold NaN: the model's output is invalid (check the weights and "
+            "the inputs, e.g. fp16 overflow); no mask can be made from them"
+        )
+
+
 def validate_threshold(threshold) -> float:
     """`threshold` as a float probability in [0, 1]; `ValueError` naming the value otherwise (strings included)."""
     is_number = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(threshold, bool)
@@ -313,4 +321,4 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-__all__ = ["UniRESImageProcessor"]
+__all__ = ["NaNLogitsError", "UniRESImageProcessor"]

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 from transformers import Pipeline
 
-from .image_processing_unires import mask_to_rle, validate_threshold
+from .image_processing_unires import NaNLogitsError, mask_to_rle, validate_threshold
 from .processing_unires import validate_expressions
 
 MASK_FORMATS = ("pil", "numpy")
@@ -112,10 +112,8 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
             masks, scores = self.processor.post_process_masks(
                 model_outputs["logits"].float().cpu(), sizes, threshold=threshold, return_scores=True
             )
-        except ValueError as error:
-            if "NaN" not in str(error):
-                raise
-            bad = [meta["texts"][i] for i, row in enumerate(model_outputs["logits"]) if torch.isnan(row).any()]
+        except NaNLogitsError as error:
+            bad = [meta["texts"][i] for i in error.indices]
             raise ValueError(f"the model produced NaN mask logits for the expression(s) {bad}") from error
         per_image = [[] for _ in meta["original_sizes"]]
         for row, (mask, score, image_index) in enumerate(zip(masks, scores, meta["image_indices"])):

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from dataset_scripts.features import sentences_of
 from dataset_scripts.load import load_mres_dataset
 from dataset_scripts.masks import decode_mask
+from modeling_unires.image_processing_unires import NaNLogitsError
 
 from .metrics import MRESMetricAccumulator, MRESMetricOptions
 
@@ -68,11 +69,11 @@ class UniRESRowSegmenter:
             image_indices=torch.tensor(image_indices, device=device),
         ).logits.float()
         sizes = [size_of(rows[i]) for i in image_indices]
-        nan_rows = torch.isnan(logits.flatten(1)).any(dim=1).nonzero().flatten().tolist()
-        if nan_rows:
-            named = [f"{rows[image_indices[i]]['image_id']}: {flat_texts[i]!r}" for i in nan_rows]
-            raise ValueError(f"the model produced NaN mask logits for {len(named)} expression(s): {named}")
-        masks = self.processor.post_process_masks(logits.cpu(), sizes, threshold=self.threshold)
+        try:
+            masks = self.processor.post_process_masks(logits.cpu(), sizes, threshold=self.threshold)
+        except NaNLogitsError as error:
+            named = [f"{rows[image_indices[i]]['image_id']}: {flat_texts[i]!r}" for i in error.indices]
+            raise ValueError(f"the model produced NaN mask logits for {len(named)} expression(s): {named}") from error
         out, cursor = [], 0
         for row_texts in texts:
             out.append([np.asarray(m, dtype=bool) for m in masks[cursor : cursor + len(row_texts)]])
