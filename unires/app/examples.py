@@ -30,12 +30,12 @@ def write_example_images(folder, num_examples: int = 4, image_size: int = 192, s
         row = generate_row(EXAMPLE_SPLIT, index, config)
         path = folder / f"mres-synth-{EXAMPLE_SPLIT}-{index}.png"
         Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB").save(path)
-        picked = []
+        picked, parent = [], None
         for referent in row["referents"]:
             # The first object that has a sentence, then the first of its parts that has one.
             wanted = "object" if not picked else "part"
             sentences = sentences_of(referent)
-            if referent["granularity"] == wanted and sentences and (not picked or referent["parent_id"] == parent):
+            if referent["granularity"] == wanted and sentences and referent["parent_id"] == parent:
                 picked.append(sentences[0])
                 parent = referent["referent_id"]
                 if len(picked) == 2:
