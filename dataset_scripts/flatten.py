@@ -5,11 +5,16 @@ from __future__ import annotations
 import zlib
 from typing import Any, Optional
 
+import PIL.Image
 from datasets import Dataset, Image, IterableDataset
 
 from .features import FLAT_FEATURES, GRANULARITIES, sentences_of
 
 _SENTENCE_MODES = ("all", "one")
+_IMAGE = Image()
+# Rows per batch of the streaming flatten: each batch holds its decoded images until its samples are read, so a
+# small one bounds memory (datasets' default of 1000 would keep 1000 decoded images alive).
+STREAMING_BATCH_SIZE = 16
 
 
 def choose_sentence_index(num_sentences: int, referent_id: str, seed: int) -> int:
@@ -17,10 +22,15 @@ def choose_sentence_index(num_sentences: int, referent_id: str, seed: int) -> in
     return zlib.crc32(f"{seed}:{referent_id}".encode("utf-8")) % num_sentences
 
 
-def _flatten_batch(batch: dict[str, list], granularity: Optional[str], sentences: str, seed: int) -> dict[str, list]:
+def _flatten_batch(
+    batch: dict[str, list], granularity: Optional[str], sentences: str, seed: int, decode_images: bool = False
+) -> dict[str, list]:
     out: dict[str, list[Any]] = {name: [] for name in FLAT_FEATURES}
     for row in range(len(batch["image_id"])):
         referents = batch["referents"][row] or []
+        image = batch["image"][row]
+        if decode_images and not isinstance(image, PIL.Image.Image):
+            image = _IMAGE.decode_example(image)  # once per row: the row's samples share it
         masks_by_id = {ref["referent_id"]: ref["mask"] for ref in referents}
         for ref in referents:
             if granularity is not None and ref["granularity"] != granularity:
@@ -32,7 +42,7 @@ def _flatten_batch(batch: dict[str, list], granularity: Optional[str], sentences
                 texts = [texts[choose_sentence_index(len(texts), ref["referent_id"], seed)]]
             parent_mask = masks_by_id.get(ref["parent_id"]) if ref["parent_id"] else None
             for text in texts:
-                out["image"].append(batch["image"][row])
+                out["image"].append(image)
                 out["image_id"].append(batch["image_id"][row])
                 out["referent_id"].append(ref["referent_id"])
                 out["sentence"].append(text)
@@ -67,7 +77,11 @@ def flatten_referents(
         sentences: ``"all"`` gives one sample per sentence; ``"one"`` one sample per referent,
             the sentence chosen deterministically from ``seed`` and the referent id.
         seed: seed of the sentence choice for ``sentences="one"``.
-        **map_kwargs: passed to ``dataset.map`` (e.g. ``num_proc``, ``batch_size``).
+        **map_kwargs: passed to ``dataset.map`` (e.g. ``num_proc``, ``batch_size``; streaming: rows per batch,
+            default :data:`STREAMING_BATCH_SIZE`).
+
+    Streaming decodes each image once: the samples of one row share one PIL image (copy it before changing it in
+    place), and the samples of one referent share its RLE dict.
     """
     if granularity is not None and granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be None or one of {GRANULARITIES}, got {granularity!r}")
@@ -75,19 +89,28 @@ def flatten_referents(
         raise ValueError(f"sentences must be one of {_SENTENCE_MODES}, got {sentences!r}")
     if not isinstance(dataset, (Dataset, IterableDataset)):
         raise TypeError(f"flatten_referents expects a datasets.Dataset or IterableDataset, got {type(dataset)}")
-    # Pass image bytes through untouched: decoding then re-encoding every image would be slow
-    # and could change the bytes.
-    raw = dataset.cast_column("image", Image(decode=False))
     kwargs = dict(granularity=granularity, sentences=sentences, seed=seed)
-    remove = list(dataset.column_names or raw.column_names)
     if isinstance(dataset, IterableDataset):
-        # Untyped map, then declare the features: the iterable decodes the image bytes lazily,
-        # once per sample, without re-encoding them.
-        flat = raw.map(_flatten_batch, batched=True, fn_kwargs=kwargs, remove_columns=remove, **map_kwargs)
-        return flat.cast(FLAT_FEATURES)
+        if dataset.column_names is None:
+            raise ValueError(
+                "flatten_referents needs a streaming dataset with known features (the MRES schema); this one has "
+                "none: pass features=MRES_FEATURES when building it, or call .cast(MRES_FEATURES)"
+            )
+        # The input rows arrive decoded (one PIL image per row, shared by the row's samples), and the output is
+        # declared typed with FLAT_FEATURES, so that `datasets` passes the samples through as they are instead
+        # of re-encoding every nested example and decoding its image once per sentence.
+        map_kwargs.setdefault("batch_size", STREAMING_BATCH_SIZE)
+        return dataset.map(
+            _flatten_batch, batched=True, fn_kwargs=dict(kwargs, decode_images=True),
+            remove_columns=list(dataset.column_names), features=FLAT_FEATURES, **map_kwargs,
+        )
+    # Map-style: the samples are written to Arrow, so pass image bytes through untouched (decoding then
+    # re-encoding every image would be slow and could change the bytes); they are decoded on access.
+    raw = dataset.cast_column("image", Image(decode=False))
     flat_raw = FLAT_FEATURES.copy()
     flat_raw["image"] = Image(decode=False)
     flat = raw.map(
-        _flatten_batch, batched=True, fn_kwargs=kwargs, remove_columns=remove, features=flat_raw, **map_kwargs
+        _flatten_batch, batched=True, fn_kwargs=kwargs, remove_columns=list(dataset.column_names), features=flat_raw,
+        **map_kwargs,
     )
     return flat.cast_column("image", Image())

@@ -5,6 +5,7 @@ bool, float in [0, 1]) and torch tensors are accepted. This file imports only nu
 that it can travel beside a checkpoint as remote code.
 """
 
+import functools
 import io
 import os
 import urllib.request
@@ -136,6 +137,21 @@ def to_mask_array(mask, index: int = 0) -> np.ndarray:
     return mask >= threshold
 
 
+@functools.lru_cache(maxsize=64)
+def nearest_source_indices(height: int, width: int, out_height: int, out_width: int) -> np.ndarray:
+    """
+    `(out_height, out_width)` flat indices of the `(height, width)` pixels that PIL's `resize(..., NEAREST)` picks.
+
+    Read from PIL itself (an image of pixel indices, resized) rather than re-derived: its fixed-point coordinates
+    differ from `torch.nn.functional.interpolate`'s "nearest" and "nearest-exact" at some sizes, and training labels
+    must not depend on which path resized them. Read-only, cached per size pair.
+    """
+    flat = Image.fromarray(np.arange(height * width, dtype=np.int32).reshape(height, width), mode="I")
+    indices = np.asarray(flat.resize((out_width, out_height), resample=Image.NEAREST)).copy()
+    indices.flags.writeable = False
+    return indices
+
+
 class UniRESImageProcessor(BaseImageProcessor):
     r"""
     Image processor of UniRES.
@@ -222,19 +238,26 @@ class UniRESImageProcessor(BaseImageProcessor):
         """
         Ground-truth masks (one or a list; PIL, numpy or torch; bool, 0/1 or 0/255) resized to the model input with
         nearest neighbour, as float 0/1, shape `(num_masks, height, width)` (torch unless `return_tensors=None`).
+
+        PIL's nearest-neighbour choice of source pixels, applied to all masks of one size in one gather.
         """
         if not isinstance(masks, (list, tuple)) and not (hasattr(masks, "ndim") and masks.ndim == 3):
             masks = [masks]
+        arrays = [to_mask_array(mask, index) for index, mask in enumerate(masks)]
+        if not arrays:
+            raise ValueError("masks is empty: give at least one mask")
         height, width = self.size["height"], self.size["width"]
-        resized = []
-        for index, mask in enumerate(masks):
-            array = to_mask_array(mask, index)
-            image = Image.fromarray(array.astype(np.uint8) * 255)
-            if image.size != (width, height):
-                image = image.resize((width, height), resample=Image.NEAREST)
-            resized.append(np.asarray(image) > 127)
-        stacked = np.stack(resized).astype(np.float32)
-        return torch.from_numpy(stacked) if return_tensors == "pt" else stacked
+        resized = np.empty((len(arrays), height, width), dtype=np.float32)
+        indices_by_size = {}
+        for index, array in enumerate(arrays):
+            indices_by_size.setdefault(array.shape, []).append(index)
+        for (mask_height, mask_width), indices in indices_by_size.items():
+            stacked = np.stack([arrays[index] for index in indices])
+            if (mask_height, mask_width) != (height, width):
+                source = nearest_source_indices(mask_height, mask_width, height, width)
+                stacked = stacked.reshape(len(indices), -1)[:, source]
+            resized[indices] = stacked
+        return torch.from_numpy(resized) if return_tensors == "pt" else resized
 
     def post_process_masks(self, logits, original_sizes, threshold=None, return_rle=False, return_scores=False):
         """

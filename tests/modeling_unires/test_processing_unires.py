@@ -194,3 +194,34 @@ def test_prepare_training_batch_shares_images(processor):
         processor.prepare_training_batch(images, ["a", "b", "c"], masks[:2] + [masks[0]], [0, 0, 1])
     with pytest.raises(ValueError, match=r"image_indices\[2\]=2"):
         processor.prepare_training_batch(images, ["a", "b", "c"], masks, [0, 0, 2])
+
+
+def _pil_nearest_labels(masks, height, width):
+    """The per-mask PIL path preprocess_masks replaced: 0/255 image, resize(NEAREST), > 127."""
+    out = []
+    for mask in masks:
+        image = Image.fromarray(mask.astype(np.uint8) * 255)
+        if image.size != (width, height):
+            image = image.resize((width, height), resample=Image.NEAREST)
+        out.append(np.asarray(image) > 127)
+    return np.stack(out).astype(np.float32)
+
+
+@pytest.mark.parametrize("size", [32, 96, {"height": 17, "width": 31}])
+def test_batched_mask_resize_gives_the_per_mask_pil_labels(size):
+    # Odd sizes, mixed in one batch, and 480x640 -> 96, where torch's "nearest-exact" picks other pixels than PIL.
+    image_processor = UniRESImageProcessor(size=size)
+    rng = np.random.default_rng(0)
+    shapes = [(7, 5), (480, 640), (33, 61), (7, 5), (1, 9), (250, 333), (96, 96), (480, 640)]
+    masks = [rng.random(shape) > 0.5 for shape in shapes]
+    height, width = image_processor.size["height"], image_processor.size["width"]
+    labels = image_processor.preprocess_masks(masks)
+    assert isinstance(labels, torch.Tensor) and labels.dtype == torch.float32
+    np.testing.assert_array_equal(labels.numpy(), _pil_nearest_labels(masks, height, width))
+    # uint8 0/255, PIL and torch inputs are read as before
+    mixed = [masks[0].astype(np.uint8) * 255, Image.fromarray(masks[1]), torch.from_numpy(masks[2])]
+    np.testing.assert_array_equal(
+        image_processor.preprocess_masks(mixed, return_tensors=None), _pil_nearest_labels(masks[:3], height, width)
+    )
+    with pytest.raises(ValueError, match="masks is empty"):
+        image_processor.preprocess_masks([])
