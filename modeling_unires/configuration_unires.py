@@ -14,6 +14,7 @@ ABLATIONS = {
 }
 
 MASK_HEAD_TYPES = ("pixel_shuffle", "upsample")
+DECODER_POSITION_ENCODINGS = ("sine", None)
 
 # The paper's inference threshold on mask probabilities; the one default every other threshold falls back to.
 DEFAULT_MASK_THRESHOLD = 0.35
@@ -61,6 +62,12 @@ class UniRESConfig(PretrainedConfig):
             Average-pool the fused visual tokens by this factor before the decoder layers and add the decoded tokens
             back onto the full patch grid afterwards: the decoder's cost per expression falls by `stride**2`. 1 (the
             paper's model) decodes every patch token.
+        decoder_position_encoding (`str` or `None`, defaults to `"sine"`):
+            Position encoding of the visual tokens inside the decoder. `"sine"`: DETR's fixed 2D sine encoding of the
+            (pooled) token grid, added to the queries and keys of every decoder layer (as in CRIS, the paper's
+            lineage), so that the decoder can compare positions ("the man on the left") rather than rely on what the
+            ViT's input position embeddings left in its last layer. It has no weights and follows the input
+            resolution. `None` disables it.
         decoder_dropout (`float`, defaults to 0.0): dropout inside the decoder layers.
         initializer_range (`float`, defaults to 0.02): std of the normal init of the non-CLIP layers.
 
@@ -97,6 +104,7 @@ class UniRESConfig(PretrainedConfig):
         mask_head_type="pixel_shuffle",
         pixel_decoder_channels=0,
         decoder_token_stride=1,
+        decoder_position_encoding="sine",
         decoder_dropout=0.0,
         initializer_range=0.02,
         **kwargs,
@@ -123,6 +131,7 @@ class UniRESConfig(PretrainedConfig):
         self.mask_head_type = mask_head_type
         self.pixel_decoder_channels = pixel_decoder_channels
         self.decoder_token_stride = decoder_token_stride
+        self.decoder_position_encoding = decoder_position_encoding
         self.decoder_dropout = decoder_dropout
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
@@ -185,6 +194,17 @@ class UniRESConfig(PretrainedConfig):
         check("mask_head_type", self.mask_head_type in MASK_HEAD_TYPES, f"one of {MASK_HEAD_TYPES}")
         check("pixel_decoder_channels", is_int(self.pixel_decoder_channels, 0), "an int >= 0 (0 disables the branch)")
         check("decoder_token_stride", is_int(self.decoder_token_stride, 1), "an int >= 1")
+        check(
+            "decoder_position_encoding",
+            self.decoder_position_encoding in DECODER_POSITION_ENCODINGS,
+            f"one of {DECODER_POSITION_ENCODINGS}",
+        )
+        check(
+            "decoder_position_encoding",
+            self.decoder_position_encoding is None or self.decoder_hidden_size % 4 == 0,
+            f"None when decoder_hidden_size={self.decoder_hidden_size} is not a multiple of 4 (a 2D sine encoding "
+            "splits the width in four)",
+        )
         check("decoder_dropout", is_prob(self.decoder_dropout), "a float in [0, 1]")
         vision = self.vision_config
         if vision.image_size % vision.patch_size != 0:

@@ -93,6 +93,26 @@ def interpolate_position_embeddings(weight: torch.Tensor, new_grid: int) -> torc
     return torch.cat([class_position, grid], dim=0)
 
 
+def sine_position_encoding(grid: tuple[int, int], width: int, device=None, dtype=None) -> torch.Tensor:
+    """
+    DETR's 2D sine encoding of a `rows x cols` token grid, `(rows * cols, width)`: the first half of the channels
+    encodes the row, the second the column, each as sines then cosines of the cell centre's normalised coordinate
+    (times 2 pi) at geometric frequencies. Normalised coordinates make it the same at every input resolution.
+    """
+    rows, cols = grid
+    quarter = width // 4
+    frequencies = 10000.0 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter)
+
+    def encode(count):
+        angle = (torch.arange(count, device=device, dtype=torch.float32) + 0.5) / count * (2 * math.pi)
+        angle = angle[:, None] / frequencies
+        return torch.cat([angle.sin(), angle.cos()], dim=-1)  # (count, width / 2)
+
+    along_rows = encode(rows)[:, None, :].expand(rows, cols, 2 * quarter)
+    along_cols = encode(cols)[None, :, :].expand(rows, cols, 2 * quarter)
+    return torch.cat([along_rows, along_cols], dim=-1).reshape(rows * cols, width).to(dtype)
+
+
 def dice_loss(logits: torch.Tensor, labels: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     """Soft Dice loss per expression, averaged: `1 - (2|P∩Y| + s) / (|P| + |Y| + s)` with P = sigmoid(logits)."""
     probabilities = logits.sigmoid().flatten(1)
@@ -137,9 +157,11 @@ class UniRESAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, queries, keys_values, key_mask=None, output_attentions=False):
-        """`key_mask`: bool `(batch, keys)`, True where a key may be attended to."""
-        q, k, v = self._heads(self.q_proj(queries)), self._heads(self.k_proj(keys_values)), self._heads(self.v_proj(keys_values))
+    def forward(self, queries, keys_values, key_mask=None, output_attentions=False, values=None):
+        """`key_mask`: bool `(batch, keys)`, True where a key may be attended to. `values`: when the values differ from
+        the keys (positions added to queries and keys only); default `keys_values`."""
+        values = keys_values if values is None else values
+        q, k, v = self._heads(self.q_proj(queries)), self._heads(self.k_proj(keys_values)), self._heads(self.v_proj(values))
         mask = None
         if key_mask is not None:
             # Additive `(batch, 1, 1, keys)` mask, as both eager and sdpa take it: 0 where a key may be attended to.
@@ -180,13 +202,16 @@ class UniRESDecoderLayer(GradientCheckpointingLayer):
         self.mlp_norm = nn.LayerNorm(width)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, hidden_states, memory, memory_mask=None, output_attentions=False):
+    def forward(self, hidden_states, memory, memory_mask=None, output_attentions=False, positions=None):
+        """`positions`: encodings added to the queries and keys of the tokens (not to their values), as in DETR."""
         if self.self_attn is not None:
             normed = self.self_attn_norm(hidden_states)
-            hidden_states = hidden_states + self.dropout(self.self_attn(normed, normed)[0])
-        attended, weights = self.cross_attn(
-            self.cross_attn_norm(hidden_states), self.memory_norm(memory), memory_mask, output_attentions
-        )
+            located = normed if positions is None else normed + positions
+            hidden_states = hidden_states + self.dropout(self.self_attn(located, located, values=normed)[0])
+        queries = self.cross_attn_norm(hidden_states)
+        if positions is not None:
+            queries = queries + positions
+        attended, weights = self.cross_attn(queries, self.memory_norm(memory), memory_mask, output_attentions)
         hidden_states = hidden_states + self.dropout(attended)
         hidden_states = hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
         return hidden_states, weights
@@ -460,8 +485,8 @@ class UniRESModel(UniRESPreTrainedModel):
 
     # ------------------------------------------------------------------ decoding
 
-    def _run_decoder_layer(self, layer, hidden_states, memory, memory_mask, output_attentions):
-        return layer(hidden_states, memory, memory_mask, output_attentions)
+    def _run_decoder_layer(self, layer, hidden_states, memory, memory_mask, output_attentions, positions=None):
+        return layer(hidden_states, memory, memory_mask, output_attentions, positions)
 
     def forward(
         self,
@@ -578,6 +603,13 @@ class UniRESModel(UniRESPreTrainedModel):
             pooled = self._pool_tokens(visual, grid).index_select(0, image_indices) * sentence_key[:, None, :]
         hidden_states = pooled
         decoder_hidden_states = (hidden_states,) if output_hidden_states else None
+        positions = None
+        if self.config.decoder_position_encoding == "sine":
+            stride = self.config.decoder_token_stride
+            positions = sine_position_encoding(
+                (math.ceil(grid[0] / stride), math.ceil(grid[1] / stride)), hidden_states.shape[-1],
+                hidden_states.device, hidden_states.dtype,
+            )
 
         attentions = () if output_attentions else None
         filtered, scores = [], []
@@ -594,14 +626,16 @@ class UniRESModel(UniRESPreTrainedModel):
 
         for layer in self.stage1_layers:
             hidden_states, weights = self._run_decoder_layer(
-                layer, hidden_states, text_tokens, text_mask, output_attentions
+                layer, hidden_states, text_tokens, text_mask, output_attentions, positions
             )
             if output_attentions:
                 attentions += (weights,)
             if output_hidden_states:
                 decoder_hidden_states += (hidden_states,)
         for layer in self.stage2_layers:
-            hidden_states, weights = self._run_decoder_layer(layer, hidden_states, group_tokens, None, output_attentions)
+            hidden_states, weights = self._run_decoder_layer(
+                layer, hidden_states, group_tokens, None, output_attentions, positions
+            )
             if output_attentions:
                 attentions += (weights,)
             if output_hidden_states:

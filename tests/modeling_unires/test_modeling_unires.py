@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel
 
 from modeling_unires import UniRESConfig, UniRESModel, UniRESProcessor
+from modeling_unires.modeling_unires import UniRESDecoderLayer, sine_position_encoding
 from modeling_unires.testing_utils import tiny_config, tiny_model_and_processor, tiny_tokenizer
 
 EXPRESSIONS = ["the red car", "left wheel of the blue bus", "the window"]
@@ -211,6 +212,48 @@ def test_pooling_copies_cells_back_onto_their_patches():
     assert torch.equal(model._pool_tokens(patches, (5, 5)), cells)
 
 
+def test_sine_position_encoding_codes_rows_and_columns_apart():
+    encoding = sine_position_encoding((3, 5), 16).view(3, 5, 16)
+    rows, cols = encoding[..., :8], encoding[..., 8:]
+    # The first half depends on the row only, the second on the column only, and every cell is told apart.
+    assert torch.equal(rows, rows[:, :1].expand_as(rows)) and torch.equal(cols, cols[:1].expand_as(cols))
+    assert len({tuple(cell.tolist()) for cell in encoding.view(15, 16)}) == 15
+    # Sines then cosines of one angle per frequency: each (sin, cos) pair lies on the unit circle.
+    torch.testing.assert_close(rows[..., :4] ** 2 + rows[..., 4:] ** 2, torch.ones(3, 5, 4))
+
+
+@pytest.mark.parametrize("with_positions", [False, True])
+def test_decoder_positions_break_token_permutation_symmetry(with_positions):
+    """Without positions a decoder layer cannot tell token order (shuffled tokens give shuffled outputs), so no mask
+    can depend on where a token is ("the car on the left"); the position encoding is what lets it."""
+    config = tiny_config(tiny_tokenizer())
+    torch.manual_seed(0)
+    layer = UniRESDecoderLayer(config).eval()
+    width = config.decoder_hidden_size
+    tokens, memory = torch.randn(1, 9, width), torch.randn(1, 4, width)
+    positions = sine_position_encoding((3, 3), width) if with_positions else None
+    order = torch.randperm(9)
+    with torch.no_grad():
+        out = layer(tokens, memory, positions=positions)[0]
+        shuffled = layer(tokens[:, order], memory, positions=positions)[0]
+    assert torch.allclose(shuffled, out[:, order], atol=1e-5) is not with_positions
+
+
+def test_decoder_position_encoding_is_used_and_saved(tmp_path):
+    model, processor = tiny_model_and_processor(decoder_token_stride=2)
+    assert model.config.decoder_position_encoding == "sine"  # the default
+    plain, _ = tiny_model_and_processor(decoder_token_stride=2, decoder_position_encoding=None)
+    plain.load_state_dict(model.state_dict())  # no weights of its own: the same parameters load into both
+    text = _text(processor)
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        # (small at initialisation, where attention is nearly uniform, but not rounding noise)
+        assert not torch.allclose(model(pixel_values=images, **text).logits,
+                                  plain(pixel_values=images, **text).logits, rtol=0, atol=1e-6)
+    plain.save_pretrained(tmp_path)
+    assert UniRESModel.from_pretrained(tmp_path).config.decoder_position_encoding is None
+
+
 def test_pixel_branch_reads_only_nearby_pixels():
     """Given fixed image embeddings, a change to one pixel moves the logits only within the two 3x3 convolutions'
     5x5 reach: the pixel branch sharpens edges locally and cannot move the mask elsewhere."""
@@ -336,6 +379,8 @@ def test_from_clip_copies_backbone_weights(tmp_path):
         (dict(use_high_group_tokens="yes"), "use_high_group_tokens"),
         (dict(pixel_decoder_channels=-1), "pixel_decoder_channels"),
         (dict(decoder_token_stride=0), "decoder_token_stride"),
+        (dict(decoder_position_encoding="learned"), "decoder_position_encoding"),
+        (dict(decoder_hidden_size=6, decoder_num_attention_heads=2), "decoder_position_encoding"),
     ],
 )
 def test_bad_config_values_name_the_field(bad, name):
