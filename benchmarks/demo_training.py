@@ -2,13 +2,13 @@
 """Demo training steps/s on CPU and where a step's time goes: data + collate, forward, backward, optimizer.
 
 The demo's model (`unires.demo.DEMO_CONFIG`, 96x96, tokenizer trained on the data's sentences) trained on MRES-Synth
-built in a temporary folder, with the demo's batch shape: 4 images x 8 expressions per step, AdamW, gradient
+built in a temporary folder, with the demo's batch shape (`DEMO_BATCH_SIZE` images x up to `DEMO_REFERENTS_PER_IMAGE` expressions) per step, AdamW, gradient
 clipping at 1.0. Each step is timed stage by stage (reading 4 rows of the map-style dataset, which decodes their
 images, + `MRESTrainingCollator`; forward with the loss; backward; clip + AdamW step + zero_grad), after warm-up
 steps. There is no target for steps/s: the figure tells how many steps `make demo`'s budget buys and what to speed up.
 
-A second figure checks the shared-encoding path against its parts (inference): one forward over 4 images and their
-32 expressions vs `get_image_embeddings` on the 4 images plus one forward from those embeddings.
+A second figure checks the shared-encoding path against its parts (inference): one forward over the batch's images and
+their expressions vs `get_image_embeddings` on those images plus one forward from the embeddings.
 
     python benchmarks/demo_training.py [--steps 20] [--profile]
 """
@@ -21,7 +21,7 @@ import torch
 from dataset_scripts.load import load_mres_dataset
 from dataset_scripts.mres_synth import build_mres_synth
 from modeling_unires import UniRESConfig, UniRESImageProcessor, UniRESModel, UniRESProcessor, build_clip_tokenizer
-from unires.demo import DEMO_CONFIG, DEMO_IMAGE_SIZE
+from unires.demo import DEMO_BATCH_SIZE, DEMO_CONFIG, DEMO_IMAGE_SIZE, DEMO_REFERENTS_PER_IMAGE
 from unires.training import MRESTrainingCollator
 from unires.training.scratch import all_sentences
 
@@ -35,8 +35,8 @@ def main():
     parser = base_parser(__doc__)
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 20)")
     parser.add_argument("--warmup_steps", type=int, default=3)
-    parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--referents_per_image", type=int, default=8)
+    parser.add_argument("--batch_size", type=int, default=DEMO_BATCH_SIZE)
+    parser.add_argument("--referents_per_image", type=int, default=DEMO_REFERENTS_PER_IMAGE)
     args = parse_args(parser)
     steps = args.steps or (2 if args.quick else 20)
     device = args.device
@@ -81,7 +81,7 @@ def main():
         for index in range(steps):
             step(args.warmup_steps + index, record)
         if args.profile:
-            profile_summary(lambda: step(0), device, "one demo training step (4 images x 8 expressions)", row_limit=20)
+            profile_summary(lambda: step(0), device, f"one demo training step ({args.batch_size} images x {args.referents_per_image} expressions)", row_limit=20)
 
         medians = {name: median(values) for name, values in record.items()}
         stage_sum = sum(medians[s] for s in STAGES)
@@ -112,10 +112,10 @@ def main():
         with torch.inference_mode():
             timings = paired_timings({"forward": full, "encode_then_decode": parts}, args.repeats or 20, device)
             if args.profile:
-                profile_summary(full, device, "demo forward, 4 images x 8 expressions (inference)")
+                profile_summary(full, device, f"demo forward, {args.batch_size} images x {args.referents_per_image} expressions (inference)")
         emit("demo_forward_over_encode_plus_decode", paired_ratio(timings["forward"], timings["encode_then_decode"]),
              None,
-             description="demo model, 4 images x 8 expressions, inference: one forward / (get_image_embeddings + "
+             description=f"demo model, {args.batch_size} images x {args.referents_per_image} expressions, inference: one forward / (get_image_embeddings + "
                          "forward from the embeddings); about 1 when the forward adds nothing to its parts",
              timings_s=rounded(timings), median_s={n: round(median(v), 5) for n, v in timings.items()},
              setup=dict(images=args.batch_size, expressions=len(inputs["input_ids"])), device=info)

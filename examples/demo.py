@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from unires.demo import run_demo  # noqa: E402
+from unires.demo import DEMO_BATCH_SIZE, DEMO_REFERENTS_PER_IMAGE, run_demo  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -31,8 +31,9 @@ def parse_args(argv=None):
                         help="Reuse an MRES-Synth folder written earlier (default: generate into OUTPUT_DIR/data).")
     parser.add_argument("--num_train", type=int, default=6000, help="MRES-Synth training images.")
     parser.add_argument("--num_eval", type=int, default=300, help="Images in validation, test and test_unseen.")
-    parser.add_argument("--batch_size", type=int, default=4, help="Images per step.")
-    parser.add_argument("--referents_per_image", type=int, default=8, help="Expressions per image per step.")
+    parser.add_argument("--batch_size", type=int, default=DEMO_BATCH_SIZE, help="Images per step.")
+    parser.add_argument("--referents_per_image", type=int, default=DEMO_REFERENTS_PER_IMAGE,
+                        help="Expressions per image per step (fewer when an image has fewer).")
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="Peak learning rate (from scratch).")
     parser.add_argument("--ablation", default="full", help="full, no_group_tokens, low_only or high_only.")
     parser.add_argument("--config_overrides", type=json.loads, default={},

@@ -28,7 +28,8 @@ from .training.scratch import all_sentences, override_config_kwargs, prepare_fro
 # The demo's model: CLIP towers of width 128, 96×96 input with 8×8 patches (144 visual tokens). Two options that
 # are off in the paper's model buy most of the demo's accuracy within its CPU budget: the decoder works on 2×2-pooled
 # tokens (a quarter of the per-expression cost, so ~1.8x the steps) and a full-resolution pixel branch lets masks
-# follow object edges inside a patch.
+# follow object edges inside a patch. The decoder's position encoding (on by default, as in the paper's model) is
+# what grounds "on the left" / "the topmost ...": without it those expressions stayed near 42 mIoU.
 DEMO_IMAGE_SIZE = 96
 DEMO_CONFIG = dict(
     vision_config=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
@@ -44,6 +45,10 @@ DEMO_CONFIG = dict(
     decoder_token_stride=2,
     pixel_decoder_channels=16,
 )
+# The demo's batch shape: 4 images, each encoded once for up to 16 of its expressions. Expressions are cheap beside
+# the image encoding, and 16 instead of 8 gained about 3 mIoU at an equal budget (README, "make demo").
+DEMO_BATCH_SIZE = 4
+DEMO_REFERENTS_PER_IMAGE = 16
 DEMO_SPLITS = ("train", "validation", "test", "test_unseen")
 EVAL_SPLITS = ("validation", "test_unseen")
 
@@ -71,8 +76,8 @@ def run_demo(
     data_dir=None,
     num_train: int = 6000,
     num_eval: int = 300,
-    batch_size: int = 4,
-    referents_per_image: int = 8,
+    batch_size: int = DEMO_BATCH_SIZE,
+    referents_per_image: int = DEMO_REFERENTS_PER_IMAGE,
     learning_rate: float = 1e-3,
     ablation: str = "full",
     config_overrides: Optional[dict] = None,

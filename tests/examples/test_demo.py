@@ -29,6 +29,7 @@ def test_demo_writes_metrics_model_and_overlays(tmp_path):
         for table in written["splits"][split].values():
             assert 0.0 <= table["object"]["mIoU"] <= 100.0 and table["part"]["count"] > 0
         assert len(list((tmp_path / "overlays" / split).glob("*.png"))) == 2
+    assert written["training"]["referents_per_image"] == 16  # the demo's batch shape: 4 images x 16 expressions
     assert written["training"]["steps"] == 3 and written["training"]["config_overrides"] == {
         "decoder_intermediate_size": 128}
     assert written["options"]["threshold"] == 0.35
@@ -36,7 +37,9 @@ def test_demo_writes_metrics_model_and_overlays(tmp_path):
 
     card = (tmp_path / "model" / "README.md").read_text()
     assert "tokens pooled 2×2, 16-channel pixel branch" in card and "| validation | object |" in card
+    assert "no position encoding" not in card  # the decoder keeps the paper model's position encoding
     model = AutoModel.from_pretrained(tmp_path / "model")
     # The demo's recipe (pooled decoder tokens, pixel branch) with the override applied on top.
     assert (model.config.decoder_token_stride, model.config.pixel_decoder_channels) == (2, 16)
+    assert model.config.decoder_position_encoding == "sine"
     assert model.config.decoder_intermediate_size == 128 and model.config.image_size == DEMO_IMAGE_SIZE

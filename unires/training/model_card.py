@@ -83,6 +83,8 @@ def _decoder_options(config) -> str:
         options.append(f"tokens pooled {stride}×{stride}")
     if config.pixel_decoder_channels:
         options.append(f"{config.pixel_decoder_channels}-channel pixel branch")
+    if config.decoder_position_encoding is None:
+        options.append("no position encoding")
     return "; " + ", ".join(options) if options else ""
 
 
