@@ -67,7 +67,8 @@ class UniRESConfig(PretrainedConfig):
             (pooled) token grid, added to the queries and keys of every decoder layer (as in CRIS, the paper's
             lineage), so that the decoder can compare positions ("the man on the left") rather than rely on what the
             ViT's input position embeddings left in its last layer. It has no weights and follows the input
-            resolution. `None` disables it.
+            resolution. `None` disables it; a saved config that predates the option loads with `None`, as its
+            checkpoint was trained.
         decoder_dropout (`float`, defaults to 0.0): dropout inside the decoder layers.
         initializer_range (`float`, defaults to 0.02): std of the normal init of the non-CLIP layers.
 
@@ -136,6 +137,14 @@ class UniRESConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
         self._validate_unires()
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        # Checkpoints saved before the decoder had a position encoding were trained without one: a saved config that
+        # does not name the option keeps that decoder (new configs get the default).
+        if "decoder_position_encoding" not in config_dict and "decoder_position_encoding" not in kwargs:
+            config_dict = {**config_dict, "decoder_position_encoding": None}
+        return super().from_dict(config_dict, **kwargs)
 
     @staticmethod
     def _as_sub_config(value, config_class, name):

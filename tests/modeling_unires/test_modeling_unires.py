@@ -1,5 +1,6 @@
 """UniRESModel: shapes, loss, save/load, encode-once, from_clip, ablations and bad input (tiny configs, CPU)."""
 
+import json
 import math
 
 import pytest
@@ -252,6 +253,17 @@ def test_decoder_position_encoding_is_used_and_saved(tmp_path):
                                   plain(pixel_values=images, **text).logits, rtol=0, atol=1e-6)
     plain.save_pretrained(tmp_path)
     assert UniRESModel.from_pretrained(tmp_path).config.decoder_position_encoding is None
+
+
+def test_config_saved_before_the_position_encoding_keeps_its_decoder(tmp_path):
+    config = tiny_config(tiny_tokenizer())
+    config.save_pretrained(tmp_path)
+    assert UniRESConfig.from_pretrained(tmp_path).decoder_position_encoding == "sine"
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["decoder_position_encoding"]  # as written before the option existed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert UniRESConfig.from_pretrained(tmp_path).decoder_position_encoding is None
+    assert UniRESConfig.from_pretrained(tmp_path, decoder_position_encoding="sine").decoder_position_encoding == "sine"
 
 
 def test_pixel_branch_reads_only_nearby_pixels():
