@@ -156,18 +156,48 @@ class UniRESProcessor(ProcessorMixin):
     def tokenize(self, texts, return_tensors="pt"):
         """Pad/truncate to `text_max_length`; warn about every expression that had to be truncated."""
         max_length = self.text_max_length
+        if getattr(self.tokenizer, "is_fast", False):
+            return self._tokenize_fast(texts, return_tensors)
         # verbose=False: counting tokens must not trigger the tokenizer's "indexing errors" warning, since the
         # encoding below truncates; the warning of our own names the expression instead.
         full = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         for index, ids in enumerate(full):
             if len(ids) > max_length:
-                logger.warning(
-                    f"expression {index} ({texts[index]!r}) has {len(ids)} tokens and is truncated to {max_length}"
-                )
+                self._warn_truncated(texts, index, len(ids))
         encoded = self.tokenizer(
             texts, padding="max_length", truncation=True, max_length=max_length, return_tensors=return_tensors
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def _tokenize_fast(self, texts, return_tensors):
+        """
+        One tokenizer call for the whole batch: with `return_overflowing_tokens`, a fast tokenizer gives each
+        expression's truncated encoding first, followed by one more row per `max_length` chunk it overflowed into,
+        so the truncated expressions are found without tokenizing everything twice.
+        """
+        max_length = self.text_max_length
+        encoded = self.tokenizer(
+            texts, padding="max_length", truncation=True, max_length=max_length, return_overflowing_tokens=True
+        )
+        owners = np.asarray(encoded["overflow_to_sample_mapping"], dtype=np.int64)
+        input_ids = np.asarray(encoded["input_ids"], dtype=np.int64)
+        attention_mask = np.asarray(encoded["attention_mask"], dtype=np.int64)
+        first = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+        if len(first) < len(owners):
+            # Each row holds its share of the expression's tokens plus the special (start and end) tokens.
+            special = self.tokenizer.num_special_tokens_to_add(pair=False)
+            content = np.bincount(owners, weights=attention_mask.sum(1) - special, minlength=len(texts))
+            for index in np.flatnonzero(np.bincount(owners, minlength=len(texts)) > 1):
+                self._warn_truncated(texts, int(index), int(content[index]) + special)
+        data = {"input_ids": input_ids[first], "attention_mask": attention_mask[first]}
+        if return_tensors is None:
+            return {name: value.tolist() for name, value in data.items()}
+        return dict(BatchFeature(data=data, tensor_type=return_tensors))
+
+    def _warn_truncated(self, texts, index, num_tokens):
+        logger.warning(
+            f"expression {index} ({texts[index]!r}) has {num_tokens} tokens and is truncated to {self.text_max_length}"
+        )
 
     def post_process_masks(self, logits, original_sizes, threshold=None, return_rle=False, return_scores=False):
         """See [`UniRESImageProcessor.post_process_masks`]: boolean masks (or COCO RLE) at each original size."""

@@ -225,3 +225,24 @@ def test_batched_mask_resize_gives_the_per_mask_pil_labels(size):
     )
     with pytest.raises(ValueError, match="masks is empty"):
         image_processor.preprocess_masks([])
+
+
+def test_one_call_tokenization_equals_two_calls_and_names_truncated(processor, caplog):
+    # The fast path (one call with overflow rows) against the plain reference: same ids, same mask, and a warning
+    # with the full token count for exactly the expressions longer than text_max_length.
+    tokenizer, max_length = processor.tokenizer, processor.text_max_length
+    assert tokenizer.is_fast
+    texts = ["the car", " ".join(["the red car on the left"] * 6), "a dog", " ".join(TINY_SENTENCES[:3]) * 2,
+             "the red car on the left of the big tree"]
+    reference = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+    full = tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+    too_long = [index for index, ids in enumerate(full) if len(ids) > max_length]
+    assert too_long and len(too_long) < len(texts)
+    with caplog.at_level(logging.WARNING):
+        out = processor.tokenize(texts)
+    assert torch.equal(out["input_ids"], reference["input_ids"])
+    assert torch.equal(out["attention_mask"], reference["attention_mask"])
+    warned = [record.getMessage() for record in caplog.records if "truncated" in record.getMessage()]
+    assert warned == [f"expression {i} ({texts[i]!r}) has {len(full[i])} tokens and is truncated to {max_length}"
+                      for i in too_long]
+    assert processor.tokenize(texts, return_tensors=None)["input_ids"] == reference["input_ids"].tolist()

@@ -2,9 +2,14 @@
 
 from collections import Counter
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
+from dataset_scripts.masks import decode_mask
 from dataset_scripts.mres_synth import build_mres_synth
+from modeling_unires import UniRESImageProcessor, UniRESProcessor
 from modeling_unires.testing_utils import tiny_model_and_processor
 from unires.training.collator import MRESTrainingCollator
 
@@ -60,3 +65,27 @@ def test_granularity_filter_and_sentences_come_from_the_referent(rows, processor
         by_id = {r["referent_id"]: r for r in row["referents"]}
         for referent_id, sentence in _choice(collator, row):
             assert by_id[referent_id]["granularity"] == "part" and sentence in by_id[referent_id]["sentences"]
+
+
+def test_batch_equals_the_per_expression_reference(rows, processor):
+    # The batch is what tokenizing, decoding and PIL-resizing each chosen (referent, sentence) one by one gives;
+    # 48-pixel images into a 32-pixel processor, so that the labels are resized.
+    small = UniRESProcessor(UniRESImageProcessor(size=32), processor.tokenizer, text_max_length=17)
+    collator = MRESTrainingCollator(small, referents_per_image=3, seed=2)
+    batch = collator(rows)
+    texts, labels, indices = [], [], []
+    for image_index, row in enumerate(rows):
+        for referent, sentence in collator.sample(row):
+            texts.append(sentence)
+            mask = Image.fromarray(decode_mask(referent["mask"]).astype(np.uint8) * 255)
+            labels.append(np.asarray(mask.resize((32, 32), resample=Image.NEAREST)) > 127)
+            indices.append(image_index)
+    tokens = small.tokenizer(texts, padding="max_length", truncation=True, max_length=17, return_tensors="pt")
+    width = batch["input_ids"].shape[1]
+    assert torch.equal(batch["input_ids"], tokens["input_ids"][:, :width])
+    assert torch.equal(batch["attention_mask"], tokens["attention_mask"][:, :width])
+    assert not tokens["attention_mask"][:, width:].any()
+    assert torch.equal(batch["labels"], torch.from_numpy(np.stack(labels).astype(np.float32)))
+    assert batch["image_indices"].tolist() == indices
+    pixels = small.image_processor.preprocess([row["image"] for row in rows])["pixel_values"]
+    assert torch.equal(batch["pixel_values"], pixels)
