@@ -2,9 +2,12 @@
 """Data figures on MRES-Synth built in a temporary folder: streaming loader speed and Parquet bytes per mask.
 
 - `loader_flatten_over_bare` (target >= 0.8): samples/s of `load_mres_dataset(..., streaming=True)` +
-  `dataset_scripts.flatten.flatten_referents` (one sample per sentence; each sample's image and mask decoded, as a
-  training loop would read them) over a bare loop that reads the same Parquet shards with pyarrow and decodes each
-  image's bytes once (PIL) and each referent's RLE once (pycocotools), producing the same number of samples.
+  `dataset_scripts.flatten.flatten_referents(..., decode_masks=True)` (one sample per sentence, each with its image
+  and mask decoded, as a training loop would read them; the loader decodes each image and each referent's mask once
+  and the samples share them) over a bare loop that reads the same Parquet shards with pyarrow and decodes each
+  image's bytes once (PIL) and each referent's RLE once (pycocotools), producing the same number of samples. The
+  line also gives `ratio_rle_decoded_per_sample`: the RLE samples (`decode_masks=False`), each decoded by the loop
+  with `decode_mask`, once per sentence.
 - `loader_collator_over_bare` (target >= 0.8): referents/s of streaming rows + `unires.training.MRESTrainingCollator`
   (every referent of each image, so that it decodes every RLE; resizing and normalising by the processor included)
   over the same bare loop counting referents.
@@ -57,6 +60,17 @@ def bare_loop(files, count_sentences: bool) -> int:
 
 
 def flatten_loop(folder) -> int:
+    samples = 0
+    for sample in flatten_referents(load_mres_dataset([folder], "train", streaming=True), decode_masks=True):
+        sample["image"].convert("RGB")
+        if sample["mask"].shape != (sample["height"], sample["width"]):
+            raise RuntimeError(f"sample {samples}: a {sample['mask'].shape} mask for a {sample['image'].size} image")
+        samples += 1
+    return samples
+
+
+def flatten_rle_loop(folder) -> int:
+    """The RLE samples, each mask decoded by the loop (once per sentence)."""
     samples = 0
     for sample in flatten_referents(load_mres_dataset([folder], "train", streaming=True)):
         sample["image"].convert("RGB")
@@ -133,12 +147,16 @@ def main():
             return run
 
         timings = paired_timings({"flatten": record("flatten", lambda: flatten_loop(data_folder)),
+                                  "flatten_rle": record("flatten_rle", lambda: flatten_rle_loop(data_folder)),
                                   "bare": record("bare", lambda: bare_loop(files, True))}, repeats, "cpu")
-        if counts["flatten"] != counts["bare"]:
-            raise RuntimeError(f"the loader gave {counts['flatten']} samples, the bare loop {counts['bare']}")
+        if not counts["flatten"] == counts["flatten_rle"] == counts["bare"]:
+            raise RuntimeError(f"the loader gave {counts['flatten']} and {counts['flatten_rle']} samples, the bare "
+                               f"loop {counts['bare']}")
         emit("loader_flatten_over_bare", paired_ratio(timings["bare"], timings["flatten"]), ">= 0.8",
-             description="samples/s: streaming load_mres_dataset + flatten_referents (image and mask decoded per "
-                         "sample) / bare pyarrow + PIL + pycocotools loop (each image and RLE decoded once)",
+             description="samples/s: streaming load_mres_dataset + flatten_referents(decode_masks=True) (every "
+                         "sample's image and mask decoded, once per image and referent) / bare pyarrow + PIL + "
+                         "pycocotools loop (each image and RLE decoded once)",
+             ratio_rle_decoded_per_sample=round(paired_ratio(timings["bare"], timings["flatten_rle"]), 4),
              samples_per_s={n: counts[n] / median(v) for n, v in timings.items()}, samples=counts["bare"],
              timings_s=rounded(timings), setup=dict(images=images, image_size=args.image_size, repeats=repeats),
              device=info)
