@@ -4,10 +4,10 @@
 - `loader_flatten_over_bare` (target >= 0.8): samples/s of `load_mres_dataset(..., streaming=True)` +
   `dataset_scripts.flatten.flatten_referents(..., decode_masks=True)` (one sample per sentence, each with its image
   and mask decoded, as a training loop would read them; the loader decodes each image and each referent's mask once
-  and the samples share them) over a bare loop that reads the same Parquet shards with pyarrow and decodes each
+  and the samples share them; the loop checks the image is decoded RGB rather than copying it per sentence) over a bare loop that reads the same Parquet shards with pyarrow and decodes each
   image's bytes once (PIL) and each referent's RLE once (pycocotools), producing the same number of samples. The
   line also gives `ratio_rle_decoded_per_sample`: the RLE samples (`decode_masks=False`), each decoded by the loop
-  with `decode_mask`, once per sentence.
+  with `decode_mask` and each image converted to RGB (a copy), once per sentence (the loop this figure used first).
 - `loader_collator_over_bare` (target >= 0.8): referents/s of streaming rows + `unires.training.MRESTrainingCollator`
   (every referent of each image, so that it decodes every RLE; resizing and normalising by the processor included)
   over the same bare loop counting referents.
@@ -62,7 +62,12 @@ def bare_loop(files, count_sentences: bool) -> int:
 def flatten_loop(folder) -> int:
     samples = 0
     for sample in flatten_referents(load_mres_dataset([folder], "train", streaming=True), decode_masks=True):
-        sample["image"].convert("RGB")
+        # Decoded (load() decodes a lazy image, a no-op once done) and RGB; the samples of one image share it, so
+        # a convert("RGB") here would copy the image once per sentence, which the bare loop does once per image.
+        image = sample["image"]
+        image.load()
+        if image.mode != "RGB":
+            image.convert("RGB")
         if sample["mask"].shape != (sample["height"], sample["width"]):
             raise RuntimeError(f"sample {samples}: a {sample['mask'].shape} mask for a {sample['image'].size} image")
         samples += 1
