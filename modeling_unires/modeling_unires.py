@@ -605,10 +605,8 @@ class UniRESModel(UniRESPreTrainedModel):
         decoder_hidden_states = (hidden_states,) if output_hidden_states else None
         positions = None
         if self.config.decoder_position_encoding == "sine":
-            stride = self.config.decoder_token_stride
             positions = sine_position_encoding(
-                (math.ceil(grid[0] / stride), math.ceil(grid[1] / stride)), hidden_states.shape[-1],
-                hidden_states.device, hidden_states.dtype,
+                self._pooled_grid(grid), hidden_states.shape[-1], hidden_states.device, hidden_states.dtype
             )
 
         attentions = () if output_attentions else None
@@ -666,6 +664,12 @@ class UniRESModel(UniRESPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
+    def _pooled_grid(self, grid):
+        """`(rows, cols)` of the cells the decoder works on: the patch grid pooled by `decoder_token_stride`, a partial
+        cell at the end of a row or column counting as one."""
+        stride = self.config.decoder_token_stride
+        return math.ceil(grid[0] / stride), math.ceil(grid[1] / stride)
+
     def _pool_tokens(self, tokens, grid):
         """Average `(batch, rows*cols, width)` tokens over `decoder_token_stride`-sided cells (identity at 1)."""
         stride = self.config.decoder_token_stride
@@ -685,8 +689,7 @@ class UniRESModel(UniRESPreTrainedModel):
         """Copy every pooled cell back onto the patches it covers: `(batch, cells, width)` to `(batch, rows*cols, width)`."""
         stride = self.config.decoder_token_stride
         batch, _, width = pooled.shape
-        cells = (math.ceil(grid[0] / stride), math.ceil(grid[1] / stride))
-        as_map = pooled.transpose(1, 2).reshape(batch, width, *cells)
+        as_map = pooled.transpose(1, 2).reshape(batch, width, *self._pooled_grid(grid))
         as_map = as_map.repeat_interleave(stride, dim=2).repeat_interleave(stride, dim=3)[..., : grid[0], : grid[1]]
         return as_map.flatten(2).transpose(1, 2)
 
