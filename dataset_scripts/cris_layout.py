@@ -36,6 +36,7 @@ from .coco_common import (
     find_first,
     read_group_image,
 )
+from .features import make_referent
 from .masks import encode_mask, mask_bbox, mask_from_png
 from .rejects import RejectLog
 
@@ -281,14 +282,5 @@ def _referent(item, rid, prefix, mask_dir, width, height, hint, default_granular
     for reason in fixes:
         rejects.fix(rid, reason, split=split)
     rejects.keep()
-    return {
-        "referent_id": rid,
-        "granularity": granularity,
-        "category": category,
-        "object_category": object_category,
-        "parent_id": f"{prefix}/{parent}" if parent is not None and granularity == "part" else None,
-        "bbox": bbox,
-        "mask": rle,
-        "sentences": sentences,
-        "scores": None,
-    }
+    parent_id = f"{prefix}/{parent}" if parent is not None and granularity == "part" else None
+    return make_referent(rid, granularity, category, object_category, bbox, rle, sentences, parent_id=parent_id)

@@ -87,6 +87,50 @@ FLAT_FEATURES = Features(
 )
 
 
+def make_referent(
+    referent_id: str,
+    granularity: str,
+    category: str,
+    object_category: str,
+    bbox,
+    mask: dict,
+    sentences=(),
+    parent_id: str | None = None,
+    scores: dict | None = None,
+) -> dict:
+    """One referent in the schema's shape (:data:`REFERENT_FEATURES`): the one constructor every builder
+    and the data engine use, so that a referent is spelled out in one place.
+
+    ``bbox`` is ``[x, y, w, h]`` in pixels; ``mask`` is a COCO RLE ``{size: [h, w], counts}`` (counts as
+    ``str`` or ``bytes``); ``scores`` is null for human-made or exact referents, otherwise a dict of
+    :data:`SCORE_FIELDS` (missing fields become null). A part's ``parent_id`` is its object's referent id;
+    an object has none.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"referent {referent_id}: granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if granularity == "object" and parent_id is not None:
+        raise ValueError(f"referent {referent_id}: an object has no parent_id, got {parent_id!r}")
+    if len(bbox) != 4:
+        raise ValueError(f"referent {referent_id}: bbox must be [x, y, w, h], got {bbox!r}")
+    counts = mask["counts"]
+    if scores is not None:
+        unknown = set(scores) - set(SCORE_FIELDS)
+        if unknown:
+            raise ValueError(f"referent {referent_id}: unknown score fields {sorted(unknown)}; known: {list(SCORE_FIELDS)}")
+        scores = {name: (None if scores.get(name) is None else float(scores[name])) for name in SCORE_FIELDS}
+    return {
+        "referent_id": str(referent_id),
+        "granularity": granularity,
+        "category": category,
+        "object_category": object_category,
+        "parent_id": None if parent_id is None else str(parent_id),
+        "bbox": [float(v) for v in bbox],
+        "mask": {"size": [int(v) for v in mask["size"]], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts},
+        "sentences": list(sentences),
+        "scores": scores,
+    }
+
+
 def describe_schema() -> str:
     """Markdown description of the schema, used in every dataset card."""
     score_lines = "\n".join(f"  - `{name}`: {text}" for name, text in SCORE_FIELDS.items())

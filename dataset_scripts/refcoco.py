@@ -42,6 +42,7 @@ from .coco_common import (
     read_group_image,
 )
 from .cris_layout import CRISLayoutConfig, cris_split_generators, has_cris_layout, read_cris_split
+from .features import make_referent
 from .masks import decode_mask, encode_mask, mask_area, mask_bbox, mask_from_polygons
 from .safe_pickle import safe_load
 
@@ -278,14 +279,4 @@ class RefCOCO(MRESBuilder):
         for reason in fixes:
             rejects.fix(rid, reason, split=split)
         rejects.keep()
-        return {
-            "referent_id": rid,
-            "granularity": "object",
-            "category": category,
-            "object_category": category,
-            "parent_id": None,
-            "bbox": bbox,
-            "mask": rle,
-            "sentences": sentences,
-            "scores": None,
-        }
+        return make_referent(rid, "object", category, category, bbox, rle, sentences)

@@ -12,6 +12,7 @@ from PIL import Image
 
 from ..builder_base import MRESBuilder
 from ..citation import UNIRES_CITATION
+from ..features import make_referent
 from ..masks import encode_mask, mask_bbox
 from .expressions import object_descriptors, object_sentences, part_sentences
 from .scene import Scene, generate_scene
@@ -99,17 +100,8 @@ def scene_to_row(scene: Scene, image_id: str, rng: np.random.Generator, max_sent
 
 
 def _referent(rid, granularity, category, object_category, parent_id, rle, sentences):
-    return {
-        "referent_id": rid,
-        "granularity": granularity,
-        "category": category,
-        "object_category": object_category,
-        "parent_id": parent_id,
-        "bbox": mask_bbox(rle),
-        "mask": rle,
-        "sentences": sentences,
-        "scores": None,  # exact by construction
-    }
+    # scores stay null: the masks are exact by construction
+    return make_referent(rid, granularity, category, object_category, mask_bbox(rle), rle, sentences, parent_id=parent_id)
 
 
 def scene_for(split: str, index: int, config: MRESSynthConfig) -> tuple[Scene, np.random.Generator]:
