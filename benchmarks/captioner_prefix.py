@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from captioner import DenseCaptioner, load_captioner
-from captioner.tiny_model import build_tiny_model, build_tiny_processor
+from captioner.testing_utils import build_tiny_model, build_tiny_processor
 
 
 def _synchronize(device: str) -> None:

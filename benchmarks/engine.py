@@ -86,7 +86,7 @@ def paper_captioner(device, dtype):
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     from captioner import DenseCaptioner
-    from captioner.tiny_model import build_tiny_processor
+    from captioner.testing_utils import build_tiny_processor
 
     processor = build_tiny_processor(image_side=448)
     ids = processor.tokenizer.convert_tokens_to_ids
@@ -112,7 +112,7 @@ def paper_captioner(device, dtype):
 def build_models(preset, device, dtype, caption_tokens):
     """(SAM, OWLv2 + processor, captioner, CLIP + processor) for the preset, on ``device``."""
     from captioner import DenseCaptioner
-    from captioner.tiny_model import build_tiny_model, build_tiny_processor
+    from captioner.testing_utils import build_tiny_model, build_tiny_processor
 
     if preset == "tiny":
         sam = build_tiny_segment_anything(image_size=64)

@@ -118,7 +118,7 @@ def build_tiny_causal_lm(seed: int = 0):
     """
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from captioner.tiny_model import CHAT_TEMPLATE, build_tiny_tokenizer
+    from captioner.testing_utils import CHAT_TEMPLATE, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE

@@ -38,7 +38,7 @@ def _record(image_id="img", sentences=None, seed=0):
 
 def test_tiny_captioner_loaded_by_path_and_its_truncated_captions_rejected(tmp_path):
     from captioner import DenseCaptioner
-    from captioner.tiny_model import save_tiny_captioner
+    from captioner.testing_utils import save_tiny_captioner
 
     path = save_tiny_captioner(tmp_path / "captioner")
     stage = Captions.from_options(StageOptions(captioner=path, caption_max_new_tokens=2, device="cpu"))
