@@ -37,7 +37,7 @@ from .coco_common import (
     read_group_image,
 )
 from .features import make_referent
-from .masks import encode_mask, mask_bbox, mask_from_png
+from .masks import encode_mask, mask_area, mask_bbox, mask_from_png, mask_intersection
 from .rejects import RejectLog
 
 RELEASED_ANNOTATION_DIR = "annotations"
@@ -221,6 +221,7 @@ def read_cris_split(
         by_image.setdefault(item["img_name"], []).append((rid, item))
 
     hint = split_granularity(split)
+    image_of = {rid: img_name for img_name, group in by_image.items() for rid, _ in group}
     for img_name, group in by_image.items():
         loaded = read_group_image(os.path.join(image_dir, img_name), [rid for rid, _ in group], rejects, split)
         if loaded is None:
@@ -231,6 +232,7 @@ def read_cris_split(
             referent = _referent(item, rid, prefix, mask_dir, width, height, hint, default_granularity, rejects, split)
             if referent is not None:
                 referents.append(referent)
+        _check_parent_links(referents, img_name, image_of, rejects, split)
         if referents:
             image_id = coco_image_id(img_name)
             yield image_id, {
@@ -241,6 +243,36 @@ def read_cris_split(
                 "source": source,
                 "referents": referents,
             }
+
+
+def _check_parent_links(referents: list[dict], img_name: str, image_of: dict[str, str], rejects: RejectLog,
+                        split: str) -> None:
+    """Unlink (and record as a fix) every part whose ``parent_id`` cannot be its object in this row.
+
+    A parent must be a kept object of the same image whose mask the part overlaps. A parent segment that is
+    not annotated in the split, lies in another image, was skipped, is itself a part, or shares no pixel
+    with the part is not its object: the part is kept with ``parent_id`` null, and the reason is logged.
+    """
+    in_row = {r["referent_id"]: r for r in referents}
+    for referent in referents:
+        parent_id = referent["parent_id"]
+        if parent_id is None:
+            continue
+        parent = in_row.get(parent_id)
+        if parent_id not in image_of:
+            reason = f"parent {parent_id} is not annotated in the split"
+        elif image_of[parent_id] != img_name:
+            reason = f"parent {parent_id} belongs to another image ({image_of[parent_id]}, not {img_name})"
+        elif parent is None:
+            reason = f"parent {parent_id} was skipped"
+        elif parent["granularity"] != "object":
+            reason = f"parent {parent_id} is a part, not an object"
+        elif mask_area(mask_intersection(referent["mask"], parent["mask"])) == 0:
+            reason = f"part lies wholly outside its parent {parent_id}"
+        else:
+            continue
+        rejects.fix(referent["referent_id"], f"parent link removed: {reason}", split=split)
+        referent["parent_id"] = None
 
 
 def _referent(item, rid, prefix, mask_dir, width, height, hint, default_granularity, rejects, split) -> Optional[dict]:

@@ -118,6 +118,13 @@ def mask_area(rle: dict[str, Any]) -> int:
     return int(mask_utils.area(to_coco_rle(rle)))
 
 
+def mask_intersection(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """The COCO RLE of the pixels two masks of one image share."""
+    if list(a["size"]) != list(b["size"]):
+        raise ValueError(f"masks of different sizes {list(a['size'])} and {list(b['size'])} cannot intersect")
+    return to_coco_rle(mask_utils.merge([to_coco_rle(a), to_coco_rle(b)], intersect=True))
+
+
 def mask_bbox(rle: dict[str, Any]) -> list[float]:
     """Tight ``[x, y, w, h]`` box of the foreground in pixels (all zeros for an empty mask)."""
     return [float(v) for v in mask_utils.toBbox(to_coco_rle(rle))]

@@ -201,3 +201,44 @@ def test_checked_bbox_names_what_it_fixed(bbox, xyxy, expected, reason):
     box, problem = checked_bbox(bbox, W, H, [1.0, 1.0, 2.0, 2.0], xyxy=xyxy)
     assert box == expected
     assert problem is None if reason is None else problem.startswith(reason)
+
+
+def test_cris_part_links_are_checked_and_every_broken_one_recorded(tmp_path):
+    root = tmp_path / "data"
+    _image(str(root / "images" / _img_name(4)))
+    _image(str(root / "images" / _img_name(5)))
+    boxes = {1: (0, 0, 20, 20), 2: (2, 2, 8, 8), 3: (25, 20, 35, 28), 4: (4, 4, 6, 6), 5: (4, 4, 6, 6),
+             6: (0, 0, 10, 10), 7: (5, 5, 9, 9), 8: (1, 1, 3, 3)}
+    for sid, box in boxes.items():
+        _mask(str(root / "masks" / f"{sid}.png"), box)
+    part = {"cat": "dog:ear", "granularity": "part", "sentences": _sents("an ear")}
+    items = [
+        {"img_name": _img_name(4), "segment_id": 1, "cat": 16, "sentences": _sents("the dog")},
+        {"img_name": _img_name(4), "segment_id": 2, "parent_segment_id": 1, **part},  # inside its object: linked
+        {"img_name": _img_name(4), "segment_id": 3, "parent_segment_id": 1, **part},  # wholly outside it
+        {"img_name": _img_name(4), "segment_id": 4, "parent_segment_id": 99, **part},  # parent never annotated
+        {"img_name": _img_name(4), "segment_id": 5, "parent_segment_id": 6, **part},  # parent in another image
+        {"img_name": _img_name(4), "segment_id": 7, "parent_segment_id": 2, **part},  # parent is a part
+        {"img_name": _img_name(5), "segment_id": 6, "cat": 2, "sentences": _sents("the car")},
+        {"img_name": _img_name(5), "segment_id": 8, "parent_segment_id": 9, **part},  # parent skipped (no mask)
+        {"img_name": _img_name(5), "segment_id": 9, "cat": 2, "sentences": _sents("a car")},
+    ]
+    _write_json(str(root / "annotations" / "val.json"), items)
+    builder = RefCOCOm(data_dir=str(root), cache_dir=str(tmp_path / "cache"))
+    rows = _build(builder)["val"]
+    referents = {r["referent_id"]: r for row in rows for r in row["referents"]}
+    assert referents["val/2"]["parent_id"] == "val/1"
+    for sid in (3, 4, 5, 7, 8):
+        assert referents[f"val/{sid}"]["parent_id"] is None, sid
+    # every parent_id left points at an object of the same row
+    for row in rows:
+        in_row = {r["referent_id"]: r for r in row["referents"]}
+        for r in row["referents"]:
+            assert r["parent_id"] is None or in_row[r["parent_id"]]["granularity"] == "object"
+    reasons = {r["item_id"]: r["reason"] for r in _records(builder.rejects_path) if r["action"] == "fixed"}
+    assert reasons["val/3"] == "parent link removed: part lies wholly outside its parent val/1"
+    assert reasons["val/4"] == "parent link removed: parent val/99 is not annotated in the split"
+    assert reasons["val/5"].startswith("parent link removed: parent val/6 belongs to another image")
+    assert reasons["val/7"] == "parent link removed: parent val/2 is a part, not an object"
+    assert reasons["val/8"] == "parent link removed: parent val/9 was skipped"
+    assert "val/2" not in reasons
