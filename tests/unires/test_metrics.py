@@ -308,6 +308,15 @@ def test_binarize_is_strict_and_handles_logits():
     np.testing.assert_array_equal(tensor_mask.numpy(), binarize(logits, 0.35, from_logits=True))
 
 
+@pytest.mark.parametrize("as_tensor", [False, True])
+@pytest.mark.parametrize("from_logits, threshold", [(True, 0.35), (True, 0.0), (False, 0.5)])
+def test_binarize_refuses_nan_instead_of_calling_it_background(as_tensor, from_logits, threshold):
+    values = np.array([[0.1, 0.9], [np.nan, 0.2]], dtype=np.float32)
+    values = torch.tensor(values) if as_tensor else values
+    with pytest.raises(ValueError, match=r"1 NaN value\(s\) in the (logits|probabilities) \(first at index \(1, 0\)\)"):
+        binarize(values, threshold, from_logits=from_logits)
+
+
 def test_encode_mask_round_trip():
     rle = encode_mask(PRED_B)
     assert isinstance(rle["counts"], str) and rle["size"] == [4, 4]

@@ -140,10 +140,12 @@ def binarize(probabilities, threshold: float = DEFAULT_MASK_THRESHOLD, from_logi
     """Turn per-pixel probabilities (or logits) into a boolean mask: `probability > threshold`.
 
     Works on numpy arrays and torch tensors alike and returns the same kind. The comparison is
-    strict, as in CRIS's evaluation code.
+    strict, as in CRIS's evaluation code. NaN anywhere raises ``ValueError`` (a NaN compares false, so it
+    would silently read as background): a model that produced NaN logits needs fixing, not scoring.
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"`threshold` must be a probability in [0, 1], got {threshold!r}.")
+    _refuse_nan(probabilities, "logits" if from_logits else "probabilities")
     if _is_torch_tensor(probabilities):
         if from_logits:
             probabilities = probabilities.float().sigmoid()
@@ -157,6 +159,15 @@ def binarize(probabilities, threshold: float = DEFAULT_MASK_THRESHOLD, from_logi
             return np.zeros(probabilities.shape, dtype=bool)
         return probabilities > math.log(threshold / (1.0 - threshold))
     return probabilities > threshold
+
+
+def _refuse_nan(values, name: str) -> None:
+    nan = values.isnan() if _is_torch_tensor(values) else np.isnan(np.asarray(values, dtype=float))
+    if bool(nan.any()):
+        first = tuple(int(i) for i in nan.nonzero()[0]) if _is_torch_tensor(nan) else tuple(int(a[0]) for a in nan.nonzero())
+        count = int(nan.sum())
+        raise ValueError(f"binarize: {count} NaN value(s) in the {name} (first at index {first}); NaN would count "
+                         "as background. Check the model's output (e.g. fp16 overflow) before thresholding.")
 
 
 # ----------------------------------------------------------------------------------------------
