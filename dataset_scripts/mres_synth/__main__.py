@@ -1,4 +1,4 @@
-"""Command line: ``python -m dataset_scripts.mres_synth --out DIR [--image-size 96 --num-train N ...]``.
+"""Command line: ``python -m dataset_scripts.mres_synth --out DIR [--image_size 96 --num_train N ...]``.
 
 Writes the Hub-layout folder (``data/*.parquet`` + ``README.md``) that
 ``datasets.load_dataset(DIR, streaming=True)`` reads, and prints the generation speed.
@@ -9,22 +9,24 @@ from __future__ import annotations
 import argparse
 import time
 
+from ..cli import HelpFormatter, non_negative_int, positive_int
 from .builder import SPLITS, MRESSynthConfig, build_mres_synth
 
 
 def main(argv=None) -> None:
     defaults = MRESSynthConfig(name="default")
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.mres_synth", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.mres_synth", description=__doc__,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--out", required=True, help="folder to write (Parquet shards + dataset card)")
-    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--image_size", type=positive_int, default=defaults.image_size, help="image side in pixels (>= 32)")
     for split in SPLITS:
-        flag = "--num-" + split.replace("_", "-")
-        parser.add_argument(flag, type=int, default=getattr(defaults, f"num_{split}"), help=f"images in {split}")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--min-objects", type=int, default=defaults.min_objects)
-    parser.add_argument("--max-objects", type=int, default=defaults.max_objects)
-    parser.add_argument("--cache-dir", default=None, help="Arrow cache of the builder (default: datasets cache)")
-    parser.add_argument("--max-shard-size", default="256MB")
+        parser.add_argument(f"--num_{split}", type=non_negative_int, default=getattr(defaults, f"num_{split}"),
+                            help=f"images in {split} (0 omits the split)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="base seed: the same seed makes the same data")
+    parser.add_argument("--min_objects", type=positive_int, default=defaults.min_objects, help="objects per scene, at least")
+    parser.add_argument("--max_objects", type=positive_int, default=defaults.max_objects, help="objects per scene, at most")
+    parser.add_argument("--cache_dir", default=None, help="Arrow cache of the builder (default: the datasets cache)")
+    parser.add_argument("--max_shard_size", default="256MB", help="largest Parquet shard")
     args = parser.parse_args(argv)
 
     num_images = {split: getattr(args, f"num_{split}") for split in SPLITS}

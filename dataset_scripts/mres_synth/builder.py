@@ -60,11 +60,16 @@ class MRESSynthConfig(datasets.BuilderConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse sizes that cannot make a dataset. Run again by the builder: `datasets` sets a config's
+        keyword overrides after ``__post_init__`` has run."""
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32 pixels, got {self.image_size}")
         for split in SPLITS:
             if getattr(self, f"num_{split}") < 0:
-                raise ValueError(f"num_{split} must be >= 0")
+                raise ValueError(f"num_{split} must be >= 0 (0 omits the split), got {getattr(self, f'num_{split}')}")
 
 
 def scene_to_row(scene: Scene, image_id: str, rng: np.random.Generator, max_sentences: int = 3) -> dict[str, Any]:
@@ -144,6 +149,7 @@ class MRESSynth(MRESBuilder):
     CITATION = UNIRES_CITATION
 
     def _split_generators(self, dl_manager):
+        self.config.validate()
         return [
             datasets.SplitGenerator(name=split, gen_kwargs={"split": split})
             for split in SPLITS
@@ -188,6 +194,9 @@ def build_mres_synth(
     from ..publish import publish
 
     counts = dict(num_images or {})
+    negative = {split: n for split, n in counts.items() if int(n) < 0}
+    if negative:
+        raise ValueError(f"num_images must be >= 0 per split (0 omits the split), got {negative}")
     unknown = set(counts) - set(SPLITS)
     if unknown:
         raise ValueError(f"unknown split(s) {sorted(unknown)} in num_images; MRES-Synth splits are {SPLITS}")
@@ -198,8 +207,8 @@ def build_mres_synth(
     cfg = builder.config
     usage = (
         "Regenerate exactly with\n\n```bash\npython -m dataset_scripts.mres_synth --out DIR "
-        f"--image-size {cfg.image_size} --seed {cfg.seed} "
-        + " ".join(f"--num-{s.replace('_', '-')} {getattr(cfg, f'num_{s}')}" for s in SPLITS)
+        f"--image_size {cfg.image_size} --seed {cfg.seed} "
+        + " ".join(f"--num_{s} {getattr(cfg, f'num_{s}')}" for s in SPLITS)
         + "\n```"
     )
     publish(

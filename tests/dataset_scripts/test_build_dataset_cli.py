@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from datasets import load_dataset
 from PIL import Image
 
@@ -88,7 +89,7 @@ def test_cli_rebuilds_after_a_repair_writes_rejects_beside_out_and_shows_the_sum
     main = _build_dataset_main()
     data = _release(tmp_path / "data")
     out, cache = tmp_path / "out", tmp_path / "cache"
-    argv = ["refcoco-m", "--data-dir", str(data), "--out", str(out), "--cache-dir", str(cache)]
+    argv = ["refcoco-m", "--data_dir", str(data), "--out", str(out), "--cache_dir", str(cache)]
     with caplog.at_level(logging.INFO, logger="dataset_scripts"):
         main(argv)
     assert any(m.startswith("kept 1, fixed 0, skipped 1") for m in caplog.messages)
@@ -110,7 +111,51 @@ def test_cli_mres_synth_writes_rejects_beside_out(tmp_path, caplog):
     main = _build_dataset_main()
     out = tmp_path / "synth"
     with caplog.at_level(logging.INFO, logger="dataset_scripts"):
-        main(["mres-synth", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--image-size", "32",
-              "--num-train", "2", "--num-validation", "0", "--num-test", "0", "--num-test-unseen", "0"])
+        main(["mres-synth", "--out", str(out), "--cache_dir", str(tmp_path / "cache"), "--image_size", "32",
+              "--num_train", "2", "--num_validation", "0", "--num_test", "0", "--num_test_unseen", "0"])
     assert (out / "rejects.jsonl").is_file() and _cache_rejects(tmp_path / "cache") == []
     assert any(m.startswith("kept ") for m in caplog.messages)
+
+
+def test_cli_refuses_a_negative_split_size_while_parsing(tmp_path, capsys):
+    main = _build_dataset_main()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["mres-synth", "--out", str(tmp_path / "synth"), "--num_train", "-5"])
+    assert exit_info.value.code == 2
+    assert "--num_train: must be >= 0, got -5" in capsys.readouterr().err
+    assert not (tmp_path / "synth").exists()
+    # and from Python, where datasets sets config overrides after the config's own check ran
+    from dataset_scripts.mres_synth import build_mres_synth
+    from dataset_scripts.mres_synth.builder import MRESSynth
+
+    with pytest.raises(ValueError, match=r"num_images must be >= 0 per split.*'train': -5"):
+        build_mres_synth(str(tmp_path / "py"), num_images={"train": -5})
+    with pytest.raises(ValueError, match="num_validation must be >= 0"):
+        MRESSynth(cache_dir=str(tmp_path / "cache"), num_validation=-1).download_and_prepare()
+
+
+def test_cli_names_the_corrupt_split_file_in_one_line(tmp_path, capsys):
+    main = _build_dataset_main()
+    data = _release(tmp_path / "data")
+    split_file = next((data / "annotations").glob("*.json"))
+    split_file.write_text('[{"img_name": "x.jpg", ')  # cut short
+    with pytest.raises(SystemExit) as exit_info:
+        main(["refcoco-m", "--data_dir", str(data), "--out", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "c")])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and str(split_file) in message and "is not valid JSON" in message
+    assert "\n" not in message
+
+
+def test_cli_push_of_mres_synth_leaves_no_staging_folder(tmp_path, monkeypatch):
+    main = _build_dataset_main()
+    import dataset_scripts.publish as publish_module
+
+    pushed = []
+    monkeypatch.setattr(publish_module, "publish", lambda dataset, repo, **kw: pushed.append((repo, sorted(dataset))) or repo)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.chdir(tmp_path)
+    main(["mres-synth", "--out", "org/mres-synth", "--push", "--cache_dir", str(tmp_path / "cache"), "--image_size", "32",
+          "--num_train", "2", "--num_validation", "0", "--num_test", "0", "--num_test_unseen", "0"])
+    assert pushed[-1] == ("org/mres-synth", ["train"])  # after the local staging write
+    assert list((tmp_path / "tmp").iterdir()) == []
