@@ -6,7 +6,8 @@
 
 ``--boxes_file`` is JSONL with one ``{"image": path, "bbox": [x, y, w, h], "granularity": ..., "image_id": ...}``
 per line (keep the boxes of one image on adjacent lines: they share one image encoding); unusable
-lines are skipped and logged to ``--rejects_file``. Captions are appended to ``--output`` as they are
+lines are skipped and logged to ``--rejects_file`` (rewritten by each run, so it always lists the rejects of the
+whole input once). Captions are appended to ``--output`` as they are
 made; running the same command again after an interruption continues where it stopped.
 """
 import argparse
@@ -57,7 +58,9 @@ def main(argv=None):
                                                max_new_tokens=args.max_new_tokens, token_budget=args.token_budget, max_batch_size=args.max_batch_size,
                                                max_image_tokens=args.max_image_tokens)
     if args.boxes_file:
-        rejects = RejectLog(args.rejects_file, stage="caption_boxes", append=True)
+        # Started anew each run: a resumed run reads every line not yet captioned again, the bad ones included,
+        # so the log it writes is the whole input's; appending would list the same rejects once per run.
+        rejects = RejectLog(args.rejects_file, stage="caption_boxes")
         written = caption_jsonl(captioner, args.boxes_file, args.output, rejects)
         print(f"wrote {written} captions to {args.output}; {rejects.summary()}", file=sys.stderr)
         return 0

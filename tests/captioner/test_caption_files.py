@@ -63,3 +63,20 @@ def test_an_output_that_is_not_captions_is_refused(captioner, boxes_file, tmp_pa
     output.write_text('{"something": "else"}\n')
     with pytest.raises(ValueError, match="not a caption record"):
         caption_jsonl(captioner, str(boxes_file), str(output))
+
+
+def test_rerunning_the_command_lists_each_reject_once(base_dir, boxes_file, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "examples" / "caption_boxes.py"
+    spec = importlib.util.spec_from_file_location("examples_caption_boxes", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    output, rejects = tmp_path / "captions.jsonl", tmp_path / "rejects.jsonl"
+    argv = ["--model", str(base_dir), "--boxes_file", str(boxes_file), "--output", str(output),
+            "--rejects_file", str(rejects), "--max_new_tokens", "2"]
+    for _ in range(2):  # the second run has nothing left to caption but meets the bad line again
+        module.main(argv)
+        assert [(r["item_id"], r["action"]) for r in _records(rejects)] == [("line 4", "skipped")]
+    assert [r["index"] for r in _records(output)] == [0, 1, 2, 4, 5, 6]
