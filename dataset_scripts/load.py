@@ -11,6 +11,8 @@ from typing import Optional, Sequence
 
 from datasets import interleave_datasets, load_dataset
 
+from .sources import check_local_or_hub
+
 
 def load_mres_dataset(
     names: Sequence[str],
@@ -41,7 +43,7 @@ def load_mres_dataset(
                 # folders of the same name would share one stale cache.
                 parts.append(load_dataset("parquet", data_files={split: local_files}, split=split, streaming=streaming))
             else:
-                parts.append(load_dataset(str(name), split=split, streaming=streaming))
+                parts.append(load_dataset(check_local_or_hub(name, kind="dataset"), split=split, streaming=streaming))
         except ValueError as error:
             raise ValueError(f"dataset {name!r} has no split {split!r}: {error}") from error
     if len(parts) == 1:
