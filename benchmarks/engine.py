@@ -36,20 +36,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dataset_scripts.engine.captions import Captions
-from dataset_scripts.engine.clip_filter import ClipFilter
-from dataset_scripts.engine.input import LoadImages, read_detection_manifest
-from dataset_scripts.engine.object_masks import ObjectMasks, SegmentAnythingSegmenter, xywh_to_xyxy
-from dataset_scripts.engine.part_masks import DetectorPartFinder, PartMasks
-from dataset_scripts.engine.part_vocabulary import PartVocabulary
-from dataset_scripts.engine.testing import (
+from dataset_scripts.masks import encode_mask
+from mres_engine.backends import SegmentAnythingSegmenter, xywh_to_xyxy
+from mres_engine.stages.captions import Captions
+from mres_engine.stages.clip_filter import ClipFilter
+from mres_engine.stages.input import LoadImages, read_detection_manifest
+from mres_engine.stages.object_masks import ObjectMasks
+from mres_engine.stages.part_masks import DetectorPartFinder, PartMasks
+from mres_engine.stages.part_vocabulary import PartVocabulary
+from mres_engine.testing_utils import (
     build_tiny_clip,
     build_tiny_clip_tokenizer,
     build_tiny_owlv2,
     build_tiny_segment_anything,
     write_synth_detection_set,
 )
-from dataset_scripts.masks import encode_mask
 
 PART_NAMES = ["left part", "right part", "top part", "bottom part", "middle part", "edge"]
 

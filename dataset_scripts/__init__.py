@@ -1,5 +1,8 @@
 """Dataset builders, the shared MRES schema and mask helpers.
 
+The data engine that builds MRES-32M is the separate package ``mres_engine`` (``python -m mres_engine``);
+nothing here imports it.
+
 Modules (import what you need; nothing heavy is imported here):
 
 - ``features``: ``MRES_FEATURES`` (one row per image, a list of referents), ``SCHEMA_VERSION``, ``sentences_of``
@@ -11,7 +14,6 @@ Modules (import what you need; nothing heavy is imported here):
 - ``mres_synth``: the procedural MRES-Synth benchmark (``python -m dataset_scripts.mres_synth``)
 - ``cris_layout``: the CRIS-layout config, folders, split generators and reader
 - ``refcoco_m``: ``RefCOCOm`` builder (CRIS layout); ``refcoco``: ``RefCOCO`` builder (refer or CRIS layout)
-- ``engine``: the data engine that builds MRES-32M (``python -m dataset_scripts.engine``)
 - ``citation``: the reference paper's citation
 """
 

@@ -1,0 +1,199 @@
+"""Where the shards run: datatrove executors (local, Slurm, Ray), one task per shard, each task pinned to one GPU.
+
+:class:`EngineShards` is the datatrove step (task ``rank`` builds shard ``rank``); the same step runs
+under datatrove's ``LocalPipelineExecutor`` (one machine, the default, here
+:class:`PinnedLocalPipelineExecutor`), ``SlurmPipelineExecutor`` or ``RayPipelineExecutor``.
+datatrove's own completion marks skip finished tasks; the exactly-once rule of
+:mod:`mres_engine.layout` makes a rerun redo unfinished shards whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, Optional
+
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.base import PipelineStep
+
+from . import layout
+from .finalize import finalize_run
+from .options import RunnerOptions, load_stages_factory
+from .shard import process_shard
+
+logger = logging.getLogger(__name__)
+
+
+def default_workers() -> int:
+    return max(1, len(visible_gpus()))
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may use (CUDA_VISIBLE_DEVICES, else every device), without initialising CUDA."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # no torch or no driver: no GPU
+        return []
+
+
+def pin_process_to_gpu(local_rank: int, gpus: Optional[list[str]] = None) -> Optional[str]:
+    """Make GPU ``local_rank`` (modulo the visible ones) the only one this process sees; None without GPUs."""
+    gpus = visible_gpus() if gpus is None else gpus
+    if not gpus:
+        return None
+    gpu = gpus[local_rank % len(gpus)]
+    if "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
+        logger.warning("CUDA is already initialised in this process; it cannot be pinned to GPU %s", gpu)
+        return None
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    return gpu
+
+
+class EngineShards(PipelineStep):
+    """The datatrove step: task ``rank`` of ``world_size`` builds shard ``rank`` (see :func:`process_shard`)."""
+
+    name = "MRES engine shard"
+    type = "MRES"
+
+    def __init__(self, options: RunnerOptions, stage_options: Any = None):
+        super().__init__()
+        self.options = options
+        self.stage_options = stage_options
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        if world_size != self.options.num_shards:
+            raise ValueError(f"the executor runs {world_size} tasks for {self.options.num_shards} shards")
+        if not os.path.exists(layout.shard_record_path(self.options.output_dir, rank)):
+            stages = load_stages_factory(self.options.stages_factory)(self.stage_options)
+            with self.track_time("shard"):
+                record = process_shard(
+                    self.options.output_dir,
+                    rank,
+                    world_size,
+                    stages,
+                    split=self.options.split,
+                    images_per_batch=self.options.images_per_batch,
+                    max_shard_size=self.options.max_shard_size,
+                    image_dir=(layout.read_manifest_info(self.options.output_dir) or {}).get("image_dir"),
+                    progress=self.options.progress and self.options.executor != "local",
+                )
+            self.stat_update("images_in", value=record["images_in"], unit="shard")
+            self.stat_update("images_written", value=record["images_written"], unit="shard")
+        if data:
+            yield from data
+
+
+class FinalizeRun(PipelineStep):
+    """A one-task datatrove step that runs :func:`finalize_run` (on Slurm: a job that waits for the shard array)."""
+
+    name = "MRES engine finalize"
+    type = "MRES"
+
+    def __init__(self, output_dir: str):
+        super().__init__()
+        self.output_dir = output_dir
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        finalize_run(self.output_dir)
+        if data:
+            yield from data
+
+
+_WORKER_LOCAL_RANK: Optional[int] = None
+
+
+class PinnedLocalPipelineExecutor(LocalPipelineExecutor):
+    """``LocalPipelineExecutor`` whose worker processes each hold one local rank, hence one GPU, for life.
+
+    datatrove hands a free local rank to every task; a process that ran a task on one GPU may
+    get another rank for its next task, but CUDA cannot move once initialised. Here a worker
+    takes a rank on its first task, pins ``CUDA_VISIBLE_DEVICES`` to that GPU and keeps both.
+    """
+
+    def _launch_run_for_rank(self, rank, ranks_q, completed=None, completed_lock=None):
+        global _WORKER_LOCAL_RANK
+        if _WORKER_LOCAL_RANK is None:
+            _WORKER_LOCAL_RANK = ranks_q.get()  # never returned: one rank per worker process
+            gpu = pin_process_to_gpu(_WORKER_LOCAL_RANK)
+            if gpu is not None:
+                logger.info("worker %d pinned to GPU %s", os.getpid(), gpu)
+        try:
+            return self._run_for_rank(rank, _WORKER_LOCAL_RANK)
+        finally:
+            if completed and completed_lock:
+                with completed_lock:
+                    completed.value += 1
+
+
+def build_slurm_finalizer(options: RunnerOptions, shards_executor):
+    """A CPU job, after the shard array succeeds, that checks the output and writes stats and card."""
+    from datatrove.executor import SlurmPipelineExecutor
+
+    return SlurmPipelineExecutor(
+        [FinalizeRun(os.path.abspath(options.output_dir))],
+        tasks=1,
+        time="4:00:00",
+        partition=options.slurm_partition,
+        cpus_per_task=2,
+        mem_per_cpu_gb=8,
+        job_name=f"{options.slurm_job_name}-finalize",
+        qos=options.slurm_qos,
+        env_command=shards_executor.env_command,
+        depends=shards_executor,
+        logging_dir=os.path.join(os.path.abspath(options.output_dir), layout.LOGS_DIR, "finalize"),
+    )
+
+
+def build_executor(options: RunnerOptions, pipeline: list):
+    """The datatrove executor named by ``--executor``, one task per shard, logging under ``OUT/logs``."""
+    logging_dir = os.path.join(os.path.abspath(options.output_dir), layout.LOGS_DIR)
+    workers = options.workers if options.workers > 0 else None
+    if options.executor == "local":
+        return PinnedLocalPipelineExecutor(
+            pipeline,
+            tasks=options.num_shards,
+            workers=workers or min(default_workers(), options.num_shards),
+            logging_dir=logging_dir,
+            start_method=options.start_method,
+        )
+    if options.executor == "slurm":
+        from datatrove.executor import SlurmPipelineExecutor
+
+        if not options.slurm_partition:
+            raise ValueError("--executor slurm needs --slurm_partition")
+        env_command = options.slurm_env_command or f"source {os.path.join(sys.prefix, 'bin', 'activate')}"
+        return SlurmPipelineExecutor(
+            pipeline,
+            tasks=options.num_shards,
+            workers=workers or -1,
+            time=options.slurm_time,
+            partition=options.slurm_partition,
+            cpus_per_task=options.cpus_per_task,
+            mem_per_cpu_gb=options.mem_per_cpu_gb,
+            gpus_per_task=options.gpus_per_task,
+            job_name=options.slurm_job_name,
+            qos=options.slurm_qos,
+            env_command=env_command,
+            logging_dir=logging_dir,
+        )
+    from datatrove.executor import RayPipelineExecutor
+
+    import ray  # datatrove expects a connected cluster
+
+    if not ray.is_initialized():
+        ray.init(address=options.ray_address)
+    return RayPipelineExecutor(
+        pipeline,
+        tasks=options.num_shards,
+        workers=workers or -1,
+        logging_dir=logging_dir,
+        cpus_per_task=options.cpus_per_task,
+        mem_per_cpu_gb=options.mem_per_cpu_gb,
+        gpus_per_task=options.gpus_per_task,
+    )

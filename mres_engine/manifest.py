@@ -1,0 +1,98 @@
+"""The input of a run: the detection manifest read once and cut into one input file per shard.
+
+Shard ``rank`` is the contiguous slice ``rank`` of the manifest's records sorted by image id, cut
+into ``num_shards`` slices, so a shard's images depend on nothing but the manifest and the shard
+count. Each slice is written to ``manifest/NNNNN-of-NNNNN.jsonl`` (see :mod:`mres_engine.layout`),
+the input's own rejects to ``rejects/input.jsonl``, and ``manifest/manifest.json`` last. Memory
+grows with the manifest's records here, once, on the submitting node; a shard task reads its own
+slice only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from dataset_scripts.rejects import RejectLog
+
+from . import layout
+from .options import RunnerOptions
+
+logger = logging.getLogger(__name__)
+
+
+def shard_slice(num_items: int, rank: int, num_shards: int) -> tuple[int, int]:
+    """``[start, stop)`` of shard ``rank``: contiguous, sizes differing by at most one."""
+    return rank * num_items // num_shards, (rank + 1) * num_items // num_shards
+
+
+def _portable(record: dict) -> dict:
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def export_hub_input(options: RunnerOptions) -> RunnerOptions:
+    """Export ``--hub_dataset`` once to ``OUT/input/`` (images + COCO JSON); options that read it from there."""
+    from dataclasses import replace
+
+    from datasets import load_dataset
+
+    from .stages.input import export_detection_dataset
+
+    folder = os.path.join(options.output_dir, "input")
+    annotations = os.path.join(folder, "detections.json")
+    if not os.path.exists(annotations):  # the JSON is written last: its presence means a whole export
+        dataset = load_dataset(options.hub_dataset, split=options.hub_split)
+        annotations, _ = export_detection_dataset(dataset, folder, objects_column=options.hub_objects_column,
+                                                  bbox_format=options.hub_bbox_format, id_column=options.hub_id_column)
+    return replace(options, annotations=annotations, image_dir=os.path.join(folder, "images"), hub_dataset=None)
+
+
+def prepare_manifest(options: RunnerOptions) -> dict[str, Any]:
+    """Read the detection manifest once and write one input file per shard (skipped when done before).
+
+    The input's own rejects (boxes skipped or clipped by the manifest reader) go to
+    ``rejects/input.jsonl``. Returns ``manifest/manifest.json``'s content.
+    """
+    from .stages.input import read_detection_manifest
+
+    out = options.output_dir
+    info = layout.read_manifest_info(out)
+    if info is not None:
+        if info["num_shards"] != options.num_shards:
+            raise ValueError(
+                f"{out} was started with --num_shards {info['num_shards']}; rerun with the same shard count "
+                f"(got {options.num_shards}) or choose a new --output_dir"
+            )
+        return info
+    if options.hub_dataset:
+        if options.annotations:
+            raise ValueError("give --annotations or --hub_dataset, not both")
+        options = export_hub_input(options)
+    if not options.annotations:
+        raise ValueError("--annotations (a COCO/Objects365 detection JSON) or --hub_dataset is required to start a run")
+    input_rejects = os.path.join(out, layout.REJECTS_DIR, layout.INPUT_REJECTS)
+    os.makedirs(os.path.dirname(input_rejects), exist_ok=True)
+    tmp = layout.temporary_path(input_rejects)
+    log = RejectLog(tmp, stage="input", report_path=input_rejects)
+    records = read_detection_manifest(options.annotations, options.image_dir, rejects=log, source=options.source)
+    summary = log.close()
+    for rank in range(options.num_shards):
+        start, stop = shard_slice(len(records), rank, options.num_shards)
+        with layout.atomic_text(layout.shard_manifest_path(out, rank, options.num_shards)) as f:
+            for record in records[start:stop]:
+                f.write(json.dumps(_portable(record), sort_keys=True) + "\n")
+    layout.commit(tmp, input_rejects)
+    info = {
+        "num_shards": options.num_shards,
+        "num_images": len(records),
+        "num_boxes": sum(len(r.get("boxes") or []) for r in records),
+        "annotations": os.path.abspath(options.annotations),
+        "image_dir": os.path.abspath(options.image_dir) if options.image_dir else None,
+        "split": options.split,
+        "input_summary": summary,
+    }
+    layout.write_json_atomic(os.path.join(out, layout.MANIFEST_DIR, layout.MANIFEST_INFO), info)
+    logger.info("manifest: %d images in %d shards; %s", len(records), options.num_shards, summary)
+    return info
