@@ -6,12 +6,15 @@ A record is a plain dict for one image:
   ``width``, ``height`` (int), ``source`` (str);
 - ``boxes``: the input detections, a list of ``{"box_id": str, "bbox": [x, y, w, h] (float
   pixels), "category": str}``;
-- ``referents``: MRES referents exactly as :data:`dataset_scripts.features.REFERENT_FEATURES`
+- ``referents``: MRES referents as :data:`dataset_scripts.features.REFERENT_FEATURES`
   (``referent_id``, ``granularity``, ``category``, ``object_category``, ``parent_id``, ``bbox``,
   ``mask`` as COCO RLE from :func:`dataset_scripts.masks.encode_mask`, ``sentences``,
-  ``scores``). :func:`to_mres_row` writes the schema's
+  ``scores``), built by :func:`dataset_scripts.features.make_referent` both when a stage makes
+  one (:func:`new_referent`) and when a row is written (:func:`to_mres_row`). While the record
+  flows, ``scores`` holds only the scores the stages set so far (later stages add theirs, and
+  the caption stage adds ``sentences``); :func:`to_mres_row` writes all the schema's
   :data:`~dataset_scripts.features.SCORE_FIELDS` (``clip``, ``clip_score``, ``sam_iou``,
-  ``sam_stability``, ``detector``; a score a stage did not set is null);
+  ``sam_stability``, ``detector``; a score no stage set is null);
 - transient keys starting with ``"_"``, set by stages and never written: ``"_image"`` (the RGB
   PIL image), ``"_image_bytes"`` (the file's bytes), ``"_fixes"`` (safe fixes applied to the
   record, e.g. an image size corrected from the file, for the runner's ``RejectLog.fix``),
@@ -27,7 +30,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from dataset_scripts.features import GRANULARITIES, SCORE_FIELDS
+from dataset_scripts.features import SCORE_FIELDS, make_referent
 
 
 def object_referent_id(image_id: str, box_id: str) -> str:
@@ -50,20 +53,15 @@ def new_referent(
     parent_id: str | None = None,
     scores: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """A referent dict in the schema's shape, with no sentences yet (the caption stage adds them)."""
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"referent {referent_id}: granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    return {
-        "referent_id": referent_id,
-        "granularity": granularity,
-        "category": category,
-        "object_category": object_category,
-        "parent_id": parent_id,
-        "bbox": [float(v) for v in bbox],
-        "mask": mask,
-        "sentences": [],
-        "scores": dict(scores or {}),
-    }
+    """A referent made by a stage, with no sentences yet (the caption stage adds them).
+
+    Built by :func:`~dataset_scripts.features.make_referent`, which checks it (granularity, bbox,
+    score names); ``scores`` keeps only the scores given here, for later stages to add to.
+    """
+    referent = make_referent(referent_id, granularity, category, object_category, bbox, mask,
+                             parent_id=parent_id, scores=scores or {})
+    referent["scores"] = dict(scores or {})
+    return referent
 
 
 def image_path(record: dict[str, Any], image_root: str | os.PathLike | None) -> str:
@@ -81,20 +79,13 @@ def _referent_order(referent: dict[str, Any]) -> tuple:
 
 
 def _schema_referent(referent: dict[str, Any]) -> dict[str, Any]:
+    # Every schema score field (null when no stage set it); a score the schema does not know is not written.
     scores = referent.get("scores")
     if scores is not None:
-        scores = {name: (None if scores.get(name) is None else float(scores[name])) for name in SCORE_FIELDS}
-    return {
-        "referent_id": str(referent["referent_id"]),
-        "granularity": referent["granularity"],
-        "category": referent["category"],
-        "object_category": referent["object_category"],
-        "parent_id": referent.get("parent_id"),
-        "bbox": [float(v) for v in referent["bbox"]],
-        "mask": {"size": [int(s) for s in referent["mask"]["size"]], "counts": referent["mask"]["counts"]},
-        "sentences": list(referent.get("sentences") or []),
-        "scores": scores,
-    }
+        scores = {name: value for name, value in scores.items() if name in SCORE_FIELDS}
+    return make_referent(referent["referent_id"], referent["granularity"], referent["category"], referent["object_category"],
+                         referent["bbox"], referent["mask"], sentences=referent.get("sentences") or [],
+                         parent_id=referent.get("parent_id"), scores=scores)
 
 
 def to_mres_row(record: dict[str, Any], image_root: str | os.PathLike | None = None) -> dict[str, Any]:
