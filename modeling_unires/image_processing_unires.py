@@ -216,7 +216,11 @@ class UniRESImageProcessor(BaseImageProcessor):
         """
         if kwargs:
             raise ValueError(f"Unknown arguments for UniRESImageProcessor.preprocess: {sorted(kwargs)}")
-        pil_images = self.prepare_images(images)
+        return self.preprocess_prepared(self.prepare_images(images), return_tensors=return_tensors)
+
+    def preprocess_prepared(self, pil_images: list, return_tensors="pt") -> BatchFeature:
+        """[`preprocess`] of images already through [`prepare_images`] (RGB PIL images), so that a caller that
+        needs them (the processor checks masks against their sizes) decodes and converts each image once."""
         height, width = self.size["height"], self.size["width"]
         mean = np.asarray(self.image_mean, dtype=np.float32)[:, None, None]
         std = np.asarray(self.image_std, dtype=np.float32)[:, None, None]
@@ -259,16 +263,29 @@ class UniRESImageProcessor(BaseImageProcessor):
             resized[indices] = stacked
         return torch.from_numpy(resized) if return_tensors == "pt" else resized
 
-    def post_process_masks(self, logits, original_sizes, threshold=None, return_rle=False, return_scores=False):
+    def post_process_masks(
+        self,
+        logits,
+        original_sizes,
+        threshold=None,
+        return_rle=False,
+        return_scores=False,
+        image_indices=None,
+        texts=None,
+    ):
         """
         Turn mask logits `(num_masks, h, w)` into boolean masks at each original size: the one logits-to-mask path.
 
-        The logits are resized bilinearly to `original_sizes[i]` = (height, width), then `sigmoid > threshold`
-        (default `self.mask_threshold`, the config's). Masks of the same size are resized together. With
-        `return_rle=True`, COCO RLE dicts `{"size": [h, w], "counts": str}` (pycocotools) are returned instead of
-        arrays. With `return_scores=True`, `(masks, scores)` is returned, the score of a mask being its mean
-        probability inside the mask, or for an empty mask the highest probability anywhere (so that a low score
-        flags it). NaN logits raise a `ValueError` naming the masks.
+        `original_sizes` are (height, width) pairs: one per mask, or one for all masks, or, with `image_indices`
+        (the image of each mask, as the processor returns them), one per image (the processor's `original_sizes`).
+        The logits are resized bilinearly to the mask's size, then `sigmoid > threshold` (default
+        `self.mask_threshold`, the config's). Masks of the same size are resized together. With `return_rle=True`,
+        COCO RLE dicts `{"size": [h, w], "counts": str}` (pycocotools) are returned instead of arrays. With
+        `return_scores=True`, `(masks, scores)` is returned, the score of a mask being its mean probability inside
+        the mask, or for an empty mask the highest probability anywhere (so that a low score flags it).
+
+        NaN logits raise [`NaNLogitsError`] (a `ValueError`) naming the masks, and their expressions when `texts`
+        (one per mask) are given.
         """
         threshold = validate_threshold(self.mask_threshold if threshold is None else threshold)
         logits = torch.as_tensor(logits)
@@ -276,19 +293,33 @@ class UniRESImageProcessor(BaseImageProcessor):
             logits = logits[:, 0]
         if logits.dim() != 3:
             raise ValueError(f"logits must be (num_masks, height, width), got shape {tuple(logits.shape)}")
+        if texts is not None:
+            texts = [texts] if isinstance(texts, str) else list(texts)
+            if len(texts) != logits.shape[0]:
+                raise ValueError(f"Got {logits.shape[0]} mask logits but {len(texts)} texts: give one per mask")
         if isinstance(original_sizes, torch.Tensor):
             original_sizes = original_sizes.tolist()
         original_sizes = [tuple(int(v) for v in size) for size in original_sizes]
+        for index, size in enumerate(original_sizes):
+            if len(size) != 2 or min(size) <= 0:
+                raise ValueError(f"original_sizes[{index}]={size} is invalid: expected (height, width) > 0")
+        if image_indices is not None:
+            image_indices = [int(index) for index in torch.as_tensor(image_indices).flatten().tolist()]
+            if len(image_indices) != logits.shape[0]:
+                raise ValueError(f"Got {logits.shape[0]} mask logits but {len(image_indices)} image_indices")
+            for row, index in enumerate(image_indices):
+                if not 0 <= index < len(original_sizes):
+                    raise ValueError(
+                        f"image_indices[{row}]={index} is out of range for {len(original_sizes)} original_sizes"
+                    )
+            original_sizes = [original_sizes[index] for index in image_indices]
         if len(original_sizes) == 1 and logits.shape[0] > 1:
             original_sizes = original_sizes * logits.shape[0]
         if len(original_sizes) != logits.shape[0]:
             raise ValueError(f"Got {logits.shape[0]} mask logits but {len(original_sizes)} original_sizes")
-        for index, size in enumerate(original_sizes):
-            if len(size) != 2 or min(size) <= 0:
-                raise ValueError(f"original_sizes[{index}]={size} is invalid: expected (height, width) > 0")
         nan_rows = torch.isnan(logits.flatten(1)).any(dim=1).nonzero().flatten().tolist()
         if nan_rows:
-            raise NaNLogitsError(nan_rows)
+            raise NaNLogitsError(nan_rows, texts=None if texts is None else [texts[row] for row in nan_rows])
         masks, scores = [None] * len(original_sizes), [None] * len(original_sizes)
         rows_by_size: dict = {}
         for index, size in enumerate(original_sizes):
@@ -318,13 +349,18 @@ class UniRESImageProcessor(BaseImageProcessor):
 
 
 class NaNLogitsError(ValueError):
-    """Mask logits holding NaN; `indices` are the masks concerned, so that a caller can name their expressions."""
+    """Mask logits holding NaN: `indices` are the masks concerned and `texts` their expressions (when
+    `post_process_masks` was given them), both named in the message."""
 
-    def __init__(self, indices):
+    def __init__(self, indices, texts=None):
         self.indices = list(indices)
+        self.texts = None if texts is None else list(texts)
+        what = f"mask(s) {self.indices}"
+        if self.texts is not None:
+            what = f"the expression(s) {self.texts} ({what})"
         super().__init__(
-            f"mask logits of mask(s) {self.indices} hold NaN: the model's output is invalid (check the weights and "
-            "the inputs, e.g. fp16 overflow); no mask can be made from them"
+            f"the model produced NaN mask logits for {what}: its output is invalid (check the weights and the "
+            "inputs, e.g. fp16 overflow); no mask can be made from them"
         )
 
 

@@ -13,6 +13,14 @@ logger = logging.get_logger(__name__)
 DEFAULT_TEXT_MAX_LENGTH = 17
 
 
+def _check_expression(expression, name: str) -> str:
+    if not isinstance(expression, str):
+        raise ValueError(f"{name} is a {type(expression).__name__}, not a string: {expression!r}")
+    if not expression.strip():
+        raise ValueError(f"{name} is empty or whitespace-only: {expression!r}")
+    return expression
+
+
 def validate_expressions(text) -> list[str]:
     """One expression or a list of them, as a list; `ValueError` names an empty, blank or non-string expression."""
     texts = [text] if isinstance(text, str) else text
@@ -20,23 +28,50 @@ def validate_expressions(text) -> list[str]:
         raise ValueError(f"text must be a string or a list of strings, got {type(text).__name__}")
     if len(texts) == 0:
         raise ValueError("text is an empty list: give at least one expression")
-    for index, expression in enumerate(texts):
-        if not isinstance(expression, str):
-            raise ValueError(f"expression {index} is a {type(expression).__name__}, not a string: {expression!r}")
-        if not expression.strip():
-            raise ValueError(f"expression {index} is empty or whitespace-only: {expression!r}")
-    return list(texts)
+    return [_check_expression(expression, f"expression {index}") for index, expression in enumerate(texts)]
+
+
+def flatten_expressions(text) -> tuple[list[str], list[int] | None]:
+    """
+    `(expressions, counts)` of the processor's `text`: a string or a flat list of strings gives `counts=None`; a list
+    with one entry per image (each a string or a list of strings, e.g. `[["the dog", "its ear"], ["the car"]]`) gives
+    the expressions in order and how many belong to each image. An image may have no expression, the whole batch
+    may not. `ValueError` names a bad expression by image and position.
+    """
+    if not (isinstance(text, (list, tuple)) and any(isinstance(entry, (list, tuple)) for entry in text)):
+        return validate_expressions(text), None
+    expressions, counts = [], []
+    for image_index, entry in enumerate(text):
+        entry = [entry] if isinstance(entry, str) else entry
+        if not isinstance(entry, (list, tuple)):
+            raise ValueError(
+                f"text entry {image_index} is a {type(entry).__name__}: with one entry per image, each must be a "
+                "string or a list of strings"
+            )
+        for index, expression in enumerate(entry):
+            expressions.append(_check_expression(expression, f"image {image_index}, expression {index}"))
+        counts.append(len(entry))
+    if not expressions:
+        raise ValueError("text holds no expression: give at least one")
+    return expressions, counts
 
 
 class UniRESProcessor(ProcessorMixin):
     r"""
-    Wraps a [`UniRESImageProcessor`] and a CLIP tokenizer.
+    Wraps a [`UniRESImageProcessor`] and a CLIP tokenizer: images and expressions in, model inputs out.
 
-    - `processor(images=image, text=[...])`: one image with many expressions; `pixel_values` has one row and the
-      model broadcasts it over the expressions (the image is encoded once).
-    - `processor(images=[...], text=[...])`: parallel lists, one expression per image (equal lengths).
-    - `masks=`: one ground-truth mask per expression, each the size of its image; returned as `labels`, resized to
-      the model input (nearest) as float 0/1.
+    - `processor(images=[img1, img2], text=[["the dog", "its ear"], ["the car"]])`: a list of expressions per
+      image (a string counts as one). Each image is one `pixel_values` row, encoded once by the model for all of
+      its expressions; `image_indices` gives the image of each expression.
+    - `processor(images=image, text=[...])`: one image with many expressions.
+    - `processor(images=[...], text=[...])`: parallel flat lists, one expression per image (equal lengths).
+    - `masks=`: one ground-truth mask per expression, each the size of its image, in the shape of `text` (a list
+      per image, or a flat list); returned as `labels`, resized to the model input (nearest) as float 0/1.
+
+    With images and text, the output holds `pixel_values`, `original_sizes` (one (height, width) per image),
+    `input_ids`, `attention_mask` and `image_indices`, plus `labels` with masks: `model(**inputs)` takes it as is,
+    and `post_process_masks(logits, inputs["original_sizes"], image_indices=inputs["image_indices"], texts=...)`
+    turns the logits into masks at each image's size.
 
     Expressions are padded and truncated to `text_max_length` tokens (start and end included); a truncated
     expression is logged as a warning.
@@ -52,81 +87,74 @@ class UniRESProcessor(ProcessorMixin):
     def __call__(self, images=None, text=None, masks=None, return_tensors="pt", **kwargs) -> BatchFeature:
         """
         Returns a `BatchFeature` with `pixel_values` and `original_sizes` (when images are given), `input_ids` and
-        `attention_mask` (when text is given) and `labels` (when masks are given).
+        `attention_mask` (when text is given), `image_indices` (the image of each expression, when both are given,
+        or when text is given as one list per image) and `labels` (when masks are given).
         """
         if images is None and text is None:
             raise ValueError("Give `images`, `text` or both")
         if kwargs:
             raise ValueError(f"Unknown arguments for UniRESProcessor: {sorted(kwargs)}")
         data = {}
-        texts = None
+        texts = counts = image_indices = None
         if text is not None:
-            texts = validate_expressions(text)
+            texts, counts = flatten_expressions(text)
             data.update(self.tokenize(texts, return_tensors=return_tensors))
         pil_images = None
         if images is not None:
             pil_images = self.image_processor.prepare_images(images)
-            if texts is not None and len(pil_images) not in (1, len(texts)):
+        if counts is not None:
+            if pil_images is not None and len(pil_images) != len(counts):
+                raise ValueError(
+                    f"Got {len(pil_images)} images and {len(counts)} lists of expressions: give one list of "
+                    "expressions (a string or a list of strings) per image"
+                )
+            image_indices = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        elif texts is not None and pil_images is not None:
+            if len(pil_images) == 1:
+                image_indices = np.zeros(len(texts), dtype=np.int64)
+            elif len(pil_images) == len(texts):
+                image_indices = np.arange(len(texts), dtype=np.int64)
+            else:
                 raise ValueError(
                     f"Got {len(pil_images)} images and {len(texts)} expressions: give one image with any number of "
-                    "expressions, or parallel lists of equal length"
+                    "expressions, parallel lists of equal length, or one list of expressions per image"
                 )
-            data.update(self.image_processor.preprocess(pil_images, return_tensors=return_tensors))
+        if pil_images is not None:
+            data.update(self.image_processor.preprocess_prepared(pil_images, return_tensors=return_tensors))
         if masks is not None:
             if pil_images is None or texts is None:
                 raise ValueError("`masks` need both `images` and `text` (one mask per expression)")
-            mask_list = [masks] if not isinstance(masks, (list, tuple)) else list(masks)
+            mask_list = self._flatten_masks(masks, counts)
             if len(mask_list) != len(texts):
                 raise ValueError(f"Got {len(mask_list)} masks for {len(texts)} expressions: give one per expression")
             arrays = []
-            for index, mask in enumerate(mask_list):
+            for index, (mask, image_index) in enumerate(zip(mask_list, image_indices.tolist())):
                 array = to_mask_array(mask, index)
-                image = pil_images[0 if len(pil_images) == 1 else index]
+                image = pil_images[image_index]
                 if array.shape != (image.height, image.width):
                     raise ValueError(
-                        f"mask {index} has size {array.shape} (height, width) but its image is "
+                        f"mask {index} has size {array.shape} (height, width) but its image {image_index} is "
                         f"{(image.height, image.width)}"
                     )
                 arrays.append(array)
-            labels = self.image_processor.preprocess_masks(arrays, return_tensors=None)
-            data["labels"] = labels
+            data["labels"] = self.image_processor.preprocess_masks(arrays, return_tensors=None)
+        if image_indices is not None:
+            data["image_indices"] = image_indices
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def prepare_training_batch(self, images, texts, masks, image_indices, return_tensors="pt") -> BatchFeature:
-        """
-        A training batch where several expressions share one image: `images` (one per image), `texts` and `masks`
-        (one per expression, each mask the size of its image) and `image_indices` (the image of each expression).
-
-        Returns `pixel_values` (one row per image), `input_ids`, `attention_mask`, `labels` (float 0/1 at the model
-        input, nearest-resized) and `image_indices`, ready for `UniRESModel(**batch)`.
-        """
-        texts = validate_expressions(texts)
-        pil_images = self.image_processor.prepare_images(images)
-        image_indices = [int(index) for index in image_indices]
-        mask_list = list(masks)
-        if not len(texts) == len(mask_list) == len(image_indices):
-            raise ValueError(
-                f"Got {len(texts)} expressions, {len(mask_list)} masks and {len(image_indices)} image_indices: "
-                "give one of each per expression"
-            )
-        arrays = []
-        for index, (mask, image_index) in enumerate(zip(mask_list, image_indices)):
-            if not 0 <= image_index < len(pil_images):
-                raise ValueError(f"image_indices[{index}]={image_index} is out of range for {len(pil_images)} images")
-            array = to_mask_array(mask, index)
-            image = pil_images[image_index]
-            if array.shape != (image.height, image.width):
-                raise ValueError(
-                    f"mask {index} has size {array.shape} (height, width) but its image {image_index} is "
-                    f"{(image.height, image.width)}"
-                )
-            arrays.append(array)
-        data = dict(self.tokenize(texts, return_tensors=None))
-        pixel = self.image_processor.preprocess(pil_images, return_tensors=None)
-        data["pixel_values"] = pixel["pixel_values"]
-        data["labels"] = self.image_processor.preprocess_masks(arrays, return_tensors=None)
-        data["image_indices"] = np.asarray(image_indices, dtype=np.int64)
-        return BatchFeature(data=data, tensor_type=return_tensors)
+    @staticmethod
+    def _flatten_masks(masks, counts) -> list:
+        """Masks in the shape of `text`: a list per image when `counts` is given (a flat list is accepted too)."""
+        if not isinstance(masks, (list, tuple)):
+            return [masks]
+        if counts is not None and len(masks) == len(counts) and all(isinstance(m, (list, tuple)) for m in masks):
+            for image_index, (entry, count) in enumerate(zip(masks, counts)):
+                if len(entry) != count:
+                    raise ValueError(
+                        f"image {image_index} has {count} expressions but {len(entry)} masks: give one per expression"
+                    )
+            return [mask for entry in masks for mask in entry]
+        return list(masks)
 
     @classmethod
     def from_clip(cls, name_or_path, config=None, **kwargs) -> "UniRESProcessor":
@@ -199,10 +227,25 @@ class UniRESProcessor(ProcessorMixin):
             f"expression {index} ({texts[index]!r}) has {num_tokens} tokens and is truncated to {self.text_max_length}"
         )
 
-    def post_process_masks(self, logits, original_sizes, threshold=None, return_rle=False, return_scores=False):
+    def post_process_masks(
+        self,
+        logits,
+        original_sizes,
+        threshold=None,
+        return_rle=False,
+        return_scores=False,
+        image_indices=None,
+        texts=None,
+    ):
         """See [`UniRESImageProcessor.post_process_masks`]: boolean masks (or COCO RLE) at each original size."""
         return self.image_processor.post_process_masks(
-            logits, original_sizes, threshold=threshold, return_rle=return_rle, return_scores=return_scores
+            logits,
+            original_sizes,
+            threshold=threshold,
+            return_rle=return_rle,
+            return_scores=return_scores,
+            image_indices=image_indices,
+            texts=texts,
         )
 
     def preprocess_masks(self, masks, return_tensors="pt"):
@@ -214,4 +257,4 @@ class UniRESProcessor(ProcessorMixin):
         return ["pixel_values", "input_ids", "attention_mask"]
 
 
-__all__ = ["UniRESProcessor", "validate_expressions"]
+__all__ = ["UniRESProcessor", "flatten_expressions", "validate_expressions"]

@@ -164,5 +164,30 @@ def test_post_process_masks_batches_per_size_and_returns_scores(saved):
     assert not empty[0].any() and empty_scores[0] == pytest.approx(float(torch.sigmoid(torch.tensor(-9.0))))
     bad = logits.clone()
     bad[3, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"mask\(s\) \[3\] hold NaN"):
+    with pytest.raises(ValueError, match=r"NaN mask logits for mask\(s\) \[3\]"):
         processor.post_process_masks(bad, sizes)
+
+
+def test_post_process_masks_names_the_expressions_behind_nan_logits(saved):
+    from modeling_unires.image_processing_unires import NaNLogitsError
+
+    _, _, processor, _, _ = saved
+    logits = torch.randn(4, 12, 12)
+    logits[1, 3, 3] = logits[3, 0, 0] = float("nan")
+    texts = ["the red car", "the window", "the dog", "its left ear"]
+    with pytest.raises(NaNLogitsError, match=r"NaN mask logits for the expression\(s\) \['the window', 'its left ear'\] "
+                       r"\(mask\(s\) \[1, 3\]\)") as caught:
+        processor.post_process_masks(logits, [(20, 30), (7, 9)], image_indices=[0, 0, 1, 1], texts=texts)
+    assert caught.value.indices == [1, 3] and caught.value.texts == ["the window", "its left ear"]
+    with pytest.raises(ValueError, match="4 mask logits but 3 texts"):
+        processor.post_process_masks(logits, [(20, 30)], texts=texts[:3])
+
+
+def test_post_process_masks_takes_the_sizes_of_images_with_image_indices(saved):
+    _, _, processor, _, _ = saved
+    logits = torch.randn(3, 12, 12)
+    per_image = processor.post_process_masks(logits, [(20, 30), (7, 9)], image_indices=torch.tensor([1, 0, 1]))
+    per_mask = processor.post_process_masks(logits, [(7, 9), (20, 30), (7, 9)])
+    assert all(np.array_equal(a, b) for a, b in zip(per_image, per_mask))
+    with pytest.raises(ValueError, match=r"image_indices\[2\]=2 is out of range for 2"):
+        processor.post_process_masks(logits, [(20, 30), (7, 9)], image_indices=[0, 1, 2])

@@ -183,17 +183,44 @@ def test_build_clip_tokenizer_is_clip_compatible(tmp_path):
         build_clip_tokenizer([])
 
 
-def test_prepare_training_batch_shares_images(processor):
+def test_a_list_of_expressions_per_image(processor):
+    images = [Image.new("RGB", (40, 20)), Image.new("RGB", (16, 16)), Image.new("RGB", (8, 12))]
+    out = processor(images=images, text=[["the dog", "its ear"], [], "the car"])
+    assert out["pixel_values"].shape == (3, 3, 32, 32) and out["input_ids"].shape == (3, 17)
+    assert out["image_indices"].dtype == torch.long and out["image_indices"].tolist() == [0, 0, 2]
+    assert out["original_sizes"].tolist() == [[20, 40], [16, 16], [12, 8]]
+    # The same tokens and pixels as the flat calls, and the old forms give their image_indices too.
+    flat = processor(text=["the dog", "its ear", "the car"])
+    assert torch.equal(out["input_ids"], flat["input_ids"]) and torch.equal(out["attention_mask"], flat["attention_mask"])
+    assert torch.equal(out["pixel_values"], processor.image_processor(images)["pixel_values"])
+    assert processor(images=images[0], text=["a", "b"])["image_indices"].tolist() == [0, 0]
+    assert processor(images=images[:2], text=["a", "b"])["image_indices"].tolist() == [0, 1]
+    assert "image_indices" not in processor(text=["a", "b"]) and "image_indices" not in processor(images=images)
+    assert processor(text=[["a"], ["b", "c"]])["image_indices"].tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="2 images and 3 lists of expressions"):
+        processor(images=images[:2], text=[["a"], ["b"], ["c"]])
+    with pytest.raises(ValueError, match="image 1, expression 0 is empty"):
+        processor(images=images[:2], text=[["a"], [" "]])
+    with pytest.raises(ValueError, match="text entry 1 is a int"):
+        processor(images=images[:2], text=[["a"], 3])
+    with pytest.raises(ValueError, match="no expression"):
+        processor(images=images[:2], text=[[], []])
+
+
+def test_masks_per_image_become_the_labels_of_the_training_batch(processor):
     images = [Image.new("RGB", (40, 20)), Image.new("RGB", (16, 16))]
-    masks = [np.ones((20, 40), bool), np.zeros((20, 40), bool), np.ones((16, 16), bool)]
-    batch = processor.prepare_training_batch(images, ["the car", "the bus", "the dog"], masks, [0, 0, 1])
+    masks = [[np.ones((20, 40), bool), np.zeros((20, 40), bool)], [np.ones((16, 16), bool)]]
+    batch = processor(images=images, text=[["the car", "the bus"], ["the dog"]], masks=masks)
     assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["input_ids"].shape == (3, 17)
     assert batch["labels"].shape == (3, 32, 32) and batch["labels"][1].eq(0).all() and batch["labels"][2].eq(1).all()
-    assert batch["image_indices"].tolist() == [0, 0, 1]
+    assert batch["labels"][0].eq(1).all() and batch["image_indices"].tolist() == [0, 0, 1]
+    # A flat list of masks, one per expression, is read alike.
+    flat = processor(images=images, text=[["the car", "the bus"], ["the dog"]], masks=masks[0] + masks[1])
+    assert torch.equal(flat["labels"], batch["labels"])
     with pytest.raises(ValueError, match=r"mask 2 has size \(20, 40\).*image 1"):
-        processor.prepare_training_batch(images, ["a", "b", "c"], masks[:2] + [masks[0]], [0, 0, 1])
-    with pytest.raises(ValueError, match=r"image_indices\[2\]=2"):
-        processor.prepare_training_batch(images, ["a", "b", "c"], masks, [0, 0, 2])
+        processor(images=images, text=[["a", "b"], ["c"]], masks=[masks[0], [masks[0][0]]])
+    with pytest.raises(ValueError, match="image 1 has 1 expressions but 2 masks"):
+        processor(images=images, text=[["a", "b"], ["c"]], masks=[masks[0], masks[0]])
 
 
 def _pil_nearest_labels(masks, height, width):

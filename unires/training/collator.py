@@ -94,16 +94,16 @@ class MRESTrainingCollator:
         return pairs
 
     def __call__(self, rows: list[dict]) -> dict:
-        images, texts, masks, image_indices, granularities, image_ids = [], [], [], [], [], []
+        images, texts, masks, granularities, image_ids = [], [], [], [], []
         for row in rows:
             pairs = self.sample(row)
             if not pairs:
                 self.skipped["image without eligible referent"] += 1
                 continue
             image = row["image"]
-            image_index = len(images)
             images.append(image)
             image_ids.append(row["image_id"])
+            image_texts, image_masks = [], []
             for referent, sentence in pairs:
                 mask = decode_mask(referent["mask"])
                 if mask.shape != (image.height, image.width):
@@ -111,13 +111,16 @@ class MRESTrainingCollator:
                         f"image {row['image_id']} referent {referent['referent_id']}: mask size "
                         f"{mask.shape[::-1]} differs from the image size {image.size}"
                     )
-                texts.append(sentence)
-                masks.append(mask)
-                image_indices.append(image_index)
+                image_texts.append(sentence)
+                image_masks.append(mask)
                 granularities.append(referent["granularity"])
+            texts.append(image_texts)
+            masks.append(image_masks)
         if not texts:
             raise ValueError(f"no trainable referent in the batch of images {[r['image_id'] for r in rows]}")
-        batch = self.processor.prepare_training_batch(images, texts, masks, image_indices)
+        # The processor of the one inference path, given the masks: labels beside the model inputs.
+        batch = self.processor(images=images, text=texts, masks=masks)
+        batch.pop("original_sizes")  # training compares at the model's input size
         drop_padding_columns(batch)
         batch["granularities"] = granularities
         batch["image_ids"] = image_ids
