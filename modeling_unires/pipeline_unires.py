@@ -1,11 +1,10 @@
 """The `referring-expression-segmentation` pipeline: image(s) + expression(s) -> one mask per expression."""
 
 import numpy as np
-import torch
 from PIL import Image
 from transformers import Pipeline
 
-from .image_processing_unires import NaNLogitsError, mask_to_rle, validate_threshold
+from .image_processing_unires import mask_to_rle, validate_threshold
 from .processing_unires import validate_expressions
 
 MASK_FORMATS = ("pil", "numpy")
@@ -84,20 +83,21 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
         return self.run_single([{"image": image, "text": text}], preprocess_params, forward_params, postprocess_params)[0]
 
     def preprocess(self, items):
-        texts, indices, singles = [], [], []
-        for image_index, item in enumerate(items):
-            expressions = validate_expressions(item["text"])
-            singles.append(isinstance(item["text"], str))
-            texts.extend(expressions)
-            indices.extend([image_index] * len(expressions))
-        # Images and expressions are prepared apart: each image is encoded once and `image_indices` maps every
-        # expression to its image. Paths and URLs are opened by the image processor, so that a file and the same
-        # image opened by the caller go through one decoding path (alpha, palettes, 16-bit).
-        inputs = dict(self.processor(text=texts, return_tensors="pt"))
-        inputs.update(self.processor.image_processor.preprocess([item["image"] for item in items], return_tensors="pt"))
-        original_sizes = inputs.pop("original_sizes").tolist()
-        inputs["image_indices"] = torch.tensor(indices, dtype=torch.long)
-        inputs["meta"] = {"texts": texts, "image_indices": indices, "original_sizes": original_sizes, "singles": singles}
+        # Each item's own check first, so that an error names the expression as the caller numbered it.
+        expressions = [validate_expressions(item["text"]) for item in items]
+        singles = [isinstance(item["text"], str) for item in items]
+        # The one inference path: the processor gives one pixel row per image and `image_indices` maps every
+        # expression to its image (encoded once). Paths and URLs are opened by the image processor, so that a file
+        # and the same image opened by the caller go through one decoding path (alpha, palettes, 16-bit).
+        inputs = dict(self.processor(images=[item["image"] for item in items], text=expressions, return_tensors="pt"))
+        original_sizes = inputs.pop("original_sizes")
+        texts = [text for image_texts in expressions for text in image_texts]
+        inputs["meta"] = {
+            "texts": texts,
+            "image_indices": inputs["image_indices"].tolist(),
+            "original_sizes": original_sizes.tolist(),
+            "singles": singles,
+        }
         return inputs
 
     def _forward(self, model_inputs):
@@ -107,14 +107,14 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
 
     def postprocess(self, model_outputs, threshold=None, mask_format="pil"):
         meta = model_outputs["meta"]
-        sizes = [meta["original_sizes"][index] for index in meta["image_indices"]]
-        try:
-            masks, scores = self.processor.post_process_masks(
-                model_outputs["logits"].float().cpu(), sizes, threshold=threshold, return_scores=True
-            )
-        except NaNLogitsError as error:
-            bad = [meta["texts"][i] for i in error.indices]
-            raise ValueError(f"the model produced NaN mask logits for the expression(s) {bad}") from error
+        masks, scores = self.processor.post_process_masks(
+            model_outputs["logits"].float().cpu(),
+            meta["original_sizes"],
+            image_indices=meta["image_indices"],
+            texts=meta["texts"],
+            threshold=threshold,
+            return_scores=True,
+        )
         per_image = [[] for _ in meta["original_sizes"]]
         for row, (mask, score, image_index) in enumerate(zip(masks, scores, meta["image_indices"])):
             output_mask = Image.fromarray(mask.astype(np.uint8) * 255, mode="L") if mask_format == "pil" else mask

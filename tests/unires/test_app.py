@@ -58,7 +58,9 @@ def _png(path, width=40, height=24, seed=0):
 
 def _counters(model):
     # `get_image_embeddings` runs the patch embeddings first; the text tower runs once per set of expressions.
-    return CallCounter(model.vision_model.embeddings), CallCounter(model.text_model)
+    # Found by class, not by attribute path, so that the count does not depend on where the vision tower sits.
+    patch_embeddings = next(module for module in model.modules() if type(module).__name__ == "CLIPVisionEmbeddings")
+    return CallCounter(patch_embeddings), CallCounter(model.text_model)
 
 
 # ---------------------------------------------------------------------------------------------- rendering

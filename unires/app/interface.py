@@ -140,7 +140,9 @@ class UniRESApp:
         threshold = self.segmenter.default_threshold if threshold is None else float(threshold)
         expressions = state.expressions
         with times.step(f"masks at threshold {threshold:.2f}"):
-            masks, scores = self.segmenter.masks(state.current_logits(), state.encoded.size, threshold)
+            masks, scores = self.segmenter.masks(
+                state.current_logits(), state.encoded.size, threshold, texts=expressions
+            )
         with times.step("overlay + legend"):
             overlay = overlay_masks(state.encoded.image, masks)
             legend = legend_html(expressions, scores, masks)

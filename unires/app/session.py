@@ -4,6 +4,9 @@
 own: the encoded image (its pixel values and image embeddings) and the mask logits of each expression already
 asked on it. A new set of expressions on the same image runs only the text tower and the decoder, and only for the
 expressions not asked before; a new threshold runs no model at all (the masks come from the cached logits).
+
+Every step is the one inference path of the pipeline and the evaluator (processor -> model -> `post_process_masks`),
+split at the model's `image_embeddings`: the same image and expressions give the same masks and scores there.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -58,29 +60,29 @@ class Segmenter:
 
     @torch.inference_mode()
     def encode(self, image: Image.Image, fingerprint: str) -> EncodedImage:
-        """Run the image side once: resize and normalise, then the vision tower with its group tokens."""
-        inputs = self.processor.image_processor.preprocess(image, return_tensors="pt")
+        """Run the image side once: the processor (resize, normalise), then the vision tower with its group tokens."""
+        inputs = self.processor(images=image, return_tensors="pt")
         pixel_values = inputs["pixel_values"].to(self.device, dtype=self.model.dtype)
         embeddings = self.model.get_image_embeddings(pixel_values)
         return EncodedImage(image=image, fingerprint=fingerprint, pixel_values=pixel_values, embeddings=embeddings)
 
     @torch.inference_mode()
     def decode(self, encoded: EncodedImage, expressions: list[str]) -> torch.Tensor:
-        """Mask logits `(len(expressions), S, S)` (float32, on the CPU) from the text side and the decoder alone."""
-        tokens = self.processor.tokenize(list(expressions), return_tensors="pt")
+        """Mask logits `(len(expressions), S, S)` (float32, on the CPU) from the text side and the decoder alone:
+        the model's forward on the processor's text inputs, with the image embeddings of `encode` in place of the
+        pixels (the image is not encoded again)."""
+        inputs = self.processor(text=[list(expressions)], return_tensors="pt")  # one list: the one encoded image
         outputs = self.model(
             image_embeddings=encoded.embeddings,
             pixel_values=encoded.pixel_values,  # read by the pixel branch only, when the model has one
-            input_ids=tokens["input_ids"].to(self.device),
-            attention_mask=tokens["attention_mask"].to(self.device),
-            image_indices=torch.zeros(len(expressions), dtype=torch.long, device=self.device),
+            **{name: value.to(self.device) for name, value in inputs.items()},
         )
         return outputs.logits.float().cpu()
 
-    def masks(self, logits: torch.Tensor, size: tuple[int, int], threshold: float):
-        """`(masks, scores)` at `size` = (height, width) through the processor's one logits-to-mask path."""
-        masks, scores = self.processor.post_process_masks(logits, [size], threshold=threshold, return_scores=True)
-        return [np.asarray(mask, dtype=bool) for mask in masks], scores
+    def masks(self, logits: torch.Tensor, size: tuple[int, int], threshold: float, texts=None):
+        """`(masks, scores)` at `size` = (height, width) through the processor's one logits-to-mask path; NaN logits
+        raise naming `texts` (the expressions of the logits)."""
+        return self.processor.post_process_masks(logits, [size], threshold=threshold, return_scores=True, texts=texts)
 
 
 @dataclass

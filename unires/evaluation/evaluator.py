@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 from dataset_scripts.features import sentences_of
 from dataset_scripts.load import load_mres_dataset
 from dataset_scripts.masks import decode_mask
-from modeling_unires.image_processing_unires import NaNLogitsError
 
 from .metrics import MRESMetricAccumulator, MRESMetricOptions
 
@@ -43,8 +42,9 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class UniRESRowSegmenter:
-    """A `MaskPredictor` backed by a UniRES model: each batch of rows is encoded once per image, all of a row's
-    expressions decoded against that encoding, and the logits turned into masks by `post_process_masks`.
+    """A `MaskPredictor` backed by a UniRES model, through the one inference path: the processor (one pixel row per
+    image, `image_indices` for the expressions), the model (each image encoded once for all of its expressions),
+    `post_process_masks` (at the sizes `size_of` asks for; NaN logits raise naming the expressions).
     Nothing is cached across calls."""
 
     def __init__(self, model, processor, threshold: Optional[float] = None):
@@ -54,29 +54,23 @@ class UniRESRowSegmenter:
 
     @torch.no_grad()
     def __call__(self, rows, texts, size_of):
-        images = [row["image"] for row in rows]
-        flat_texts = [t for row_texts in texts for t in row_texts]
-        image_indices = [i for i, row_texts in enumerate(texts) for _ in row_texts]
+        flat_texts = [text for row_texts in texts for text in row_texts]
         if not flat_texts:
             return [[] for _ in rows]
         device = next(self.model.parameters()).device
-        pixel_values = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
-        text_inputs = self.processor.tokenize(flat_texts, return_tensors="pt")
-        logits = self.model(
-            pixel_values=pixel_values.to(device),
-            input_ids=text_inputs["input_ids"].to(device),
-            attention_mask=text_inputs["attention_mask"].to(device),
-            image_indices=torch.tensor(image_indices, device=device),
-        ).logits.float()
-        sizes = [size_of(rows[i]) for i in image_indices]
-        try:
-            masks = self.processor.post_process_masks(logits.cpu(), sizes, threshold=self.threshold)
-        except NaNLogitsError as error:
-            named = [f"{rows[image_indices[i]]['image_id']}: {flat_texts[i]!r}" for i in error.indices]
-            raise ValueError(f"the model produced NaN mask logits for {len(named)} expression(s): {named}") from error
+        inputs = self.processor(images=[row["image"] for row in rows], text=[list(t) for t in texts])
+        inputs.pop("original_sizes")  # the sizes are `size_of`'s: original or the model's input resolution
+        logits = self.model(**{name: value.to(device) for name, value in inputs.items()}).logits
+        masks = self.processor.post_process_masks(
+            logits.float().cpu(),
+            [size_of(row) for row in rows],
+            image_indices=inputs["image_indices"],
+            texts=flat_texts,
+            threshold=self.threshold,
+        )
         out, cursor = [], 0
         for row_texts in texts:
-            out.append([np.asarray(m, dtype=bool) for m in masks[cursor : cursor + len(row_texts)]])
+            out.append(masks[cursor : cursor + len(row_texts)])
             cursor += len(row_texts)
         return out
 
