@@ -255,16 +255,27 @@ class UniRESConfig(PretrainedConfig):
         text.pad_token_id = tokenizer.pad_token_id
         return self
 
+    @staticmethod
+    def ablation_kwargs(name: str, option: str = "ablation") -> dict:
+        """
+        The constructor arguments of one row of the paper's Table 8, `{"use_low_group_tokens": ...,
+        "use_high_group_tokens": ...}`: `"full"` (low and high group tokens), `"no_group_tokens"` (no group tokens and
+        no stage-2 decoder), `"low_only"` or `"high_only"`. For callers that pass config overrides rather than build a
+        config (`from_pretrained(**overrides)`, `from_clip`). An unknown name is a `ValueError` naming `option` (e.g.
+        `"--ablation"`, as the caller's user spells it) and the valid choices.
+        """
+        if name not in ABLATIONS:
+            raise ValueError(f"{option} {name!r} is unknown; choose one of {sorted(ABLATIONS)}")
+        use_low, use_high = ABLATIONS[name]
+        return {"use_low_group_tokens": use_low, "use_high_group_tokens": use_high}
+
     @classmethod
     def ablation(cls, name: str, **kwargs) -> "UniRESConfig":
         """
-        Config of one row of the paper's Table 8: `"full"` (low and high group tokens), `"no_group_tokens"` (no group
-        tokens and no stage-2 decoder), `"low_only"` or `"high_only"`. Other keyword arguments go to the constructor.
+        Config of one row of the paper's Table 8 (see [`UniRESConfig.ablation_kwargs`]). Other keyword arguments go to
+        the constructor.
         """
-        if name not in ABLATIONS:
-            raise ValueError(f"Unknown UniRES ablation {name!r}: expected one of {sorted(ABLATIONS)}")
-        use_low, use_high = ABLATIONS[name]
-        return cls(use_low_group_tokens=use_low, use_high_group_tokens=use_high, **kwargs)
+        return cls(**cls.ablation_kwargs(name), **kwargs)
 
     @property
     def ablation_name(self) -> str:

@@ -16,8 +16,7 @@ from accelerate.utils import set_seed
 
 from dataset_scripts.load import load_mres_dataset
 from dataset_scripts.mres_synth import build_mres_synth
-from modeling_unires import UniRESModel
-from modeling_unires.configuration_unires import ABLATIONS
+from modeling_unires import UniRESConfig, UniRESModel
 
 from .evaluation import MRESMetricOptions, evaluate_methods, format_metrics_table
 from .evaluation.overlays import write_overlays
@@ -102,11 +101,8 @@ def run_demo(
         print("    " + ", ".join(f"{split}: {len(ds)} images" for split, ds in data.items()))
 
     with _stage("tokenizer and config", timings):
-        if ablation not in ABLATIONS:
-            raise ValueError(f"ablation {ablation!r} is unknown; choose one of {sorted(ABLATIONS)}")
-        use_low, use_high = ABLATIONS[ablation]
         config_kwargs = override_config_kwargs(
-            DEMO_CONFIG, {**config_overrides, "use_low_group_tokens": use_low, "use_high_group_tokens": use_high}
+            DEMO_CONFIG, {**config_overrides, **UniRESConfig.ablation_kwargs(ablation)}
         )
         config, processor = prepare_from_scratch(all_sentences(data["train"]), out, config_kwargs=config_kwargs)
 

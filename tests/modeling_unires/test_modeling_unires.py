@@ -403,6 +403,11 @@ def test_bad_config_values_name_the_field(bad, name):
 def test_unknown_ablation_is_named():
     with pytest.raises(ValueError, match="'low_high'"):
         UniRESConfig.ablation("low_high")
+    # The one lookup the training script and the demo use: the error names their option and the valid choices.
+    choices = r"\['full', 'high_only', 'low_only', 'no_group_tokens'\]"
+    with pytest.raises(ValueError, match=rf"^--ablation 'low_high' is unknown; choose one of {choices}$"):
+        UniRESConfig.ablation_kwargs("low_high", option="--ablation")
+    assert UniRESConfig.ablation_kwargs("low_only") == {"use_low_group_tokens": True, "use_high_group_tokens": False}
 
 
 def test_config_round_trip(tmp_path):

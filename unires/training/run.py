@@ -13,7 +13,6 @@ from accelerate.utils import set_seed
 
 from dataset_scripts.load import load_mres_dataset
 from modeling_unires import UniRESConfig, UniRESModel, UniRESProcessor
-from modeling_unires.configuration_unires import ABLATIONS
 
 from .arguments import DataArguments, ModelArguments, UniRESTrainingArguments
 from .collator import MRESTrainingCollator
@@ -26,10 +25,7 @@ def build_model(model_args: ModelArguments) -> UniRESModel:
     """A UniRES model from a UniRES checkpoint, a CLIP checkpoint or a config."""
     overrides = model_args.parsed_overrides()
     if model_args.ablation:
-        if model_args.ablation not in ABLATIONS:
-            raise ValueError(f"--ablation {model_args.ablation!r} is unknown; choose one of {sorted(ABLATIONS)}")
-        low, high = ABLATIONS[model_args.ablation]
-        overrides.update(use_low_group_tokens=low, use_high_group_tokens=high)
+        overrides.update(UniRESConfig.ablation_kwargs(model_args.ablation, option="--ablation"))
     if model_args.attn_implementation:
         overrides["attn_implementation"] = model_args.attn_implementation
     sources = [s for s in (model_args.model_name_or_path, model_args.clip_name_or_path, model_args.config_name) if s]
