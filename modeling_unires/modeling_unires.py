@@ -1,7 +1,9 @@
 """PyTorch UniRES: multi-granularity referring expression segmentation (Wang et al., CVPR 2024).
 
-The CLIP towers are transformers' own CLIP modules (so CLIP checkpoints load into them unchanged); this file adds the
-group tokens, the language-guided region filter, the two-stage vision-language decoder and the mask head.
+Composed as transformers' `SamModel` is: `UniRESModel` = `UniRESVisionEncoder` (CLIP's vision tower carrying the
+low/high-level group tokens) + CLIP's text tower + `UniRESDecoder` (projections, language-guided region filters,
+two-stage vision-language decoder) + `UniRESMaskHead` (mask head, alignment logit, pixel branch). The CLIP towers are
+transformers' own CLIP modules, so CLIP checkpoints load into them unchanged.
 
 This file is copied beside saved checkpoints (remote code), so it imports only `torch`, `transformers` and the
 configuration file beside it.
@@ -50,10 +52,6 @@ class UniRESOutput(ModelOutput):
         group_token_scores (`torch.FloatTensor` of shape `(num_expressions, num_group_tokens)`, *optional*,
             returned with `output_group_tokens=True`):
             Relevance in [0, 1] of every group token to its expression, as selected by the region filter.
-        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
-            Cross-attention maps, each `(num_expressions, heads, queries, keys)`: the region filter's (low, then
-            high; group tokens over text tokens), then each stage-1 layer's (visual over text tokens), then each
-            stage-2 layer's (visual over group tokens).
         vision_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True` when
             the images are encoded in this call, i.e. not with `image_embeddings`):
             The vision tower's input (after CLIP's pre-layernorm) and the output of each of its layers, each
@@ -66,6 +64,16 @@ class UniRESOutput(ModelOutput):
         decoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
             The decoder's input (visual tokens fused with the sentence, pooled by `decoder_token_stride`) and the
             output of each stage-1 then stage-2 layer, each `(num_expressions, decoder_tokens, decoder_hidden_size)`.
+        region_filter_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            The language-guided region filter's cross-attention maps, low-level then high-level group tokens (only
+            the levels the config uses), each `(num_expressions, heads, num_level_group_tokens, text_length)`.
+        decoder_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            The V-L decoder's cross-attention maps, one per layer as in `decoder_hidden_states`: each stage-1 layer's
+            `(num_expressions, heads, decoder_tokens, text_length)` (visual over text tokens), then each stage-2
+            layer's `(num_expressions, heads, decoder_tokens, num_group_tokens)` (visual over group tokens).
+
+    The CLIP towers' own self-attention maps are not returned (transformers' `CLIPVisionModel` and `CLIPTextModel`
+    give them when called alone with `output_attentions=True`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -73,10 +81,51 @@ class UniRESOutput(ModelOutput):
     image_embeddings: torch.FloatTensor | None = None
     group_tokens: torch.FloatTensor | None = None
     group_token_scores: torch.FloatTensor | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
     vision_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     text_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    region_filter_attentions: tuple[torch.FloatTensor, ...] | None = None
+    decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class UniRESVisionEncoderOutput(ModelOutput):
+    r"""
+    Output of [`UniRESVisionEncoder`].
+
+    Args:
+        image_embeddings (`torch.FloatTensor` of shape `(num_images, num_patches + num_group_tokens, hidden)`):
+            See [`UniRESModel.get_image_embeddings`].
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*): see `UniRESOutput.vision_hidden_states`.
+    """
+
+    image_embeddings: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class UniRESDecoderOutput(ModelOutput):
+    r"""
+    Output of [`UniRESDecoder`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(num_expressions, num_patches, decoder_hidden_size)`):
+            The decoded visual tokens on the full patch grid, after the decoder's final layernorm: what the mask head
+            reads.
+        sentence_embedding (`torch.FloatTensor` of shape `(num_expressions, decoder_hidden_size)`):
+            The projected sentence vector that scales the visual tokens (and that the mask head's alignment reads).
+        group_tokens, group_token_scores: see [`UniRESOutput`] (`None` without group tokens).
+        hidden_states, region_filter_attentions, attentions: `UniRESOutput.decoder_hidden_states`,
+            `.region_filter_attentions` and `.decoder_attentions`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    sentence_embedding: torch.FloatTensor | None = None
+    group_tokens: torch.FloatTensor | None = None
+    group_token_scores: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    region_filter_attentions: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 def interpolate_position_embeddings(weight: torch.Tensor, new_grid: int) -> torch.Tensor:
@@ -120,6 +169,20 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor, smooth: float = 1.0) -
     intersection = (probabilities * labels).sum(-1)
     total = probabilities.sum(-1) + labels.sum(-1)
     return (1.0 - (2.0 * intersection + smooth) / (total + smooth)).mean()
+
+
+
+def sentence_embedding(text_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """
+    The sentence vector `(expressions, text_hidden)`: CLIP's end-of-text token (the last attended one) plus the mean
+    of the attended tokens. The mean carries every word from the first step, which a text tower trained from scratch
+    needs; with a pretrained tower the EOS state dominates as in CLIP.
+    """
+    last_token = (attention_mask.long().sum(-1) - 1).clamp(min=0)
+    eos_state = text_states[torch.arange(text_states.shape[0], device=text_states.device), last_token]
+    token_weights = attention_mask.to(text_states.dtype)[..., None]
+    mean_state = (text_states * token_weights).sum(1) / token_weights.sum(1).clamp(min=1)
+    return eos_state + mean_state
 
 
 class UniRESGroupTokens(nn.Module):
@@ -258,68 +321,89 @@ class UniRESPixelDecoder(nn.Module):
         return self.conv_out(F.gelu(self.conv_in(pixel_values)))
 
 
-class UniRESPreTrainedModel(PreTrainedModel):
-    config_class = UniRESConfig
-    config: UniRESConfig
-    base_model_prefix = "unires"
-    main_input_name = "pixel_values"
-    input_modalities = ("image", "text")
-    supports_gradient_checkpointing = True
-    _supports_sdpa = True
-    _no_split_modules = ["CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings", "UniRESDecoderLayer"]
-
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if isinstance(module, UniRESGroupTokens):
-            # Same scale as CLIP's class embedding: the tokens go through CLIP's pre-layernorm like the patches.
-            std = module.low.shape[-1] ** -0.5 if module.low is not None else module.high.shape[-1] ** -0.5
-            for tokens in (module.low, module.high):
-                if tokens is not None:
-                    init.normal_(tokens, mean=0.0, std=std)
-        elif isinstance(module, UniRESRegionFilter):
-            init.zeros_(module.score_bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-
-    @torch.no_grad()
-    def initialize_weights(self):
-        # The CLIP towers are transformers' own models: initialise them (i.e. what a checkpoint left missing) by their
-        # own `initialize_weights`, i.e. CLIPPreTrainedModel._init_weights under CLIP's rules. Reached from this model
-        # instead, the custom-code rule of transformers would mark CLIPAttention and CLIPMLP (no parameters of their
-        # own) as initialised before CLIP's scheme reaches their projections, which would keep a plain N(0, 0.02).
-        # After the towers' own initialisation (at construction) this does nothing: their modules are marked done.
-        for tower in (getattr(self, "vision_model", None), getattr(self, "text_model", None)):
-            if isinstance(tower, PreTrainedModel):
-                tower.initialize_weights()
-        super().initialize_weights()
-
-
-class UniRESModel(UniRESPreTrainedModel):
-    r"""
-    UniRES: CLIP vision tower with low/high-level group tokens, CLIP text tower, language-guided region filter,
-    two-stage vision-language decoder and a mask head.
-
-    `vision_model` and `text_model` are transformers' `CLIPVisionModel` / `CLIPTextModel`; every other parameter
-    (group tokens, projections, filter, decoder, head) lives outside them, so optimiser groups can be split by the
-    `vision_model.` / `text_model.` prefixes.
-
-    One image encoding serves many expressions: `get_image_embeddings(pixel_values)` once, then
-    `forward(image_embeddings=..., input_ids=..., image_indices=...)`.
+class UniRESVisionEncoder(nn.Module):
+    """
+    The CLIP vision tower (transformers' `CLIPVisionModel`, whose layers it runs one by one) carrying the group tokens:
+    the low-level ones join the patch tokens before the first layer and leave at `group_insert_layer`, where the
+    high-level ones join, to leave after the last layer. It does not depend on the text.
     """
 
     def __init__(self, config: UniRESConfig):
-        super().__init__(config)
-        vision_hidden = config.vision_config.hidden_size
-        text_hidden = config.text_config.hidden_size
-        width = config.decoder_hidden_size
-
+        super().__init__()
+        self.config = config
         self.vision_model = CLIPVisionModel._from_config(config.vision_config)
-        self.text_model = CLIPTextModel._from_config(config.text_config)
         self.group_tokens = UniRESGroupTokens(config)
         # Low-level tokens leave mid-network, before CLIP's post-layernorm sees anything: they get their own norm.
-        self.low_group_norm = nn.LayerNorm(vision_hidden) if config.use_low_group_tokens else None
+        self.low_group_norm = (
+            nn.LayerNorm(config.vision_config.hidden_size) if config.use_low_group_tokens else None
+        )
 
+    def forward(self, pixel_values: torch.FloatTensor, output_hidden_states: bool = False) -> UniRESVisionEncoderOutput:
+        """Image embeddings (patch tokens without CLS, then low-, then high-level group tokens) and, on request, the
+        tower's hidden states (see `UniRESOutput.vision_hidden_states`)."""
+        if pixel_values is None or pixel_values.dim() != 4:
+            shape = None if pixel_values is None else tuple(pixel_values.shape)
+            raise ValueError(f"pixel_values must be a 4-D tensor (num_images, channels, height, width), got {shape}")
+        height, width = pixel_values.shape[-2:]
+        patch = self.config.vision_config.patch_size
+        if height % patch or width % patch or height == 0 or width == 0:
+            raise ValueError(f"pixel_values size {height}x{width} is not a positive multiple of patch_size={patch}")
+        vision, low, high = self.vision_model, self.group_tokens.low, self.group_tokens.high
+        batch = pixel_values.shape[0]
+        embeddings = vision.embeddings(pixel_values, interpolate_pos_encoding=True)
+        num_patches = embeddings.shape[1] - 1
+        if low is not None:
+            embeddings = torch.cat([embeddings, low.to(embeddings.dtype).expand(batch, -1, -1)], dim=1)
+        hidden_states = vision.pre_layrnorm(embeddings)
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+
+        low_out = None
+        for index, layer in enumerate(vision.encoder.layers):
+            if index == self.config.group_insert_layer and self.config.uses_group_tokens:
+                if low is not None:
+                    low_out = hidden_states[:, -low.shape[0] :]
+                    hidden_states = hidden_states[:, : -low.shape[0]]
+                if high is not None:
+                    # High-level tokens enter normalised like every token entering the first layer.
+                    high_in = vision.pre_layrnorm(high.to(hidden_states.dtype)).expand(batch, -1, -1)
+                    hidden_states = torch.cat([hidden_states, high_in], dim=1)
+            output = layer(hidden_states, None)
+            hidden_states = output[0] if isinstance(output, tuple) else output
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+
+        parts = [vision.post_layernorm(hidden_states[:, 1 : 1 + num_patches])]
+        if low_out is not None:
+            parts.append(self.low_group_norm(low_out))
+        if high is not None:
+            parts.append(vision.post_layernorm(hidden_states[:, -high.shape[0] :]))
+        return UniRESVisionEncoderOutput(image_embeddings=torch.cat(parts, dim=1), hidden_states=all_hidden_states)
+
+    def split_embeddings(self, image_embeddings: torch.Tensor):
+        """`(visual, low, high)` parts of image embeddings; a group level the config does not use is `None`."""
+        config = self.config
+        num_low = config.num_low_group_tokens if config.use_low_group_tokens else 0
+        num_high = config.num_high_group_tokens if config.use_high_group_tokens else 0
+        num_patches = image_embeddings.shape[1] - num_low - num_high
+        visual = image_embeddings[:, :num_patches]
+        low = image_embeddings[:, num_patches : num_patches + num_low] if num_low else None
+        high = image_embeddings[:, num_patches + num_low :] if num_high else None
+        return visual, low, high
+
+
+class UniRESDecoder(nn.Module):
+    """
+    Everything between the towers and the mask head: the projections to the decoder width, the language-guided region
+    filters (one per group-token level), the two-stage vision-language decoder (stage 1: visual tokens over the text
+    tokens; stage 2: over the filtered group tokens) and its position encoding. Optionally it decodes the patch grid
+    pooled by `decoder_token_stride` and adds the decoded update back onto every patch.
+    """
+
+    def __init__(self, config: UniRESConfig):
+        super().__init__()
+        self.config = config
+        vision_hidden, text_hidden = config.vision_config.hidden_size, config.text_config.hidden_size
+        width = config.decoder_hidden_size
         self.visual_projection = nn.Sequential(nn.Linear(vision_hidden, width), nn.LayerNorm(width))
         self.text_projection = nn.Sequential(nn.Linear(text_hidden, width), nn.LayerNorm(width))
         self.sentence_projection = nn.Sequential(nn.Linear(text_hidden, width), nn.LayerNorm(width))
@@ -330,287 +414,70 @@ class UniRESModel(UniRESPreTrainedModel):
             self.low_region_filter = UniRESRegionFilter(config)
         if config.use_high_group_tokens:
             self.high_region_filter = UniRESRegionFilter(config)
-
         self.stage1_layers = nn.ModuleList(UniRESDecoderLayer(config) for _ in range(config.decoder_stage1_layers))
         # "No group tokens" (Table 8) also drops the stage-2 decoder.
         num_stage2 = config.decoder_stage2_layers if config.uses_group_tokens else 0
         self.stage2_layers = nn.ModuleList(UniRESDecoderLayer(config) for _ in range(num_stage2))
-        self.decoder_norm = nn.LayerNorm(width)
-        patch = config.vision_config.patch_size
-        outputs_per_token = patch * patch if config.mask_head_type == "pixel_shuffle" else 1
-        self.mask_head = nn.Linear(width, outputs_per_token)
-        # Text-to-pixel alignment (as in CRIS, the paper's lineage): a per-patch logit from the dot product of the
-        # decoded patch and the sentence. It couples every patch's gradient to the sentence directly, which makes a
-        # model trained from scratch ground expressions several times faster.
-        self.alignment_visual_projection = nn.Linear(width, width)
-        self.alignment_text_projection = nn.Linear(width, width)
-        self.pixel_decoder = self.pixel_filter = None
-        if config.pixel_decoder_channels:
-            self.pixel_decoder = UniRESPixelDecoder(config)
-            self.pixel_filter = nn.Linear(width, config.pixel_decoder_channels)
-        self.gradient_checkpointing = False
-        self.post_init()
-
-    # ------------------------------------------------------------------ loading from CLIP
-
-    @classmethod
-    def from_clip(cls, name_or_path, clip_kwargs: dict | None = None, **config_overrides) -> "UniRESModel":
-        """
-        Build a UniRES model whose vision and text towers are a `CLIPModel` checkpoint's, weights copied unchanged.
-
-        Args:
-            name_or_path: Hub id or folder of a `CLIPModel` checkpoint (e.g. `"openai/clip-vit-base-patch16"`).
-            clip_kwargs: extra arguments for `CLIPModel.from_pretrained` (`revision`, `cache_dir`, ...).
-            config_overrides: `UniRESConfig` arguments; `image_size=` sets the model input size, in which case
-                the CLIP position table is resized bicubically to the new patch grid (nothing else changes).
-                `vision_config=` / `text_config=` dicts update the checkpoint's sub-configs.
-        """
-        from transformers import CLIPModel
-
-        clip = CLIPModel.from_pretrained(name_or_path, **(clip_kwargs or {}))
-        vision_dict = clip.config.vision_config.to_dict()
-        text_dict = clip.config.text_config.to_dict()
-        vision_dict.update(config_overrides.pop("vision_config", None) or {})
-        text_dict.update(config_overrides.pop("text_config", None) or {})
-        image_size = config_overrides.pop("image_size", None)
-        if image_size is not None:
-            vision_dict["image_size"] = image_size
-        config = UniRESConfig(vision_config=vision_dict, text_config=text_dict, **config_overrides)
-        model = cls(config)
-
-        vision_state = clip.vision_model.state_dict()
-        key = "embeddings.position_embedding.weight"
-        new_grid = config.vision_config.image_size // config.vision_config.patch_size
-        vision_state[key] = interpolate_position_embeddings(vision_state[key], new_grid)
-        model.vision_model.load_state_dict(vision_state, strict=True)
-        model.text_model.load_state_dict(clip.text_model.state_dict(), strict=True)
-        return model
-
-    # ------------------------------------------------------------------ embeddings (resize_token_embeddings)
-
-    def get_input_embeddings(self) -> nn.Module:
-        """The text tower's token embedding: what `resize_token_embeddings` resizes (see `fit_to_tokenizer`)."""
-        return self.text_model.get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Module):
-        self.text_model.set_input_embeddings(value)
-
-    # ------------------------------------------------------------------ image side
-
-    def _run_vision_layer(self, layer, hidden_states):
-        output = layer(hidden_states, None)
-        return output[0] if isinstance(output, tuple) else output
-
-    def get_image_embeddings(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
-        """
-        Encode images once, independently of any text.
-
-        Returns a tensor `(num_images, num_patches + num_group_tokens_used, vision_hidden_size)`: the patch tokens
-        (no CLS), then the low-level group tokens (taken out at `group_insert_layer`), then the high-level ones.
-        Position embeddings are interpolated when the image size differs from `config.image_size`.
-        """
-        return self._encode_images(pixel_values)[0]
-
-    def _encode_images(self, pixel_values, output_hidden_states=False):
-        """`(image_embeddings, vision_hidden_states or None)`: see `get_image_embeddings` and `UniRESOutput`."""
-        if pixel_values is None or pixel_values.dim() != 4:
-            shape = None if pixel_values is None else tuple(pixel_values.shape)
-            raise ValueError(f"pixel_values must be a 4-D tensor (num_images, channels, height, width), got {shape}")
-        height, width = pixel_values.shape[-2:]
-        patch = self.config.vision_config.patch_size
-        if height % patch or width % patch or height == 0 or width == 0:
-            raise ValueError(f"pixel_values size {height}x{width} is not a positive multiple of patch_size={patch}")
-        config = self.config
-        vision = self.vision_model
-        batch = pixel_values.shape[0]
-        embeddings = vision.embeddings(pixel_values, interpolate_pos_encoding=True)
-        num_patches = embeddings.shape[1] - 1
-        low = self.group_tokens.low
-        high = self.group_tokens.high
-        if low is not None:
-            embeddings = torch.cat([embeddings, low.to(embeddings.dtype).expand(batch, -1, -1)], dim=1)
-        hidden_states = vision.pre_layrnorm(embeddings)
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
-
-        low_out = None
-        for index, layer in enumerate(vision.encoder.layers):
-            if index == config.group_insert_layer and config.uses_group_tokens:
-                if low is not None:
-                    low_out = hidden_states[:, -low.shape[0] :]
-                    hidden_states = hidden_states[:, : -low.shape[0]]
-                if high is not None:
-                    # High-level tokens enter normalised like every token entering the first layer.
-                    high_in = vision.pre_layrnorm(high.to(hidden_states.dtype)).expand(batch, -1, -1)
-                    hidden_states = torch.cat([hidden_states, high_in], dim=1)
-            hidden_states = self._run_vision_layer(layer, hidden_states)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-
-        parts = [vision.post_layernorm(hidden_states[:, 1 : 1 + num_patches])]
-        if low_out is not None:
-            parts.append(self.low_group_norm(low_out))
-        if high is not None:
-            parts.append(vision.post_layernorm(hidden_states[:, -high.shape[0] :]))
-        return torch.cat(parts, dim=1), all_hidden_states
-
-    def _split_image_embeddings(self, image_embeddings):
-        config = self.config
-        num_low = config.num_low_group_tokens if config.use_low_group_tokens else 0
-        num_high = config.num_high_group_tokens if config.use_high_group_tokens else 0
-        num_patches = image_embeddings.shape[1] - num_low - num_high
-        visual = image_embeddings[:, :num_patches]
-        low = image_embeddings[:, num_patches : num_patches + num_low] if num_low else None
-        high = image_embeddings[:, num_patches + num_low :] if num_high else None
-        return visual, low, high
-
-    def _resolve_image_indices(self, image_indices, num_images, num_expressions, device):
-        if image_indices is None:
-            if num_images == num_expressions:
-                return torch.arange(num_expressions, device=device)
-            if num_images == 1:
-                return torch.zeros(num_expressions, dtype=torch.long, device=device)
-            raise ValueError(
-                f"Got {num_images} images and {num_expressions} expressions: pass one image, as many images as "
-                "expressions, or `image_indices` mapping each expression to its image"
-            )
-        image_indices = torch.as_tensor(image_indices, device=device).long()
-        if image_indices.shape != (num_expressions,):
-            raise ValueError(
-                f"image_indices has shape {tuple(image_indices.shape)}, expected ({num_expressions},) "
-                "(one image index per expression)"
-            )
-        if num_expressions and (image_indices.min() < 0 or image_indices.max() >= num_images):
-            raise ValueError(f"image_indices {image_indices.tolist()} out of range for {num_images} images")
-        return image_indices
-
-    # ------------------------------------------------------------------ decoding
-
-    def _run_decoder_layer(self, layer, hidden_states, memory, memory_mask, output_attentions, positions=None):
-        return layer(hidden_states, memory, memory_mask, output_attentions, positions)
+        self.norm = nn.LayerNorm(width)
 
     def forward(
-        self,
-        pixel_values: torch.FloatTensor | None = None,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.LongTensor | None = None,
-        image_embeddings: torch.FloatTensor | None = None,
-        image_indices: torch.LongTensor | None = None,
-        labels: torch.Tensor | None = None,
-        original_sizes: torch.LongTensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        output_image_embeddings: bool = False,
-        output_group_tokens: bool = False,
-        return_dict: bool | None = None,
-    ) -> UniRESOutput | tuple:
-        r"""
-        Args:
-            pixel_values (`(num_images, 3, H, W)`): images. Given with `image_embeddings`, they are read by the pixel
-                branch alone (and required when `config.pixel_decoder_channels > 0`), so code that passes both works
-                with every UniRES model.
-            input_ids, attention_mask (`(num_expressions, text_length)`): the tokenised expressions.
-            image_embeddings (`(num_images, tokens, hidden)`): output of `get_image_embeddings`, to reuse one image
-                encoding for many expressions (square patch grid assumed).
-            image_indices (`(num_expressions,)`, *optional*): image row of each expression. By default the identity
-                when the counts match, or every expression on the single image.
-            labels (`(num_expressions, H, W)`, float or bool): ground-truth masks at input resolution; gives `loss`.
-            original_sizes (`(num_images, 2)`, *optional*): what the processor returns beside the model inputs;
-                accepted and unused here, so that `model(**processor(...))` works (`post_process_masks` takes it).
-            output_attentions, output_hidden_states (`bool`, *optional*): return the attention maps / the hidden states
-                of the vision tower, the text tower and the decoder (see [`UniRESOutput`]); default: the config's.
-
-        There is no `**kwargs`: a misspelled argument (`attention_masks=`) is a `TypeError` naming it, not ignored.
+        self, visual, low, high, text_states, attention_mask, image_indices, grid,
+        output_attentions: bool = False, output_hidden_states: bool = False,
+    ) -> UniRESDecoderOutput:
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
-        if output_hidden_states is not None and not isinstance(output_hidden_states, bool):
-            # transformers' models that record outputs by hook also take a list of layer indices; UniRES does not.
-            raise TypeError(f"output_hidden_states must be a bool, got {output_hidden_states!r}")
-        output_hidden_states = bool(
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        uses_pixels = self.pixel_decoder is not None
-        if pixel_values is None and image_embeddings is None:
-            raise ValueError("Pass `pixel_values` or `image_embeddings`")
-        if image_embeddings is not None and pixel_values is None and uses_pixels:
-            raise ValueError(
-                "This model has a pixel branch (config.pixel_decoder_channels="
-                f"{self.config.pixel_decoder_channels}): pass `pixel_values` together with `image_embeddings`"
-            )
-        if input_ids is None:
-            raise ValueError("`input_ids` (the tokenised expressions) are required")
-        patch = self.config.vision_config.patch_size
-
-        vision_hidden_states = None
-        if image_embeddings is None:
-            image_embeddings, vision_hidden_states = self._encode_images(pixel_values, output_hidden_states)
-            grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
-        else:
-            expected = self.config.vision_config.hidden_size
-            if image_embeddings.dim() != 3 or image_embeddings.shape[-1] != expected:
-                raise ValueError(
-                    f"image_embeddings must be (num_images, tokens, {expected}), got {tuple(image_embeddings.shape)}"
-                )
-            num_patches = image_embeddings.shape[1] - self.config.num_group_tokens_used
-            side = math.isqrt(max(num_patches, 0))
-            if num_patches <= 0 or side * side != num_patches:
-                raise ValueError(
-                    f"image_embeddings hold {image_embeddings.shape[1]} tokens: expected a square patch grid plus "
-                    f"{self.config.num_group_tokens_used} group tokens"
-                )
-            grid = (side, side)
-            if pixel_values is not None and (
-                pixel_values.shape[0] != image_embeddings.shape[0]
-                or tuple(pixel_values.shape[-2:]) != (side * patch, side * patch)
-            ):
-                raise ValueError(
-                    f"pixel_values are {pixel_values.shape[0]} images of {tuple(pixel_values.shape[-2:])} but "
-                    f"image_embeddings hold {image_embeddings.shape[0]} images of a {side}x{side} patch grid: pass "
-                    "the images the embeddings were computed from"
-                )
-
-        num_expressions = input_ids.shape[0]
-        device = image_embeddings.device
-        image_indices = self._resolve_image_indices(image_indices, image_embeddings.shape[0], num_expressions, device)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-
-        # Text side: token features for cross-attention, and a sentence vector: CLIP's end-of-text token (last
-        # attended) plus the mean of the attended tokens. The mean carries every word from the first step, which a
-        # text tower trained from scratch needs; with a pretrained tower the EOS state dominates as in CLIP.
-        text_outputs = self.text_model(
-            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
-        )
-        text_states = text_outputs.last_hidden_state
-        text_mask = attention_mask.bool()
-        last_token = (attention_mask.long().sum(-1) - 1).clamp(min=0)
-        eos_state = text_states[torch.arange(num_expressions, device=device), last_token]
-        token_weights = attention_mask.to(text_states.dtype)[..., None]
-        mean_state = (text_states * token_weights).sum(1) / token_weights.sum(1).clamp(min=1)
-        sentence = eos_state + mean_state
+        `visual`, `low`, `high`: an image's parts of `UniRESVisionEncoder.split_embeddings`, per image;
+        `text_states`, `attention_mask`: the text tower's last states and the mask, per expression; `image_indices`:
+        each expression's image; `grid`: the `(rows, cols)` patch grid.
+        """
         text_tokens = self.text_projection(text_states)
-
-        visual, low, high = self._split_image_embeddings(image_embeddings)
-        # Project once per image, then gather per expression: gradients flow through the shared encoding.
-        visual = self.visual_projection(visual)
+        text_mask = attention_mask.bool()
         # Multiplicative sentence-visual fusion (as in CRIS): from the first step the decoder input depends on the
         # expression, so different expressions on one image get different masks early in training.
-        sentence_key = self.sentence_projection(sentence)
+        sentence_key = self.sentence_projection(sentence_embedding(text_states, attention_mask))
+        # Project once per image, then gather per expression: gradients flow through the shared encoding.
+        visual = self.visual_projection(visual)
         fused = visual.index_select(0, image_indices) * sentence_key[:, None, :]
         pooled = fused
         if self.config.decoder_token_stride > 1:
             # Pooling is linear and the sentence scales every token alike: pool once per image, not per expression.
             pooled = self._pool_tokens(visual, grid).index_select(0, image_indices) * sentence_key[:, None, :]
-        hidden_states = pooled
-        decoder_hidden_states = (hidden_states,) if output_hidden_states else None
         positions = None
         if self.config.decoder_position_encoding == "sine":
-            positions = sine_position_encoding(
-                self._pooled_grid(grid), hidden_states.shape[-1], hidden_states.device, hidden_states.dtype
-            )
+            positions = sine_position_encoding(self._pooled_grid(grid), pooled.shape[-1], pooled.device, pooled.dtype)
+        group_tokens, scores, filter_attentions = self.filter_regions(
+            low, high, text_tokens, text_mask, sentence_key, image_indices, output_attentions
+        )
 
+        hidden_states = pooled
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
         attentions = () if output_attentions else None
+        # Stage 1 attends to the text tokens, stage 2 to the filtered group tokens.
+        stages = [(layer, text_tokens, text_mask) for layer in self.stage1_layers]
+        stages += [(layer, group_tokens, None) for layer in self.stage2_layers]
+        for layer, memory, memory_mask in stages:
+            hidden_states, weights = layer(hidden_states, memory, memory_mask, output_attentions, positions)
+            if output_attentions:
+                attentions += (weights,)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+        if self.config.decoder_token_stride > 1:
+            # Every patch token receives the update its pooled cell got from the decoder.
+            hidden_states = self._add_unpooled(fused, hidden_states - pooled, grid)
+        return UniRESDecoderOutput(
+            last_hidden_state=self.norm(hidden_states),
+            sentence_embedding=sentence_key,
+            group_tokens=group_tokens,
+            group_token_scores=scores,
+            hidden_states=all_hidden_states,
+            region_filter_attentions=filter_attentions,
+            attentions=attentions,
+        )
+
+    def filter_regions(self, low, high, text_tokens, text_mask, sentence_key, image_indices, output_attentions=False):
+        """The language-guided region filter of each level: `(group_tokens, scores, attentions)`, levels concatenated
+        (low then high); the first two are `None` without group tokens, the last is `None` unless requested."""
         filtered, scores = [], []
+        attentions = () if output_attentions else None
         for tokens, region_filter in ((low, self.low_region_filter), (high, self.high_region_filter)):
             if tokens is None:
                 continue
@@ -620,49 +487,9 @@ class UniRESModel(UniRESPreTrainedModel):
             scores.append(score)
             if output_attentions:
                 attentions += (weights,)
-        group_tokens = torch.cat(filtered, dim=1) if filtered else None
-
-        for layer in self.stage1_layers:
-            hidden_states, weights = self._run_decoder_layer(
-                layer, hidden_states, text_tokens, text_mask, output_attentions, positions
-            )
-            if output_attentions:
-                attentions += (weights,)
-            if output_hidden_states:
-                decoder_hidden_states += (hidden_states,)
-        for layer in self.stage2_layers:
-            hidden_states, weights = self._run_decoder_layer(
-                layer, hidden_states, group_tokens, None, output_attentions, positions
-            )
-            if output_attentions:
-                attentions += (weights,)
-            if output_hidden_states:
-                decoder_hidden_states += (hidden_states,)
-
-        if self.config.decoder_token_stride > 1:
-            # Every patch token receives the update its pooled cell got from the decoder.
-            hidden_states = self._add_unpooled(fused, hidden_states - pooled, grid)
-        decoded = self.decoder_norm(hidden_states)
-        logits = self._mask_logits(decoded, grid, patch, self._alignment_per_patch(decoded, sentence_key))
-        if uses_pixels:
-            logits = logits + self._pixel_logits(decoded, self.pixel_decoder(pixel_values), image_indices, grid, patch)
-
-        loss = None
-        if labels is not None:
-            loss = self.compute_loss(logits, labels)
-
-        output = UniRESOutput(
-            loss=loss,
-            logits=logits,
-            image_embeddings=image_embeddings if output_image_embeddings else None,
-            group_tokens=group_tokens if output_group_tokens else None,
-            group_token_scores=torch.cat(scores, dim=1) if (output_group_tokens and scores) else None,
-            attentions=attentions,
-            vision_hidden_states=vision_hidden_states,
-            text_hidden_states=text_outputs.hidden_states if output_hidden_states else None,
-            decoder_hidden_states=decoder_hidden_states,
-        )
-        return output if return_dict else output.to_tuple()
+        if not filtered:
+            return None, None, attentions
+        return torch.cat(filtered, dim=1), torch.cat(scores, dim=1), attentions
 
     def _pooled_grid(self, grid):
         """`(rows, cols)` of the cells the decoder works on: the patch grid pooled by `decoder_token_stride`, a partial
@@ -703,6 +530,39 @@ class UniRESModel(UniRESPreTrainedModel):
         fine = tokens.view(batch, rows // stride, stride, cols // stride, stride, width)
         coarse = pooled.view(batch, rows // stride, 1, cols // stride, 1, width)
         return (fine + coarse).view(batch, rows * cols, width)
+
+
+class UniRESMaskHead(nn.Module):
+    """
+    From decoded visual tokens to mask logits at input resolution: a linear head (a `patch x patch` block of logits per
+    token, or one upsampled logit), plus the text-to-pixel alignment logit of each patch and, with
+    `pixel_decoder_channels > 0`, the pixel branch's logit of each pixel.
+    """
+
+    def __init__(self, config: UniRESConfig):
+        super().__init__()
+        self.config = config
+        width, patch = config.decoder_hidden_size, config.vision_config.patch_size
+        outputs_per_token = patch * patch if config.mask_head_type == "pixel_shuffle" else 1
+        self.projection = nn.Linear(width, outputs_per_token)
+        # Text-to-pixel alignment (as in CRIS, the paper's lineage): a per-patch logit from the dot product of the
+        # decoded patch and the sentence. It couples every patch's gradient to the sentence directly, which makes a
+        # model trained from scratch ground expressions several times faster.
+        self.alignment_visual_projection = nn.Linear(width, width)
+        self.alignment_text_projection = nn.Linear(width, width)
+        self.pixel_decoder = self.pixel_filter = None
+        if config.pixel_decoder_channels:
+            self.pixel_decoder = UniRESPixelDecoder(config)
+            self.pixel_filter = nn.Linear(width, config.pixel_decoder_channels)
+
+    def forward(self, decoded, sentence_embedding, grid, pixel_values=None, image_indices=None) -> torch.Tensor:
+        """`(expressions, rows * patch, cols * patch)` logits from `UniRESDecoderOutput.last_hidden_state` and
+        `.sentence_embedding`; `pixel_values` (per image) and `image_indices` feed the pixel branch."""
+        patch = self.config.vision_config.patch_size
+        logits = self._mask_logits(decoded, grid, patch, self._alignment_per_patch(decoded, sentence_embedding))
+        if self.pixel_decoder is not None:
+            logits = logits + self._pixel_logits(decoded, self.pixel_decoder(pixel_values), image_indices, grid, patch)
+        return logits
 
     def _pixel_logits(self, decoded, pixel_features, image_indices, grid, patch):
         """
@@ -760,7 +620,7 @@ class UniRESModel(UniRESPreTrainedModel):
         """The mask head's logits plus `per_patch` (one logit per patch, repeated over its pixels), at full size."""
         rows, cols = grid
         batch = hidden_states.shape[0]
-        head = self.mask_head(hidden_states)
+        head = self.projection(hidden_states)
         if self.config.mask_head_type == "pixel_shuffle":
             # Every token predicts its own patch x patch block of logits; its patch logit is added to the block.
             head = (head + per_patch[..., None]).view(batch, rows, cols, patch, patch).permute(0, 1, 3, 2, 4)
@@ -782,6 +642,276 @@ class UniRESModel(UniRESPreTrainedModel):
         per_patch = torch.bmm(decoded, key[:, :, None]).squeeze(-1) + (text @ projection.bias)[:, None]
         return per_patch / math.sqrt(projection.out_features)
 
+
+class UniRESPreTrainedModel(PreTrainedModel):
+    config_class = UniRESConfig
+    config: UniRESConfig
+    base_model_prefix = "unires"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings", "UniRESDecoderLayer"]
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, UniRESGroupTokens):
+            # Same scale as CLIP's class embedding: the tokens go through CLIP's pre-layernorm like the patches.
+            std = module.low.shape[-1] ** -0.5 if module.low is not None else module.high.shape[-1] ** -0.5
+            for tokens in (module.low, module.high):
+                if tokens is not None:
+                    init.normal_(tokens, mean=0.0, std=std)
+        elif isinstance(module, UniRESRegionFilter):
+            init.zeros_(module.score_bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+    @torch.no_grad()
+    def initialize_weights(self):
+        # The CLIP towers are transformers' own models: initialise them (i.e. what a checkpoint left missing) by their
+        # own `initialize_weights`, i.e. CLIPPreTrainedModel._init_weights under CLIP's rules. Reached from this model
+        # instead, the custom-code rule of transformers would mark CLIPAttention and CLIPMLP (no parameters of their
+        # own) as initialised before CLIP's scheme reaches their projections, which would keep a plain N(0, 0.02).
+        # After the towers' own initialisation (at construction) this does nothing: their modules are marked done.
+        vision_tower = getattr(getattr(self, "vision_encoder", None), "vision_model", None)
+        for tower in (vision_tower, getattr(self, "text_model", None)):
+            if isinstance(tower, PreTrainedModel):
+                tower.initialize_weights()
+        super().initialize_weights()
+
+
+class UniRESModel(UniRESPreTrainedModel):
+    r"""
+    UniRES, composed as transformers' `SamModel` is: a vision encoder ([`UniRESVisionEncoder`]: CLIP's vision tower
+    with the low/high-level group tokens), the CLIP text tower (`text_model`, the "prompt" encoder), a decoder
+    ([`UniRESDecoder`]: projections, language-guided region filters, two-stage vision-language decoder) and a mask head
+    ([`UniRESMaskHead`]).
+
+    The CLIP towers are transformers' `CLIPVisionModel` (`vision_encoder.vision_model`) and `CLIPTextModel`
+    (`text_model`); every other parameter (group tokens, projections, filter, decoder, head) lives outside them, so
+    optimiser groups can be split by the `vision_encoder.vision_model.` / `text_model.` prefixes.
+
+    One image encoding serves many expressions: `get_image_embeddings(pixel_values)` once, then
+    `forward(image_embeddings=..., input_ids=..., image_indices=...)`.
+    """
+
+    def __init__(self, config: UniRESConfig):
+        super().__init__(config)
+        self.vision_encoder = UniRESVisionEncoder(config)
+        self.text_model = CLIPTextModel._from_config(config.text_config)
+        self.decoder = UniRESDecoder(config)
+        self.mask_head = UniRESMaskHead(config)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    @property
+    def vision_model(self) -> CLIPVisionModel:
+        """The CLIP vision tower, `vision_encoder.vision_model` (where composite transformers models keep theirs)."""
+        return self.vision_encoder.vision_model
+
+    # ------------------------------------------------------------------ loading from CLIP
+
+    @classmethod
+    def from_clip(cls, name_or_path, clip_kwargs: dict | None = None, **config_overrides) -> "UniRESModel":
+        """
+        Build a UniRES model whose vision and text towers are a `CLIPModel` checkpoint's, weights copied unchanged.
+
+        Args:
+            name_or_path: Hub id or folder of a `CLIPModel` checkpoint (e.g. `"openai/clip-vit-base-patch16"`).
+            clip_kwargs: extra arguments for `CLIPModel.from_pretrained` (`revision`, `cache_dir`, ...).
+            config_overrides: `UniRESConfig` arguments; `image_size=` sets the model input size, in which case
+                the CLIP position table is resized bicubically to the new patch grid (nothing else changes).
+                `vision_config=` / `text_config=` dicts update the checkpoint's sub-configs.
+        """
+        from transformers import CLIPModel
+
+        clip = CLIPModel.from_pretrained(name_or_path, **(clip_kwargs or {}))
+        vision_dict = clip.config.vision_config.to_dict()
+        text_dict = clip.config.text_config.to_dict()
+        vision_dict.update(config_overrides.pop("vision_config", None) or {})
+        text_dict.update(config_overrides.pop("text_config", None) or {})
+        image_size = config_overrides.pop("image_size", None)
+        if image_size is not None:
+            vision_dict["image_size"] = image_size
+        config = UniRESConfig(vision_config=vision_dict, text_config=text_dict, **config_overrides)
+        model = cls(config)
+
+        vision_state = clip.vision_model.state_dict()
+        key = "embeddings.position_embedding.weight"
+        new_grid = config.vision_config.image_size // config.vision_config.patch_size
+        vision_state[key] = interpolate_position_embeddings(vision_state[key], new_grid)
+        model.vision_encoder.vision_model.load_state_dict(vision_state, strict=True)
+        model.text_model.load_state_dict(clip.text_model.state_dict(), strict=True)
+        return model
+
+    # ------------------------------------------------------------------ embeddings (resize_token_embeddings)
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The text tower's token embedding: what `resize_token_embeddings` resizes (see `fit_to_tokenizer`)."""
+        return self.text_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.text_model.set_input_embeddings(value)
+
+    # ------------------------------------------------------------------ image side
+
+    def get_image_embeddings(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        """
+        Encode images once, independently of any text.
+
+        Returns a tensor `(num_images, num_patches + num_group_tokens_used, vision_hidden_size)`: the patch tokens
+        (no CLS), then the low-level group tokens (taken out at `group_insert_layer`), then the high-level ones.
+        Position embeddings are interpolated when the image size differs from `config.image_size`.
+        """
+        return self.vision_encoder(pixel_values).image_embeddings
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        image_embeddings: torch.FloatTensor | None = None,
+        image_indices: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
+        original_sizes: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_image_embeddings: bool = False,
+        output_group_tokens: bool = False,
+        return_dict: bool | None = None,
+    ) -> UniRESOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`(num_images, 3, H, W)`): images. Given with `image_embeddings`, they are read by the pixel
+                branch alone (and required when `config.pixel_decoder_channels > 0`), so code that passes both works
+                with every UniRES model.
+            input_ids, attention_mask (`(num_expressions, text_length)`): the tokenised expressions.
+            image_embeddings (`(num_images, tokens, hidden)`): output of `get_image_embeddings`, to reuse one image
+                encoding for many expressions (square patch grid assumed).
+            image_indices (`(num_expressions,)`, *optional*): image row of each expression. By default the identity
+                when the counts match, or every expression on the single image.
+            labels (`(num_expressions, H, W)`, float or bool): ground-truth masks at input resolution; gives `loss`.
+            original_sizes (`(num_images, 2)`, *optional*): what the processor returns beside the model inputs;
+                accepted and unused here, so that `model(**processor(...))` works (`post_process_masks` takes it).
+            output_attentions, output_hidden_states (`bool`, *optional*): return the attention maps (region filter and
+                decoder) / the hidden states of the vision tower, the text tower and the decoder (see
+                [`UniRESOutput`]); default: the config's.
+
+        There is no `**kwargs`: a misspelled argument (`attention_masks=`) is a `TypeError` naming it, not ignored.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
+        self._check_inputs(pixel_values, input_ids, image_embeddings)
+        vision_hidden_states = None
+        if image_embeddings is None:
+            vision_outputs = self.vision_encoder(pixel_values, output_hidden_states=output_hidden_states)
+            image_embeddings, vision_hidden_states = vision_outputs.image_embeddings, vision_outputs.hidden_states
+            patch = self.config.vision_config.patch_size
+            grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
+        else:
+            grid = self._grid_of_image_embeddings(image_embeddings, pixel_values)
+        image_indices = self._resolve_image_indices(
+            image_indices, image_embeddings.shape[0], input_ids.shape[0], image_embeddings.device
+        )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+
+        text_outputs = self.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
+        )
+        visual, low, high = self.vision_encoder.split_embeddings(image_embeddings)
+        decoder_outputs = self.decoder(
+            visual, low, high, text_outputs.last_hidden_state, attention_mask, image_indices, grid,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+        )
+        logits = self.mask_head(
+            decoder_outputs.last_hidden_state, decoder_outputs.sentence_embedding, grid, pixel_values, image_indices
+        )
+        output = UniRESOutput(
+            loss=self.compute_loss(logits, labels) if labels is not None else None,
+            logits=logits,
+            image_embeddings=image_embeddings if output_image_embeddings else None,
+            group_tokens=decoder_outputs.group_tokens if output_group_tokens else None,
+            group_token_scores=decoder_outputs.group_token_scores if output_group_tokens else None,
+            vision_hidden_states=vision_hidden_states,
+            text_hidden_states=text_outputs.hidden_states if output_hidden_states else None,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            region_filter_attentions=decoder_outputs.region_filter_attentions,
+            decoder_attentions=decoder_outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _output_flags(self, output_attentions, output_hidden_states):
+        """`(output_attentions, output_hidden_states)` as bools, the config's where not given."""
+        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
+        if output_hidden_states is not None and not isinstance(output_hidden_states, bool):
+            # transformers' models that record outputs by hook also take a list of layer indices; UniRES does not.
+            raise TypeError(f"output_hidden_states must be a bool, got {output_hidden_states!r}")
+        output_hidden_states = bool(
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return output_attentions, output_hidden_states
+
+    def _check_inputs(self, pixel_values, input_ids, image_embeddings):
+        if pixel_values is None and image_embeddings is None:
+            raise ValueError("Pass `pixel_values` or `image_embeddings`")
+        if image_embeddings is not None and pixel_values is None and self.mask_head.pixel_decoder is not None:
+            raise ValueError(
+                "This model has a pixel branch (config.pixel_decoder_channels="
+                f"{self.config.pixel_decoder_channels}): pass `pixel_values` together with `image_embeddings`"
+            )
+        if input_ids is None:
+            raise ValueError("`input_ids` (the tokenised expressions) are required")
+
+    def _grid_of_image_embeddings(self, image_embeddings, pixel_values):
+        """The (square) patch grid of given image embeddings, checked against the images passed beside them."""
+        expected = self.config.vision_config.hidden_size
+        if image_embeddings.dim() != 3 or image_embeddings.shape[-1] != expected:
+            raise ValueError(
+                f"image_embeddings must be (num_images, tokens, {expected}), got {tuple(image_embeddings.shape)}"
+            )
+        num_patches = image_embeddings.shape[1] - self.config.num_group_tokens_used
+        side = math.isqrt(max(num_patches, 0))
+        if num_patches <= 0 or side * side != num_patches:
+            raise ValueError(
+                f"image_embeddings hold {image_embeddings.shape[1]} tokens: expected a square patch grid plus "
+                f"{self.config.num_group_tokens_used} group tokens"
+            )
+        patch = self.config.vision_config.patch_size
+        if pixel_values is not None and (
+            pixel_values.shape[0] != image_embeddings.shape[0]
+            or tuple(pixel_values.shape[-2:]) != (side * patch, side * patch)
+        ):
+            raise ValueError(
+                f"pixel_values are {pixel_values.shape[0]} images of {tuple(pixel_values.shape[-2:])} but "
+                f"image_embeddings hold {image_embeddings.shape[0]} images of a {side}x{side} patch grid: pass "
+                "the images the embeddings were computed from"
+            )
+        return side, side
+
+    def _resolve_image_indices(self, image_indices, num_images, num_expressions, device):
+        if image_indices is None:
+            if num_images == num_expressions:
+                return torch.arange(num_expressions, device=device)
+            if num_images == 1:
+                return torch.zeros(num_expressions, dtype=torch.long, device=device)
+            raise ValueError(
+                f"Got {num_images} images and {num_expressions} expressions: pass one image, as many images as "
+                "expressions, or `image_indices` mapping each expression to its image"
+            )
+        image_indices = torch.as_tensor(image_indices, device=device).long()
+        if image_indices.shape != (num_expressions,):
+            raise ValueError(
+                f"image_indices has shape {tuple(image_indices.shape)}, expected ({num_expressions},) "
+                "(one image index per expression)"
+            )
+        if num_expressions and (image_indices.min() < 0 or image_indices.max() >= num_images):
+            raise ValueError(f"image_indices {image_indices.tolist()} out of range for {num_images} images")
+        return image_indices
+
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """`bce_loss_weight * BCE + dice_loss_weight * Dice`, with `labels` (float or bool) shaped like `logits`."""
         if labels.shape != logits.shape:
@@ -795,4 +925,11 @@ class UniRESModel(UniRESPreTrainedModel):
         return self.config.bce_loss_weight * bce + self.config.dice_loss_weight * dice_loss(logits, labels)
 
 
-__all__ = ["UniRESModel", "UniRESOutput", "UniRESPreTrainedModel"]
+__all__ = [
+    "UniRESDecoder",
+    "UniRESMaskHead",
+    "UniRESModel",
+    "UniRESOutput",
+    "UniRESPreTrainedModel",
+    "UniRESVisionEncoder",
+]

@@ -122,16 +122,20 @@ class UniRESModelTest(ModelTesterMixin, unittest.TestCase):
             # The decoder's last state is what the mask head reads: the stacks are the model's, not copies of inputs.
             self.assertFalse(torch.equal(outputs.decoder_hidden_states[0], outputs.decoder_hidden_states[-1]))
 
-    # Overridden: the common test expects one self-attention map per `num_hidden_layers` over `seq_length` keys.
-    # UniRES returns its own cross-attention maps: the region filter's (low, then high group tokens over the text
-    # tokens), each stage-1 layer's (visual over text tokens) and each stage-2 layer's (visual over group tokens).
+    # Overridden: the common test expects one self-attention map per `num_hidden_layers` over `seq_length` keys in
+    # `attentions`. UniRES returns its own cross-attention maps in two stacks (as SamModelTest checks its
+    # `vision_attentions` and `mask_decoder_attentions`): `region_filter_attentions` (low, then high group tokens over
+    # the text tokens) and `decoder_attentions` (each stage-1 layer's visual over text tokens, then each stage-2
+    # layer's visual over group tokens).
     def test_attention_outputs(self):
         config, inputs_dict = self.model_tester.prepare_config_and_inputs_for_common()
         tester = self.model_tester
         batch, heads, text_length = tester.batch_size, config.decoder_num_attention_heads, tester.seq_length
-        expected = [
+        expected_region_filter = [
             (batch, heads, config.num_low_group_tokens, text_length),
             (batch, heads, config.num_high_group_tokens, text_length),
+        ]
+        expected_decoder = [
             *[(batch, heads, tester.num_patches, text_length)] * config.decoder_stage1_layers,
             *[(batch, heads, tester.num_patches, config.num_group_tokens_used)] * config.decoder_stage2_layers,
         ]
@@ -146,12 +150,15 @@ class UniRESModelTest(ModelTesterMixin, unittest.TestCase):
             model = UniRESModel(config).to(torch_device).eval()
             with torch.no_grad():
                 outputs = model(**inputs)
-            self.assertEqual([tuple(a.shape) for a in outputs.attentions], expected)
-            for attention in outputs.attentions:  # softmax over the keys
+            self.assertEqual([tuple(a.shape) for a in outputs.region_filter_attentions], expected_region_filter)
+            self.assertEqual([tuple(a.shape) for a in outputs.decoder_attentions], expected_decoder)
+            for attention in (*outputs.region_filter_attentions, *outputs.decoder_attentions):  # softmax over keys
                 torch.testing.assert_close(attention.sum(-1), torch.ones(attention.shape[:-1], device=torch_device))
-            # Padded text tokens get no attention.
+            # Padded text tokens get no attention, from the region filter or from stage 1.
             padded = inputs_dict["attention_mask"][0] == 0
-            self.assertTrue((outputs.attentions[0][0][..., padded] == 0).all())
+            self.assertTrue((outputs.region_filter_attentions[0][0][..., padded] == 0).all())
+            self.assertTrue((outputs.decoder_attentions[0][0][..., padded] == 0).all())
+            self.assertFalse(hasattr(outputs, "attentions"))  # no stack that mixes the kinds
 
     # Overridden: the common test reads `hidden_states[0]`; UniRES's first states are in its three stacks.
     def test_retain_grad_hidden_states_attentions(self):
@@ -160,7 +167,7 @@ class UniRESModelTest(ModelTesterMixin, unittest.TestCase):
         outputs = model(**inputs_dict, output_hidden_states=True, output_attentions=True)
         watched = [
             outputs.vision_hidden_states[0], outputs.text_hidden_states[0], outputs.decoder_hidden_states[0],
-            outputs.attentions[0],
+            outputs.region_filter_attentions[0], outputs.decoder_attentions[0],
         ]
         for tensor in watched:
             tensor.retain_grad()

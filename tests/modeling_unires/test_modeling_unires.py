@@ -34,20 +34,28 @@ def test_shapes_dtypes_and_outputs():
     assert out.image_embeddings.shape == (1, 16 + 6, 32)
     assert out.group_tokens.shape == (3, 6, 32)
     assert ((out.group_token_scores >= 0) & (out.group_token_scores <= 1)).all()
-    # low filter, high filter, 1 stage-1 layer (visual over 17 text tokens), 1 stage-2 layer (over 6 group tokens).
-    assert [tuple(a.shape) for a in out.attentions] == [(3, 2, 4, 17), (3, 2, 2, 17), (3, 2, 16, 17), (3, 2, 16, 6)]
+    # The region filter's maps: low (4) then high (2) group tokens over the 17 text tokens.
+    assert [tuple(a.shape) for a in out.region_filter_attentions] == [(3, 2, 4, 17), (3, 2, 2, 17)]
+    # The decoder's: 1 stage-1 layer (16 visual over 17 text tokens), 1 stage-2 layer (over the 6 group tokens).
+    assert [tuple(a.shape) for a in out.decoder_attentions] == [(3, 2, 16, 17), (3, 2, 16, 6)]
     plain = model(pixel_values=pixel_values, **text)
-    assert plain.loss is None and plain.image_embeddings is None and plain.attentions is None
+    assert plain.loss is None and plain.image_embeddings is None
+    assert plain.region_filter_attentions is None and plain.decoder_attentions is None
     torch.testing.assert_close(plain.logits, out.logits)
 
 
 def test_non_clip_parameters_live_outside_the_backbone():
     model, _ = tiny_model_and_processor()
     names = [name for name, _ in model.named_parameters()]
-    assert "group_tokens.low" in names and "group_tokens.high" in names
-    assert not any("group" in name for name in names if name.startswith(("vision_model.", "text_model.")))
-    assert any(name.startswith("vision_model.encoder.layers.") for name in names)
+    assert "vision_encoder.group_tokens.low" in names and "vision_encoder.group_tokens.high" in names
+    towers = ("vision_encoder.vision_model.", "text_model.")
+    assert not any("group" in name for name in names if name.startswith(towers))
+    assert any(name.startswith("vision_encoder.vision_model.encoder.layers.") for name in names)
     assert any(name.startswith("text_model.encoder.layers.") for name in names)
+    # Every parameter belongs to one of the four parts, as SamModel's to its vision encoder, prompt encoder and decoder.
+    assert {name.split(".")[0] for name in names} == {"vision_encoder", "text_model", "decoder", "mask_head"}
+    # The vision tower is also reachable where composite transformers models keep theirs.
+    assert model.vision_model is model.vision_encoder.vision_model
 
 
 @pytest.mark.parametrize(
@@ -60,7 +68,7 @@ def test_ablations(ablation, num_group_tokens, num_stage2):
     config = UniRESConfig.ablation(ablation, **{k: v for k, v in base.to_dict().items() if k in _INIT_KEYS})
     assert config.ablation_name == ablation
     model = UniRESModel(config).eval()
-    assert len(model.stage2_layers) == num_stage2
+    assert len(model.decoder.stage2_layers) == num_stage2
     embeddings = model.get_image_embeddings(torch.randn(2, 3, 32, 32))
     assert embeddings.shape == (2, 16 + num_group_tokens, 32)
     text = tokenizer(EXPRESSIONS[:2], padding="max_length", max_length=17, return_tensors="pt")
@@ -71,7 +79,7 @@ def test_ablations(ablation, num_group_tokens, num_stage2):
     if num_group_tokens:
         assert out.group_tokens.shape == (2, num_group_tokens, 32)
     else:
-        assert out.group_tokens is None and model.group_projection is None
+        assert out.group_tokens is None and model.decoder.group_projection is None
 
 
 _INIT_KEYS = (
@@ -137,8 +145,9 @@ def test_shared_encoding_trains_with_image_indices():
     out = model(pixel_values=torch.randn(2, 3, 32, 32), **text, image_indices=torch.tensor([0, 0, 1]),
                 labels=torch.ones(3, 32, 32))
     out.loss.backward()
-    for parameter in (model.group_tokens.low, model.group_tokens.high,
-                      model.vision_model.embeddings.patch_embedding.weight):
+    encoder = model.vision_encoder
+    for parameter in (encoder.group_tokens.low, encoder.group_tokens.high,
+                      encoder.vision_model.embeddings.patch_embedding.weight):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0
 
 
@@ -155,17 +164,19 @@ def test_upsample_mask_head():
     patch's 8x8 block. Same weights elsewhere: the head's own layer and the logits must differ accordingly."""
     upsample, processor = tiny_model_and_processor(mask_head_type="upsample")
     pixel_shuffle, _ = tiny_model_and_processor(mask_head_type="pixel_shuffle")
-    assert (upsample.mask_head.out_features, pixel_shuffle.mask_head.out_features) == (1, 64)
-    shared = {k: v for k, v in pixel_shuffle.state_dict().items() if not k.startswith("mask_head.")}
-    assert upsample.load_state_dict(shared, strict=False).missing_keys == ["mask_head.weight", "mask_head.bias"]
+    assert (upsample.mask_head.projection.out_features, pixel_shuffle.mask_head.projection.out_features) == (1, 64)
+    shared = {k: v for k, v in pixel_shuffle.state_dict().items() if not k.startswith("mask_head.projection.")}
+    missing = upsample.load_state_dict(shared, strict=False).missing_keys
+    assert missing == ["mask_head.projection.weight", "mask_head.projection.bias"]
     for model in (upsample, pixel_shuffle):  # silence the per-patch alignment term: the head alone makes the logits
-        torch.nn.init.zeros_(model.alignment_visual_projection.weight)
-        torch.nn.init.zeros_(model.alignment_visual_projection.bias)
+        torch.nn.init.zeros_(model.mask_head.alignment_visual_projection.weight)
+        torch.nn.init.zeros_(model.mask_head.alignment_visual_projection.bias)
     inputs = dict(pixel_values=torch.randn(1, 3, 32, 32), **_text(processor), output_hidden_states=True)
     with torch.no_grad():
         out = upsample(**inputs)
         shuffled = pixel_shuffle(**inputs)
-        per_patch = upsample.mask_head(upsample.decoder_norm(out.decoder_hidden_states[-1])).view(3, 1, 4, 4)
+        decoded = upsample.decoder.norm(out.decoder_hidden_states[-1])
+        per_patch = upsample.mask_head.projection(decoded).view(3, 1, 4, 4)
     assert out.logits.shape == shuffled.logits.shape == (3, 32, 32)
     expected = F.interpolate(per_patch, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
     torch.testing.assert_close(out.logits, expected)
@@ -182,12 +193,12 @@ def test_pooled_decoder_and_pixel_branch(stride, channels, tmp_path):
                 output_attentions=True)
     # The 4x4 patch grid reaches the decoder as ceil(4 / stride)^2 pooled cells (stage-1 queries over 17 text tokens).
     cells = math.ceil(4 / stride) ** 2
-    assert out.logits.shape == (3, 32, 32) and out.attentions[2].shape == (3, 2, cells, 17)
+    assert out.logits.shape == (3, 32, 32) and out.decoder_attentions[0].shape == (3, 2, cells, 17)
     model.train()
     out.loss.backward()
-    trained = [model.stage1_layers[0].mlp.fc1.weight, model.mask_head.weight]
+    trained = [model.decoder.stage1_layers[0].mlp.fc1.weight, model.mask_head.projection.weight]
     if channels:
-        trained += [model.pixel_decoder.conv_in.weight, model.pixel_filter.weight]
+        trained += [model.mask_head.pixel_decoder.conv_in.weight, model.mask_head.pixel_filter.weight]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
     model.eval()
     with torch.no_grad():
@@ -206,11 +217,11 @@ def test_pooled_decoder_and_pixel_branch(stride, channels, tmp_path):
 def test_pooling_copies_cells_back_onto_their_patches():
     model, _ = tiny_model_and_processor(decoder_token_stride=2)
     cells = torch.arange(9.0).view(1, 9, 1).expand(1, 9, 3)  # a 3x3 map of cells, 3 channels
-    patches = model._unpool_tokens(cells, (5, 5))  # a 5x5 grid: the last row and column of cells are partial
+    patches = model.decoder._unpool_tokens(cells, (5, 5))  # a 5x5 grid: the last row and column of cells are partial
     expected = torch.arange(9.0).view(3, 3).repeat_interleave(2, 0).repeat_interleave(2, 1)[:5, :5]
     assert torch.equal(patches[0, :, 0], expected.flatten())
     # Pooling averages only the patches inside the grid, so a map that is constant per cell pools back to its cells.
-    assert torch.equal(model._pool_tokens(patches, (5, 5)), cells)
+    assert torch.equal(model.decoder._pool_tokens(patches, (5, 5)), cells)
 
 
 def test_sine_position_encoding_codes_rows_and_columns_apart():
@@ -307,13 +318,13 @@ def test_gradient_checkpointing_matches():
         model.zero_grad()
         loss = model(pixel_values=pixel_values, **text, labels=labels).loss
         loss.backward()
-        return loss.detach(), model.group_tokens.low.grad.clone()
+        return loss.detach(), model.vision_encoder.group_tokens.low.grad.clone()
 
     reference = loss_and_grad()
     # transformers 5 renamed it activation_checkpointing_enable; both set the same per-layer flags.
     getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
-    assert all(layer.gradient_checkpointing for layer in model.stage1_layers)
-    assert all(layer.gradient_checkpointing for layer in model.vision_model.encoder.layers)
+    assert all(layer.gradient_checkpointing for layer in model.decoder.stage1_layers)
+    assert all(layer.gradient_checkpointing for layer in model.vision_encoder.vision_model.encoder.layers)
     checkpointed = loss_and_grad()
     torch.testing.assert_close(reference, checkpointed)
 
@@ -324,7 +335,7 @@ def test_sdpa_matches_eager():
     sdpa = UniRESModel(tiny_config(tokenizer, attn_implementation="sdpa")).eval()
     eager = UniRESModel(tiny_config(tokenizer, attn_implementation="eager")).eval()
     eager.load_state_dict(sdpa.state_dict())
-    assert sdpa.vision_model.config._attn_implementation == "sdpa"
+    assert sdpa.vision_encoder.vision_model.config._attn_implementation == "sdpa"
     assert eager.text_model.config._attn_implementation == "eager"
     text = tokenizer(EXPRESSIONS, padding="max_length", max_length=17, return_tensors="pt")
     pixel_values = torch.randn(1, 3, 32, 32)
@@ -352,7 +363,7 @@ def test_from_clip_copies_backbone_weights(tmp_path):
     text = tokenizer(EXPRESSIONS, padding="max_length", max_length=17, return_tensors="pt")
     pixel_values = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(model.vision_model(pixel_values).last_hidden_state,
+        torch.testing.assert_close(model.vision_encoder.vision_model(pixel_values).last_hidden_state,
                                    clip.vision_model(pixel_values).last_hidden_state)
         torch.testing.assert_close(model.text_model(**text).last_hidden_state, clip.text_model(**text).last_hidden_state)
         assert model(pixel_values=pixel_values[:1], **text).logits.shape == (3, 32, 32)
@@ -363,7 +374,7 @@ def test_from_clip_copies_backbone_weights(tmp_path):
     assert processor.image_processor.size == {"height": 32, "width": 32} and processor.text_max_length == 17
     assert processor(text="the red car")["input_ids"].tolist() == text["input_ids"][:1].tolist()
     eager = UniRESModel.from_clip(str(tmp_path), attn_implementation="eager", **overrides)
-    assert eager.vision_model.config._attn_implementation == "eager"
+    assert eager.vision_encoder.vision_model.config._attn_implementation == "eager"
 
     # A larger input size resizes the position table as CLIP itself interpolates it at run time.
     bigger = UniRESModel.from_clip(str(tmp_path), image_size=48, **overrides).eval()
@@ -371,7 +382,7 @@ def test_from_clip_copies_backbone_weights(tmp_path):
     large = torch.randn(1, 3, 48, 48)
     with torch.no_grad():
         torch.testing.assert_close(
-            bigger.vision_model(large).last_hidden_state,
+            bigger.vision_encoder.vision_model(large).last_hidden_state,
             clip.vision_model(large, interpolate_pos_encoding=True).last_hidden_state,
             rtol=1e-4, atol=1e-5,
         )
@@ -455,7 +466,7 @@ def test_hidden_states_of_both_towers_and_the_decoder():
     assert [tuple(h.shape) for h in out.decoder_hidden_states] == [(3, 16, 32)] * 3
     with torch.no_grad():
         # They are the states the model computed: the last vision state gives the image embeddings' patches...
-        patches = model.vision_model.post_layernorm(out.vision_hidden_states[-1][:, 1:17])
+        patches = model.vision_encoder.vision_model.post_layernorm(out.vision_hidden_states[-1][:, 1:17])
         torch.testing.assert_close(patches, out.image_embeddings[:, :16])
         # ... and the last text state the text tower's output.
         text_final = model.text_model.final_layer_norm(out.text_hidden_states[-1])
@@ -556,7 +567,7 @@ def test_set_attn_implementation_reaches_the_config_and_the_decoder():
             sdpa_logits = model(**inputs).logits
             assert "UniRESAttention" in calls and "CLIPAttention" in calls
             model.set_attn_implementation("eager")
-            configs = (model.config, model.vision_model.config, model.text_model.config)
+            configs = (model.config, model.vision_encoder.vision_model.config, model.text_model.config)
             assert [c._attn_implementation for c in configs] == ["eager"] * 3
             calls.clear()
             eager_logits = model(**inputs).logits

@@ -10,7 +10,7 @@ from modeling_unires.testing_utils import tiny_model_and_processor
 def _dense_pixel_logits(model, decoded, pixel_features, image_indices, grid, patch):
     """The pixel branch as its definition reads: filters upsampled bilinearly to full size, dotted with the image's
     pixel features, expression by expression."""
-    filters = model.pixel_filter(decoded).transpose(1, 2).reshape(decoded.shape[0], -1, *grid)
+    filters = model.mask_head.pixel_filter(decoded).transpose(1, 2).reshape(decoded.shape[0], -1, *grid)
     dense = F.interpolate(filters, scale_factor=patch, mode="bilinear", align_corners=False)
     return (dense * pixel_features[image_indices]).sum(1)
 
@@ -29,7 +29,7 @@ def test_pixel_logits_equal_upsampled_filters_dotted_with_features(patch, grid, 
     indices = torch.tensor(image_indices)
     decoded = torch.randn(len(indices), grid[0] * grid[1], model.config.decoder_hidden_size, requires_grad=True)
     features = torch.randn(int(indices.max()) + 1, 4, grid[0] * patch, grid[1] * patch, requires_grad=True)
-    fast = model._pixel_logits(decoded, features, indices, grid, patch)
+    fast = model.mask_head._pixel_logits(decoded, features, indices, grid, patch)
     reference = _dense_pixel_logits(model, decoded, features, indices, grid, patch)
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
     # The gradients reach the tokens and the pixel features alike.
@@ -47,10 +47,11 @@ def test_pooling_fast_paths_equal_avg_pool_and_unpool(grid):
     tokens = torch.randn(3, grid[0] * grid[1], 5)
     as_map = tokens.transpose(1, 2).reshape(3, 5, *grid)
     expected = F.avg_pool2d(as_map, 2, ceil_mode=True).flatten(2).transpose(1, 2)
-    pooled = model._pool_tokens(tokens, grid)
+    pooled = model.decoder._pool_tokens(tokens, grid)
     torch.testing.assert_close(pooled, expected)
     update = torch.randn_like(pooled)
-    torch.testing.assert_close(model._add_unpooled(tokens, update, grid), tokens + model._unpool_tokens(update, grid))
+    unpooled = tokens + model.decoder._unpool_tokens(update, grid)
+    torch.testing.assert_close(model.decoder._add_unpooled(tokens, update, grid), unpooled)
 
 
 def test_forward_pools_per_image_as_it_would_per_expression():
@@ -63,12 +64,12 @@ def test_forward_pools_per_image_as_it_would_per_expression():
     with torch.no_grad():
         out = model(pixel_values=images, **text, image_indices=indices, output_hidden_states=True)
         embeddings = model.get_image_embeddings(images)
-        visual = model.visual_projection(model._split_image_embeddings(embeddings)[0])
+        visual = model.decoder.visual_projection(model.vision_encoder.split_embeddings(embeddings)[0])
         states = model.text_model(**text).last_hidden_state
         mask = text["attention_mask"]
         last = mask.sum(-1) - 1
         sentence = states[torch.arange(3), last] + (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-        fused = visual[indices] * model.sentence_projection(sentence)[:, None, :]
+        fused = visual[indices] * model.decoder.sentence_projection(sentence)[:, None, :]
         per_expression = F.avg_pool2d(fused.transpose(1, 2).reshape(3, -1, 4, 4), 2).flatten(2).transpose(1, 2)
     torch.testing.assert_close(out.decoder_hidden_states[0], per_expression, rtol=1e-5, atol=1e-6)
 
@@ -81,12 +82,13 @@ def test_alignment_logit_equals_projected_patches_dotted_with_the_sentence(mask_
     torch.manual_seed(3)
     width = model.config.decoder_hidden_size
     decoded, sentence_key = torch.randn(3, 16, width), torch.randn(3, width)
-    visual = model.alignment_visual_projection(decoded)
-    text = model.alignment_text_projection(sentence_key)
+    head = model.mask_head
+    visual = head.alignment_visual_projection(decoded)
+    text = head.alignment_text_projection(sentence_key)
     expected = (visual * text[:, None, :]).sum(-1) / width**0.5
-    per_patch = model._alignment_per_patch(decoded, sentence_key)
+    per_patch = head._alignment_per_patch(decoded, sentence_key)
     torch.testing.assert_close(per_patch, expected, rtol=1e-5, atol=1e-6)
-    with_alignment = model._mask_logits(decoded, (4, 4), 8, per_patch)
-    without = model._mask_logits(decoded, (4, 4), 8, torch.zeros_like(per_patch))
+    with_alignment = head._mask_logits(decoded, (4, 4), 8, per_patch)
+    without = head._mask_logits(decoded, (4, 4), 8, torch.zeros_like(per_patch))
     nearest = F.interpolate(per_patch.view(3, 1, 4, 4), scale_factor=8, mode="nearest")[:, 0]
     torch.testing.assert_close(with_alignment - without, nearest, rtol=1e-5, atol=1e-5)
