@@ -8,7 +8,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-BACKBONE_PREFIXES = ("vision_model.", "text_model.")
+BACKBONE_PREFIXES = ("vision_encoder.vision_model.", "text_model.")  # the CLIP towers: UniRESModel.from_clip loads them
 
 
 def build_parameter_groups(model, learning_rate: float, backbone_learning_rate: float, weight_decay: float):
