@@ -26,7 +26,11 @@ class RejectLog:
     number of distinct kept items changed by a safe fix (one item fixed twice counts once; every
     fix is still written); ``skipped`` items were not written. ``reasons`` counts records by the
     reason's head (the text before the first ``:``), so that "missing image: a.jpg" and
-    "missing image: b.jpg" add up.
+    "missing image: b.jpg" add up; ``skipped_by_level`` counts skipped records by their ``level``
+    detail (``None`` when a record has none), e.g. how many whole images a shard skipped.
+
+    With a ``path`` the records stream to the file and none is kept in memory, so that a producer
+    of millions of rejects keeps a flat memory; without one they are kept in ``records``.
 
     Args:
         path: the JSONL file; ``None`` keeps records in memory only (``records``).
@@ -34,6 +38,9 @@ class RejectLog:
         report_path: the path named in the summary line, when the file moves afterwards
             (builders write into a temporary folder that is renamed at the end).
         append: append to an existing file (several producers sharing one log) instead of starting it anew.
+        distinct_fixes: count distinct fixed items (a set of their ids is kept). ``False`` when the
+            producer fixes each item at most once: ``fixed`` is then the number of fix records and
+            no id is held (a streaming producer's memory stays flat).
     """
 
     def __init__(
@@ -42,6 +49,7 @@ class RejectLog:
         stage: str = "",
         report_path: str | os.PathLike | None = None,
         append: bool = False,
+        distinct_fixes: bool = True,
     ):
         self.path = os.fspath(path) if path is not None else None
         self.stage = stage
@@ -49,8 +57,11 @@ class RejectLog:
         self.kept = 0
         self.skipped = 0
         self.reasons: Counter[str] = Counter()
-        self.records: list[dict[str, Any]] = []
+        self.skipped_by_level: Counter[str | None] = Counter()
+        self.records: list[dict[str, Any]] = []  # only when there is no file
+        self.distinct_fixes = distinct_fixes
         self._fixed_items: set[str] = set()
+        self._fix_records = 0
         self._file = None
         if self.path is not None:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
@@ -58,14 +69,15 @@ class RejectLog:
 
     @property
     def fixed(self) -> int:
-        return len(self._fixed_items)
+        return len(self._fixed_items) if self.distinct_fixes else self._fix_records
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.stage:
             record = {"stage": self.stage, **record}
-        self.records.append(record)
         self.reasons[record["reason"].split(":")[0]] += 1
-        if self._file is not None:
+        if self.path is None:
+            self.records.append(record)
+        elif self._file is not None:
             self._file.write(json.dumps(record, sort_keys=True, default=str) + "\n")
             self._file.flush()
 
@@ -75,12 +87,16 @@ class RejectLog:
 
     def fix(self, item_id: Any, reason: str, **details: Any) -> None:
         """Record a safe fix applied to an item that is kept (call :meth:`keep` for it as well)."""
-        self._fixed_items.add(str(item_id))
+        if self.distinct_fixes:
+            self._fixed_items.add(str(item_id))
+        else:
+            self._fix_records += 1
         self._write({"action": "fixed", "item_id": str(item_id), "reason": reason, **details})
 
     def skip(self, item_id: Any, reason: str, **details: Any) -> None:
         """Record an item that is not written, with the reason why."""
         self.skipped += 1
+        self.skipped_by_level[details.get("level")] += 1
         logger.debug("skipped %s (%s): %s", item_id, self.stage, reason)
         self._write({"action": "skipped", "item_id": str(item_id), "reason": reason, **details})
 

@@ -3,9 +3,11 @@
 Shard ``rank`` is the contiguous slice ``rank`` of the manifest's records sorted by image id, cut
 into ``num_shards`` slices, so a shard's images depend on nothing but the manifest and the shard
 count. Each slice is written to ``manifest/NNNNN-of-NNNNN.jsonl`` (see :mod:`mres_engine.layout`),
-the input's own rejects to ``rejects/input.jsonl``, and ``manifest/manifest.json`` last. Memory
-grows with the manifest's records here, once, on the submitting node; a shard task reads its own
-slice only.
+the input's own rejects to ``rejects/input.jsonl``, and ``manifest/manifest.json`` last. The
+detection JSON is read streaming (``ijson``, see
+:func:`~mres_engine.stages.input.stream_detection_manifest`): the submitting node holds no JSON
+tree and no record list, only the boxes in typed arrays (about 60 bytes per box), and writes each
+shard's records as it makes them; a shard task reads its own slice only.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def prepare_manifest(options: RunnerOptions) -> dict[str, Any]:
     The input's own rejects (boxes skipped or clipped by the manifest reader) go to
     ``rejects/input.jsonl``. Returns ``manifest/manifest.json``'s content.
     """
-    from .stages.input import read_detection_manifest
+    from .stages.input import stream_detection_manifest
 
     out = options.output_dir
     info = layout.read_manifest_info(out)
@@ -75,24 +77,31 @@ def prepare_manifest(options: RunnerOptions) -> dict[str, Any]:
     input_rejects = os.path.join(out, layout.REJECTS_DIR, layout.INPUT_REJECTS)
     os.makedirs(os.path.dirname(input_rejects), exist_ok=True)
     tmp = layout.temporary_path(input_rejects)
-    log = RejectLog(tmp, stage="input", report_path=input_rejects)
-    records = read_detection_manifest(options.annotations, options.image_dir, rejects=log, source=options.source)
+    log = RejectLog(tmp, stage="input", report_path=input_rejects, distinct_fixes=False)  # a box is fixed once at most
+    try:
+        boxes = stream_detection_manifest(options.annotations, options.image_dir, rejects=log, source=options.source)
+        num_images, num_boxes = len(boxes), 0
+        for rank in range(options.num_shards):
+            start, stop = shard_slice(num_images, rank, options.num_shards)
+            with layout.atomic_text(layout.shard_manifest_path(out, rank, options.num_shards)) as f:
+                for record in boxes.records(start, stop):
+                    num_boxes += len(record["boxes"])
+                    f.write(json.dumps(_portable(record), sort_keys=True) + "\n")
+        del boxes
+    except BaseException:
+        log.close(log=False)
+        raise
     summary = log.close()
-    for rank in range(options.num_shards):
-        start, stop = shard_slice(len(records), rank, options.num_shards)
-        with layout.atomic_text(layout.shard_manifest_path(out, rank, options.num_shards)) as f:
-            for record in records[start:stop]:
-                f.write(json.dumps(_portable(record), sort_keys=True) + "\n")
     layout.commit(tmp, input_rejects)
     info = {
         "num_shards": options.num_shards,
-        "num_images": len(records),
-        "num_boxes": sum(len(r.get("boxes") or []) for r in records),
+        "num_images": num_images,
+        "num_boxes": num_boxes,
         "annotations": os.path.abspath(options.annotations),
         "image_dir": os.path.abspath(options.image_dir) if options.image_dir else None,
         "split": options.split,
         "input_summary": summary,
     }
     layout.write_json_atomic(os.path.join(out, layout.MANIFEST_DIR, layout.MANIFEST_INFO), info)
-    logger.info("manifest: %d images in %d shards; %s", len(records), options.num_shards, summary)
+    logger.info("manifest: %d images in %d shards; %s", num_images, options.num_shards, summary)
     return info

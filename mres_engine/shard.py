@@ -230,7 +230,7 @@ def process_shard(
         "rejects": os.path.relpath(rejects_final, out),
         "images_in": len(records),
         "images_written": writer.rows,
-        "images_rejected": sum(1 for r in log.records if r.get("level") == "image" and r["action"] == "skipped"),
+        "images_rejected": log.skipped_by_level["image"],
         "stats": stats.to_dict(),
     }
     layout.write_json_atomic(record_path, shard_record)

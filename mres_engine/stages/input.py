@@ -10,7 +10,8 @@ from __future__ import annotations
 import io
 import json
 import os
-from typing import Any
+from array import array
+from typing import Any, Iterable, Iterator
 
 from PIL import Image, UnidentifiedImageError
 
@@ -27,6 +28,269 @@ def _clip_box(bbox, width: int, height: int) -> list[float]:
     return [x0, y0, x1 - x0, y1 - y0]
 
 
+CROWD_REASON = "crowd box: iscrowd=1 marks a group of objects (COCO), not one object"
+
+
+def _is_crowd(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true")
+    return bool(value)
+
+
+class _Boxes:
+    """Every image and box of a detection manifest in typed arrays, read streaming (no JSON tree is held).
+
+    Per image: its id and ``file_name`` (Python strings) and size (``array``); per box (about 52
+    bytes): its image (int32), category (int32), the bbox as given (4 float64) and the annotation
+    id (int64 when every id is an integer, else a string). Boxes are grouped by image with a
+    counting sort (an int32 per box) after reading. Decisions that need an image's boxes together
+    (clipping, no area, repeated ids) are taken while :meth:`records` yields the records.
+    """
+
+    def __init__(self, name: str, image_dir, rejects: RejectLog, source: str):
+        self.name = name
+        self.image_dir = os.fspath(image_dir) if image_dir is not None else None
+        self.rejects = rejects
+        self.source = source
+        self.categories: dict[Any, int] = {}  # category id as given -> index into category_names
+        self.category_names: list[str] = []
+        self.image_ids: list[str] = []
+        self.file_names: list[str] = []
+        self.widths = array("q")
+        self.heights = array("q")
+        self.box_image = array("i")
+        self.box_category = array("i")
+        self.box_bbox = array("d")
+        self.box_ids: array | list[str] = array("q")
+        self._offsets = None
+        self._order = None
+
+    def _missing(self, section: str, index: int, item, key: str):
+        label = f"{section}[{index}]"
+        if isinstance(item, dict) and "id" in item and key != "id":
+            label += f" (id {item['id']})"
+        return ValueError(f"{self.name}: {label} has no {key!r}")
+
+    def add_categories(self, categories: Iterable[dict]) -> None:
+        for index, category in enumerate(categories):
+            try:
+                key, name = category["id"], category["name"]
+            except (KeyError, TypeError) as err:
+                raise self._missing("categories", index, category, err.args[0] if isinstance(err, KeyError) else "id") from None
+            if key in self.categories:  # a repeated id: the last name wins (as a dict built from the list)
+                self.category_names[self.categories[key]] = name
+            else:
+                self.categories[key] = len(self.category_names)
+                self.category_names.append(name)
+
+    def add_images(self, images: Iterable[dict]) -> None:
+        ids, file_names, widths, heights = [], [], array("q"), array("q")
+        for index, image in enumerate(images):
+            try:
+                ids.append(str(image["id"]))
+                file_names.append(image["file_name"])
+                widths.append(int(image["width"]))
+                heights.append(int(image["height"]))
+            except KeyError as err:
+                raise self._missing("images", index, image, err.args[0]) from None
+        order = sorted(range(len(ids)), key=ids.__getitem__)  # by id as a string, as the records are sharded
+        self.image_ids = [ids[i] for i in order]
+        for a, b in zip(self.image_ids, self.image_ids[1:]):
+            if a == b:
+                raise ValueError(f"{self.name}: image id {a} appears twice in 'images'")
+        self.file_names = [file_names[i] for i in order]
+        self.widths = array("q", (widths[i] for i in order))
+        self.heights = array("q", (heights[i] for i in order))
+
+    def add_annotations(self, annotations: Iterable[dict]) -> None:
+        """Read the boxes; those of an unknown image or category, and crowd boxes, are skipped here (file order)."""
+        index_of = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        rejects = self.rejects
+        for number, ann in enumerate(annotations):
+            box_id = ann.get("id")
+            image_id = str(ann.get("image_id"))
+            image = index_of.get(image_id)
+            if image is None:
+                rejects.skip(str(box_id), f"box of an unknown image: {image_id}", image_id=image_id)
+                continue
+            try:
+                category = self.categories.get(ann.get("category_id"))
+            except TypeError:  # an unhashable category id names no category
+                category = None
+            if category is None:
+                rejects.skip(str(box_id), f"box of an unknown category: {ann.get('category_id')}", image_id=image_id)
+                continue
+            if _is_crowd(ann.get("iscrowd")):
+                rejects.skip(str(box_id), CROWD_REASON, image_id=image_id)
+                continue
+            if "bbox" not in ann:
+                raise self._missing("annotations", number, ann, "bbox")
+            try:
+                x, y, w, h = (float(v) for v in ann["bbox"])
+            except (TypeError, ValueError):
+                raise ValueError(f"{self.name}: annotations[{number}] (id {box_id}): bbox {ann['bbox']!r} is not 4 numbers") from None
+            self.box_image.append(image)
+            self.box_category.append(category)
+            self.box_bbox.extend((x, y, w, h))
+            if isinstance(self.box_ids, array) and type(box_id) is int and -2**63 <= box_id < 2**63:
+                self.box_ids.append(box_id)
+            else:
+                if isinstance(self.box_ids, array):  # the first id that is not an integer: ids become strings
+                    self.box_ids = [str(v) for v in self.box_ids]
+                self.box_ids.append(str(box_id))
+
+    def _group(self) -> None:
+        # Boxes grouped by image, in file order within an image: a counting sort, chunk by chunk, so
+        # that no temporary grows beyond a chunk (np.argsort over all boxes would hold 8 bytes per box).
+        import numpy as np
+
+        num_boxes = len(self.box_image)
+        box_image = np.frombuffer(self.box_image, dtype=np.int32) if num_boxes else np.zeros(0, np.int32)
+        counts = np.bincount(box_image, minlength=len(self.image_ids))
+        offsets = np.zeros(len(self.image_ids) + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        order = np.empty(num_boxes, np.int32)
+        cursor = offsets[:-1].copy()
+        chunk = 1 << 20
+        for start in range(0, num_boxes, chunk):
+            images = box_image[start : start + chunk]
+            local = np.argsort(images, kind="stable")
+            images = images[local]
+            run_starts = np.flatnonzero(np.r_[True, images[1:] != images[:-1]])
+            run_lengths = np.diff(np.r_[run_starts, len(images)])
+            rank = np.arange(len(images)) - np.repeat(run_starts, run_lengths)
+            order[cursor[images] + rank] = start + local
+            cursor[images[run_starts]] += run_lengths
+        del box_image
+        self._offsets, self._order = offsets, order
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def records(self, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        """The records of images ``start:stop`` (sorted by id as strings), each box clipped or skipped as it is met.
+
+        A box is accounted for here: clipped to the image (:meth:`RejectLog.fix`), skipped when no
+        area is left or when an earlier box of the image has its id (its referent id would repeat),
+        or kept (:meth:`RejectLog.keep`). Boxes are sorted by id as strings, file order among equals.
+        """
+        if self._order is None:
+            self._group()
+        stop = len(self.image_ids) if stop is None else stop
+        rejects, bbox, ids = self.rejects, self.box_bbox, self.box_ids
+        for i in range(start, stop):
+            image_id, width, height = self.image_ids[i], self.widths[i], self.heights[i]
+            file_name = self.file_names[i]
+            if self.image_dir is not None and not os.path.isabs(file_name):
+                file_name = os.path.join(self.image_dir, file_name)
+            found = self._order[self._offsets[i] : self._offsets[i + 1]].tolist()
+            found = sorted(((str(ids[k]), k) for k in found), key=lambda pair: pair[0])
+            boxes, previous = [], None
+            for box_id, k in found:
+                given = bbox[4 * k : 4 * k + 4].tolist()
+                clipped = _clip_box(given, width, height)
+                if clipped[2] <= 0 or clipped[3] <= 0:
+                    rejects.skip(box_id, "box with no area inside the image", image_id=image_id, bbox=given)
+                    continue
+                if box_id == previous:
+                    rejects.skip(box_id, f"repeated annotation id: image {image_id} has another box {box_id}", image_id=image_id,
+                                 bbox=given)
+                    continue
+                if clipped != given:
+                    rejects.fix(box_id, "box clipped to the image", image_id=image_id, bbox=given, clipped=clipped)
+                rejects.keep()
+                previous = box_id
+                boxes.append({"box_id": box_id, "bbox": clipped, "category": self.category_names[self.box_category[k]]})
+            yield {
+                "image_id": image_id,
+                "file_name": file_name,
+                "width": width,
+                "height": height,
+                "source": self.source,
+                "boxes": boxes,
+                "referents": [],
+            }
+
+
+def _stream(path: str, prefix: str) -> Iterator[Any]:
+    """The items under ``prefix``, parsed by ijson's fastest backend (yajl2_c where installed).
+
+    yajl parses no integer beyond 64 bits; where one occurs, the pure-Python backend takes over
+    from the item where the first stopped (every item is yielded once, in file order).
+    """
+    import ijson
+
+    yielded = 0
+    try:
+        with open(path, "rb") as f:
+            for item in ijson.items(f, prefix, use_float=True, buf_size=1 << 20):
+                yield item
+                yielded += 1
+        return
+    except ijson.JSONError as err:
+        if "integer overflow" not in str(err) or ijson.backend == "python":
+            raise ValueError(f"{path}: not valid JSON: {err}") from None
+    from ijson.backends import python as python_backend
+
+    with open(path, "rb") as f:
+        try:
+            for number, item in enumerate(python_backend.items(f, prefix, use_float=True, buf_size=1 << 20)):
+                if number >= yielded:
+                    yield item
+        except ijson.JSONError as err:
+            raise ValueError(f"{path}: not valid JSON: {err}") from None
+
+
+def _has_key(path: str, key: str) -> bool:
+    import ijson
+    from ijson.backends import python as python_backend
+
+    for backend in (ijson, python_backend):
+        with open(path, "rb") as f:
+            try:
+                return any(p == "" and e == "map_key" and v == key for p, e, v in backend.parse(f))
+            except ijson.JSONError as err:
+                if "integer overflow" not in str(err) or backend is python_backend:
+                    raise ValueError(f"{path}: not valid JSON: {err}") from None
+    return False
+
+
+def stream_detection_manifest(
+    annotations_json: str | os.PathLike | dict,
+    image_dir: str | os.PathLike | None = None,
+    rejects: RejectLog | None = None,
+    source: str = "detections",
+) -> _Boxes:
+    """A COCO/Objects365 detection JSON read streaming (``ijson``) into typed arrays; ``.records()`` yields its records.
+
+    The file is read three times (categories, images, annotations), so that the keys may come in
+    any order (COCO files may list ``annotations`` before ``images``) and no JSON tree is held:
+    peak memory is about 60 bytes per box plus about 250 per image. ``len()`` is the number of
+    images. See :func:`read_detection_manifest` for the records and the accounting.
+    """
+    rejects = rejects if rejects is not None else RejectLog(stage="input")
+    if isinstance(annotations_json, dict):
+        data, name = annotations_json, "<dict>"
+        for key in ("images", "categories"):
+            if key not in data:
+                raise ValueError(f"{name}: a detection manifest needs an {key!r} list (COCO format)")
+        boxes = _Boxes(name, image_dir, rejects, source)
+        boxes.add_categories(data["categories"])
+        boxes.add_images(data["images"])
+        boxes.add_annotations(data.get("annotations", []))
+        return boxes
+    name = os.fspath(annotations_json)
+    boxes = _Boxes(name, image_dir, rejects, source)
+    boxes.add_categories(_stream(name, "categories.item"))
+    boxes.add_images(_stream(name, "images.item"))
+    if not boxes.image_ids or not boxes.category_names:
+        for key in ("images", "categories"):
+            if not _has_key(name, key):
+                raise ValueError(f"{name}: a detection manifest needs an {key!r} list (COCO format)")
+    boxes.add_annotations(_stream(name, "annotations.item"))
+    return boxes
+
+
 def read_detection_manifest(
     annotations_json: str | os.PathLike | dict,
     image_dir: str | os.PathLike | None = None,
@@ -38,71 +302,26 @@ def read_detection_manifest(
     Args:
         annotations_json: the JSON file (or its parsed dict) with ``images`` (``id``,
             ``file_name``, ``width``, ``height``), ``annotations`` (``id``, ``image_id``,
-            ``bbox`` as ``[x, y, w, h]``, ``category_id``) and ``categories`` (``id``, ``name``).
+            ``bbox`` as ``[x, y, w, h]``, ``category_id``, optional ``iscrowd``) and
+            ``categories`` (``id``, ``name``), in any order.
         image_dir: the folder ``file_name`` is relative to; when given, ``file_name`` in each
             record is made absolute so that records need no other context.
         rejects: where boxes are accounted for: a box reaching outside the image is clipped and
-            recorded with :meth:`RejectLog.fix`; a box with no area after clipping, or naming an
-            unknown image or category, is recorded with :meth:`RejectLog.skip`. ``None`` keeps a
-            log in memory only.
+            recorded with :meth:`RejectLog.fix`; a box with no area after clipping, naming an
+            unknown image or category, marked ``iscrowd`` (a crowd region is a group of objects,
+            not one: reason ``"crowd box"``), or repeating the annotation id of an earlier box of
+            its image (its referent id would repeat: reason ``"repeated annotation id"``) is
+            recorded with :meth:`RejectLog.skip`. ``None`` keeps a log in memory only.
         source: the ``source`` column of every row (e.g. ``"objects365"``).
 
+    The whole list is returned; the runner writes the shards from :func:`stream_detection_manifest`
+    without holding it.
+
     Raises:
-        ValueError: the JSON lacks a required key, or an image id appears twice.
+        ValueError: the JSON is malformed or lacks a required key (the message names the item and
+            the key), or an image id appears twice.
     """
-    if isinstance(annotations_json, dict):
-        data, name = annotations_json, "<dict>"
-    else:
-        name = os.fspath(annotations_json)
-        with open(name, encoding="utf-8") as f:
-            data = json.load(f)
-    for key in ("images", "categories"):
-        if key not in data:
-            raise ValueError(f"{name}: a detection manifest needs an {key!r} list (COCO format)")
-    rejects = rejects if rejects is not None else RejectLog(stage="input")
-    categories = {c["id"]: c["name"] for c in data["categories"]}
-
-    records: dict[str, dict[str, Any]] = {}
-    for image in data["images"]:
-        image_id = str(image["id"])
-        if image_id in records:
-            raise ValueError(f"{name}: image id {image_id} appears twice in 'images'")
-        file_name = image["file_name"]
-        if image_dir is not None and not os.path.isabs(file_name):
-            file_name = os.path.join(os.fspath(image_dir), file_name)
-        records[image_id] = {
-            "image_id": image_id,
-            "file_name": file_name,
-            "width": int(image["width"]),
-            "height": int(image["height"]),
-            "source": source,
-            "boxes": [],
-            "referents": [],
-        }
-
-    for ann in data.get("annotations", []):
-        box_id = str(ann.get("id"))
-        image_id = str(ann.get("image_id"))
-        record = records.get(image_id)
-        if record is None:
-            rejects.skip(box_id, f"box of an unknown image: {image_id}", image_id=image_id)
-            continue
-        if ann.get("category_id") not in categories:
-            rejects.skip(box_id, f"box of an unknown category: {ann.get('category_id')}", image_id=image_id)
-            continue
-        bbox = [float(v) for v in ann["bbox"]]
-        clipped = _clip_box(bbox, record["width"], record["height"])
-        if clipped[2] <= 0 or clipped[3] <= 0:
-            rejects.skip(box_id, "box with no area inside the image", image_id=image_id, bbox=bbox)
-            continue
-        if clipped != bbox:
-            rejects.fix(box_id, "box clipped to the image", image_id=image_id, bbox=bbox, clipped=clipped)
-        rejects.keep()
-        record["boxes"].append({"box_id": box_id, "bbox": clipped, "category": categories[ann["category_id"]]})
-
-    for record in records.values():
-        record["boxes"].sort(key=lambda b: b["box_id"])
-    return [records[k] for k in sorted(records)]
+    return list(stream_detection_manifest(annotations_json, image_dir, rejects, source).records())
 
 
 class LoadImages:

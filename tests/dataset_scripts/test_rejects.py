@@ -38,3 +38,27 @@ def test_append_keeps_earlier_records(tmp_path):
         second.skip("y", "empty caption")
     stages = [json.loads(line)["stage"] for line in path.read_text().splitlines()]
     assert stages == ["coco/train", "vg/train"]
+
+
+def test_a_log_with_a_file_streams_and_keeps_only_counters(tmp_path):
+    path = tmp_path / "rejects.jsonl"
+    log = RejectLog(path, stage="shard")
+    for i in range(1000):
+        log.skip(f"img-{i}", "missing image: x.jpg", level="image")
+        log.skip(f"img-{i}/o1", "low SAM IoU: 0.1", level="referent")
+    log.skip("n", "no level at all")
+    assert log.records == []  # nothing held in memory: every record is in the file
+    assert log.skipped_by_level == {"image": 1000, "referent": 1000, None: 1}
+    log.close(log=False)
+    assert len(path.read_text().splitlines()) == 2001
+    memory = RejectLog(stage="unit")  # no file: records are kept for the caller
+    memory.skip("a", "empty box")
+    assert [r["item_id"] for r in memory.records] == ["a"]
+
+
+def test_fixes_counted_per_record_hold_no_item_ids(tmp_path):
+    log = RejectLog(tmp_path / "rejects.jsonl", distinct_fixes=False)
+    for i in range(100):
+        log.fix(f"box-{i}", "box clipped to the image")
+    log.keep(100)
+    assert log.fixed == 100 and not log._fixed_items

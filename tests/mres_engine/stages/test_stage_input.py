@@ -138,3 +138,61 @@ def test_a_detection_dataset_exports_to_the_manifest_layout(synth, tmp_path, bbo
         assert open(a["file_name"], "rb").read() == open(b["file_name"], "rb").read()
     with pytest.raises(ValueError, match="no column 'boxes'"):
         export_detection_dataset(Dataset.from_dict(table, features=features), tmp_path, objects_column="boxes")
+
+
+def test_crowd_boxes_are_skipped_with_their_reason_and_counted(tmp_path):
+    manifest = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
+        "categories": [{"id": 1, "name": "person"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "bbox": [1, 1, 10, 10], "category_id": 1, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "bbox": [0, 0, 40, 30], "category_id": 1, "iscrowd": 1},  # a crowd of people
+            {"id": 3, "image_id": 1, "bbox": [5, 5, 10, 10], "category_id": 1},  # no iscrowd: one object
+        ],
+    }
+    log = RejectLog(stage="input")
+    (record,) = read_detection_manifest(manifest, tmp_path, rejects=log)
+    assert [b["box_id"] for b in record["boxes"]] == ["1", "3"]
+    (crowd,) = log.records
+    assert crowd["item_id"] == "2" and crowd["action"] == "skipped" and crowd["reason"].startswith("crowd box")
+    assert log.reasons["crowd box"] == 1 and (log.kept, log.skipped) == (2, 1)
+
+
+def test_a_repeated_annotation_id_on_an_image_is_a_reject_and_referent_ids_stay_unique(tmp_path):
+    manifest = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30},
+                   {"id": 2, "file_name": "b.png", "width": 40, "height": 30}],
+        "categories": [{"id": 1, "name": "dog"}],
+        "annotations": [
+            {"id": 7, "image_id": 1, "bbox": [1, 1, 10, 10], "category_id": 1},
+            {"id": 7, "image_id": 1, "bbox": [20, 5, 10, 10], "category_id": 1},  # the same id again on image 1
+            {"id": "7", "image_id": 1, "bbox": [2, 2, 5, 5], "category_id": 1},  # and as a string
+            {"id": 7, "image_id": 2, "bbox": [1, 1, 10, 10], "category_id": 1},  # on another image: referent 2/o7
+        ],
+    }
+    log = RejectLog(stage="input")
+    records = read_detection_manifest(manifest, tmp_path, rejects=log)
+    from mres_engine.records import object_referent_id
+
+    referent_ids = [object_referent_id(r["image_id"], b["box_id"]) for r in records for b in r["boxes"]]
+    assert referent_ids == ["1/o7", "2/o7"] and len(set(referent_ids)) == len(referent_ids)
+    assert records[0]["boxes"][0]["bbox"] == [1.0, 1.0, 10.0, 10.0]  # the first box in file order stays
+    assert [(r["item_id"], r["reason"].split(":")[0]) for r in log.records] == [("7", "repeated annotation id")] * 2
+    assert (log.kept, log.skipped) == (2, 2)
+
+
+def test_malformed_manifests_name_the_file_item_and_key(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{"images": [{"id": 1, "file_name": "a.png", "height": 3}], "categories": []}')
+    with pytest.raises(ValueError, match=r"bad.json: images\[0\] \(id 1\) has no 'width'"):
+        read_detection_manifest(path)
+    path.write_text('{"images": [], "categories": [{"id": 1, "name": "a"}], "annotations": [{"id": 4, "image_id": 1')
+    with pytest.raises(ValueError, match="bad.json: not valid JSON"):
+        read_detection_manifest(path)
+    path.write_text('{"images": [{"id": 1, "file_name": "a", "width": 3, "height": 3}], "categories": [{"id": 1, "name": "a"}],'
+                    ' "annotations": [{"id": 4, "image_id": 1, "category_id": 1}]}')
+    with pytest.raises(ValueError, match=r"annotations\[0\] \(id 4\) has no 'bbox'"):
+        read_detection_manifest(path)
+    path.write_text('{"categories": []}')
+    with pytest.raises(ValueError, match="needs an 'images' list"):
+        read_detection_manifest(path)
