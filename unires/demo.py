@@ -133,6 +133,7 @@ def run_demo(
         max_train_minutes=budget_minutes,
         warmup_ratio=0.05,
         logging_steps=max(1, max_steps // 20),
+        save_steps=0,  # a 10-minute demo re-run from the start: no resumable checkpoints
         do_final_eval=False,
         report_to="none",
     )

@@ -1,6 +1,8 @@
 """Training with Accelerate: resume exactness, two processes, NaN stop, saved model and card."""
 
 import json
+import logging
+import math
 import os
 import subprocess
 import sys
@@ -129,7 +131,7 @@ def test_bad_arguments_are_named(setup, tmp_path):
 
 def test_two_processes_see_different_data(setup, tmp_path):
     # Also the mixed-precision path: bf16 autocast on CPU (one Accelerate state per process, so it
-    # is exercised here, in fresh processes, rather than beside the fp32 tests).
+    # is exercised here, in fresh processes, rather than beside the fp32 tests), chosen by the launcher alone.
     output = tmp_path / "ddp"
     # `--multi_gpu` selects Accelerate's torchrun launcher; with no GPU present the two
     # processes run as MULTI_CPU over gloo (`--cpu` alone would start a single process).
@@ -141,8 +143,7 @@ def test_two_processes_see_different_data(setup, tmp_path):
         "--dataset", str(setup["data_dir"]), "--referents_per_image", "2", "--max_eval_images", "2",
         "--per_device_train_batch_size", "2", "--max_steps", "3", "--learning_rate", "1e-3",
         "--output_dir", str(output), "--report_to", "none", "--trace_data", "--disable_progress_bar",
-        "--mixed_precision", "bf16",
-    ]
+    ]  # no --mixed_precision for the script: the launcher's bf16 is the one used (issue 20, case 3)
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -203,15 +204,15 @@ def test_training_from_a_clip_checkpoint(setup, tmp_path):
     # Backbone learning rate 0: the CLIP towers are still exactly the checkpoint's after training.
     for name, value in clip_vision.items():
         if name.startswith("vision_model."):
-            torch.testing.assert_close(trained[name], value, rtol=0, atol=0, msg=name)
+            torch.testing.assert_close(trained["vision_encoder." + name], value, rtol=0, atol=0, msg=name)
     # The new parts did train: they moved away from their (seeded) initial values.
     from accelerate.utils import set_seed
 
     set_seed(training_args.seed)
     initial = UniRESModel.from_clip(str(tmp_path / "clip"), **model_args.parsed_overrides()).state_dict()
-    assert torch.equal(initial["vision_model.embeddings.patch_embedding.weight"],
-                       trained["vision_model.embeddings.patch_embedding.weight"])
-    assert not torch.allclose(initial["mask_head.weight"], trained["mask_head.weight"])
+    assert torch.equal(initial["vision_encoder.vision_model.embeddings.patch_embedding.weight"],
+                       trained["vision_encoder.vision_model.embeddings.patch_embedding.weight"])
+    assert not torch.allclose(initial["mask_head.projection.weight"], trained["mask_head.projection.weight"])
 
 
 def test_gradient_accumulation_counts_optimizer_steps(setup, tmp_path):
@@ -278,3 +279,209 @@ def test_run_training_takes_config_and_collator_objects(setup, tmp_path):
     assert trainer.accelerator.unwrap_model(trainer.model).config.decoder_stage2_layers == 2
     with pytest.raises(ValueError, match="a model or a config"):
         run_training(model_args, data_args, training_args, config=config, model=UniRESModel(config))
+
+
+# -- issue 20: a real user's long run ---------------------------------------------------------------------------
+
+
+def test_resume_with_a_larger_max_steps_trains_on_with_the_schedule_extended(setup, tmp_path, caplog):
+    # Case 1: a finished 4-step run (warm-up 2) resumed with --max_steps 6 trains steps 5 and 6 on a cosine
+    # recomputed for 6 steps, the warm-up kept at 2 (warmup_ratio 0.5 of 6 would make it 3).
+    out = tmp_path / "longer"
+    run_training(*_args(setup, out, max_steps=4, save_steps=2, warmup_ratio=0.5))
+    # 16 images in batches of 4: step 4 ends an epoch, so the resume also starts from an epoch's end.
+    at_four = load_file(out / "checkpoint-4" / "model.safetensors")
+    with caplog.at_level(logging.INFO, logger="unires.training.trainer"):
+        trainer, _ = run_training(*_args(setup, out, max_steps=6, warmup_ratio=0.5, resume_from_checkpoint="latest"))
+    assert "resuming at step 4 of a 4-step run; training on to --max_steps 6" in caplog.text
+    assert trainer.state.global_step == 6 and trainer.warmup_steps == 2
+    lr = {record["step"]: record["lr"] for record in trainer.state.log_history if "lr" in record}
+    for step in (5, 6):
+        assert lr[step] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * (step - 2) / 4)), rel=1e-6), step
+    assert lr[6] == pytest.approx(0.0, abs=1e-12)
+    trained = _weights(out)
+    assert any(not torch.allclose(at_four[k], trained[k]) for k in at_four)  # steps 5 and 6 did train
+    assert json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())["requested_steps"] == 6
+
+
+def test_a_reused_output_dir_is_refused_or_overwritten(setup, tmp_path):
+    # Case 2: checkpoints of an earlier run are never mixed with a new run's.
+    out = tmp_path / "reused"
+    run_training(*_args(setup, out, max_steps=4, save_steps=2))
+    with pytest.raises(FileExistsError) as refused:
+        run_training(*_args(setup, out, max_steps=2, save_steps=1))
+    message = str(refused.value)
+    assert str(out.resolve()) in message and "--overwrite_output_dir" in message
+    assert "--resume_from_checkpoint" in message and "checkpoint-4" in message
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]  # untouched
+
+    run_training(*_args(setup, out, max_steps=1, save_steps=1, overwrite_output_dir=True))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]  # 'latest' is this run's
+
+
+def _reset_accelerate_state():
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """The Accelerate state is one per process: start this test from none, and leave none behind."""
+    _reset_accelerate_state()
+    yield
+    _reset_accelerate_state()
+
+
+def test_mixed_precision_is_the_launchers_unless_given(setup, tmp_path, monkeypatch, fresh_accelerate_state):
+    # Case 3: ACCELERATE_MIXED_PRECISION is what `accelerate launch --mixed_precision` and `accelerate config` set.
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert UniRESTrainingArguments().mixed_precision is None
+    trainer, _ = run_training(*_args(setup, tmp_path / "launcher", max_steps=1))
+    assert trainer.accelerator.mixed_precision == "bf16"
+    assert "| mixed precision | bf16 |" in (tmp_path / "launcher" / "README.md").read_text()
+    _reset_accelerate_state()
+    trainer, _ = run_training(*_args(setup, tmp_path / "flag", max_steps=1, mixed_precision="no"))
+    assert trainer.accelerator.mixed_precision == "no"  # the script's flag, when given, wins
+
+
+def test_push_to_hub_offline_fails_before_anything_is_built(setup, tmp_path, monkeypatch):
+    # Case 6: HF_HUB_OFFLINE=1 (as in every test) with --push_to_hub: an error in seconds, not after the run.
+    import unires.training.run as run_module
+    from unires.training.hub import HubPushError
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was built before the push was checked")
+
+    monkeypatch.setattr(run_module, "build_model", never)
+    with pytest.raises(HubPushError, match="HF_HUB_OFFLINE"):
+        run_training(*_args(setup, tmp_path / "offline", push_to_hub=True, hub_model_id="org/unires"))
+    assert not (tmp_path / "offline" / "model.safetensors").exists()
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """An online Hub, faked at `HfApi`: records the calls, answers whoami with `fake_hub.user`."""
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    calls = []
+
+    class Hub:
+        user = {"name": "alice", "orgs": [], "auth": {"accessToken": {"role": "write"}}}
+        login_error = None
+        write_error = None
+
+    def whoami(self, *args, **kwargs):
+        calls.append(("whoami", self.token))
+        if Hub.login_error:
+            raise Hub.login_error
+        return Hub.user
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs.get("private")))
+
+    def auth_check(self, repo_id, **kwargs):
+        calls.append(("auth_check", repo_id, kwargs.get("write")))
+        if Hub.write_error:
+            raise Hub.write_error
+
+    def upload_folder(self, **kwargs):
+        calls.append(("upload_folder", kwargs["repo_id"], sorted(p.name for p in Path(kwargs["folder_path"]).iterdir()),
+                      kwargs["ignore_patterns"]))
+
+    for name, fn in dict(whoami=whoami, create_repo=create_repo, auth_check=auth_check,
+                         upload_folder=upload_folder).items():
+        monkeypatch.setattr(huggingface_hub.HfApi, name, fn)
+    Hub.calls = calls
+    return Hub
+
+
+def test_push_to_hub_checks_login_and_repo_before_the_first_step(setup, tmp_path, monkeypatch, fake_hub):
+    import unires.training.run as run_module
+    from unires.training.hub import HubPushError
+
+    built = []
+    original_build = run_module.build_model
+    monkeypatch.setattr(run_module, "build_model", lambda args: built.append(len(fake_hub.calls)) or original_build(args))
+
+    fake_hub.login_error = OSError("no token")
+    with pytest.raises(HubPushError, match="cannot log in.*hf auth login.*--hub_token"):
+        run_training(*_args(setup, tmp_path / "a", push_to_hub=True))
+    fake_hub.login_error = None
+    fake_hub.user = {"name": "alice", "auth": {"accessToken": {"role": "read"}}}
+    with pytest.raises(HubPushError, match="read-only"):
+        run_training(*_args(setup, tmp_path / "b", push_to_hub=True))
+    fake_hub.user = {"name": "alice", "auth": {"accessToken": {"role": "write"}}}
+    fake_hub.write_error = PermissionError("403")
+    with pytest.raises(HubPushError, match="cannot write to the Hub repo 'other-org/unires'"):
+        run_training(*_args(setup, tmp_path / "c", push_to_hub=True, hub_model_id="other-org/unires"))
+    assert built == []  # every failure came before the model was built
+    fake_hub.write_error = None
+    fake_hub.calls.clear()
+
+    # No --hub_model_id: the output folder's name under the user, as transformers' Trainer does.
+    run_training(*_args(setup, tmp_path / "my-run", max_steps=1, push_to_hub=True, hub_token="hf_x",
+                        hub_private_repo=True))
+    names = [call[0] for call in fake_hub.calls]
+    assert names == ["whoami", "create_repo", "auth_check", "upload_folder"]
+    assert fake_hub.calls[0] == ("whoami", "hf_x")
+    assert fake_hub.calls[1] == ("create_repo", "alice/my-run", True)
+    assert built == [3]  # the model was built after the three checks
+    _, repo, files, ignored = fake_hub.calls[3]
+    assert repo == "alice/my-run" and "model.safetensors" in files and "checkpoint-*" in ignored and ".lock" in ignored
+    assert "alice/my-run" in (tmp_path / "my-run" / "README.md").read_text()
+
+
+def test_push_options_are_spelled_as_in_transformers_and_the_captioner():
+    from transformers import HfArgumentParser
+
+    from captioner.train import CaptionerTrainingArguments
+    from unires.training.run import _earlier_push_spelling
+
+    argv = ["--push_to_hub", "--hub_model_id", "org/x", "--hub_token", "hf_x", "--hub_private_repo"]
+    (unires_args,) = HfArgumentParser(UniRESTrainingArguments).parse_args_into_dataclasses(args=argv)
+    (captioner_args,) = HfArgumentParser(CaptionerTrainingArguments).parse_args_into_dataclasses(args=argv)
+    for parsed in (unires_args, captioner_args):
+        assert (parsed.push_to_hub, parsed.hub_model_id, parsed.hub_token, parsed.hub_private_repo) == \
+            (True, "org/x", "hf_x", True)
+    # The earlier spelling of train.py still works, said in the new one.
+    assert _earlier_push_spelling(["--push_to_hub", "org/x", "--hub_private", "--seed", "1"]) == \
+        ["--push_to_hub", "--hub_model_id", "org/x", "--hub_private_repo", "--seed", "1"]
+    assert _earlier_push_spelling(["--push_to_hub", "--max_steps", "3"]) == ["--push_to_hub", "--max_steps", "3"]
+    old = UniRESTrainingArguments(push_to_hub="org/y")
+    assert (old.push_to_hub, old.hub_model_id) == (True, "org/y")
+
+
+def test_a_run_says_its_world_batch_destination_and_final_metrics(setup, tmp_path, caplog):
+    # Case 8: what a user needs to read in the log, and a default that saves checkpoints.
+    assert UniRESTrainingArguments().save_steps > 0
+    out = tmp_path / "told"
+    with caplog.at_level(logging.INFO, logger="unires.training.trainer"):
+        run_training(*_args(setup, out, max_steps=2, gradient_accumulation_steps=2, do_final_eval=True,
+                            save_steps=UniRESTrainingArguments().save_steps))
+    text = caplog.text
+    assert "world size 1" in text
+    assert "effective batch 8 images = 4 per device x 1 process(es) x 2 accumulation" in text
+    assert f"saved to {out.resolve()}" in text
+    table = text[text.index("final metrics (validation, step 2)"):]
+    assert "| mIoU |" in table and "| object+part |" in table and "| part |" in table
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()  # the default --save_steps saves the last step
+
+
+def test_learning_rate_help_says_what_suits_which_start():
+    from transformers import HfArgumentParser
+
+    help_text = " ".join(HfArgumentParser(UniRESTrainingArguments).format_help().split())
+    assert "1e-5 is the paper's, for fine-tuning from CLIP" in help_text
+    assert "--config_name" in help_text and "1e-3" in help_text
+
+
+def test_resuming_with_another_effective_batch_warns_naming_both(setup, tmp_path, caplog):
+    out = tmp_path / "batch"
+    run_training(*_args(setup, out, max_steps=2, save_steps=2))
+    with caplog.at_level(logging.WARNING, logger="unires.training.trainer"):
+        run_training(*_args(setup, out, max_steps=3, per_device_train_batch_size=2, resume_from_checkpoint="latest"))
+    assert "effective batch of 4 (4 per device x 1 processes x 1 accumulation)" in caplog.text
+    assert "effective batch of 2 (2 x 1 x 1)" in caplog.text

@@ -96,7 +96,14 @@ class UniRESTrainingArguments:
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Images per device per step."})
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "Images per device at evaluation."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps to accumulate before an update."})
-    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate of the new (non-CLIP) parts."})
+    learning_rate: float = field(
+        default=1e-5,
+        metadata={
+            "help": "Peak learning rate of the new (non-CLIP) parts. The default 1e-5 is the paper's, for fine-tuning "
+            "from CLIP (--clip_name_or_path) or a UniRES checkpoint (--model_name_or_path). Training from a config "
+            "(--config_name, random weights) needs a larger one: `make demo` trains from a config at 1e-3."
+        },
+    )
     backbone_learning_rate: Optional[float] = field(
         default=None, metadata={"help": "Peak learning rate of the CLIP towers (default: --learning_rate)."}
     )
@@ -116,23 +123,58 @@ class UniRESTrainingArguments:
     )
     warmup_ratio: float = field(default=0.0, metadata={"help": "Share of steps spent warming up linearly."})
     warmup_steps: int = field(default=0, metadata={"help": "Warm-up steps (overrides --warmup_ratio when > 0)."})
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (Accelerate)."})
+    mixed_precision: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "no, fp16 or bf16. Unset (the default), Accelerate decides: `accelerate launch --mixed_precision`, "
+            "`accelerate config`, or ACCELERATE_MIXED_PRECISION; given, it overrides them."
+        },
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
     logging_steps: int = field(default=10, metadata={"help": "Log the loss every N steps."})
-    save_steps: int = field(default=0, metadata={"help": "Save a resumable checkpoint every N steps (0: never)."})
+    save_steps: int = field(
+        default=500,
+        metadata={
+            "help": "Save a resumable checkpoint every N optimisation steps and at the last step (0: never). "
+            "A checkpoint at the last step is what `--resume_from_checkpoint latest --max_steps MORE` trains on from."
+        },
+    )
     save_total_limit: Optional[int] = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
     eval_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0: only at the end)."})
     do_final_eval: bool = field(default=True, metadata={"help": "Evaluate once more after training."})
     resume_from_checkpoint: Optional[str] = field(
-        default=None, metadata={"help": "A checkpoint folder to resume from, or 'latest' for the newest in output_dir."}
+        default=None,
+        metadata={
+            "help": "A checkpoint folder to resume from, or 'latest' for the newest in output_dir. A --max_steps (or "
+            "--num_train_epochs) other than the checkpoint's run trains on to the new length: the cosine schedule is "
+            "recomputed for it, the warm-up kept."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Delete the checkpoints an earlier run left in --output_dir and train from the start. Without it "
+            "(and without --resume_from_checkpoint) a folder holding checkpoints is refused."
+        },
     )
     report_to: Optional[str] = field(
         default="auto", metadata={"help": "Accelerate trackers: auto (TensorBoard when installed), none, or a name."}
     )
-    push_to_hub: Optional[str] = field(
-        default=None, metadata={"help": "Hub repo id to push the model, processor and model card to."}
+    push_to_hub: bool = field(
+        default=False,
+        metadata={
+            "help": "Upload the model, processor and model card to the Hub at the end. Checked before the first step "
+            "(offline mode, login, repo creation and write access)."
+        },
     )
-    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    hub_model_id: Optional[str] = field(
+        default=None,
+        metadata={"help": "Hub repo for --push_to_hub, org/name (default: the --output_dir folder's name under your user)."},
+    )
+    hub_token: Optional[str] = field(
+        default=None, metadata={"help": "Hub token with write access (default: the saved `hf auth login`)."}
+    )
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
     trace_data: bool = field(
         default=False,
         metadata={"help": "Write the image ids each process trained on to output_dir/data_trace/ (debugging)."},
@@ -140,7 +182,11 @@ class UniRESTrainingArguments:
     disable_progress_bar: bool = field(default=False, metadata={"help": "Hide the progress bar."})
 
     def __post_init__(self):
-        if self.mixed_precision not in {"no", "fp16", "bf16"}:
+        if isinstance(self.push_to_hub, str):  # the earlier spelling, push_to_hub="org/name"
+            if self.hub_model_id and self.hub_model_id != self.push_to_hub:
+                raise ValueError(f"push_to_hub={self.push_to_hub!r} and hub_model_id={self.hub_model_id!r} disagree")
+            self.hub_model_id, self.push_to_hub = self.push_to_hub, True
+        if self.mixed_precision is not None and self.mixed_precision not in {"no", "fp16", "bf16"}:
             raise ValueError(f"--mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         if self.gradient_accumulation_steps < 1:
             raise ValueError(f"--gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")

@@ -113,8 +113,12 @@ def write_model_card(
     num_parameters: Optional[int] = None,
     license: str = "apache-2.0",
     space_id: Optional[str] = None,
+    mixed_precision: Optional[str] = None,
 ) -> str:
     """Write `folder/README.md` (YAML metadata + recipe + evaluation table) and return its text.
+
+    `mixed_precision` is the precision the run used (the Accelerator's; `training_args.mixed_precision` is unset
+    when the launcher chose it).
 
     The card links to the Gradio app: the Space `space_id` ("org/name") when there is one, and always the command
     that serves the app locally.
@@ -166,7 +170,7 @@ def write_model_card(
         lr=training_args.learning_rate,
         backbone_lr=training_args.backbone_learning_rate or training_args.learning_rate,
         warmup=warmup,
-        mixed_precision=training_args.mixed_precision,
+        mixed_precision=mixed_precision or training_args.mixed_precision or "no",
         seed=training_args.seed,
         evaluation=evaluation,
         citation=UNIRES_CITATION,

@@ -7,6 +7,7 @@ from Python (and the tests do).
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Optional
 
 from accelerate.utils import set_seed
@@ -16,7 +17,8 @@ from modeling_unires import UniRESConfig, UniRESModel, UniRESProcessor
 
 from .arguments import DataArguments, ModelArguments, UniRESTrainingArguments
 from .collator import MRESTrainingCollator
-from .trainer import UniRESTrainer
+from .preflight import prepare_run
+from .trainer import UniRESTrainer, build_accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +75,25 @@ def run_training(
     fresh weights) and processor from `model_args`, the collator from `data_args`, the datasets from
     `data_args.dataset`. A caller that already holds a config, a model or a collator (the demo, a notebook)
     passes it and nothing is built twice or read back from disk.
+
+    Before anything is built, the output folder is claimed (its lock; the `--overwrite_output_dir` rule) and a
+    `--push_to_hub` is checked, so that a run that cannot finish fails in seconds.
     """
-    set_seed(training_args.seed)
     if model is not None and config is not None:
         raise ValueError("pass a model or a config to run_training, not both")
+    accelerator = build_accelerator(training_args)
+    prepared = prepare_run(accelerator, training_args)
+    try:
+        return _build_and_train(model_args, data_args, training_args, accelerator, prepared, config=config,
+                                model=model, processor=processor, collator=collator, train_dataset=train_dataset,
+                                eval_dataset=eval_dataset)
+    finally:
+        prepared.release()
+
+
+def _build_and_train(model_args, data_args, training_args, accelerator, prepared, *, config, model, processor,
+                     collator, train_dataset, eval_dataset):
+    set_seed(training_args.seed)
     if model is None:
         model = UniRESModel(config) if config is not None else build_model(model_args)
     if processor is None:
@@ -102,9 +119,10 @@ def run_training(
         collator=collator,
         model_card_info={
             "base_model": model_args.model_name_or_path or model_args.clip_name_or_path,
-            "model_id": training_args.push_to_hub,
             "num_parameters": sum(p.numel() for p in model.parameters()),
         },
+        accelerator=accelerator,
+        prepared=prepared,
     )
     metrics = trainer.train()
     return trainer, metrics
@@ -115,7 +133,27 @@ def main(argv: Optional[list[str]] = None) -> dict:
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser((ModelArguments, DataArguments, UniRESTrainingArguments))
+    argv = _earlier_push_spelling(list(sys.argv[1:] if argv is None else argv))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     _, metrics = run_training(model_args, data_args, training_args)
     return metrics
+
+
+def _earlier_push_spelling(argv: list[str]) -> list[str]:
+    """`--push_to_hub org/name` and `--hub_private`, the earlier spellings, as `--push_to_hub --hub_model_id
+    org/name` and `--hub_private_repo` (the spelling of transformers and of the captioner's trainer)."""
+    out, i = [], 0
+    booleans = {"true", "false", "yes", "no", "1", "0", "t", "f", "y", "n"}
+    while i < len(argv):
+        item = argv[i]
+        if item == "--push_to_hub" and i + 1 < len(argv) and not argv[i + 1].startswith("-") \
+                and argv[i + 1].lower() not in booleans:
+            logger.warning("--push_to_hub %s is the earlier spelling; use --push_to_hub --hub_model_id %s",
+                           argv[i + 1], argv[i + 1])
+            out += ["--push_to_hub", "--hub_model_id", argv[i + 1]]
+            i += 2
+            continue
+        out.append("--hub_private_repo" if item == "--hub_private" else item)
+        i += 1
+    return out

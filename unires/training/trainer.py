@@ -26,12 +26,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..evaluation.evaluator import UniRESRowSegmenter, evaluate_predictor
-from ..evaluation.metrics import MRESMetricAccumulator, MRESMetricOptions
+from ..evaluation.metrics import MRESMetricAccumulator, MRESMetricOptions, format_metrics_table
 from .arguments import DataArguments, UniRESTrainingArguments
 from .budget import StepReplanner
 from .collator import MRESTrainingCollator
+from .hub import push_folder
 from .model_card import write_model_card
 from .optimizer import build_optimizer, build_parameter_groups
+from .preflight import PreparedRun, prepare_run
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +42,26 @@ STATE_FILE = "trainer_state.json"
 
 @dataclass
 class TrainerState:
-    """What, besides Accelerate's state, a checkpoint needs for an exact resume."""
+    """What, besides Accelerate's state, a checkpoint needs for an exact resume.
+
+    The run's shape is kept too, so that a resume can tell a new length (train on) from the same one (continue
+    exactly) and warn when it runs on another number of processes or another effective batch.
+    """
 
     global_step: int = 0
     planned_steps: int = 0  # the run's length, as last (re-)planned
     epoch: int = 0
     batches_seen_in_epoch: int = 0
     log_history: list = field(default_factory=list)
+    requested_steps: int = 0  # the length the arguments asked for (--max_steps, or from the epochs), before re-planning
+    warmup_steps: int = 0
+    num_processes: int = 0
+    per_device_train_batch_size: int = 0
+    gradient_accumulation_steps: int = 0
+
+    @property
+    def effective_batch(self) -> int:
+        return self.per_device_train_batch_size * self.num_processes * self.gradient_accumulation_steps
 
     def save(self, folder: Path) -> None:
         (folder / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
@@ -56,7 +71,34 @@ class TrainerState:
         path = folder / STATE_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: {folder} is not a checkpoint written by UniRESTrainer")
-        return cls(**json.loads(path.read_text()))
+        values = json.loads(path.read_text())
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in values.items() if k in known})  # older checkpoints lack the newer fields
+
+
+def build_accelerator(args: UniRESTrainingArguments) -> Accelerator:
+    """The run's Accelerator. `mixed_precision` is passed only when given: unset, Accelerate reads the launcher's
+    flag, `accelerate config` or ACCELERATE_MIXED_PRECISION."""
+    return Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=_trackers(args),
+        project_dir=str(args.output_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+
+
+def _trackers(args: UniRESTrainingArguments):
+    choice = (args.report_to or "none").lower()
+    if choice == "none":
+        return None
+    if choice == "auto":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            return None
+        return "tensorboard"
+    return choice
 
 
 class UniRESTrainer:
@@ -71,6 +113,8 @@ class UniRESTrainer:
         eval_dataset: rows to evaluate on periodically (optional).
         collator: the batch builder; by default an `MRESTrainingCollator` from `data_args` and `args.seed`.
         model_card_info: extra facts for the model card (datasets, base model, ...).
+        accelerator: an `Accelerator` built by the caller (default: one from `args`).
+        prepared: the run's claimed output folder and checked push (`prepare_run`), when the caller already did it.
     """
 
     def __init__(
@@ -84,6 +128,7 @@ class UniRESTrainer:
         collator: Optional[MRESTrainingCollator] = None,
         model_card_info: Optional[dict] = None,
         accelerator: Optional[Accelerator] = None,
+        prepared: Optional[PreparedRun] = None,
     ):
         self.args = args
         self.data_args = data_args
@@ -92,13 +137,8 @@ class UniRESTrainer:
         self.eval_dataset = eval_dataset
         self.model_card_info = model_card_info or {}
         self.output_dir = Path(args.output_dir)
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision=args.mixed_precision,
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
-            log_with=self._trackers(),
-            project_dir=str(self.output_dir),
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
-        )
+        self.accelerator = accelerator or build_accelerator(args)
+        self.prepared = prepared or prepare_run(self.accelerator, args)
         if args.gradient_checkpointing:
             # transformers 5.2x renamed it; keep working with both names.
             getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
@@ -106,8 +146,13 @@ class UniRESTrainer:
         self.collator = collator or MRESTrainingCollator(
             processor, data_args.referents_per_image, granularity=data_args.granularity, seed=args.seed
         )
-        self.state = TrainerState()
         self.max_steps = self._total_steps()
+        self.state = TrainerState(
+            requested_steps=self.max_steps,
+            num_processes=self.accelerator.num_processes,
+            per_device_train_batch_size=args.per_device_train_batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+        )
         self.clock = time.perf_counter  # the budget's clock (replaceable in tests)
         self.replanner = (
             StepReplanner(args.max_train_minutes * 60, self.max_steps) if args.max_train_minutes else None
@@ -119,6 +164,7 @@ class UniRESTrainer:
             betas=(args.adam_beta1, args.adam_beta2),
         )
         self.warmup_steps = args.warmup_steps or int(math.ceil(args.warmup_ratio * self.max_steps))
+        self.state.warmup_steps = self.warmup_steps
         # Cosine with linear warm-up over the *current* plan (it may be re-planned to meet a time budget). Stepped
         # once per optimisation step by this loop (not by Accelerate, which would step it once per process), and
         # checkpointed through register_for_checkpointing.
@@ -144,16 +190,7 @@ class UniRESTrainer:
         return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
     def _trackers(self):
-        choice = (self.args.report_to or "none").lower()
-        if choice == "none":
-            return None
-        if choice == "auto":
-            try:
-                import tensorboard  # noqa: F401
-            except ImportError:
-                return None
-            return "tensorboard"
-        return choice
+        return _trackers(self.args)
 
     def _train_dataloader(self) -> DataLoader:
         args = self.args
@@ -199,6 +236,9 @@ class UniRESTrainer:
     def save_checkpoint(self) -> Path:
         folder = self.output_dir / f"checkpoint-{self.state.global_step}"
         self.accelerator.save_state(str(folder))
+        # The state file marks a complete checkpoint ('latest' ignores folders without it): written once every
+        # process has written its part, so a run killed mid-save never leaves a checkpoint that looks whole.
+        self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             self.state.save(folder)
             limit = self.args.save_total_limit
@@ -215,11 +255,55 @@ class UniRESTrainer:
                 raise FileNotFoundError(f"--resume_from_checkpoint latest: no checkpoint in {self.output_dir}")
             checkpoint = str(found[-1])
         folder = Path(checkpoint)
-        self.state = TrainerState.load(folder)
-        if self.state.planned_steps:
-            self.max_steps = self.state.planned_steps
+        saved = TrainerState.load(folder)
+        requested, step = self.max_steps, saved.global_step
+        planned = saved.planned_steps or requested
+        # Older checkpoints did not record what was asked for: their plan stands in for it.
+        if requested == (saved.requested_steps or planned):
+            self.max_steps = planned  # the same run: continue exactly, re-planned length included
+        else:
+            args = self.args
+            asked = f"--max_steps {requested}" if args.max_steps > 0 else f"{requested} steps (--num_train_epochs {args.num_train_epochs:g})"
+            if requested > step:
+                logger.info("resuming at step %d of a %d-step run; training on to %s (cosine schedule recomputed "
+                            "for %d steps, warm-up kept at %d)", step, planned, asked, requested,
+                            saved.warmup_steps or self.warmup_steps)
+            else:
+                logger.warning("resuming at step %d of a %d-step run, but %s asks for no more steps: nothing to "
+                               "train; the model is saved as it is", step, planned, asked)
+            self.max_steps = max(requested, step)
+        if saved.warmup_steps:
+            self.warmup_steps = saved.warmup_steps
+        elif not self.args.warmup_steps:
+            self.warmup_steps = int(math.ceil(self.args.warmup_ratio * planned))
+        if self.replanner is not None:
+            self.replanner.planned_steps = self.max_steps
+        now = self.state
+        if saved.num_processes and (saved.num_processes, saved.effective_batch) != (now.num_processes, now.effective_batch):
+            logger.warning(
+                "checkpoint %s was written by %d process(es) with an effective batch of %d (%d per device x %d "
+                "processes x %d accumulation); this run has %d process(es) and an effective batch of %d (%d x %d x %d). "
+                "Training goes on, but not as the original run would have: the batch (and so the learning rate per "
+                "sample) and the order of the remaining data differ.",
+                folder, saved.num_processes, saved.effective_batch, saved.per_device_train_batch_size,
+                saved.num_processes, saved.gradient_accumulation_steps, now.num_processes, now.effective_batch,
+                now.per_device_train_batch_size, now.num_processes, now.gradient_accumulation_steps,
+            )
+        saved.requested_steps = requested
+        saved.planned_steps = self.max_steps
+        saved.warmup_steps = self.warmup_steps
+        saved.num_processes = now.num_processes
+        saved.per_device_train_batch_size = now.per_device_train_batch_size
+        saved.gradient_accumulation_steps = now.gradient_accumulation_steps
+        self.state = saved
         self.accelerator.load_state(str(folder))
-        logger.info("resumed from %s at step %d", folder, self.state.global_step)
+        if self.max_steps != planned:
+            # The learning rate of the next step is the new schedule's, not the one the checkpoint stored.
+            factor = self._learning_rate_factor(self.scheduler.last_epoch)
+            for group, base in zip(self.scheduler.optimizer.param_groups, self.scheduler.base_lrs):
+                group["lr"] = base * factor
+            self.scheduler._last_lr = [group["lr"] for group in self.scheduler.optimizer.param_groups]
+        logger.info("resumed from %s at step %d of %d", folder, self.state.global_step, self.max_steps)
 
     # ---------------------------------------------------------------------------- training
     def _epoch_batches(self):
@@ -244,12 +328,37 @@ class UniRESTrainer:
             handle.write("".join(f"{self.state.global_step}\t{i}\n" for i in image_ids))
 
     def train(self) -> dict:
-        """Train to `max_steps`; returns the final metrics (empty when there is no eval set)."""
+        """Train to `max_steps`; returns the final metrics (empty when there is no eval set).
+
+        The output folder's lock is released when training ends, however it ends.
+        """
+        try:
+            return self._train()
+        finally:
+            self.prepared.release()
+
+    def _describe_run(self) -> None:
+        """What a user needs to see before a long run: processes, batch, precision, length, destination."""
+        args, accelerator = self.args, self.accelerator
+        per_device, processes, accumulation = (args.per_device_train_batch_size, accelerator.num_processes,
+                                               args.gradient_accumulation_steps)
+        logger.info(
+            "world size %d (%s, device %s), mixed precision %s; effective batch %d images = %d per device x %d "
+            "process(es) x %d accumulation, %d expressions each; %d steps from step %d (warm-up %d); output_dir %s%s",
+            processes, accelerator.distributed_type.value, accelerator.device, accelerator.mixed_precision,
+            per_device * processes * accumulation, per_device, processes, accumulation,
+            self.data_args.referents_per_image, self.max_steps, self.state.global_step, self.warmup_steps,
+            self.output_dir.resolve(),
+            f", push to https://huggingface.co/{self.prepared.hub_repo_id}" if self.prepared.hub_repo_id else "",
+        )
+
+    def _train(self) -> dict:
         args, accelerator = self.args, self.accelerator
         if args.resume_from_checkpoint:
             self._resume(args.resume_from_checkpoint)
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            self._describe_run()
         if accelerator.trackers == [] and self._trackers():
             accelerator.init_trackers("unires", config=_flat_config(args, self.data_args))
         bar = tqdm(
@@ -265,6 +374,7 @@ class UniRESTrainer:
             self.replanner.start(self.clock())
         while self.state.global_step < self.max_steps:
             consumed_any = False
+            resumed_at_epoch_end = self.state.batches_seen_in_epoch > 0  # a checkpoint taken after an epoch's last batch
             for batch in self._epoch_batches():
                 consumed_any = True
                 self.state.batches_seen_in_epoch += 1
@@ -306,14 +416,16 @@ class UniRESTrainer:
                     accelerator.log({"train/loss": mean_loss, "train/lr": record["lr"]}, step=step)
                     bar.set_postfix(loss=f"{mean_loss:.4f}")
                     running, running_count = 0.0, 0
-                if args.save_steps and step % args.save_steps == 0:
+                if args.save_steps and (step % args.save_steps == 0 or step >= self.max_steps):
+                    # Also at the last step, as transformers' Trainer does: a run can be resumed with a larger
+                    # --max_steps to train on.
                     self.save_checkpoint()
                 if args.eval_steps and step % args.eval_steps == 0 and self.eval_dataset is not None:
                     self.log_metrics(self.evaluate(), step)
                 if step >= self.max_steps:
                     break
             else:
-                if not consumed_any:
+                if not consumed_any and not resumed_at_epoch_end:
                     raise ValueError("the training data yielded no batch: is the split empty?")
                 self.state.epoch += 1
                 self.state.batches_seen_in_epoch = 0
@@ -324,6 +436,9 @@ class UniRESTrainer:
         if args.do_final_eval and self.eval_dataset is not None:
             results = self.evaluate()
             self.log_metrics(results, self.state.global_step)
+            if accelerator.is_main_process:
+                logger.info("final metrics (%s, step %d):\n%s", self.data_args.eval_split, self.state.global_step,
+                            format_metrics_table(results, include_options=False))
         self.save_model(eval_results={self.data_args.eval_split: results} if results else None)
         accelerator.end_training()
         return results
@@ -379,18 +494,14 @@ class UniRESTrainer:
                 data_args=self.data_args,
                 eval_results=eval_results,
                 num_steps=self.state.global_step,
-                **self.model_card_info,
+                mixed_precision=accelerator.mixed_precision,
+                **{"model_id": self.prepared.hub_repo_id, **self.model_card_info},
             )
+            logger.info("model, processor and model card saved to %s (step %d)", folder.resolve(), self.state.global_step)
             if self.args.push_to_hub:
-                from huggingface_hub import upload_folder, create_repo
-
-                create_repo(self.args.push_to_hub, private=self.args.hub_private, exist_ok=True)
-                upload_folder(
-                    repo_id=self.args.push_to_hub,
-                    folder_path=str(folder),
-                    ignore_patterns=["checkpoint-*", "data_trace/*", "runs/*"],
-                    commit_message=f"UniRES after {self.state.global_step} steps",
-                )
+                url = push_folder(folder, self.prepared.hub_repo_id, token=self.args.hub_token,
+                                  commit_message=f"UniRES after {self.state.global_step} steps")
+                logger.info("pushed to %s", url)
         accelerator.wait_for_everyone()
         return folder
 

@@ -1,0 +1,114 @@
+"""One run per output folder: a lock held for the whole run, and transformers' `overwrite_output_dir` rule.
+
+- `OutputDirLock`: `output_dir/.lock`, an `fcntl.flock` held by the main process from start to end. A second run
+  writing the same folder (a resume started beside a run that is still alive, a copy-pasted command) fails at
+  once, naming the pid and host of the run that holds it. The kernel drops the lock when that process ends, however
+  it ends, so a killed run never leaves a stale lock behind.
+- `check_checkpoints`: a folder that already holds checkpoints is another run's. Training into it again
+  without `--resume_from_checkpoint` refuses; with `--overwrite_output_dir` the old checkpoints are removed first,
+  so that `--resume_from_checkpoint latest` can never pick up a checkpoint of another run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".lock"
+
+
+class OutputDirInUseError(RuntimeError):
+    """Another live run holds the output folder's lock."""
+
+
+class OutputDirLock:
+    """An exclusive, non-blocking `flock` on `folder/.lock` (Linux and macOS; a no-op where fcntl is missing)."""
+
+    _held: dict[str, "OutputDirLock"] = {}  # per process: a run that re-claims its own folder gets its own lock back
+
+    def __init__(self, folder):
+        self.folder = Path(folder).resolve()
+        self.path = self.folder / LOCK_FILE
+        self._handle = None
+
+    @classmethod
+    def acquire(cls, folder) -> "OutputDirLock":
+        key = str(Path(folder).resolve())
+        if key in cls._held:
+            return cls._held[key]
+        lock = cls(folder)
+        lock._acquire()
+        cls._held[key] = lock
+        return lock
+
+    def _acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown pid"
+            handle.close()
+            raise OutputDirInUseError(
+                f"output_dir {self.folder} is in use by another run ({holder}; lock file {self.path}). Wait for "
+                "that run to end or stop it, or choose another --output_dir."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        """Drop the lock (idempotent). The file stays: removing it would let two runs lock two different files."""
+        if self._handle is not None:
+            import fcntl
+
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+        OutputDirLock._held.pop(str(self.folder), None)
+
+
+def existing_checkpoints(folder) -> list[Path]:
+    """The `checkpoint-N` folders in `folder`, complete or not, in step order."""
+    found = [p for p in Path(folder).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def check_checkpoints(folder, *, resume_from_checkpoint, overwrite_output_dir: bool, remove: bool) -> list[Path]:
+    """Apply the `overwrite_output_dir` rule to `folder`; returns the checkpoints removed (only when `remove`).
+
+    Raises `FileExistsError` naming the folder and both ways out when it holds checkpoints of an earlier run and
+    neither `--resume_from_checkpoint` nor `--overwrite_output_dir` says what to do with them.
+    """
+    found = existing_checkpoints(folder)
+    if not found or resume_from_checkpoint:
+        return []
+    if not overwrite_output_dir:
+        names = ", ".join(p.name for p in found)
+        raise FileExistsError(
+            f"output_dir {Path(folder).resolve()} already holds checkpoints of an earlier run ({names}). Pass "
+            "--resume_from_checkpoint latest to continue that run, --overwrite_output_dir to delete them and train "
+            "from the start, or choose another --output_dir."
+        )
+    if remove:
+        for checkpoint in found:
+            shutil.rmtree(checkpoint)
+        trace = Path(folder) / "data_trace"
+        if trace.is_dir():
+            shutil.rmtree(trace)
+        logger.warning("--overwrite_output_dir: removed %d old checkpoint(s) from %s: %s", len(found), folder,
+                       ", ".join(p.name for p in found))
+    return found
