@@ -5,6 +5,8 @@ bool, float in [0, 1]) and torch tensors are accepted. This file imports only nu
 that it can travel beside a checkpoint as remote code.
 """
 
+import base64
+import binascii
 import functools
 import io
 import os
@@ -16,7 +18,12 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.image_utils import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    ChannelDimension,
+    infer_channel_dimension_format,
+)
 from transformers.utils import logging
 
 from .configuration_unires import DEFAULT_MASK_THRESHOLD
@@ -28,9 +35,12 @@ RESAMPLE_NAMES = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1}
 
 def open_image(source, index: int = 0) -> Image.Image:
     """
-    Open an image given as a local path or an http(s) URL, undecoded beyond PIL's own reading: the colour handling
-    of [`to_rgb_image`] then applies to it exactly as to an image opened by the caller. `ValueError` names the
-    image (index and path or URL) when it cannot be read or downloaded.
+    Open an image given as a local path, an http(s) URL or a `data:` URI (base64), undecoded beyond PIL's own
+    reading: the colour handling of [`to_rgb_image`] then applies to it exactly as to an image opened by the caller.
+
+    `ValueError` names the image (index and path or URL): "No image file at X" for a string that is none of the
+    three (a mistyped path reads as one, not as a bad URL or base64 string), and a clear reason when it cannot be
+    read or downloaded.
     """
     source = os.fspath(source)
     if source.startswith(("http://", "https://")):
@@ -40,9 +50,20 @@ def open_image(source, index: int = 0) -> Image.Image:
         except (OSError, ValueError) as error:  # URLError, timeouts and HTTP errors are OSErrors
             raise ValueError(f"image {index}: cannot download {source!r}: {error}") from error
         stream, name = io.BytesIO(data), source
+    elif source.startswith("data:"):
+        header, _, payload = source.partition(",")
+        name = f"{header},..."
+        if not header.endswith(";base64"):
+            raise ValueError(
+                f"image {index}: the data URI {name!r} is not base64-encoded (expected data:image/...;base64,...)"
+            )
+        try:
+            stream = io.BytesIO(base64.b64decode(payload, validate=True))
+        except (binascii.Error, ValueError) as error:
+            raise ValueError(f"image {index}: the data URI {name!r} holds invalid base64: {error}") from error
     else:
         if not os.path.isfile(source):
-            raise ValueError(f"image {index}: no such file {source!r}")
+            raise ValueError(f"image {index}: No image file at {source!r} (nor is it an http(s) URL or a data: URI)")
         stream, name = source, source
     try:
         image = Image.open(stream)
@@ -65,8 +86,7 @@ def to_rgb_image(image, index: int = 0) -> Image.Image:
         image = open_image(image, index)
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
-        # Tensors are usually channels-first.
-        if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
+        if image.ndim == 3 and _tensor_is_channels_first(image):
             image = np.moveaxis(image, 0, -1)
     if isinstance(image, np.ndarray):
         image = _array_to_pil(image, index)
@@ -88,6 +108,18 @@ def to_rgb_image(image, index: int = 0) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB")
+
+
+def _tensor_is_channels_first(array: np.ndarray) -> bool:
+    """
+    transformers' own rule for a 3-D tensor (`infer_channel_dimension_format`), with 4 channels (RGBA) admitted: a
+    leading 1, 3 or 4 means channels-first, even when the last side is 1, 3 or 4 too (`(3, 1, 1)` is one pixel, not
+    a 3-pixel-high column; transformers logs the ambiguity). Numpy arrays stay channels-last, as PIL gives them.
+    """
+    try:
+        return infer_channel_dimension_format(array, num_channels=(1, 3, 4)) == ChannelDimension.FIRST
+    except ValueError:  # neither side is a channel count: `_array_to_pil` names the shape
+        return False
 
 
 def _array_to_pil(array: np.ndarray, index: int) -> Image.Image:
@@ -373,8 +405,20 @@ def validate_threshold(threshold) -> float:
 
 
 def mask_to_rle(mask: np.ndarray) -> dict:
-    """COCO RLE `{"size": [h, w], "counts": str}` of a 2-D boolean mask (pycocotools)."""
-    from pycocotools import mask as mask_utils
+    """
+    COCO RLE `{"size": [h, w], "counts": str}` of a 2-D boolean mask (pycocotools).
+
+    pycocotools is needed only here: the processor and the model load without it (also as remote code, where
+    transformers checks every import a file makes outside `try` blocks), and asking for RLE without it raises an
+    `ImportError` that says how to install it.
+    """
+    try:
+        from pycocotools import mask as mask_utils
+    except ImportError as error:
+        raise ImportError(
+            "COCO RLE output needs pycocotools (`pip install pycocotools`); masks as arrays or images do not "
+            "(the pipeline: `return_rle=False`; `post_process_masks`: `return_rle=False`)"
+        ) from error
 
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}

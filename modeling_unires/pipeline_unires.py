@@ -1,13 +1,37 @@
-"""The `referring-expression-segmentation` pipeline: image(s) + expression(s) -> one mask per expression."""
+"""The `referring-expression-segmentation` pipeline: image(s) + expression(s) -> one mask per expression.
+
+The pipeline travels with every checkpoint as transformers carries a custom pipeline: `config.json` holds
+`custom_pipelines` (what `PIPELINE_REGISTRY.register_pipeline` + `Pipeline.save_pretrained` write) and this file sits
+beside the model's code, so that `pipeline(TASK, model=folder_or_hub_id, trust_remote_code=True)` works where this
+package is not installed. `save_pipeline_code` does both for a saved model folder.
+"""
 
 import numpy as np
 from PIL import Image
 from transformers import Pipeline
+from transformers.dynamic_module_utils import custom_object_save
 
 from .image_processing_unires import mask_to_rle, validate_threshold
 from .processing_unires import validate_expressions
 
 MASK_FORMATS = ("pil", "numpy")
+PIPELINE_TASK = "referring-expression-segmentation"
+
+
+def custom_pipelines_entry() -> dict:
+    """
+    The `custom_pipelines` entry of a UniRES `config.json`, as `Pipeline.save_pretrained` writes it for a pipeline
+    registered with `PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=..., pt_model=AutoModel,
+    type="multimodal")`: `pipeline()` reads it with `trust_remote_code=True`.
+    """
+    impl = f"{__name__.split('.')[-1]}.{ReferringExpressionSegmentationPipeline.__name__}"
+    return {PIPELINE_TASK: {"impl": impl, "pt": ["AutoModel"], "type": "multimodal"}}
+
+
+def save_pipeline_code(save_directory) -> list:
+    """Copy this file and the files it imports (processing, image processing, configuration) into
+    `save_directory`, as `custom_object_save` copies any custom class's code; returns the files written."""
+    return custom_object_save(ReferringExpressionSegmentationPipeline, save_directory)
 
 
 class ReferringExpressionSegmentationPipeline(Pipeline):
@@ -29,7 +53,11 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
     Every expression gives a dict: `"text"`, `"mask"` (PIL image of mode "L", 0/255, at the original size, or a bool
     array with `mask_format="numpy"`), `"score"` (mean probability inside the mask; for an empty mask, the highest
     probability anywhere, so that a low score flags it) and `"rle"` (COCO RLE `{"size": [h, w], "counts": str}`).
-    `threshold` defaults to the processor's (the config's `mask_threshold`).
+    `threshold` defaults to the processor's (the config's `mask_threshold`). `return_rle=False` leaves out `"rle"`,
+    the one output that needs pycocotools.
+
+    `save_pretrained` writes the model, the processor, `custom_pipelines` in `config.json` and this code: the
+    folder then works with `pipeline(..., trust_remote_code=True)` without this package.
     """
 
     _load_processor = True
@@ -37,10 +65,14 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
 
-    def _sanitize_parameters(self, threshold=None, mask_format=None, **kwargs):
+    def _sanitize_parameters(self, threshold=None, mask_format=None, return_rle=None, **kwargs):
         if kwargs:
             raise ValueError(f"Unknown arguments for the referring-expression-segmentation pipeline: {sorted(kwargs)}")
         postprocess = {}
+        if return_rle is not None:
+            if not isinstance(return_rle, bool):
+                raise ValueError(f"return_rle={return_rle!r} is invalid: expected True or False")
+            postprocess["return_rle"] = return_rle
         if threshold is not None:
             postprocess["threshold"] = validate_threshold(threshold)
         if mask_format is not None:
@@ -105,7 +137,7 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
         outputs = self.model(**model_inputs)
         return {"logits": outputs.logits, "meta": meta}
 
-    def postprocess(self, model_outputs, threshold=None, mask_format="pil"):
+    def postprocess(self, model_outputs, threshold=None, mask_format="pil", return_rle=True):
         meta = model_outputs["meta"]
         masks, scores = self.processor.post_process_masks(
             model_outputs["logits"].float().cpu(),
@@ -118,10 +150,20 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
         per_image = [[] for _ in meta["original_sizes"]]
         for row, (mask, score, image_index) in enumerate(zip(masks, scores, meta["image_indices"])):
             output_mask = Image.fromarray(mask.astype(np.uint8) * 255, mode="L") if mask_format == "pil" else mask
-            per_image[image_index].append(
-                {"text": meta["texts"][row], "score": score, "mask": output_mask, "rle": mask_to_rle(mask)}
-            )
+            result = {"text": meta["texts"][row], "score": score, "mask": output_mask}
+            if return_rle:
+                result["rle"] = mask_to_rle(mask)
+            per_image[image_index].append(result)
         return [results[0] if single else results for results, single in zip(per_image, meta["singles"])]
 
+    def save_pretrained(self, save_directory, **kwargs):
+        """
+        transformers' `Pipeline.save_pretrained` (the model, `custom_pipelines` in its `config.json` and this code
+        file, as for any registered custom pipeline), plus the processor, which the base class does not save: the
+        folder loads with `pipeline(TASK, model=folder, trust_remote_code=True)` without this package.
+        """
+        super().save_pretrained(save_directory, **kwargs)
+        self.processor.save_pretrained(save_directory, **kwargs)
 
-__all__ = ["ReferringExpressionSegmentationPipeline"]
+
+__all__ = ["PIPELINE_TASK", "ReferringExpressionSegmentationPipeline", "custom_pipelines_entry", "save_pipeline_code"]

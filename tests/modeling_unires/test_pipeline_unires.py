@@ -90,8 +90,30 @@ def test_pipeline_names_an_unreachable_url_and_a_missing_file(saved):
     url = "http://127.0.0.1:9/no-such-image.png"  # the discard port: refused at once, no network needed
     with pytest.raises(ValueError, match=r"image 0: cannot download 'http://127.0.0.1:9/no-such-image.png'"):
         segmenter(url, "the car")
-    with pytest.raises(ValueError, match=r"image 0: no such file '.*missing.png'"):
+    with pytest.raises(ValueError, match=r"image 0: No image file at '.*missing.png'"):
         segmenter(str(folder / "missing.png"), "the car")
+
+
+def test_a_mistyped_image_path_reads_as_a_missing_file_and_data_uris_work(saved):
+    # Case 7 of issue 20: a string that is no file, no http(s) URL and no data URI is a missing file, not
+    # transformers' "Incorrect image source ... base64 ... Incorrect padding".
+    import base64
+    import io
+
+    folder, _, _, jpeg, _ = saved
+    segmenter = pipeline("referring-expression-segmentation", model=str(folder))
+    for typo in ("photos/dgo.jpg", "dgo.jpg", "photo"):
+        with pytest.raises(ValueError, match=rf"image 0: No image file at '{typo}'") as error:
+            segmenter(typo, "the car")
+        assert "base64" not in str(error.value) and "padding" not in str(error.value)
+    buffer = io.BytesIO()
+    Image.open(jpeg).save(buffer, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    from_uri = segmenter(uri, ["the red car"], mask_format="numpy")
+    from_image = segmenter(Image.open(jpeg), ["the red car"], mask_format="numpy")
+    assert np.array_equal(from_uri[0]["mask"], from_image[0]["mask"])
+    with pytest.raises(ValueError, match=r"image 0: the data URI 'data:image/png;base64,...' holds invalid base64"):
+        segmenter("data:image/png;base64,@@@", "the car")
 
 
 def test_a_path_and_the_same_opened_image_give_the_same_masks(saved, tmp_path):

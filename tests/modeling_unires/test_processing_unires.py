@@ -115,6 +115,41 @@ def test_image_modes_and_formats(processor, tmp_path):
     assert rotated["original_sizes"].tolist() == [[40, 20]]  # stored 40x20 (w x h), displayed 20 wide, 40 high
 
 
+@pytest.mark.parametrize("shape", [(3, 1, 1), (3, 2, 3), (3, 5, 4), (1, 3, 1), (4, 1, 3)])
+def test_a_narrow_channels_first_tensor_is_read_channels_first(processor, shape):
+    # Case 9 of issue 20: transformers' rule (`infer_channel_dimension_format`): a leading 1, 3 or 4 is the channel
+    # axis even when the last side is 1, 3 or 4 too; (3, 1, 1) is one pixel, not a 1x3 image.
+    pixels = torch.rand(shape)
+    out = processor.image_processor(pixels)
+    assert out["original_sizes"].tolist() == [[shape[1], shape[2]]]
+    channels_last = pixels.permute(1, 2, 0).numpy()
+    expected = processor.image_processor(channels_last[..., 0] if shape[0] == 1 else channels_last)
+    torch.testing.assert_close(out["pixel_values"], expected["pixel_values"])
+
+
+def test_channels_last_tensors_and_arrays_stay_channels_last(processor):
+    assert processor.image_processor(torch.rand(5, 7, 3))["original_sizes"].tolist() == [[5, 7]]
+    assert processor.image_processor(np.zeros((3, 5, 4), dtype=np.uint8))["original_sizes"].tolist() == [[3, 5]]
+
+
+def test_processor_loads_and_runs_without_pycocotools_until_rle_is_asked(processor, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pycocotools(name, *args, **kwargs):
+        if name.split(".")[0] == "pycocotools":
+            raise ImportError("blocked")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pycocotools)
+    logits = torch.randn(1, 8, 8)
+    (mask,) = processor.post_process_masks(logits, [(8, 8)])
+    assert mask.shape == (8, 8)
+    with pytest.raises(ImportError, match=r"pip install pycocotools.*return_rle=False"):
+        processor.post_process_masks(logits, [(8, 8)], return_rle=True)
+
+
 def test_huge_image_is_resized(processor):
     out = processor(images=np.zeros((3000, 4000, 3), dtype=np.uint8), text="the car")
     assert out["pixel_values"].shape == (1, 3, 32, 32) and out["original_sizes"].tolist() == [[3000, 4000]]

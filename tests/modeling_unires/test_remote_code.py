@@ -81,3 +81,120 @@ def test_checkpoint_loads_as_remote_code(tmp_path):
     child_tokens = torch.load(folder / "child_processor.pt", weights_only=True)
     for key, value in expected_tokens.items():
         assert torch.equal(child_tokens[key], value), key
+
+
+PIPELINE_CHILD = r"""
+import importlib.abc, json, os, sys
+repo_root = sys.argv[1]
+sys.path[:] = [p for p in sys.path if p not in ("", ".") and os.path.abspath(p) != repo_root]
+blocked = {"modeling_unires", "unires", "pycocotools"}
+
+class BlockPackages(importlib.abc.MetaPathFinder):
+    # Our package may be installed in editable mode; pycocotools is blocked first to show it is optional.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ImportError(f"{name} is blocked in this test")
+
+sys.meta_path.insert(0, BlockPackages())
+for name in ("modeling_unires", "pycocotools"):
+    try:
+        __import__(name)
+    except ImportError:
+        pass
+    else:
+        raise SystemExit(f"{name} is importable: the test would prove nothing")
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoProcessor, pipeline
+
+image = Image.open(sys.argv[2])
+texts = ["the red car", "the window", "the wheel of the car"]
+report = {}
+for folder in sys.argv[3:]:
+    AutoProcessor.from_pretrained(folder, trust_remote_code=True)  # without pycocotools
+    segmenter = pipeline("referring-expression-segmentation", model=folder, trust_remote_code=True)
+    without_rle = segmenter(image, texts, mask_format="numpy", return_rle=False)
+    try:
+        segmenter(image, texts)
+    except ImportError as error:
+        rle_error = str(error)
+    else:
+        raise SystemExit("RLE output without pycocotools did not raise")
+    blocked.discard("pycocotools")
+    results = segmenter(image, texts, mask_format="numpy")
+    blocked.add("pycocotools")
+    for name in [name for name in sys.modules if name.split(".")[0] == "pycocotools"]:
+        del sys.modules[name]  # blocked again for the next folder
+    report[folder] = {
+        "pipeline_module": type(segmenter).__module__,
+        "model_module": type(segmenter.model).__module__,
+        "masks": [result["mask"].tolist() for result in results],
+        "masks_without_rle": [result["mask"].tolist() for result in without_rle],
+        "keys_without_rle": sorted(without_rle[0]),
+        "scores": [result["score"] for result in results],
+        "rles": [result["rle"] for result in results],
+        "rle_error": rle_error,
+    }
+assert not any(name.split(".")[0] in ("modeling_unires", "unires") for name in sys.modules)
+with open(os.path.join(os.path.dirname(sys.argv[2]), "report.json"), "w") as handle:
+    json.dump(report, handle)
+"""
+
+
+def test_pipeline_travels_as_remote_code(tmp_path):
+    """Case 5 of issue 20: a checkpoint saved by `model.save_pretrained` (the trainer's way) or by the pipeline's
+    `save_pretrained` carries `custom_pipelines` and the pipeline's code; where neither our package nor pycocotools
+    can be imported, `pipeline(task, model=folder, trust_remote_code=True)` loads it and gives the package's masks,
+    and only RLE output asks for pycocotools (with a clear error)."""
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+
+    from modeling_unires import PIPELINE_TASK
+
+    model, processor = tiny_model_and_processor(seed=7)
+    by_model = tmp_path / "by-model"
+    model.save_pretrained(by_model)
+    processor.save_pretrained(by_model)
+    segmenter = pipeline(PIPELINE_TASK, model=model, processor=processor)
+    by_pipeline = tmp_path / "by-pipeline"
+    segmenter.save_pretrained(by_pipeline)
+    expected_entry = {
+        PIPELINE_TASK: {"impl": "pipeline_unires.ReferringExpressionSegmentationPipeline", "pt": ["AutoModel"],
+                        "type": "multimodal"}
+    }
+    for folder in (by_model, by_pipeline):
+        config = json.loads((folder / "config.json").read_text())
+        assert config["custom_pipelines"] == expected_entry, folder
+        assert (folder / "pipeline_unires.py").exists(), folder
+
+    # With the package imported, the registered pipeline still serves the task with no trust_remote_code.
+    assert type(pipeline(PIPELINE_TASK, model=str(by_model))) is type(segmenter)
+
+    rng = np.random.default_rng(0)
+    image_path = tmp_path / "image.png"
+    Image.fromarray(rng.integers(0, 256, (30, 44, 3), dtype=np.uint8)).save(image_path)
+    texts = ["the red car", "the window", "the wheel of the car"]
+    expected = segmenter(str(image_path), texts, mask_format="numpy")
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", PIPELINE_CHILD, REPO_ROOT, str(image_path), str(by_model), str(by_pipeline)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    for folder in (by_model, by_pipeline):
+        child = report[str(folder)]
+        assert child["pipeline_module"].startswith("transformers_modules"), child["pipeline_module"]
+        assert child["model_module"].startswith("transformers_modules"), child["model_module"]
+        for row, want in enumerate(expected):
+            assert np.array_equal(np.asarray(child["masks"][row], dtype=bool), want["mask"]), (folder, row)
+            assert np.array_equal(np.asarray(child["masks_without_rle"][row], dtype=bool), want["mask"])
+            assert child["rles"][row] == want["rle"]
+            assert abs(child["scores"][row] - want["score"]) < 1e-6
+        assert child["keys_without_rle"] == ["mask", "score", "text"]
+        assert "pip install pycocotools" in child["rle_error"] and "return_rle=False" in child["rle_error"]
