@@ -9,6 +9,7 @@ import base64
 import binascii
 import functools
 import io
+import math
 import os
 import urllib.request
 
@@ -312,7 +313,7 @@ class UniRESImageProcessor(BaseImageProcessor):
         (the image of each mask, as the processor returns them), one per image (the processor's `original_sizes`).
         The logits are resized bilinearly to the mask's size, then `sigmoid > threshold` (default
         `self.mask_threshold`, the config's). Masks of the same size are resized together. With `return_rle=True`,
-        COCO RLE dicts `{"size": [h, w], "counts": str}` (pycocotools) are returned instead of arrays. With
+        COCO RLE dicts `{"size": [h, w], "counts": str}` (pycocotools) are returned instead of arrays (made only then). With
         `return_scores=True`, `(masks, scores)` is returned, the score of a mask being its mean probability inside
         the mask, or for an empty mask the highest probability anywhere (so that a low score flags it).
 
@@ -361,23 +362,84 @@ class UniRESImageProcessor(BaseImageProcessor):
             chunk = max(1, (1 << 25) // (size[0] * size[1]))
             for start in range(0, len(rows), chunk):
                 part = rows[start : start + chunk]
-                # In place and without boolean arithmetic: at full resolution these maps are the cost.
-                probabilities = F.interpolate(
-                    logits[part][:, None].float(), size=size, mode="bilinear", align_corners=False
-                )[:, 0].sigmoid_()
-                binary = probabilities > threshold
-                if return_scores:
-                    area = binary.view(torch.uint8).sum(dim=(1, 2), dtype=torch.int32)  # (int64 is 10x slower here)
-                    inside = F.threshold(probabilities, threshold, 0.0).sum(dim=(1, 2)) / area.clamp(min=1)
-                    maxima = probabilities.amax(dim=(1, 2))
-                    part_scores = torch.where(area > 0, inside, maxima).tolist()
+                part_masks, part_scores = _threshold_resized(logits, part, size, threshold, return_scores)
                 for offset, row in enumerate(part):
-                    masks[row] = binary[offset].cpu().numpy()
+                    masks[row] = part_masks[offset]
                     if return_scores:
-                        scores[row] = float(part_scores[offset])
+                        scores[row] = part_scores[offset]
         if return_rle:
             masks = [mask_to_rle(mask) for mask in masks]
         return (masks, scores) if return_scores else masks
+
+
+def _threshold_resized(logits, rows, size, threshold, return_scores):
+    """
+    The masks (bool arrays sharing one buffer) and, on request, the scores of `logits[rows]` resized to `size`: one
+    bilinear resize of all the rows together, then one comparison in logit space (`x >= logit_threshold(t)`, the
+    same masks as `sigmoid(x) > t`, bit for bit) instead of a sigmoid over every pixel. Scores take one more pass
+    (the sigmoid inside the masks only); an empty mask's score is the sigmoid of its highest logit.
+    """
+    resized = F.interpolate(logits[rows][:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    cut = logit_threshold(threshold, resized.device.type)
+    if cut is None:  # a threshold without an exact logit-space equivalent: probabilities, as they always were
+        probabilities = resized.sigmoid_()
+        binary = probabilities > threshold
+        if return_scores:
+            area = binary.view(torch.uint8).sum(dim=(1, 2), dtype=torch.int32)
+            inside = F.threshold(probabilities, threshold, 0.0).sum(dim=(1, 2)) / area.clamp(min=1)
+            scores = torch.where(area > 0, inside, probabilities.amax(dim=(1, 2))).tolist()
+    else:
+        binary = resized >= cut
+        if return_scores:
+            area = binary.view(torch.uint8).sum(dim=(1, 2), dtype=torch.int32)  # (int64 is 10x slower here)
+            # sigmoid(-inf) = 0: the pixels outside a mask add nothing.
+            inside = torch.where(binary, resized, float("-inf")).sigmoid_().sum(dim=(1, 2)) / area.clamp(min=1)
+            scores = inside.tolist()
+            empty = (area == 0).nonzero().flatten()
+            if len(empty):
+                maxima = resized.index_select(0, empty).amax(dim=(1, 2)).sigmoid().tolist()
+                for row, maximum in zip(empty.tolist(), maxima):
+                    scores[row] = maximum
+    binary = binary.cpu().numpy()
+    return list(binary), ([float(score) for score in scores] if return_scores else None)
+
+
+@functools.lru_cache(maxsize=64)
+def logit_threshold(threshold: float, device_type: str = "cpu"):
+    """
+    The float32 value `c` with `sigmoid(x) > threshold` exactly when `x >= c`, for every float32 `x`, as torch's
+    sigmoid on `device_type` computes it (its vectorised loop and its scalar one: both are checked over the 2**15
+    float32 values around the point where the comparison turns), so that masks can be thresholded on logits bit for
+    bit as on probabilities. `None` for 0, 1, or a threshold where the two loops disagree or the comparison is not
+    monotone (the caller then computes probabilities).
+    """
+    if not 0.0 < threshold < 1.0:
+        return None
+
+    def floats(keys):  # float32 values of ordered keys (a float's bit pattern; negative floats reversed)
+        patterns = torch.where(keys >= 0, keys, (-keys) | 0x80000000).numpy().astype(np.uint32)
+        return torch.from_numpy(patterns.view(np.float32)).to(device_type)
+
+    def above(keys):  # sigmoid > threshold in the vectorised loop (the padding takes the scalar tail)
+        values = floats(keys)
+        return (torch.cat([values, values[:1].expand(64)]).sigmoid()[: len(values)] > threshold).cpu()
+
+    # Bisection for the first float above (sigmoid is monotone), then a check of the 2**15 floats around it.
+    low, high = -0x7F800000, 0x7F800000  # -inf, +inf
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if bool(above(torch.tensor([middle]))[0]) else (middle, high)
+    keys = torch.arange(high - (1 << 14), high + (1 << 14), dtype=torch.int64)
+    candidates = floats(keys)
+    # The vectorised loop (contiguous, the padding takes the scalar tail) and the scalar loop (a strided view).
+    vectorised = torch.cat([candidates, candidates[:64]]).sigmoid()[: len(candidates)] > threshold
+    scalar = torch.stack([candidates, candidates], dim=1)[:, 0].sigmoid() > threshold
+    if not torch.equal(vectorised, scalar):
+        return None
+    turned = vectorised.nonzero().flatten()
+    if len(turned) == 0 or turned[0] == 0 or not bool(vectorised[int(turned[0]) :].all()):
+        return None
+    return float(candidates[int(turned[0])])
 
 
 class NaNLogitsError(ValueError):
