@@ -12,32 +12,36 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
+
+from dataset_scripts.cli import HelpFormatter
+from dataset_scripts.sources import check_local_or_hub
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the page's server
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from unires.app import Segmenter, UniRESApp  # noqa: E402
 
 DEFAULT_MODEL = "outputs/demo/model"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", default=os.environ.get("UNIRES_MODEL", DEFAULT_MODEL),
-                        help=f"UniRES checkpoint: a folder or a Hub id (default: $UNIRES_MODEL or {DEFAULT_MODEL}).")
+                        help=f"UniRES checkpoint: a folder or a Hub id ($UNIRES_MODEL, else {DEFAULT_MODEL}).")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                        help="Address to listen on (default 127.0.0.1: this machine only).")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available).")
+                        help="Address to listen on ($GRADIO_SERVER_NAME; 127.0.0.1 is this machine only).")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                        help="Port to listen on ($GRADIO_SERVER_PORT).")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (None: cuda when available).")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    looks_local = args.model.startswith((".", "/")) or args.model == DEFAULT_MODEL
-    if looks_local and not Path(args.model).is_dir():
-        raise SystemExit(f"No model folder at {args.model}: run `make demo` first, or pass --model <folder or Hub id>.")
+    try:
+        check_local_or_hub(args.model, kind="model", hint="Run `make demo` first, or pass --model <folder or Hub id>.")
+    except OSError as error:  # FileNotFoundError included: a missing folder, or a Hub id while offline
+        raise SystemExit(str(error)) from None
+    from unires.app import Segmenter, UniRESApp  # torch and transformers: after the command line is read
+
     segmenter = Segmenter.from_pretrained(args.model, device=args.device)
     UniRESApp(segmenter, model_name=args.model).launch(host=args.host, port=args.port)
 

@@ -238,6 +238,14 @@ def test_huge_image_is_downscaled_with_a_notice(app, tmp_path):
     assert preview[:, : MAX_IMAGE_SIDE // 2 - 8].min() >= 250 and preview[:, MAX_IMAGE_SIDE // 2 + 8 :].max() <= 5
     result = app.segment(str(path), "the red car", 0.35, output.state)
     assert result.overlay.size == (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE) and "encode image (cached" in result.timings
+    # Case 8 of issue 20: the masks never come without the notice: on Segment (cached encoding or not), and on a
+    # new threshold.
+    assert result.message == output.message
+    assert app.rethreshold(0.5, result.state).message == output.message
+    fresh = app.segment(str(path), "the red car", 0.35, SessionState())
+    assert fresh.message == output.message and fresh.overlay is not None
+    # A smaller image afterwards drops the notice.
+    assert app.load_image(_png(tmp_path / "small.png"), result.state).message == ""
 
 
 def test_image_beyond_the_decompression_limit_is_refused(tmp_path):
@@ -280,8 +288,23 @@ def test_app_script_defaults_and_missing_model_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
     args = script.parse_args([])
     assert (args.model, args.host, args.port) == ("outputs/demo/model", "127.0.0.1", 7860)
-    with pytest.raises(SystemExit, match="run `make demo` first"):
+    with pytest.raises(SystemExit, match="No model folder or file at .*missing.*Run `make demo` first"):
         script.main(["--model", str(tmp_path / "missing")])
+
+
+def test_a_mistyped_model_folder_reads_as_a_missing_path(tmp_path, monkeypatch):
+    from unires.evaluation.evaluator import evaluate_checkpoint
+
+    # Case 7 of issue 20: a typo in a local path is a missing path, not a Hub connection error.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs" / "demo").mkdir(parents=True)
+    for typo in ("outputs/demo/modle", str(tmp_path / "nothing-here"), "./model"):
+        with pytest.raises(FileNotFoundError, match=f"No model folder or file at {typo}"):
+            Segmenter.from_pretrained(typo)
+        with pytest.raises(SystemExit, match=f"No model folder or file at {typo}"):
+            _app_script().main(["--model", typo])
+        with pytest.raises(FileNotFoundError, match=f"No model folder or file at {typo}"):
+            evaluate_checkpoint(typo, str(tmp_path))
 
 
 def test_page_builds_with_gradio(app):

@@ -84,15 +84,14 @@ class UniRESApp:
             with times.step("read image"):
                 loaded = load_image_file(file_path)
             with times.step("encode image"):
-                encoded_now = state.set_image(self.segmenter, loaded.image, loaded.fingerprint)
+                encoded_now = state.set_image(self.segmenter, loaded.image, loaded.fingerprint, loaded.notice)
             if not encoded_now:
                 times.steps[-1] = ("encode image (already encoded)", times.steps[-1][1])
         except Exception as error:  # noqa: BLE001  (every failure becomes a message on the page)
             state.clear()
             return PageOutput(state=state, message=_error_text(error))
-        message = loaded.notice or ""
         return PageOutput(
-            state=state, message=message, preview=loaded.image, timings=timings_markdown(times.steps),
+            state=state, message=state.notice, preview=loaded.image, timings=timings_markdown(times.steps),
             steps=times.steps,
         )
 
@@ -104,7 +103,6 @@ class UniRESApp:
             if not file_path:
                 raise AppInputError("No image: upload an image or pick one of the examples.")
             expressions = parse_expressions(text)
-            notice = ""
             with times.step("check image"):
                 fingerprint = file_fingerprint(file_path)
                 cached = state.has_image(fingerprint)
@@ -113,16 +111,13 @@ class UniRESApp:
             else:
                 with times.step("read image"):
                     loaded = load_image_file(file_path)
-                    notice = loaded.notice or ""
                 with times.step("encode image"):
-                    state.set_image(self.segmenter, loaded.image, loaded.fingerprint)
+                    state.set_image(self.segmenter, loaded.image, loaded.fingerprint, loaded.notice)
             with times.step("text + decoder"):
                 decoded = state.ask(self.segmenter, expressions)
             name, seconds = times.steps[-1]
             times.steps[-1] = (f"{name} ({decoded} of {len(expressions)} expressions new)", seconds)
-            output = self._render(state, threshold, times)
-            output.message = notice
-            return output
+            return self._render(state, threshold, times)
         except Exception as error:  # noqa: BLE001
             return PageOutput(state=state, message=_error_text(error))
 
@@ -149,8 +144,9 @@ class UniRESApp:
         with times.step("downloads (PNGs + RLE JSON)"):
             folder = self.download_dir / uuid.uuid4().hex
             downloads = [str(path) for path in write_mask_downloads(folder, expressions, masks, scores, threshold)]
+        # The image's notice (e.g. "downscaled to 2048 × ...") goes with every set of masks made on it.
         return PageOutput(
-            state=state, overlay=overlay, legend=legend, timings=timings_markdown(times.steps),
+            state=state, message=state.notice, overlay=overlay, legend=legend, timings=timings_markdown(times.steps),
             downloads=downloads, steps=list(times.steps),
         )
 

@@ -45,7 +45,13 @@ class Segmenter:
 
     @classmethod
     def from_pretrained(cls, name_or_path, device=None, **kwargs) -> "Segmenter":
-        """Load model and processor from a folder or a Hub id (`kwargs` go to both `from_pretrained` calls)."""
+        """Load model and processor from a folder or a Hub id (`kwargs` go to both `from_pretrained` calls).
+
+        A missing local folder fails as "No model folder or file at ..." (`FileNotFoundError`), not as a Hub
+        connection error."""
+        from dataset_scripts.sources import check_local_or_hub
+
+        name_or_path = check_local_or_hub(name_or_path, kind="model")
         import modeling_unires  # noqa: F401  (registers UniRES with the Auto classes)
         from transformers import AutoModel, AutoProcessor
 
@@ -93,12 +99,14 @@ class SessionState:
     logits: dict[str, torch.Tensor] = field(default_factory=dict)  # expression -> (S, S) logits on `encoded`
     expressions: list[str] = field(default_factory=list)  # the last set asked, in order (what the page shows)
     encode_seconds: float = 0.0  # what encoding `encoded` took, shown again when a later request reuses it
+    notice: str = ""  # what the page must keep saying about `encoded` (e.g. that it was downscaled)
 
     def has_image(self, fingerprint: str) -> bool:
         return self.encoded is not None and self.encoded.fingerprint == fingerprint
 
-    def set_image(self, segmenter: Segmenter, image: Image.Image, fingerprint: str) -> bool:
-        """Encode `image` unless it is the one already encoded; returns whether the image side ran."""
+    def set_image(self, segmenter: Segmenter, image: Image.Image, fingerprint: str, notice: str = "") -> bool:
+        """Encode `image` unless it is the one already encoded; returns whether the image side ran. `notice` (e.g.
+        "downscaled to ...") stays with the encoded image and is shown with every result on it."""
         if self.has_image(fingerprint):
             return False
         start = time.perf_counter()
@@ -106,6 +114,7 @@ class SessionState:
         self.encode_seconds = time.perf_counter() - start
         self.logits = {}
         self.expressions = []
+        self.notice = notice or ""
         return True
 
     def clear(self) -> None:
@@ -113,6 +122,7 @@ class SessionState:
         self.logits = {}
         self.expressions = []
         self.encode_seconds = 0.0
+        self.notice = ""
 
     def ask(self, segmenter: Segmenter, expressions: list[str]) -> int:
         """Make `expressions` the current set, decoding those not asked before; returns how many were decoded."""

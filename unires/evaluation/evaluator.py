@@ -222,7 +222,9 @@ def evaluate_checkpoint(
     """Load a checkpoint and a dataset (folder or Hub id) and return {split: {method: metrics}}."""
     from transformers import AutoModel, AutoProcessor
 
+    from dataset_scripts.sources import check_local_or_hub
 
+    model_name_or_path = check_local_or_hub(model_name_or_path, kind="model")  # a mistyped folder: a missing path
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = AutoModel.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code).to(device).eval()
     processor = AutoProcessor.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)

@@ -54,7 +54,9 @@ def draw_prediction_panel(
     draw = ImageDraw.Draw(canvas)
     for index, line in enumerate(lines):
         draw.text((4, height + 4 + index * line_height), line, fill="black", font=font)
-    legend = "left: image   middle: prediction (red)" + ("   right: ground truth (green)" if truth is not None else "")
+    prediction = "prediction (red)" if np.any(predicted) else "prediction (red): EMPTY, nothing above the threshold"
+    legend = (f"left: image   middle: {prediction}   right: ground truth (green)" if truth is not None
+              else f"left: image   right: {prediction}")  # two panels: no "middle"
     draw.text((4, height + 4 + len(lines) * line_height), legend, fill=(90, 90, 90), font=font)
     return canvas
 
