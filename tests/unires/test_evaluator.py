@@ -104,9 +104,11 @@ def test_evaluate_cli_writes_the_table(rows, tmp_path, capsys):
     evaluate_main(["--model", str(tmp_path / "model"), "--dataset", str(rows["folder"]), "--split", "validation",
                    "--baselines", "full_image", "--output", str(output), "--device", "cpu"])
     written = json.loads(output.read_text())
-    assert set(written["validation"]) == {"unires", "full_image"}
-    assert written["validation"]["unires"]["options"]["threshold"] == pytest.approx(0.35)
-    assert "| method | setting | mIoU" in capsys.readouterr().out
+    entry = written["splits"]["validation"]
+    assert written["model"]["type"] == "unires" and set(entry["baselines"]) == {"full_image"}
+    assert entry["metrics"]["options"]["threshold"] == pytest.approx(0.35)
+    assert entry["baselines"]["full_image"]["object+part"]["count"] == entry["metrics"]["object+part"]["count"] > 0
+    assert "| method | setting | mIoU (gIoU)" in capsys.readouterr().out
 
 
 def test_overlays_are_written(rows, tmp_path):

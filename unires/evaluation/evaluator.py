@@ -18,7 +18,6 @@ from typing import Iterable, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from dataset_scripts.features import sentences_of
@@ -26,6 +25,8 @@ from dataset_scripts.load import load_mres_dataset
 from dataset_scripts.masks import decode_mask
 
 from .metrics import MRESMetricAccumulator, MRESMetricOptions
+from .segmenters.base import resize_mask
+from .segmenters.unires import UniRESSegmenter
 
 
 class MaskPredictor(Protocol):
@@ -33,46 +34,9 @@ class MaskPredictor(Protocol):
         """Boolean masks, one per text of each row, of the size `size_of(row)` gives (height, width)."""
 
 
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a bool mask to (height, width)."""
-    if mask.shape == tuple(size):
-        return mask
-    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)
-    return np.asarray(resized) > 127
-
-
-class UniRESRowSegmenter:
-    """A `MaskPredictor` backed by a UniRES model, through the one inference path: the processor (one pixel row per
-    image, `image_indices` for the expressions), the model (each image encoded once for all of its expressions),
-    `post_process_masks` (at the sizes `size_of` asks for; NaN logits raise naming the expressions).
-    Nothing is cached across calls."""
-
-    def __init__(self, model, processor, threshold: Optional[float] = None):
-        self.model = model
-        self.processor = processor
-        self.threshold = model.config.mask_threshold if threshold is None else threshold
-
-    @torch.no_grad()
-    def __call__(self, rows, texts, size_of):
-        flat_texts = [text for row_texts in texts for text in row_texts]
-        if not flat_texts:
-            return [[] for _ in rows]
-        device = next(self.model.parameters()).device
-        inputs = self.processor(images=[row["image"] for row in rows], text=[list(t) for t in texts])
-        inputs.pop("original_sizes")  # the sizes are `size_of`'s: original or the model's input resolution
-        logits = self.model(**{name: value.to(device) for name, value in inputs.items()}).logits
-        masks = self.processor.post_process_masks(
-            logits.float().cpu(),
-            [size_of(row) for row in rows],
-            image_indices=inputs["image_indices"],
-            texts=flat_texts,
-            threshold=self.threshold,
-        )
-        out, cursor = [], 0
-        for row_texts in texts:
-            out.append(masks[cursor : cursor + len(row_texts)])
-            cursor += len(row_texts)
-        return out
+# One UniRES segmenter: the adapter of the segmenter interface is also the `MaskPredictor` that the trainer, the demo
+# and the overlays call under its earlier name.
+UniRESRowSegmenter = UniRESSegmenter
 
 
 def full_image_baseline(rows, texts, size_of):

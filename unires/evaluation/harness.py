@@ -1,0 +1,264 @@
+"""One MRES evaluation for every model: a segmenter, a dataset split, the metrics, every convention stated.
+
+`evaluate_segmenter` scores any [`Segmenter`] on MRES rows with the evaluator every method here shares
+(`evaluate_predictor`: every sentence on its own, streaming metrics). `run_evaluation` adds loading (model by type,
+dataset by name / folder / Hub id), the dataset's identity and the conventions, and returns one JSON-ready result;
+`markdown_report` renders it as a table per split (object-only, part-only, object+part, as the paper's Table 3), and
+`compare_table` puts several results in one table.
+
+Metric names: mIoU is the mean of per-expression IoU (LISA and GroundingSuite call it gIoU); oIoU is total
+intersection over total union (cIoU). Every sentence of a referent is one expression, scored on its own (PSALM's
+RefCOCO script joins a referent's sentences into one prompt: that is another number).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import replace
+from typing import Optional, Sequence
+
+from .dataset_identity import annotation_summary, describe, open_split
+from .evaluator import evaluate_predictor
+from .metrics import GROUPS, MRESMetricOptions
+
+RESULT_FORMAT = "unires-mres-evaluation/1"
+EXPRESSION_RULE = ("one sentence per expression: every sentence of a referent is segmented and scored on its own "
+                   "(not joined into one prompt)")
+
+
+class NothingEvaluatedError(ValueError):
+    """The request evaluated no expression (an empty split, `max_images=0`, a granularity with no referent)."""
+
+
+def metric_conventions(options: MRESMetricOptions) -> dict:
+    """The metric-side conventions in words, beside the options themselves."""
+    resolution = ("original image size" if options.resolution == "original"
+                  else f"model input size {options.input_size[0]}x{options.input_size[1]} (ground truth resized "
+                       "nearest-neighbour)")
+    return {
+        "resolution": resolution,
+        "threshold": options.threshold,
+        "prec_comparison": f"Prec@X counts IoU {options.prec_comparison} X",
+        "empty_gt": ("empty prediction on empty ground truth counts IoU 1" if options.empty_gt == "one_if_both_empty"
+                     else "empty prediction on empty ground truth counts IoU 0"),
+        "empty_prediction": "an empty predicted mask is scored as it is (IoU 0 against a non-empty ground truth)",
+        "expressions": EXPRESSION_RULE,
+        "mIoU": "mean of per-expression IoU (= gIoU)",
+        "oIoU": "total intersection / total union over expressions (= cIoU)",
+        "part_object_confusion": "share of part expressions whose prediction overlaps the parent object more than "
+                                 "the part (IoU with parent > IoU with part)",
+    }
+
+
+def evaluate_segmenter(
+    segmenter,
+    rows,
+    *,
+    options: Optional[MRESMetricOptions] = None,
+    batch_size: int = 8,
+    max_images: Optional[int] = None,
+    granularity: Optional[str] = None,
+    progress: bool = True,
+    what: str = "the data",
+) -> dict:
+    """Metrics of `segmenter` on MRES `rows`; the options' threshold is the segmenter's (it is what was applied).
+
+    Raises `NothingEvaluatedError` when no expression was scored.
+    """
+    options = options or MRESMetricOptions()
+    if segmenter.threshold is not None and options.threshold != segmenter.threshold:
+        options = replace(options, threshold=segmenter.threshold)
+    if max_images is not None and max_images < 1:
+        raise NothingEvaluatedError(f"max_images={max_images}: nothing would be evaluated; pass a positive number "
+                                    "or leave it unset for every image")
+    if options.resolution == "input" and options.input_size is None and not segmenter.input_size:
+        raise ValueError(f"resolution='input' needs the model's input size, which the {segmenter.model_type} "
+                         "segmenter does not know: pass input_size")
+    accumulator = evaluate_predictor(segmenter, rows, options=options, input_size=segmenter.input_size,
+                                     batch_size=batch_size, max_images=max_images, granularity=granularity,
+                                     progress=progress)
+    metrics = accumulator.compute()
+    if metrics["object+part"]["count"] == 0:
+        raise NothingEvaluatedError(
+            f"nothing was evaluated: {what} gave 0 expressions"
+            + (f" (max_images={max_images})" if max_images is not None else "")
+            + (f" of granularity {granularity!r}" if granularity else "")
+            + ". Check the split name and that the split has referents with sentences.")
+    return metrics
+
+
+def run_evaluation(
+    model: Optional[str],
+    model_type: str,
+    dataset: str,
+    splits: Sequence[str],
+    *,
+    data_dir: Optional[str] = None,
+    dataset_config: Optional[str] = None,
+    revision: Optional[str] = None,
+    cache_dir: Optional[str] = None,
+    resolution: str = "original",
+    threshold: Optional[float] = None,
+    prec_comparison: str = ">=",
+    empty_gt: str = "one_if_both_empty",
+    batch_size: int = 8,
+    max_images: Optional[int] = None,
+    granularity: Optional[str] = None,
+    device: Optional[str] = None,
+    segmenter=None,
+    label: Optional[str] = None,
+    baselines: Sequence[str] = (),
+    progress: bool = True,
+    **segmenter_options,
+) -> dict:
+    """Load the model (or use `segmenter`) and the dataset, evaluate every split; one JSON-ready result."""
+    if not splits:
+        raise NothingEvaluatedError("no split given: nothing would be evaluated")
+    if max_images is not None and max_images < 1:
+        raise NothingEvaluatedError(f"max_images={max_images}: nothing would be evaluated; pass a positive number "
+                                    "or leave it unset for every image")
+    from .evaluator import BASELINES
+
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted(BASELINES)}")
+    # The data first: a wrong name or split fails before a large model is loaded.
+    opened = [(split, *open_split(dataset, split, data_dir=data_dir, config=dataset_config, revision=revision,
+                                  cache_dir=cache_dir)) for split in splits]
+    if segmenter is None:
+        from .segmenters import load_segmenter
+
+        segmenter = load_segmenter(model_type, model, device=device, threshold=threshold, **segmenter_options)
+    base_options = MRESMetricOptions(resolution=resolution, prec_comparison=prec_comparison, empty_gt=empty_gt,
+                                     threshold=segmenter.threshold if segmenter.threshold is not None else
+                                     (threshold if threshold is not None else MRESMetricOptions.threshold))
+    result = {
+        "format": RESULT_FORMAT,
+        "model": {"name": label or model or model_type, "id": model, "type": model_type,
+                  "segmenter": segmenter.conventions()},
+        "splits": {},
+    }
+    for split, rows, identity in opened:
+        counts, fingerprint = annotation_summary(rows, max_images)
+        identity.update(counts=counts, annotations_sha256=fingerprint, max_images=max_images,
+                        split_images=len(rows) if hasattr(rows, "__len__") else None)
+        started = time.perf_counter()
+        metrics = evaluate_segmenter(segmenter, rows, options=base_options, batch_size=batch_size,
+                                     max_images=max_images, granularity=granularity, progress=progress,
+                                     what=f"split {split!r} of {dataset}")
+        seconds = time.perf_counter() - started
+        options = MRESMetricOptions.from_dict(metrics["options"])
+        baseline_metrics = {
+            name: evaluate_predictor(BASELINES[name], rows, options=options, batch_size=batch_size,
+                                     max_images=max_images, granularity=granularity, progress=False).compute()
+            for name in baselines
+        }
+        result["splits"][split] = {
+            "dataset": identity,
+            "conventions": {**metric_conventions(options), "granularity": granularity or "all"},
+            "metrics": metrics,
+            "baselines": baseline_metrics,
+            "seconds": round(seconds, 2),
+            "expressions_per_second": round(metrics["object+part"]["count"] / seconds, 3) if seconds > 0 else None,
+        }
+    result["environment"] = _environment(device)
+    return result
+
+
+def _environment(device) -> dict:
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "device": device or ("cuda" if torch.cuda.is_available() else "cpu")}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Reporting
+
+
+def _value(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _prec_keys(metrics: dict) -> list:
+    return [key for key in metrics["object+part"] if key.startswith("Prec@")]
+
+
+def _row_cells(metrics: dict, group: str, prec_keys) -> list:
+    group_metrics = metrics[group]
+    cells = [_value(group_metrics.get(key)) for key in ["mIoU", "oIoU", *prec_keys]]
+    cells.append(_value(group_metrics.get("part_object_confusion")))
+    cells.append(str(group_metrics.get("count", 0)))
+    return cells
+
+
+def _header(first_columns, prec_keys) -> list[str]:
+    header = [*first_columns, "mIoU (gIoU)", "oIoU (cIoU)", *prec_keys, "part→object confusion", "count"]
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+
+
+def markdown_report(result: dict) -> str:
+    """Markdown: per split, the dataset identity, the conventions and the table (object / part / object+part)."""
+    model = result["model"]
+    lines = [f"# {model['name']} ({model['type']})", ""]
+    segmenter = model.get("segmenter", {})
+    lines.append("Segmenter: " + ", ".join(f"{k}={v}" for k, v in segmenter.items() if v is not None))
+    for split, entry in result["splits"].items():
+        metrics = entry["metrics"]
+        prec_keys = _prec_keys(metrics)
+        lines += ["", f"## {split}", "", "Dataset: " + describe(entry["dataset"]), ""]
+        lines += [f"- {key}: {value}" for key, value in entry["conventions"].items()]
+        lines.append("")
+        lines += _header(["method", "setting"], prec_keys)
+        for method, method_metrics in [(model["name"], metrics), *entry.get("baselines", {}).items()]:
+            for group in GROUPS:
+                lines.append("| " + " | ".join([method, group, *_row_cells(method_metrics, group, prec_keys)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare_table(results: Sequence[dict], names: Optional[Sequence[str]] = None) -> str:
+    """One table across models (and their splits); notes every dataset or convention that differs between them."""
+    if not results:
+        raise ValueError("compare needs at least one result")
+    names = list(names) if names else [r["model"]["name"] for r in results]
+    first = next(iter(results[0]["splits"].values()))["metrics"]
+    prec_keys = _prec_keys(first)
+    lines = _header(["model", "split", "setting"], prec_keys)
+    datasets, conventions, thresholds = {}, {}, {}
+    for name, result in zip(names, results):
+        if result.get("format") != RESULT_FORMAT:
+            raise ValueError(f"{name}: not a result of this harness (format {result.get('format')!r}, "
+                             f"expected {RESULT_FORMAT!r})")
+        for split, entry in result["splits"].items():
+            rows = [(name, entry["metrics"])]
+            rows += [(f"{name}: baseline {b}", m) for b, m in entry.get("baselines", {}).items()]
+            for row_name, metrics in rows:
+                for group in GROUPS:
+                    lines.append("| " + " | ".join([row_name, split, group, *_row_cells(metrics, group, prec_keys)])
+                                 + " |")
+            identity = entry["dataset"]
+            datasets.setdefault(split, {})[name] = (identity.get("builder") or identity.get("name"),
+                                                    identity.get("annotations_sha256", "")[:16],
+                                                    identity.get("counts", {}).get("expressions"))
+            conventions.setdefault(split, {})[name] = {k: v for k, v in entry["conventions"].items()}
+            thresholds[name] = result["model"].get("segmenter", {}).get("threshold")
+    notes = []
+    for split, by_model in datasets.items():
+        if len(set(by_model.values())) > 1:
+            notes.append(f"**{split}: the models were evaluated on different data** (builder, annotations sha256, "
+                         f"expressions): " + "; ".join(f"{n}: {v}" for n, v in by_model.items()))
+        keys = set().union(*(c.keys() for c in conventions[split].values()))
+        for key in sorted(keys):
+            values = {n: c.get(key) for n, c in conventions[split].items()}
+            if len(set(map(str, values.values()))) > 1:
+                notes.append(f"{split}: {key} differs: " + "; ".join(f"{n}: {v}" for n, v in values.items()))
+    if len(set(map(str, thresholds.values()))) > 1:
+        notes.append("thresholds differ (each segmenter's stated one): "
+                     + "; ".join(f"{n}: {v}" for n, v in thresholds.items()))
+    table = "\n".join(lines)
+    if notes:
+        table += "\n\n" + "\n".join(f"- {note}" for note in notes)
+    return table

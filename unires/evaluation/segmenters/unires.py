@@ -1,0 +1,61 @@
+"""UniRES: a thin caller of the one inference path (processor → model → post_process_masks).
+
+The processor gives one pixel row per image and `image_indices` for the expressions, the model encodes each image
+once for all of its expressions, `post_process_masks` resizes the logits bilinearly to the size asked for and applies
+`sigmoid > threshold` (the config's `mask_threshold`, 0.35, unless given). NaN logits raise, naming the expressions.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .base import Segmenter, default_device
+
+
+class UniRESSegmenter(Segmenter):
+    """A UniRES model and its processor as a [`Segmenter`] (and, called with rows, a `MaskPredictor`)."""
+
+    model_type = "unires"
+    shares_image_encoding = True
+
+    def __init__(self, model, processor, threshold: Optional[float] = None):
+        self.model = model
+        self.processor = processor
+        self.threshold = float(model.config.mask_threshold if threshold is None else threshold)
+        self.input_size = int(model.config.image_size)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, device: Optional[str] = None, threshold: Optional[float] = None,
+                        trust_remote_code: bool = False, **_):
+        from transformers import AutoModel, AutoProcessor
+
+        import modeling_unires  # noqa: F401  (registers the Auto classes)
+
+        model = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        return cls(model.to(device or default_device()).eval(), processor, threshold=threshold)
+
+    @torch.no_grad()
+    def segment(self, images, expressions, sizes=None):
+        flat_texts = [text for texts in expressions for text in texts]
+        device = next(self.model.parameters()).device
+        inputs = self.processor(images=list(images), text=[list(t) for t in expressions])
+        original_sizes = inputs.pop("original_sizes")
+        sizes = original_sizes.tolist() if sizes is None else [tuple(s) for s in sizes]
+        logits = self.model(**{name: value.to(device) for name, value in inputs.items()}).logits
+        masks = self.processor.post_process_masks(
+            logits.float().cpu(), sizes, image_indices=inputs["image_indices"], texts=flat_texts,
+            threshold=self.threshold,
+        )
+        out, cursor = [], 0
+        for texts in expressions:
+            out.append(masks[cursor : cursor + len(texts)])
+            cursor += len(texts)
+        return out
+
+    def conventions(self) -> dict:
+        return {**super().conventions(), "model_class": type(self.model).__name__,
+                "resizing": f"logits at {self.input_size}x{self.input_size} resized bilinearly to the compared size, "
+                            "then sigmoid > threshold (post_process_masks)"}
