@@ -8,8 +8,13 @@ from huggingface_hub import ModelCard, ModelCardData
 from .box_prompts import PAPER_BOX_FORMAT, PROMPT_TEMPLATES, format_box
 
 
-def write_model_card(output_dir, model_args, data_args, training_args, sources, weights, losses, box_format=PAPER_BOX_FORMAT) -> str:
-    """Write ``README.md`` (YAML metadata + usage) into ``output_dir`` and return its path."""
+def write_model_card(output_dir, model_args, data_args, training_args, sources, weights, losses, box_format=PAPER_BOX_FORMAT,
+                     mixed_precision=None, repo_id=None) -> str:
+    """Write ``README.md`` (YAML metadata + usage) into ``output_dir`` and return its path.
+
+    ``mixed_precision`` is the precision the run used (the Accelerator's, when the launcher chose it); ``repo_id``
+    the Hub repo the adapter is pushed to.
+    """
     data = ModelCardData(library_name="peft", base_model=model_args.base_model, license="apache-2.0",
                          tags=["lora", "dense-captioning", "image-text-to-text", "mres"], pipeline_tag="image-text-to-text")
     templates = "\n".join(f"- {name}: `{text}`" for name, text in PROMPT_TEMPLATES.items())
@@ -35,13 +40,13 @@ Prompts:
 ## Training
 - data: {mixture}
 - LoRA r={model_args.lora_r}, alpha={model_args.lora_alpha}, dropout={model_args.lora_dropout}, targets `{model_args.lora_target_modules}`; vision tower {"frozen" if model_args.freeze_vision_tower else "trained"}
-- lr {training_args.learning_rate}, {training_args.lr_scheduler_type} schedule, batch {training_args.per_device_train_batch_size} x {training_args.gradient_accumulation_steps} accumulation per device, mixed precision {training_args.mixed_precision}
+- lr {training_args.learning_rate}, {training_args.lr_scheduler_type} schedule, batch {training_args.per_device_train_batch_size} x {training_args.gradient_accumulation_steps} accumulation per device, mixed precision {mixed_precision or training_args.mixed_precision or "no"}
 - final training loss: {final}
 
 ## Use
 ```python
 from captioner import DenseCaptioner
-captioner = DenseCaptioner.from_pretrained("{training_args.hub_model_id or output_dir}")  # merges the adapter
+captioner = DenseCaptioner.from_pretrained("{repo_id or training_args.hub_model_id or output_dir}")  # merges the adapter
 captioner.caption(image, [[x, y, w, h], ...], granularity="object")
 ```
 """

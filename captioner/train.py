@@ -78,17 +78,18 @@ class CaptionerTrainingArguments:
     warmup_ratio: float = field(default=0.03, metadata={"help": "Fraction of the steps spent warming the learning rate up."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name: cosine, linear, constant_with_warmup..."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (Accelerate autocast)."})
+    mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (Accelerate autocast). Unset (the default), Accelerate decides: `accelerate launch --mixed_precision`, `accelerate config` or ACCELERATE_MIXED_PRECISION."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the backward pass to save memory."})
     logging_steps: int = field(default=10, metadata={"help": "Log the mean loss every this many optimizer steps."})
     save_steps: int = field(default=500, metadata={"help": "Save a resumable checkpoint every this many optimizer steps (0: never)."})
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest one in output_dir."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest one in output_dir. A --max_steps (or --num_train_epochs) other than the checkpoint's run trains on to the new length: the schedule is recomputed for it, the warm-up kept."})
     seed: int = field(default=42, metadata={"help": "Seed for initialisation, shuffling and the mixture."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     report_to: str | None = field(default=None, metadata={"help": "Accelerate tracker for metrics, e.g. tensorboard or wandb."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Upload the adapter, processor and model card to the Hub at the end."})
-    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repository for --push_to_hub (org/name)."})
-    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the adapter, processor and model card to the Hub at the end. Checked before the first step (offline mode, login, repo creation and write access)."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo for --push_to_hub, org/name (default: the --output_dir folder's name under your user)."})
+    hub_token: str | None = field(default=None, metadata={"help": "Hub token with write access (default: the saved `hf auth login`)."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
 
 @dataclass
@@ -98,6 +99,7 @@ class TrainResult:
     output_dir: str
     model: object = None  # the trained PeftModel (unwrapped), for use right after training
     rejects: RejectLog | None = None  # this process's kept/skipped counts of training rows (closed)
+    learning_rates: list = field(default_factory=list)  # (step, learning rate after it) for every step of this run
 
 
 class NoSupervisedTokensError(RuntimeError):
@@ -150,11 +152,17 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
           train_dataset=None) -> TrainResult:
     """Fine-tune LoRA on the caption mixture (or on ``train_dataset`` rows of the caption schema)."""
     args = training_args
-    accelerator = Accelerator(
+    accelerator = Accelerator(  # mixed_precision None: the launcher's, `accelerate config`'s or the environment's
         gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
         log_with=args.report_to, project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    hub_repo_id = _on_main_process(accelerator, lambda: check_push_access(args)) if args.push_to_hub else None
+    checkpoint, resumed = None, {}
+    if args.resume_from_checkpoint:
+        checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
+        with open(os.path.join(checkpoint, STATE_FILE), encoding="utf-8") as handle:
+            resumed = json.load(handle)
     set_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
     rejects_path = data_args.rejects_file or os.path.join(args.output_dir, "rejects.jsonl")
@@ -188,22 +196,37 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(dataloader) / max(1, accelerator.num_processes) / args.gradient_accumulation_steps))
     total_steps = args.max_steps if args.max_steps > 0 else max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
-    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=int(args.warmup_ratio * total_steps),
+    # A resumed run keeps its warm-up; a new length (a larger --max_steps) recomputes the decay for it.
+    warmup_steps = resumed.get("warmup_steps", int(args.warmup_ratio * total_steps))
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup_steps,
                               num_training_steps=total_steps)
-    model, optimizer, dataloader, scheduler = accelerator.prepare(model, optimizer, dataloader, scheduler)
+    # Stepped once per optimizer step by this loop and checkpointed beside the model. A prepared scheduler would
+    # be stepped once per process at every step, ending the schedule early on several processes.
+    model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+    accelerator.register_for_checkpointing(scheduler)
     if args.report_to:
         accelerator.init_trackers("captioner", config={**asdict(model_args), **asdict(data_args), **asdict(args)})
 
     global_step, micro_step = 0, 0
-    if args.resume_from_checkpoint:
-        checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    if checkpoint:
         accelerator.load_state(checkpoint)
-        with open(os.path.join(checkpoint, STATE_FILE), encoding="utf-8") as handle:
-            global_step = json.load(handle)["global_step"]
+        global_step = resumed["global_step"]
         micro_step = global_step * args.gradient_accumulation_steps
-        logger.info("resumed from %s at step %d", checkpoint, global_step)
+        planned = resumed.get("total_steps", total_steps)
+        if planned != total_steps:
+            asked = f"--max_steps {total_steps}" if args.max_steps > 0 else f"{total_steps} steps (--num_train_epochs {args.num_train_epochs:g})"
+            logger.info("resuming at step %d of a %d-step run; training on to %s (schedule recomputed for %d steps, "
+                        "warm-up kept at %d)", global_step, planned, asked, total_steps, warmup_steps)
+            if hasattr(scheduler, "lr_lambdas"):  # the next step's rate is the new schedule's, not the stored one
+                for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                    group["lr"] = base * factor(scheduler.last_epoch)
+                scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+        logger.info("resumed from %s at step %d of %d", checkpoint, global_step, total_steps)
+    run_shape = {"total_steps": total_steps, "warmup_steps": warmup_steps, "num_processes": accelerator.num_processes,
+                 "per_device_train_batch_size": args.per_device_train_batch_size,
+                 "gradient_accumulation_steps": args.gradient_accumulation_steps}
 
-    losses, window = [], []
+    losses, window, learning_rates = [], [], []
     model.train()
     bar = tqdm(total=total_steps, initial=global_step, desc="captioner LoRA", disable=not accelerator.is_local_main_process)
     epoch = micro_step // len(dataloader)
@@ -226,11 +249,13 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
                 optimizer.zero_grad()
             if not accelerator.sync_gradients:
                 continue
             global_step += 1
+            learning_rates.append((global_step, scheduler.get_last_lr()[0]))
             bar.update(1)
             if window and (global_step % args.logging_steps == 0 or global_step == total_steps):
                 mean_loss = sum(window) / len(window)
@@ -239,8 +264,8 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
                 logger.info("step %d: loss %.4f, lr %.3g", global_step, mean_loss, scheduler.get_last_lr()[0])
                 if args.report_to:
                     accelerator.log({"loss": mean_loss, "lr": scheduler.get_last_lr()[0]}, step=global_step)
-            if args.save_steps and global_step % args.save_steps == 0:
-                save_checkpoint(accelerator, args.output_dir, global_step)
+            if args.save_steps and (global_step % args.save_steps == 0 or global_step >= total_steps):
+                save_checkpoint(accelerator, args.output_dir, global_step, run_shape)
             if global_step >= total_steps:
                 break
         epoch += 1
@@ -253,32 +278,90 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
         unwrapped.save_pretrained(args.output_dir)  # the adapter only (adapter_model.safetensors)
         processor.save_pretrained(args.output_dir)
         write_model_card(args.output_dir, model_args, data_args, args, sorted(_data_dirs(data_args)) or ["custom dataset"], weights, losses,
-                         box_format_for(unwrapped))
+                         box_format_for(unwrapped), mixed_precision=accelerator.mixed_precision, repo_id=hub_repo_id)
+        logger.info("adapter, processor and model card saved to %s (step %d)", os.path.abspath(args.output_dir), global_step)
         if args.push_to_hub:
-            push_adapter_to_hub(args.output_dir, args.hub_model_id, args.hub_private_repo)
+            push_adapter_to_hub(args.output_dir, hub_repo_id, args.hub_private_repo, token=args.hub_token)
+            logger.info("pushed to https://huggingface.co/%s", hub_repo_id)
     accelerator.end_training()
     return TrainResult(global_step=global_step, losses=losses, output_dir=args.output_dir, model=accelerator.unwrap_model(model),
-                       rejects=rejects)
+                       rejects=rejects, learning_rates=learning_rates)
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: str, global_step: int) -> str:
-    """Everything needed to resume exactly: model, optimizer, scheduler, RNG and sampler state."""
+def save_checkpoint(accelerator: Accelerator, output_dir: str, global_step: int, run_shape: dict | None = None) -> str:
+    """Everything needed to resume exactly: model, optimizer, scheduler, RNG and sampler state, and the run's length
+    and warm-up (so that a resume with a larger --max_steps keeps the warm-up and says what it does)."""
     path = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{global_step}")
     accelerator.save_state(path)
+    accelerator.wait_for_everyone()  # the state file marks a checkpoint whose every rank has written its part
     if accelerator.is_main_process:
         with open(os.path.join(path, STATE_FILE), "w", encoding="utf-8") as handle:
-            json.dump({"global_step": global_step}, handle)
+            json.dump({"global_step": global_step, **(run_shape or {})}, handle)
     accelerator.wait_for_everyone()
     return path
 
 
-def push_adapter_to_hub(output_dir: str, repo_id: str | None, private: bool = False) -> str:
+def _on_main_process(accelerator: Accelerator, fn):
+    """``fn()`` on the main process; every process returns its result or raises its error (no rank left waiting)."""
+    from accelerate.utils import broadcast_object_list
+
+    outcome = [("ok", None)]
+    if accelerator.is_main_process:
+        try:
+            outcome = [("ok", fn())]
+        except Exception as error:  # re-raised on every process below
+            outcome = [("error", error)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(outcome)
+    if outcome[0][0] == "error":
+        raise outcome[0][1]
+    return outcome[0][1]
+
+
+def check_push_access(args: CaptionerTrainingArguments) -> str:
+    """The repo id ``--push_to_hub`` will upload to, checked before training: the Hub is not switched off, the token
+    logs in (``whoami``), the repo exists or is created, and the token may write to it. Raises ``RuntimeError``.
+
+    The same checks as ``unires.training.hub.check_push_access``, written against ``huggingface_hub`` directly:
+    the captioner imports ``dataset_scripts`` only (DESIGN's import direction), and a model push is no job of the
+    dataset package.
+    """
+    from pathlib import Path
+
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise RuntimeError("--push_to_hub was given but the Hub is switched off (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1): "
+                           "unset it to push, or drop --push_to_hub and upload later with "
+                           f"`hf upload {args.hub_model_id or '<repo id>'} {args.output_dir}`.")
+    api = HfApi(token=args.hub_token)
+    try:
+        user = api.whoami()
+    except Exception as error:
+        raise RuntimeError(f"--push_to_hub: cannot log in to the Hub ({type(error).__name__}: {error}). Log in with "
+                           "`hf auth login`, or pass --hub_token (a token with write access).") from error
+    if ((user.get("auth") or {}).get("accessToken") or {}).get("role") == "read":
+        raise RuntimeError(f"--push_to_hub: the token of {user.get('name')!r} is read-only; pass --hub_token with a write token.")
+    repo_id = args.hub_model_id or Path(args.output_dir).resolve().name
+    repo_id = repo_id if "/" in repo_id else f"{user.get('name')}/{repo_id}"
+    try:
+        api.create_repo(repo_id, private=args.hub_private_repo, exist_ok=True)
+        api.auth_check(repo_id, write=True)
+    except Exception as error:
+        raise RuntimeError(f"--push_to_hub: {user.get('name')!r} cannot write to the Hub repo {repo_id!r} "
+                           f"({type(error).__name__}: {error}). Choose a repo you own with --hub_model_id, or a token "
+                           "with write access to it with --hub_token.") from error
+    logger.info("push checked: the adapter will be uploaded to https://huggingface.co/%s", repo_id)
+    return repo_id
+
+
+def push_adapter_to_hub(output_dir: str, repo_id: str | None, private: bool = False, token: str | None = None) -> str:
     """Upload adapter, processor and model card (not the resumable checkpoints) to ``repo_id``."""
     from huggingface_hub import HfApi
 
     if not repo_id:
         raise ValueError("--push_to_hub needs --hub_model_id (org/name).")
-    api = HfApi()
+    api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     api.upload_folder(folder_path=output_dir, repo_id=repo_id, ignore_patterns=[f"{CHECKPOINT_PREFIX}*", "*.jsonl", "runs/*"],
                       commit_message="Upload dense captioner LoRA adapter")

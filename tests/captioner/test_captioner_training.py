@@ -1,5 +1,7 @@
 """Training that fails loudly, keeps every rank stepping and counts every row; adapters loaded by Hub id."""
 import json
+import logging
+import math
 import os
 import shutil
 
@@ -177,9 +179,11 @@ def _ddp_rank(rank, world_size, port, base_dir, rows, output_dir, results):
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world_size), ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
     try:
         data = rows if rank == 0 else [dict(row, bbox=[0, 0, 0, 5]) for row in rows]
-        result = train(_model_args(base_dir), CaptionerDataArguments(), _args(output_dir, per_device_train_batch_size=2),
+        # A linear decay over the 2 steps: stepped once per optimizer step, not once per process and step.
+        result = train(_model_args(base_dir), CaptionerDataArguments(), _args(output_dir, per_device_train_batch_size=2,
+                                                                          lr_scheduler_type="linear"),
                        train_dataset=datasets.Dataset.from_list(data, features=CAPTION_FEATURES))
-        results.put((rank, result.global_step, result.rejects.kept, result.rejects.skipped))
+        results.put((rank, result.global_step, result.rejects.kept, result.rejects.skipped, result.learning_rates))
     except Exception as error:  # reported to the test, which names it
         results.put((rank, repr(error)))
 
@@ -204,5 +208,82 @@ def test_every_rank_steps_when_one_ranks_micro_batches_are_all_rejected(base_dir
             process.kill()
     assert not any(hung), "a rank waited forever on the gradient synchronisation"
     reports = sorted(results.get(timeout=5) for _ in processes)
-    assert reports == [(0, 2, 4, 0), (1, 2, 0, 4)], reports  # both ranks stepped twice; rank 1 only on placeholders
+    assert [report[:4] for report in reports] == [(0, 2, 4, 0), (1, 2, 0, 4)], reports  # rank 1 only on placeholders
+    for report in reports:  # half the decay after step 1 of 2 (a prepared scheduler had ended it there)
+        assert [(step, pytest.approx(lr)) for step, lr in report[4]] == [(1, 5e-3), (2, 0.0)], reports
     assert (tmp_path / "out" / "rejects.rank1.jsonl").exists()  # one rejects file per rank, never shared
+
+
+# -- issue 20: the captioner's trainer agrees with UniRES's ---------------------------------------------------------
+
+
+def test_resume_with_a_larger_max_steps_trains_on_keeping_the_warmup(base_dir, rows, tmp_path, caplog):
+    data = datasets.Dataset.from_list(rows, features=CAPTION_FEATURES)
+    out = tmp_path / "out"
+    cosine = dict(lr_scheduler_type="cosine", warmup_ratio=0.5)  # warm-up 1 of 2 steps (of 4 it would be 2)
+    first = train(_model_args(base_dir), CaptionerDataArguments(), _args(out, max_steps=2, save_steps=2, **cosine),
+                  train_dataset=data)
+    assert first.global_step == 2 and (out / "checkpoint-2").is_dir()
+    with caplog.at_level(logging.INFO, logger="captioner.train"):
+        result = train(_model_args(base_dir), CaptionerDataArguments(),
+                       _args(out, max_steps=4, resume_from_checkpoint="latest", **cosine), train_dataset=data)
+    assert "resuming at step 2 of a 2-step run; training on to --max_steps 4" in caplog.text
+    assert result.global_step == 4
+    # Cosine recomputed for 4 steps after a warm-up of 1: the rate after step s is 1e-2 * (1 + cos(pi (s-1)/3)) / 2.
+    expected = [(step, pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * (step - 1) / 3)), abs=1e-9)) for step in (3, 4)]
+    assert result.learning_rates == expected
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """The Accelerate state is one per process: start this test from none, and leave none behind."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_mixed_precision_is_the_launchers_unless_given(base_dir, rows, tmp_path, monkeypatch, fresh_accelerate_state):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
+    assert CaptionerTrainingArguments().mixed_precision is None
+    train(_model_args(base_dir), CaptionerDataArguments(), _args(tmp_path / "out", max_steps=1),
+          train_dataset=datasets.Dataset.from_list(rows, features=CAPTION_FEATURES))
+    assert "mixed precision bf16" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_push_to_hub_is_checked_before_the_model_is_loaded(base_dir, rows, tmp_path, monkeypatch):
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    import captioner.train as captioner_train
+
+    def never(*args, **kwargs):
+        raise AssertionError("the base model was loaded before the push was checked")
+
+    monkeypatch.setattr(captioner_train, "load_base_model", never)
+    data = datasets.Dataset.from_list(rows, features=CAPTION_FEATURES)
+    # Offline (as every test runs), and no --hub_model_id: an error before training, not after it.
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+        train(_model_args(base_dir), CaptionerDataArguments(), _args(tmp_path / "a", push_to_hub=True), train_dataset=data)
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    calls = []
+
+    def whoami(self, *args, **kwargs):
+        calls.append(("whoami", self.token))
+        if self.token == "bad":
+            raise OSError("401 Unauthorized")
+        return {"name": "alice", "auth": {"accessToken": {"role": "write"}}}
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "whoami", whoami)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create_repo", repo_id)))
+    monkeypatch.setattr(huggingface_hub.HfApi, "auth_check", lambda self, repo_id, **kw: calls.append(("auth_check", repo_id)))
+    with pytest.raises(RuntimeError, match="cannot log in.*--hub_token"):
+        train(_model_args(base_dir), CaptionerDataArguments(), _args(tmp_path / "b", push_to_hub=True, hub_token="bad"),
+              train_dataset=data)
+    calls.clear()
+    with pytest.raises(AssertionError, match="loaded before"):  # checks passed: training starts (and stops here)
+        train(_model_args(base_dir), CaptionerDataArguments(), _args(tmp_path / "my-captioner", push_to_hub=True),
+              train_dataset=data)
+    assert calls == [("whoami", None), ("create_repo", "alice/my-captioner"), ("auth_check", "alice/my-captioner")]
