@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Re-run the paper's Table 8 group-token ablation on MRES-Synth with equal budgets.
+r"""Re-run the paper's Table 8 group-token ablation on MRES-Synth with equal budgets.
 
 Every setting trains the demo's model for the same number of steps on the same data
 (generated once) and is evaluated by the same evaluator:
@@ -14,19 +14,18 @@ import argparse
 import json
 from pathlib import Path
 
-from unires.demo import build_demo_data, run_demo
-from unires.evaluation import format_metrics_table
+from dataset_scripts.cli import HelpFormatter
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="outputs/ablation")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--output_dir", default="outputs/ablation", help="Data, one run per setting, ablation.json.")
     parser.add_argument("--settings", nargs="+", default=["full", "no_group_tokens"],
                         help="Ablations to run: full, no_group_tokens, low_only, high_only.")
     parser.add_argument("--max_steps", type=int, required=True, help="Steps per setting (the equal budget).")
-    parser.add_argument("--num_train", type=int, default=6000)
-    parser.add_argument("--num_eval", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num_train", type=int, default=6000, help="MRES-Synth training images (generated once).")
+    parser.add_argument("--num_eval", type=int, default=300, help="Images in validation, test and test_unseen.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the data and of every setting's run.")
     parser.add_argument("--config_overrides", type=json.loads, default={},
                         help="JSON of UniRESConfig arguments to change in the demo model.")
     return parser.parse_args(argv)
@@ -34,6 +33,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from unires.demo import build_demo_data, run_demo  # torch and transformers: after the command line is read
+    from unires.evaluation import format_metrics_table
+
     out = Path(args.output_dir)
     build_demo_data(out / "data", num_train=args.num_train, num_eval=args.num_eval, seed=args.seed)
     results = {}

@@ -1,4 +1,4 @@
-"""Caption boxes of an image with the dense captioner (base model or a trained adapter).
+r"""Caption boxes of an image with the dense captioner (base model or a trained adapter).
 
     python examples/caption_boxes.py --model outputs/captioner --image photo.jpg \
         --box 10,20,200,150 --box 0,0,640,480 --granularity object
@@ -15,10 +15,12 @@ import json
 import logging
 import sys
 
-from captioner import DEFAULT_BASE_MODEL, DenseCaptioner
-from captioner.caption_files import caption_jsonl
-from captioner.encoding import DEFAULT_MAX_IMAGE_TOKENS
-from dataset_scripts.rejects import RejectLog
+from dataset_scripts.cli import HelpFormatter
+
+# captioner.DEFAULT_BASE_MODEL and captioner.encoding.DEFAULT_MAX_IMAGE_TOKENS, written here so that `--help` shows
+# them without importing torch (tests/examples/test_help.py keeps them equal).
+DEFAULT_BASE_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
+DEFAULT_MAX_IMAGE_TOKENS = 1280
 
 
 def parse_box(text: str) -> list:
@@ -32,20 +34,20 @@ def parse_box(text: str) -> list:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", default=DEFAULT_BASE_MODEL, help="Adapter folder/Hub id (merged on load) or base model.")
-    parser.add_argument("--base_model", default=None, help="Base model of the adapter, if not the one its config names.")
+    parser.add_argument("--base_model", default=None, help="Base model of the adapter (None: the one its config names).")
     parser.add_argument("--image", help="Image to caption the --box boxes of.")
     parser.add_argument("--box", action="append", type=parse_box, default=[], help="x,y,w,h in pixels; repeat for many boxes.")
     parser.add_argument("--granularity", default="object", choices=["image", "object", "part"], help="Prompt granularity for --box boxes.")
     parser.add_argument("--boxes_file", help="JSONL of {image, bbox, granularity, image_id} rows to caption.")
-    parser.add_argument("--output", help="Append JSONL captions here, resuming after the last one written (required with --boxes_file; default for --image: print).")
-    parser.add_argument("--rejects_file", default=None, help="JSONL of skipped rows with their reason.")
+    parser.add_argument("--output", help="Append JSONL captions here, resuming after the last one written (required with --boxes_file; None with --image: print).")
+    parser.add_argument("--rejects_file", default=None, help="JSONL of skipped rows with their reason (None: counted in the summary only).")
     parser.add_argument("--max_new_tokens", type=int, default=32, help="Longest caption in tokens.")
     parser.add_argument("--token_budget", type=int, default=16384, help="Padded tokens per generation batch.")
     parser.add_argument("--max_batch_size", type=int, default=64, help="Boxes per generation batch.")
     parser.add_argument("--max_image_tokens", type=int, default=DEFAULT_MAX_IMAGE_TOKENS, help="Cap on the tokens of one image (larger images are resized down).")
-    parser.add_argument("--torch_dtype", default=None, help="float32, bfloat16, float16 or auto.")
+    parser.add_argument("--torch_dtype", default=None, help="float32, bfloat16, float16 or auto (None: transformers' default).")
     parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: where the model loads).")
     args = parser.parse_args(argv)
     if bool(args.image) == bool(args.boxes_file) or (args.image and not args.box):
@@ -53,6 +55,10 @@ def main(argv=None):
     if args.boxes_file and not args.output:
         parser.error("--boxes_file needs --output (captions are written there as they are made)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # torch and transformers: after the command line is read.
+    from captioner import DenseCaptioner
+    from captioner.caption_files import caption_jsonl
+    from dataset_scripts.rejects import RejectLog
 
     captioner = DenseCaptioner.from_pretrained(args.model, base_model=args.base_model, torch_dtype=args.torch_dtype, device=args.device,
                                                max_new_tokens=args.max_new_tokens, token_budget=args.token_budget, max_batch_size=args.max_batch_size,

@@ -18,17 +18,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from unires.demo import DEMO_BATCH_SIZE, DEMO_REFERENTS_PER_IMAGE, run_demo  # noqa: E402
+from dataset_scripts.cli import HelpFormatter  # noqa: E402
+
+# unires.demo's DEMO_BATCH_SIZE and DEMO_REFERENTS_PER_IMAGE, written here so that `--help` shows them without
+# importing torch (tests/examples/test_help.py keeps the two equal).
+DEMO_BATCH_SIZE = 4
+DEMO_REFERENTS_PER_IMAGE = 16
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--output_dir", default="outputs/demo", help="Where everything is written.")
     parser.add_argument("--train_minutes", type=float, default=10.0, help="Wall-clock training budget.")
     parser.add_argument("--max_steps", type=int, default=None,
                         help="Train exactly this many steps instead of planning them from --train_minutes.")
     parser.add_argument("--data_dir", default=None,
-                        help="Reuse an MRES-Synth folder written earlier (default: generate into OUTPUT_DIR/data).")
+                        help="Reuse an MRES-Synth folder written earlier (None: generate into OUTPUT_DIR/data).")
     parser.add_argument("--num_train", type=int, default=6000, help="MRES-Synth training images.")
     parser.add_argument("--num_eval", type=int, default=300, help="Images in validation, test and test_unseen.")
     parser.add_argument("--batch_size", type=int, default=DEMO_BATCH_SIZE, help="Images per step.")
@@ -40,13 +45,16 @@ def parse_args(argv=None):
                         help='JSON of UniRESConfig arguments to change in the demo model, e.g. the paper\'s decoder: '
                              '\'{"decoder_token_stride": 1, "pixel_decoder_channels": 0}\'.')
     parser.add_argument("--num_overlays", type=int, default=8, help="Overlay PNGs per split.")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the data, the model's initialisation and training.")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    return run_demo(**vars(parse_args(argv)))
+    from unires.demo import run_demo  # torch and transformers: after the command line is read
+
+    return run_demo(**vars(args))
 
 
 if __name__ == "__main__":

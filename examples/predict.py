@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Segment what each expression names in one image, and save a panel per expression.
+r"""Segment what each expression names in one image, and save a panel per expression.
 
     python examples/predict.py --model outputs/demo/model --image photo.png \
         "the red car" "the wheels of the red car" --output_dir outputs/predictions

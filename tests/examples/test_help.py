@@ -1,0 +1,88 @@
+"""`--help` of the example scripts (issue 20, case 8): fast (torch, transformers and the other heavy libraries are
+imported only after the command line is parsed), every option with its help, defaults shown."""
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = ["predict.py", "app.py", "demo.py", "ablate.py", "caption_boxes.py"]
+HEAVY = ("torch", "transformers", "datasets", "accelerate", "gradio", "peft", "numpy")
+
+CHILD = r"""
+import argparse, json, runpy, sys
+script, report = sys.argv[1], sys.argv[2]
+parsers = []
+real_parse_known_args = argparse.ArgumentParser.parse_known_args
+
+def spy(self, *args, **kwargs):
+    parsers.append(self)
+    return real_parse_known_args(self, *args, **kwargs)
+
+argparse.ArgumentParser.parse_known_args = spy
+sys.argv = [script, "--help"]
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit as exit:
+    code = exit.code
+else:
+    code = "no exit"
+from dataset_scripts.cli import HelpFormatter
+parser = parsers[0]
+options = [
+    {"option": "/".join(action.option_strings) or action.dest, "help": action.help}
+    for action in parser._actions if not isinstance(action, argparse._HelpAction)
+]
+with open(report, "w") as handle:
+    json.dump({
+        "code": code,
+        "heavy": sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[3:])),
+        "shows_defaults": issubclass(parser.formatter_class, HelpFormatter),
+        "options": options,
+    }, handle)
+"""
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_is_fast_and_complete(script, tmp_path):
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(REPO / "examples" / script), str(report), *HEAVY],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    child = json.loads(report.read_text())
+    assert child["code"] == 0, child
+    assert child["heavy"] == [], f"{script} --help imports {child['heavy']}"
+    assert child["shows_defaults"], f"{script}: use dataset_scripts.cli.HelpFormatter"
+    missing = [option["option"] for option in child["options"] if not (option["help"] or "").strip()]
+    assert not missing, f"{script}: options without help: {missing}"
+    assert "(default:" in result.stdout and "usage:" in result.stdout
+    description = result.stdout.split("options:")[0]
+    # A backslash continuation in the docstring stays a line break (a raw docstring), not "x.jpg      --box".
+    assert not re.search(r"\S {4,}--", description), description
+
+
+def _load(script):
+    spec = importlib.util.spec_from_file_location(f"examples_{script[:-3]}", REPO / "examples" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_defaults_written_in_the_scripts_equal_the_packages():
+    # Written in the scripts so that --help needs no torch; the packages stay the one source.
+    import captioner
+    import captioner.encoding
+    import unires.demo
+
+    demo, caption_boxes = _load("demo.py"), _load("caption_boxes.py")
+    assert demo.DEMO_BATCH_SIZE == unires.demo.DEMO_BATCH_SIZE
+    assert demo.DEMO_REFERENTS_PER_IMAGE == unires.demo.DEMO_REFERENTS_PER_IMAGE
+    assert caption_boxes.DEFAULT_BASE_MODEL == captioner.DEFAULT_BASE_MODEL
+    assert caption_boxes.DEFAULT_MAX_IMAGE_TOKENS == captioner.encoding.DEFAULT_MAX_IMAGE_TOKENS
