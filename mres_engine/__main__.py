@@ -4,13 +4,16 @@
     python -m mres_engine publish --output_dir OUT [--repo_id org/mres-32m]
     python -m mres_engine evaluate --prediction OUT --ground_truth GT [--split train]
 
-``python -m mres_engine COMMAND --help`` lists every option of a command.
+``python -m mres_engine COMMAND --help`` lists every option of a command. An error ends in one line
+naming the file, item, key or option at fault: exit code 2 for a bad argument, 1 for bad data or a
+failed run; ``--debug`` (anywhere on the line) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
@@ -38,10 +41,24 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _parse(parser, rest: list[str]):
+    """``parse_args_into_dataclasses``, whose ValueErrors (unused arguments, a dataclass refusing a value) are bad arguments."""
+    from .errors import EngineError, EngineUsageError
+
+    try:
+        return parser.parse_args_into_dataclasses(args=rest)
+    except EngineError:
+        raise
+    except ValueError as error:
+        raise EngineUsageError(None, str(error)) from error
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    from transformers import HfArgumentParser
+    from .errors import EngineError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -51,22 +68,53 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     prog = f"python -m mres_engine {command}"
+    try:
+        return _command(command, rest, prog)
+    except EngineError as error:
+        if debug:
+            raise
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as error:  # a failed run: one line, the traceback with --debug
+        if debug:
+            raise
+        text = " ".join(str(error).split()) or "(no message)"
+        where = ""
+        if isinstance(error, OSError) and getattr(error, "filename", None) and str(error.filename) not in text:
+            where = f"{error.filename}: "
+        print(f"{prog}: error: {where}{type(error).__name__}: {text} (--debug shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _command(command: str, rest: list[str], prog: str) -> int:
+    from transformers import HfArgumentParser
+
     if command == "run":
         from .options import RunnerOptions, StageOptions
         from .run import run_engine
 
         parser = HfArgumentParser((RunnerOptions, StageOptions), prog=prog, description=COMMANDS[command])
-        runner_options, stage_options = parser.parse_args_into_dataclasses(args=rest)
+        runner_options, stage_options = _parse(parser, rest)
         run_engine(runner_options, stage_options)
         return 0
     if command == "publish":
+        from .errors import EngineUsageError
         from .finalize import finalize_run
 
         parser = HfArgumentParser(PublishOptions, prog=prog, description=COMMANDS[command])
-        (options,) = parser.parse_args_into_dataclasses(args=rest)
+        (options,) = _parse(parser, rest)
+        if not os.path.isdir(options.output_dir):
+            raise EngineUsageError("--output_dir", f"{options.output_dir}: no such folder")
         card = {"pretty_name": options.pretty_name, "license": options.license}
         summary = finalize_run(options.output_dir, card_data=card)
         print(json.dumps(summary["exactly_once"]))
+        if options.repo_id and not summary["exactly_once"]["written"]:
+            raise EngineUsageError("--repo_id", f"{options.output_dir} holds 0 rows (every image was rejected): nothing to push")
         if options.repo_id:
             from dataset_scripts.publish import publish_shards
 
@@ -81,7 +129,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .evaluation import EvaluateOptions, main_evaluate
 
     parser = HfArgumentParser(EvaluateOptions, prog=prog, description=COMMANDS[command])
-    (options,) = parser.parse_args_into_dataclasses(args=rest)
+    (options,) = _parse(parser, rest)
     main_evaluate(options)
     return 0
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional
+import re
+from typing import Any, Iterable, Optional
 
 from dataset_scripts.publish import publish_shards
 
@@ -16,6 +17,7 @@ from . import layout
 from .stats import RunStats
 
 RUN_OPTIONS_FILE = "run_options.json"  # written by mres_engine.run.record_run_options, read for the card
+RUN_KEY = "run"  # manifest/manifest.json's record of what defines the output (mres_engine.run.run_identity)
 
 
 def merged_stats(out: str) -> RunStats:
@@ -66,7 +68,10 @@ def check_exactly_once(out: str) -> dict[str, Any]:
 
 
 def finalize_run(out: str, card_data: Optional[dict] = None, write_card: bool = True) -> dict[str, Any]:
-    """After every shard is complete: merge the stats into ``stats.json``, check exactly-once, write the card."""
+    """After every shard is complete: merge the stats into ``stats.json``, check exactly-once, write the card.
+
+    A run that wrote no row (every image rejected) ends the same way, with a card that says 0 rows.
+    """
     check = check_exactly_once(out)
     if check["complete_shards"] != check["num_shards"]:
         raise RuntimeError(
@@ -83,8 +88,131 @@ def finalize_run(out: str, card_data: Optional[dict] = None, write_card: bool = 
     summary = {**stats.to_dict(), "exactly_once": {k: v for k, v in check.items() if not isinstance(v, list)}}
     layout.write_json_atomic(os.path.join(out, layout.STATS_FILE), summary)
     if write_card:
-        publish_shards(out, card_data=engine_card_data(out, stats, card_data))
+        data = engine_card_data(out, stats, card_data)
+        if check["written"]:
+            publish_shards(out, card_data=data)
+        else:
+            info = layout.read_manifest_info(out) or {}
+            data["notes"] = ("**This run wrote 0 rows**: every image was rejected (reasons in `rejects/`, counts below), so the "
+                             "folder holds no Parquet shard and `load_dataset` finds no data file.\n\n" + data["notes"])
+            _write_card(out, info.get("split") or (info.get(RUN_KEY) or {}).get("split") or "train", data)
+        scrub_card(out, local_strings(out))
     return summary
+
+
+def _write_card(out: str, split: str, card_data: dict[str, Any]) -> None:
+    """A card for a folder with no row yet (an unfinished run) or none at all (every image rejected): 0 rows,
+    and the two configs with the features the shards will have, so that readers learn the schema."""
+    from dataset_scripts.dataset_card import render_dataset_card
+    from dataset_scripts.features import MRES_FEATURES
+    from dataset_scripts.publish import ANNOTATIONS_CONFIG, annotation_features
+
+    zero = {"images": 0, "referents": 0, "objects": 0, "parts": 0, "sentences": 0, "shards": 0}
+    card = render_dataset_card({split: zero}, MRES_FEATURES, card_data=card_data,
+                               extra_configs={ANNOTATIONS_CONFIG: (f"{layout.ANNOTATIONS_DIR}/annotations-{{split}}-*",
+                                                                   annotation_features(MRES_FEATURES))})
+    with layout.atomic_text(os.path.join(out, "README.md")) as f:
+        f.write(card)
+
+
+def write_unfinished_card(out: str, split: str) -> bool:
+    """At the start of a run, when the folder has no card: one that says the run is unfinished.
+
+    Its configs name the shard files, so ``load_dataset(out)`` reads complete shards only and, before
+    the first one, says that no data file is found, instead of reading the manifest's JSON lines
+    as data (a ``CastError``). The finished run's card replaces it. Returns whether it was written.
+    """
+    if os.path.exists(os.path.join(out, "README.md")):
+        return False
+    _write_card(out, split, {
+        "pretty_name": "MRES engine output (unfinished)",
+        "description": ("An unfinished run of the UniRES data engine (`python -m mres_engine run`). Shards appear in "
+                        "`data/` as they complete; the run's last step replaces this card with the counts, the per-stage "
+                        "accounting and the stage options. Rerun the same command to resume a stopped run."),
+    })
+    return True
+
+
+# -- no local path in the card ----------------------------------------------------------------------------------
+
+_HUB_CACHE = re.compile(r"(?:^|/)(models|datasets)--([^/]+?)--([^/]+)/snapshots/[^/]+")
+_LOCAL_HOSTS = ("localhost", "127.", "0.0.0.0", "[::1]", "::1", "10.", "192.168.")
+
+
+def _looks_local(value: str) -> bool:
+    if value.startswith(("/", "~", "./", "../", ".\\")) or re.match(r"^[A-Za-z]:[\\/]", value):
+        return True
+    return ("/" in value or os.sep in value or "." in value) and os.path.exists(value)
+
+
+def portable_name(value: Any) -> Any:
+    """A model, file or endpoint as the card may name it: a Hub id as is; a local folder or file by its own name
+    with the word "local" (``sam (local folder)``), a Hub cache snapshot by its Hub id; a URL on this machine or
+    its network as ``local endpoint``. Anything else unchanged."""
+    if not isinstance(value, str) or not value:
+        return value
+    if re.match(r"^[a-z][a-z0-9+.-]*://", value):
+        host = re.sub(r"^[a-z][a-z0-9+.-]*://(?:[^@/]*@)?", "", value).split("/")[0]
+        return "local endpoint" if host.startswith(_LOCAL_HOSTS) or host.split(":")[0] in ("localhost",) else value
+    if not _looks_local(value):
+        return value
+    cached = _HUB_CACHE.search(value.replace(os.sep, "/"))
+    if cached:
+        return f"{cached.group(2)}/{cached.group(3)}"
+    path = os.path.expanduser(value).rstrip("/\\")
+    name = os.path.basename(path) or path
+    kind = "folder" if os.path.isdir(path) else "file" if os.path.isfile(path) or os.path.splitext(name)[1] else "path"
+    return f"{name} (local {kind})"
+
+
+def local_strings(out: str, values: Iterable[Any] = ()) -> dict[str, str]:
+    """``{local string: what the card says instead}``: every path-like value of the run's options (as given and
+    absolute), the input files, the output folder; longest first, so that a path is replaced before its folder."""
+    found: dict[str, str] = {}
+    candidates = list(values)
+    options = os.path.join(out, RUN_OPTIONS_FILE)
+    if os.path.exists(options):
+        record = layout.read_json(options)
+        candidates += list((record.get("stages") or {}).values()) + list((record.get("runner") or {}).values())
+    info = layout.read_manifest_info(out) or {}
+    identity = info.get(RUN_KEY) or {}
+    candidates += [info.get("annotations"), info.get("image_dir"), (identity.get("annotations") or {}).get("path"),
+                   identity.get("image_dir")]
+    for value in candidates:
+        if not isinstance(value, str) or not value:
+            continue
+        portable = portable_name(value)
+        if portable == value or len(value) < 4 or not ("/" in value or os.sep in value):
+            continue  # a bare name ("model.pth", ".") is no machine's path, and replacing it would maim the text
+        found[value] = portable
+        if not re.match(r"^[a-z][a-z0-9+.-]*://", value):
+            for variant in (os.path.abspath(os.path.expanduser(value)), os.path.realpath(os.path.expanduser(value))):
+                if len(variant) > 1:
+                    found.setdefault(variant, portable)
+    for variant in (os.path.abspath(out), os.path.realpath(out)):
+        found.setdefault(variant, "the output folder")
+    return dict(sorted(found.items(), key=lambda item: -len(item[0])))
+
+
+def _replace_all(text: str, replacements: dict[str, str]) -> str:
+    for local, portable in replacements.items():
+        text = text.replace(local, portable)
+    return text
+
+
+def scrub_card(out: str, replacements: dict[str, str]) -> bool:
+    """Replace any local string left in ``out/README.md`` (e.g. inside a stage's own definition); returns whether it changed."""
+    path = os.path.join(out, "README.md")
+    if not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    scrubbed = _replace_all(text, replacements)
+    if scrubbed == text:
+        return False
+    with layout.atomic_text(path) as f:
+        f.write(scrubbed)
+    return True
 
 
 def engine_card_data(out: str, stats: RunStats, card_data: Optional[dict] = None) -> dict[str, Any]:
@@ -104,10 +232,26 @@ def engine_card_data(out: str, stats: RunStats, card_data: Optional[dict] = None
         + stats.table()
         + "\n```\n\n"
         + (f"Input: {info.get('num_images', '?')} images, {info.get('num_boxes', '?')} boxes; {info.get('input_summary', '')}\n" if info else "")
+        + _input_notes(info)
         + _options_notes(out),
     }
     data.update(card_data or {})
     return data
+
+
+def _input_notes(info: dict[str, Any]) -> str:
+    identity = info.get(RUN_KEY) or {}
+    lines = []
+    annotations = identity.get("annotations")
+    if annotations and annotations.get("sha256"):
+        lines.append(f"Annotations: `{portable_name(annotations['path'])}`, {annotations['size']} bytes, "
+                     f"SHA-256 `{annotations['sha256']}`.")
+    elif identity.get("hub_dataset"):
+        hub = identity["hub_dataset"]
+        lines.append(f"Input: the `{hub['split']}` split of `{portable_name(hub['name'])}`.")
+    if identity.get("split") is not None:
+        lines.append(f"Split `{identity['split']}`, source `{identity.get('source')}`, {identity.get('num_shards')} shards.")
+    return ("\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 def _options_notes(out: str) -> str:
@@ -115,9 +259,11 @@ def _options_notes(out: str) -> str:
     if not os.path.exists(path):
         return ""
     record = layout.read_json(path)
+    replacements = local_strings(out)
     lines = ["", "Stages, in order: " + ", ".join(f"`{name}`" for name in record["stage_names"]) + "."]
-    lines += [f"- `{name}`: {text}" for name, text in record["definitions"].items()]
+    lines += [f"- `{name}`: {_replace_all(text, replacements)}" for name, text in record["definitions"].items()]
     if record.get("stages"):
-        lines += ["", "Stage options of the run (`run_options.json`):", "", "```json",
-                  json.dumps(record["stages"], indent=1, sort_keys=True), "```"]
+        stages = {key: portable_name(value) for key, value in record["stages"].items()}
+        lines += ["", "Stage options of the run (`run_options.json`; local folders and endpoints by name only):", "", "```json",
+                  json.dumps(stages, indent=1, sort_keys=True), "```"]
     return "\n".join(lines) + "\n"

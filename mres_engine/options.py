@@ -56,6 +56,10 @@ class RunnerOptions:
     stages_factory: str = _opt(DEFAULT_STAGES_FACTORY, "'module:function' called with the StageOptions that returns the stages (replace to run your own stages).")
     start_method: str = _opt("forkserver", "multiprocessing start method of the local executor's worker pool (CUDA needs forkserver or spawn).")
     progress: bool = _opt(True, "Show a progress bar (images, images/s): one for the run on this machine, one per shard task in slurm/ray logs.")
+    force_new: bool = _opt(False, "Clear an existing output made from other inputs or options (its shards, manifest, card, logs) and start anew; "
+                           "without it such a rerun is refused, naming each difference.")
+    check_resources: bool = _opt(True, "slurm/ray: before submitting, check that some node of the cluster (partition) holds one task's "
+                                 "--cpus_per_task, --gpus_per_task and memory; turn off for an autoscaling cluster whose nodes appear on demand.")
     # cluster resources (slurm / ray)
     gpus_per_task: int = _opt(1, "GPUs per shard task on slurm/ray (each task is pinned to its own GPU).")
     cpus_per_task: int = _opt(8, "CPUs per shard task on slurm/ray.")
@@ -68,17 +72,27 @@ class RunnerOptions:
     ray_address: str = _opt("auto", "Address of the running Ray cluster (executor=ray), passed to ray.init.")
 
     def __post_init__(self):
+        from .errors import EngineUsageError
+
         if self.executor not in EXECUTORS:
-            raise ValueError(f"--executor must be one of {EXECUTORS}, got {self.executor!r}")
-        if self.num_shards < 1:
-            raise ValueError(f"--num_shards must be >= 1, got {self.num_shards}")
-        if self.images_per_batch < 1:
-            raise ValueError(f"--images_per_batch must be >= 1, got {self.images_per_batch}")
+            raise EngineUsageError("--executor", f"must be one of {EXECUTORS}, got {self.executor!r}")
+        for name in ("num_shards", "images_per_batch", "cpus_per_task"):
+            if getattr(self, name) < 1:
+                raise EngineUsageError(f"--{name}", f"must be >= 1, got {getattr(self, name)}")
+        if self.gpus_per_task < 0:
+            raise EngineUsageError("--gpus_per_task", f"must be >= 0, got {self.gpus_per_task}")
+        if not self.mem_per_cpu_gb > 0:
+            raise EngineUsageError("--mem_per_cpu_gb", f"must be > 0, got {self.mem_per_cpu_gb}")
+        if self.workers == 0 or self.workers < -1:
+            raise EngineUsageError("--workers", f"must be >= 1, or -1 for the default, got {self.workers}")
         if ":" not in self.stages_factory:
-            raise ValueError(f"--stages_factory must be 'module:function', got {self.stages_factory!r}")
+            raise EngineUsageError("--stages_factory", f"must be 'module:function', got {self.stages_factory!r}")
         from datasets.utils.py_utils import convert_file_size_to_int
 
-        convert_file_size_to_int(self.max_shard_size)  # raises on a malformed size
+        try:
+            convert_file_size_to_int(self.max_shard_size)
+        except ValueError as error:
+            raise EngineUsageError("--max_shard_size", f"{self.max_shard_size!r} is not a size such as 500MB ({error})") from None
 
 
 @dataclass
@@ -166,4 +180,6 @@ def load_stages_factory(path: str) -> Callable[[Any], list[EngineStage]]:
     try:
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
-        raise ValueError(f"cannot load the stages factory {path!r}: {error}") from error
+        from .errors import EngineUsageError
+
+        raise EngineUsageError("--stages_factory", f"cannot load {path!r}: {error}") from error

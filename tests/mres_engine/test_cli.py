@@ -60,8 +60,11 @@ def test_publish_refuses_an_unfinished_output_then_writes_the_card(tmp_path, mon
     record = layout.shard_record_path(out, 1)
     saved = open(record).read()
     os.remove(record)
+    capsys.readouterr()
+    assert main(["publish", "--output_dir", out]) == 1
+    assert "1 of 2 shards are not complete" in capsys.readouterr().err
     with pytest.raises(RuntimeError, match="1 of 2 shards are not complete"):
-        main(["publish", "--output_dir", out])
+        main(["publish", "--output_dir", out, "--debug"])  # the traceback with --debug
     open(record, "w").write(saved)
     os.remove(os.path.join(out, "README.md"))
     capsys.readouterr()

@@ -66,4 +66,4 @@ def test_tiny_models_through_the_command_line_with_two_workers(tmp_path):
     assert 0.0 <= objects["matched_iou"] < 1.0  # random weights: far from the truth, yet measured
     assert set(report["keep_rate"]) >= set(MODEL_STEPS)
     card = open(out / "README.md").read()
-    assert "- `clip_filter`: CLIPScore = 2.5 × max(cos, 0)" in card and options.clip_model in card
+    assert "- `clip_filter`: CLIPScore = 2.5 × max(cos, 0)" in card and "model: clip (local folder)" in card and options.clip_model not in card

@@ -159,7 +159,7 @@ def test_rerun_skips_complete_shards_and_voids_unfinished_ones(synth, fake_env, 
 
 def test_another_shard_count_on_the_same_output_is_refused(synth, fake_env, tmp_path):
     run_engine(_options(synth, tmp_path / "out", num_shards=2))
-    with pytest.raises(ValueError, match="same shard count"):
+    with pytest.raises(ValueError, match="--num_shards: 2 -> 3"):
         run_engine(_options(synth, tmp_path / "out", num_shards=3))
 
 
