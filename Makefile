@@ -39,7 +39,7 @@ $(TRANSFORMERS_TESTS): $(STAMP)
 
 transformers-tests: $(TRANSFORMERS_TESTS)
 
-test: $(STAMP) $(TRANSFORMERS_TESTS) browser-for-tests
+test: $(STAMP) $(TRANSFORMERS_TESTS) browser-for-tests slurm-for-tests
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
@@ -55,12 +55,23 @@ browser-for-tests:
 			|| echo "WARNING: apt-get could not install chromium: the browser test fails under CI=true"; \
 	else echo "NOTE: chromium or chromedriver missing and not root: the browser test skips (fails under CI=true)"; fi
 
+# The engine's Slurm test (tests/mres_engine/test_clusters.py) starts munged, slurmctld and slurmd on 127.0.0.1 with
+# its own slurm.conf: install Debian's slurm-wlm and munge when missing and this is root (slurmd must run as root);
+# otherwise say so (under CI=true that test then fails, naming why). Ray comes with the dev extra.
+slurm-for-tests:
+	@if command -v slurmd >/dev/null 2>&1 || [ -x /usr/sbin/slurmd ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing slurm-wlm and munge for the engine's Slurm test (apt-get)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null) \
+			|| echo "WARNING: apt-get could not install slurm-wlm/munge: the Slurm test fails under CI=true"; \
+	else echo "NOTE: slurm-wlm/munge missing and not root: the Slurm test skips (fails under CI=true)"; fi
+
 # The Gradio app on 127.0.0.1:7860 (after `make demo`); `make app MODEL=<folder>` serves another checkpoint.
 MODEL ?= outputs/demo/model
 app: $(STAMP)
 	$(PY) examples/app.py --model $(MODEL) --host 127.0.0.1
 
-.PHONY: app browser-for-tests
+.PHONY: app browser-for-tests slurm-for-tests
 
 # Every speed figure against its target (benchmarks/README.md): one JSON line per figure, all collected in
 # benchmarks/results.json; CUDA when present, else CPU at reduced sizes. `make bench BENCH_ARGS="--threads 1"` on a

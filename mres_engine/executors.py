@@ -18,6 +18,7 @@ from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
 from . import layout
+from .errors import EngineUsageError
 from .finalize import finalize_run
 from .options import RunnerOptions, load_stages_factory
 from .shard import process_shard
@@ -70,6 +71,13 @@ class EngineShards(PipelineStep):
         if world_size != self.options.num_shards:
             raise ValueError(f"the executor runs {world_size} tasks for {self.options.num_shards} shards")
         if not os.path.exists(layout.shard_record_path(self.options.output_dir, rank)):
+            image_dir = (layout.read_manifest_info(self.options.output_dir) or {}).get("image_dir")
+            if image_dir and not os.path.isdir(image_dir):
+                # Every image would be rejected as unreadable and the shard recorded as complete: fail the task instead.
+                import socket
+
+                raise FileNotFoundError(f"shard {rank}: the image folder {image_dir} (--image_dir) is not visible on "
+                                        f"{socket.gethostname()}; nothing of this shard is written")
             stages = load_stages_factory(self.options.stages_factory)(self.stage_options)
             with self.track_time("shard"):
                 record = process_shard(
@@ -80,7 +88,7 @@ class EngineShards(PipelineStep):
                     split=self.options.split,
                     images_per_batch=self.options.images_per_batch,
                     max_shard_size=self.options.max_shard_size,
-                    image_dir=(layout.read_manifest_info(self.options.output_dir) or {}).get("image_dir"),
+                    image_dir=image_dir,
                     progress=self.options.progress and self.options.executor != "local",
                 )
             self.stat_update("images_in", value=record["images_in"], unit="shard")
@@ -132,7 +140,7 @@ class PinnedLocalPipelineExecutor(LocalPipelineExecutor):
 
 
 def build_slurm_finalizer(options: RunnerOptions, shards_executor):
-    """A CPU job, after the shard array succeeds, that checks the output and writes stats and card."""
+    """A one-CPU job, after the shard array succeeds, that checks the output and writes stats and card."""
     from datatrove.executor import SlurmPipelineExecutor
 
     return SlurmPipelineExecutor(
@@ -140,8 +148,9 @@ def build_slurm_finalizer(options: RunnerOptions, shards_executor):
         tasks=1,
         time="4:00:00",
         partition=options.slurm_partition,
-        cpus_per_task=2,
-        mem_per_cpu_gb=8,
+        cpus_per_task=1,  # it reads the shards one column at a time: one CPU, one shard task's memory per CPU
+        mem_per_cpu_gb=options.mem_per_cpu_gb,
+        sbatch_args={"mem-per-cpu": f"{max(1, round(options.mem_per_cpu_gb * 1024))}M"},
         job_name=f"{options.slurm_job_name}-finalize",
         qos=options.slurm_qos,
         env_command=shards_executor.env_command,
@@ -166,7 +175,7 @@ def build_executor(options: RunnerOptions, pipeline: list):
         from datatrove.executor import SlurmPipelineExecutor
 
         if not options.slurm_partition:
-            raise ValueError("--executor slurm needs --slurm_partition")
+            raise EngineUsageError("--slurm_partition", "--executor slurm needs a partition")
         env_command = options.slurm_env_command or f"source {os.path.join(sys.prefix, 'bin', 'activate')}"
         return SlurmPipelineExecutor(
             pipeline,
@@ -181,6 +190,8 @@ def build_executor(options: RunnerOptions, pipeline: list):
             qos=options.slurm_qos,
             env_command=env_command,
             logging_dir=logging_dir,
+            # datatrove writes f"{mem_per_cpu_gb}G", which sbatch refuses for a float ("8.0G"): whole megabytes instead
+            sbatch_args={"mem-per-cpu": f"{max(1, round(options.mem_per_cpu_gb * 1024))}M"},
         )
     from datatrove.executor import RayPipelineExecutor
 
@@ -197,3 +208,110 @@ def build_executor(options: RunnerOptions, pipeline: list):
         mem_per_cpu_gb=options.mem_per_cpu_gb,
         gpus_per_task=options.gpus_per_task,
     )
+
+
+# -- does one task fit the cluster? ----------------------------------------------------------------------------
+
+TASK_OPTIONS = {"cpus": "--cpus_per_task", "gpus": "--gpus_per_task", "memory": "--mem_per_cpu_gb"}
+
+
+def task_needs(options: RunnerOptions) -> dict[str, float]:
+    """One shard task's request: CPUs, GPUs and memory in bytes (``--mem_per_cpu_gb`` x ``--cpus_per_task``)."""
+    return {"cpus": options.cpus_per_task, "gpus": options.gpus_per_task,
+            "memory": options.mem_per_cpu_gb * options.cpus_per_task * 1024**3}
+
+
+def check_task_fits(nodes: list[dict[str, Any]], options: RunnerOptions, where: str) -> None:
+    """Raise :class:`EngineUsageError` naming the options to change when no node of ``nodes`` holds one task.
+
+    ``nodes``: ``[{"name", "cpus", "gpus", "memory" (bytes)}]``, the nodes a task may run on.
+    """
+    needs = task_needs(options)
+    if any(all(node[key] >= needs[key] for key in needs) for node in nodes):
+        return
+    gib = 1024**3
+    if not nodes:
+        raise EngineUsageError("--executor", f"{where} has no node to run a task on")
+    largest = {key: max(node[key] for node in nodes) for key in needs}
+    over = [key for key in needs if needs[key] > largest[key]]
+    asks = (f"{needs['cpus']:g} CPUs (--cpus_per_task), {needs['gpus']:g} GPUs (--gpus_per_task) and "
+            f"{needs['memory'] / gib:g} GiB (--mem_per_cpu_gb {options.mem_per_cpu_gb:g} x {options.cpus_per_task} CPUs)")
+    has = ", ".join(f"{n['name']}: {n['cpus']:g} CPUs, {n['gpus']:g} GPUs, {n['memory'] / gib:.1f} GiB" for n in nodes[:4])
+    has += f" (and {len(nodes) - 4} more)" if len(nodes) > 4 else ""
+    advice = {"cpus": f"--cpus_per_task {int(largest['cpus'])} or less",
+              "gpus": f"--gpus_per_task {int(largest['gpus'])} or less",
+              "memory": f"--mem_per_cpu_gb {largest['memory'] / gib / needs['cpus']:.2f} or less"}
+    if over:
+        change = " and ".join(advice[key] for key in over)
+        raise EngineUsageError(TASK_OPTIONS[over[0]],
+                               f"one task asks {asks}, more than any node of {where} has ({has}); it would wait forever: "
+                               f"use {change}")
+    raise EngineUsageError("--cpus_per_task", f"one task asks {asks}: each fits some node of {where}, but no one node holds "
+                           f"all of them ({has}); lower --cpus_per_task, --gpus_per_task or --mem_per_cpu_gb")
+
+
+def ray_nodes() -> list[dict[str, Any]]:
+    """The alive nodes of the connected Ray cluster with their total CPUs, GPUs and memory."""
+    import ray
+
+    return [{"name": node.get("NodeManagerAddress", node.get("NodeID", "?")),
+             "cpus": node["Resources"].get("CPU", 0), "gpus": node["Resources"].get("GPU", 0),
+             "memory": node["Resources"].get("memory", 0)}
+            for node in ray.nodes() if node.get("Alive")]
+
+
+def parse_gres_gpus(gres: str) -> int:
+    """GPUs in a Slurm ``Gres`` field: ``gpu:4``, ``gpu:a100:4(S:0-1)``, ``gpu:a100:2,gpu:v100:2``, ``(null)`` -> 4, 4, 4, 0."""
+    total = 0
+    for entry in (gres or "").split(","):
+        fields = entry.split("(")[0].strip().split(":")
+        if fields[0] == "gpu" and len(fields) >= 2:
+            try:
+                total += int(fields[-1])
+            except ValueError:
+                total += 1  # "gpu:a100" without a count means one
+    return total
+
+
+def slurm_nodes(partition: Optional[str]) -> list[dict[str, Any]]:
+    """The nodes of a Slurm partition (``sinfo``): CPUs, GPUs (from ``Gres``) and memory."""
+    import shutil
+    import subprocess
+
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        raise EngineUsageError("--executor", "slurm: sinfo/sbatch are not on PATH; submit from a node of the Slurm cluster "
+                                             "(a login node)")
+    command = ["sinfo", "--noheader", "--Node", "--format=%N|%c|%m|%G"] + (["--partition", partition] if partition else [])
+    try:
+        listing = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (subprocess.SubprocessError, OSError) as error:
+        detail = getattr(error, "stderr", "") or error
+        raise EngineUsageError("--executor", f"slurm: {' '.join(command)} failed: {str(detail).strip()}") from None
+    nodes, seen = [], set()
+    for line in listing.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 4 or fields[0] in seen:
+            continue
+        seen.add(fields[0])
+        memory_mb = fields[2].rstrip("+")
+        nodes.append({"name": fields[0], "cpus": float(fields[1].rstrip("+") or 0), "gpus": parse_gres_gpus(fields[3]),
+                      "memory": float(memory_mb or 0) * 1024**2})
+    if not nodes:
+        raise EngineUsageError("--slurm_partition", f"slurm: no node in partition {partition!r} (sinfo --partition {partition} lists none)")
+    return nodes
+
+
+def check_cluster_resources(options: RunnerOptions) -> None:
+    """Before submitting: on slurm or ray, fail at once when no node can hold one task (naming the options to change)."""
+    if options.executor == "local" or not options.check_resources:
+        return
+    if options.executor == "slurm":
+        if not options.slurm_partition:
+            raise EngineUsageError("--slurm_partition", "--executor slurm needs a partition")
+        check_task_fits(slurm_nodes(options.slurm_partition), options, f"Slurm partition {options.slurm_partition!r}")
+        return
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=options.ray_address)
+    check_task_fits(ray_nodes(), options, f"the Ray cluster at {options.ray_address}")
