@@ -11,7 +11,7 @@ import io
 import json
 import os
 from array import array
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from PIL import Image, UnidentifiedImageError
 
@@ -40,10 +40,11 @@ def _is_crowd(value) -> bool:
 class _Boxes:
     """Every image and box of a detection manifest in typed arrays, read streaming (no JSON tree is held).
 
-    Per image: its id and ``file_name`` (Python strings) and size (``array``); per box (about 52
-    bytes): its image (int32), category (int32), the bbox as given (4 float64) and the annotation
-    id (int64 when every id is an integer, else a string). Boxes are grouped by image with a
-    counting sort (an int32 per box) after reading. Decisions that need an image's boxes together
+    Per image (about 90 bytes): its id (int64 while every id is an integer, else a string), its
+    ``file_name`` in one UTF-8 buffer, its size; per box (about 50 bytes): its image (int32),
+    category (uint16), the bbox as given (4 float64) and the annotation id (int64 while every id
+    is an integer, else a string). Boxes are grouped by image with a counting sort (an int32 per
+    box) after reading. Decisions that need an image's boxes together
     (clipping, no area, repeated ids) are taken while :meth:`records` yields the records.
     """
 
@@ -54,12 +55,17 @@ class _Boxes:
         self.source = source
         self.categories: dict[Any, int] = {}  # category id as given -> index into category_names
         self.category_names: list[str] = []
-        self.image_ids: list[str] = []
-        self.file_names: list[str] = []
+        # Images, sorted by id as strings: the ids as integers (array) while every id is one, else as
+        # strings; file names in one UTF-8 buffer with offsets (no Python object per image).
+        self._int_ids: array | None = array("q")
+        self._str_ids: list[str] | None = None
+        self._names = b""
+        self._name_offsets = array("q", [0])
+        self._file_index = array("q")
         self.widths = array("q")
         self.heights = array("q")
         self.box_image = array("i")
-        self.box_category = array("i")
+        self.box_category = array("H")
         self.box_bbox = array("d")
         self.box_ids: array | list[str] = array("q")
         self._offsets = None
@@ -84,33 +90,91 @@ class _Boxes:
                 self.category_names.append(name)
 
     def add_images(self, images: Iterable[dict]) -> None:
-        ids, file_names, widths, heights = [], [], array("q"), array("q")
+        import numpy as np
+
+        raw_ids, names, offsets, widths, heights = array("q"), bytearray(), array("q", [0]), array("q"), array("q")
+        str_ids: list[str] | None = None
         for index, image in enumerate(images):
             try:
-                ids.append(str(image["id"]))
-                file_names.append(image["file_name"])
+                image_id, file_name = image["id"], image["file_name"]
                 widths.append(int(image["width"]))
                 heights.append(int(image["height"]))
             except KeyError as err:
                 raise self._missing("images", index, image, err.args[0]) from None
-        order = sorted(range(len(ids)), key=ids.__getitem__)  # by id as a string, as the records are sharded
-        self.image_ids = [ids[i] for i in order]
-        for a, b in zip(self.image_ids, self.image_ids[1:]):
-            if a == b:
-                raise ValueError(f"{self.name}: image id {a} appears twice in 'images'")
-        self.file_names = [file_names[i] for i in order]
-        self.widths = array("q", (widths[i] for i in order))
-        self.heights = array("q", (heights[i] for i in order))
+            if str_ids is None and type(image_id) is int and -2**63 <= image_id < 2**63:
+                raw_ids.append(image_id)
+            else:
+                if str_ids is None:  # the first id that is not an integer: ids become strings
+                    str_ids, raw_ids = [str(v) for v in raw_ids], array("q")
+                str_ids.append(str(image_id))
+            names += file_name.encode("utf-8", "surrogatepass")
+            offsets.append(len(names))
+        # Sorted by id as a string (as records are sharded): the decimal digits as bytes sort as str does.
+        if str_ids is None:
+            ids = np.frombuffer(raw_ids, dtype=np.int64) if raw_ids else np.zeros(0, np.int64)
+            order = np.argsort(ids.astype("S20"), kind="stable")
+            self._int_ids, self._str_ids = array("q", ids[order].tobytes()), None
+            del ids
+            sorted_ids = self._int_ids
+        else:
+            order = np.asarray(sorted(range(len(str_ids)), key=str_ids.__getitem__), dtype=np.int64)
+            self._int_ids, self._str_ids = None, [str_ids[i] for i in order]
+            sorted_ids = self._str_ids
+        repeated = next((sorted_ids[i] for i in range(1, len(sorted_ids)) if sorted_ids[i] == sorted_ids[i - 1]), None)
+        if repeated is not None:
+            raise ValueError(f"{self.name}: image id {repeated} appears twice in 'images'")
+        # File names stay in file order (no copy): image i's is name number _file_index[i].
+        self._names, self._name_offsets = bytes(names), offsets
+        self._file_index = array("q", order.tobytes())
+        self.widths = array("q", np.frombuffer(widths, dtype=np.int64)[order].tobytes()) if len(widths) else array("q")
+        self.heights = array("q", np.frombuffer(heights, dtype=np.int64)[order].tobytes()) if len(heights) else array("q")
+
+    def image_id(self, i: int) -> str:
+        return str(self._int_ids[i]) if self._int_ids is not None else self._str_ids[i]
+
+    def file_name(self, i: int) -> str:
+        k = self._file_index[i]
+        return self._names[self._name_offsets[k] : self._name_offsets[k + 1]].decode("utf-8", "surrogatepass")
+
+    def _image_index(self) -> Callable[[Any], int | None]:
+        """``image_id`` as an annotation gives it -> the image's index, matched as strings (10 and "10" are one image)."""
+        if self._str_ids is not None:
+            index_of = {image_id: i for i, image_id in enumerate(self._str_ids)}
+            return lambda value: index_of.get(str(value))
+        ids = self._int_ids
+        low, high = (min(ids), max(ids)) if ids else (0, -1)
+        if high - low < 4 * len(ids) + 1024:  # dense ids (COCO, Objects365): a table, 4 bytes per id
+            table = array("i", [-1]) * (high - low + 1)
+            for i, image_id in enumerate(ids):
+                table[image_id - low] = i
+            def lookup(key: int) -> int | None:
+                found = table[key - low] if low <= key <= high else -1
+                return found if found >= 0 else None
+        else:
+            index_of = {image_id: i for i, image_id in enumerate(ids)}
+            lookup = index_of.get
+
+        def index(value) -> int | None:
+            if type(value) is int:
+                return lookup(value)
+            if type(value) is str and value.lstrip("-").isdigit():  # "10" names image 10, "010" does not
+                key = int(value)
+                return lookup(key) if str(key) == value else None
+            return None
+
+        return index
 
     def add_annotations(self, annotations: Iterable[dict]) -> None:
         """Read the boxes; those of an unknown image or category, and crowd boxes, are skipped here (file order)."""
-        index_of = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        image_index = self._image_index()
         rejects = self.rejects
+        if len(self.category_names) > 65535 and self.box_category.typecode == "H":
+            self.box_category = array("i", self.box_category)
         for number, ann in enumerate(annotations):
             box_id = ann.get("id")
-            image_id = str(ann.get("image_id"))
-            image = index_of.get(image_id)
+            image = image_index(ann.get("image_id"))
             if image is None:
+                image_id = str(ann.get("image_id"))
                 rejects.skip(str(box_id), f"box of an unknown image: {image_id}", image_id=image_id)
                 continue
             try:
@@ -118,10 +182,10 @@ class _Boxes:
             except TypeError:  # an unhashable category id names no category
                 category = None
             if category is None:
-                rejects.skip(str(box_id), f"box of an unknown category: {ann.get('category_id')}", image_id=image_id)
+                rejects.skip(str(box_id), f"box of an unknown category: {ann.get('category_id')}", image_id=self.image_id(image))
                 continue
             if _is_crowd(ann.get("iscrowd")):
-                rejects.skip(str(box_id), CROWD_REASON, image_id=image_id)
+                rejects.skip(str(box_id), CROWD_REASON, image_id=self.image_id(image))
                 continue
             if "bbox" not in ann:
                 raise self._missing("annotations", number, ann, "bbox")
@@ -146,12 +210,12 @@ class _Boxes:
 
         num_boxes = len(self.box_image)
         box_image = np.frombuffer(self.box_image, dtype=np.int32) if num_boxes else np.zeros(0, np.int32)
-        counts = np.bincount(box_image, minlength=len(self.image_ids))
-        offsets = np.zeros(len(self.image_ids) + 1, np.int64)
+        counts = np.bincount(box_image, minlength=len(self))
+        offsets = np.zeros(len(self) + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
         order = np.empty(num_boxes, np.int32)
         cursor = offsets[:-1].copy()
-        chunk = 1 << 20
+        chunk = 1 << 13
         for start in range(0, num_boxes, chunk):
             images = box_image[start : start + chunk]
             local = np.argsort(images, kind="stable")
@@ -165,7 +229,7 @@ class _Boxes:
         self._offsets, self._order = offsets, order
 
     def __len__(self) -> int:
-        return len(self.image_ids)
+        return len(self.widths)
 
     def records(self, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
         """The records of images ``start:stop`` (sorted by id as strings), each box clipped or skipped as it is met.
@@ -176,11 +240,10 @@ class _Boxes:
         """
         if self._order is None:
             self._group()
-        stop = len(self.image_ids) if stop is None else stop
+        stop = len(self) if stop is None else stop
         rejects, bbox, ids = self.rejects, self.box_bbox, self.box_ids
         for i in range(start, stop):
-            image_id, width, height = self.image_ids[i], self.widths[i], self.heights[i]
-            file_name = self.file_names[i]
+            image_id, width, height, file_name = self.image_id(i), self.widths[i], self.heights[i], self.file_name(i)
             if self.image_dir is not None and not os.path.isabs(file_name):
                 file_name = os.path.join(self.image_dir, file_name)
             found = self._order[self._offsets[i] : self._offsets[i + 1]].tolist()
@@ -223,7 +286,7 @@ def _stream(path: str, prefix: str) -> Iterator[Any]:
     yielded = 0
     try:
         with open(path, "rb") as f:
-            for item in ijson.items(f, prefix, use_float=True, buf_size=1 << 20):
+            for item in ijson.items(f, prefix, use_float=True, buf_size=1 << 16):
                 yield item
                 yielded += 1
         return
@@ -234,7 +297,7 @@ def _stream(path: str, prefix: str) -> Iterator[Any]:
 
     with open(path, "rb") as f:
         try:
-            for number, item in enumerate(python_backend.items(f, prefix, use_float=True, buf_size=1 << 20)):
+            for number, item in enumerate(python_backend.items(f, prefix, use_float=True, buf_size=1 << 16)):
                 if number >= yielded:
                     yield item
         except ijson.JSONError as err:
@@ -283,7 +346,7 @@ def stream_detection_manifest(
     boxes = _Boxes(name, image_dir, rejects, source)
     boxes.add_categories(_stream(name, "categories.item"))
     boxes.add_images(_stream(name, "images.item"))
-    if not boxes.image_ids or not boxes.category_names:
+    if not len(boxes) or not boxes.category_names:
         for key in ("images", "categories"):
             if not _has_key(name, key):
                 raise ValueError(f"{name}: a detection manifest needs an {key!r} list (COCO format)")

@@ -71,3 +71,23 @@ def odd_detection_json(annotations_first: bool = False) -> str:
     keys = ["info", "annotations", "images", "categories"] if annotations_first else ["info", "images", "annotations", "categories"]
     value = {"info": {"description": "odd cases"}, "images": images, "annotations": annotations, "categories": categories}
     return json.dumps({k: value[k] for k in keys}, ensure_ascii=False, indent=None)
+
+
+def write_objects365_like(path, num_images: int, boxes_per_image: int = 14) -> int:
+    """Objects365-shaped detection JSON (its image and annotation fields, 365 categories last); returns the box count."""
+    num_boxes = 0
+    with open(path, "w", encoding="utf-8") as f:
+        f.write('{"images": [')
+        for i in range(num_images):
+            f.write(("," if i else "") + json.dumps({"height": 768, "id": i + 1, "license": 5, "width": 1024, "url": "",
+                                                     "file_name": f"images/v2/patch{i % 51}/objects365_v2_{i + 1:08d}.jpg"}))
+        f.write('], "annotations": [')
+        for i in range(num_images):
+            for j in range(boxes_per_image):
+                box = [round(1.5 + 37.25 * j, 4), round(2.25 + 23.5 * j, 4), 30.125 + j, 20.0625 + i % 7]
+                f.write(("," if num_boxes else "") + json.dumps({"id": num_boxes + 1, "iscrowd": 0, "isfake": 0, "area": 600.5,
+                                                                 "isreflected": 0, "bbox": box, "image_id": i + 1,
+                                                                 "category_id": 1 + (i * 31 + j) % 365}))
+                num_boxes += 1
+        f.write('], "categories": ' + json.dumps([{"name": f"category {c}", "id": c} for c in range(1, 366)]) + "}")
+    return num_boxes

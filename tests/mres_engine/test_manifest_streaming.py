@@ -41,3 +41,37 @@ def test_streaming_manifest_equals_the_first_readers_files(tmp_path, annotations
                       for line in open(os.path.join(GOLDEN, name), encoding="utf-8")]
     assert info["num_images"] == len(golden_records)
     assert info["num_boxes"] == sum(len(r["boxes"]) for r in golden_records)
+
+
+def test_the_manifest_steps_memory_grows_by_less_than_80_bytes_per_box(tmp_path):
+    """Peak memory (tracemalloc: Python objects, arrays and numpy) of the manifest step at two sizes: the
+    growth per box is the slope. The first reader held the JSON tree and every record (about 1,500 bytes per box)."""
+    from manifest_fixture import write_objects365_like
+
+    script = r"""
+import json, sys, tracemalloc
+from mres_engine.manifest import prepare_manifest
+from mres_engine.options import RunnerOptions
+import mres_engine.stages.input, numpy  # imported before the measure
+try:
+    import ijson
+except ImportError:
+    pass
+tracemalloc.start()
+info = prepare_manifest(RunnerOptions(annotations=sys.argv[1], image_dir="/data", output_dir=sys.argv[2], num_shards=4))
+print(json.dumps({"peak": tracemalloc.get_traced_memory()[1], "boxes": info["num_boxes"]}))
+"""
+    peaks = []
+    for images in (300, 1500):
+        annotations = tmp_path / f"o365-{images}.json"
+        boxes = write_objects365_like(annotations, images)
+        result = subprocess.run([sys.executable, "-c", script, str(annotations), str(tmp_path / f"out-{images}")],
+                                capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+        assert result.returncode == 0, result.stderr[-3000:]
+        measured = json.loads(result.stdout.strip().splitlines()[-1])
+        assert measured["boxes"] == boxes
+        peaks.append((boxes, measured["peak"]))
+    (small_boxes, small_peak), (large_boxes, large_peak) = peaks
+    per_box = (large_peak - small_peak) / (large_boxes - small_boxes)
+    print(f"manifest step: {per_box:.1f} bytes per box")
+    assert per_box <= 80, f"{per_box:.0f} bytes per box"
