@@ -22,10 +22,23 @@ from .base import Reject, StageOutput
 
 
 def _clip_box(bbox, width: int, height: int) -> list[float]:
+    """``[x, y, w, h]`` clipped to the image; a box side inside the image is kept exactly as given.
+
+    (Computing ``(x + w) - x`` for a box that needs no clipping differs from ``w`` by a rounding
+    error, which would record most float boxes as "clipped".)
+    """
     x, y, w, h = (float(v) for v in bbox)
-    x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
-    x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
-    return [x0, y0, x1 - x0, y1 - y0]
+    if x >= 0.0 and x + w <= width:
+        x0, w1 = x, w
+    else:
+        x0 = min(max(x, 0.0), width)
+        w1 = min(max(x + w, 0.0), width) - x0
+    if y >= 0.0 and y + h <= height:
+        y0, h1 = y, h
+    else:
+        y0 = min(max(y, 0.0), height)
+        h1 = min(max(y + h, 0.0), height) - y0
+    return [x0, y0, w1, h1]
 
 
 CROWD_REASON = "crowd box: iscrowd=1 marks a group of objects (COCO), not one object"
