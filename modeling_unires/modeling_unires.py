@@ -220,11 +220,14 @@ class UniRESAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, queries, keys_values, key_mask=None, output_attentions=False, values=None):
+    def forward(self, queries, keys_values, key_mask=None, output_attentions=False, values=None, projected=None):
         """`key_mask`: bool `(batch, keys)`, True where a key may be attended to. `values`: when the values differ from
-        the keys (positions added to queries and keys only); default `keys_values`."""
-        values = keys_values if values is None else values
-        q, k, v = self._heads(self.q_proj(queries)), self._heads(self.k_proj(keys_values)), self._heads(self.v_proj(values))
+        the keys (positions added to queries and keys only); default `keys_values`. `projected`: the `(q, k, v)`
+        projections already made (see `self_projections`), in place of the three inputs."""
+        if projected is None:
+            values = keys_values if values is None else values
+            projected = self.q_proj(queries), self.k_proj(keys_values), self.v_proj(values)
+        q, k, v = (self._heads(states) for states in projected)
         mask = None
         if key_mask is not None:
             # Additive `(batch, 1, 1, keys)` mask, as both eager and sdpa take it: 0 where a key may be attended to.
@@ -235,8 +238,49 @@ class UniRESAttention(nn.Module):
         out, weights = attention(
             self, q, k, v, mask, dropout=self.dropout if self.training else 0.0, scaling=self.scaling
         )
-        out = out.reshape(queries.shape[0], queries.shape[1], -1)
+        out = out.reshape(q.shape[0], q.shape[2], -1)
         return self.out_proj(out), weights
+
+    def _plain_projections(self) -> bool:
+        """Whether the projections are plain `nn.Linear`s with ordinary weights (not quantized modules or tensors),
+        whose weights can be concatenated and multiplied directly."""
+        return all(
+            type(layer) is nn.Linear and type(layer.weight) is nn.Parameter and layer.bias is not None
+            for layer in (self.q_proj, self.k_proj, self.v_proj)
+        )
+
+    def position_terms(self, positions: torch.Tensor, projections=("q",)) -> tuple:
+        """
+        `positions @ W.T` for the named projections (`"q"`, `"k"`): what adding `positions` to the inputs of those
+        projections adds to their outputs. They depend on the weights and the token grid only, so at inference (no
+        gradient) they are made once and kept for later calls until the weights change.
+        """
+        layers = {"q": self.q_proj, "k": self.k_proj}
+        if torch.is_grad_enabled():
+            return tuple(F.linear(positions, layers[name].weight) for name in projections)
+        key = (tuple(positions.shape), positions.dtype, positions.device, projections,
+               tuple((layers[name].weight.data_ptr(), layers[name].weight._version) for name in projections))
+        cached = getattr(self, "_position_cache", None)
+        if cached is None or cached[0] != key:
+            terms = tuple(F.linear(positions, layers[name].weight) for name in projections)
+            cached = (key, terms)
+            self._position_cache = cached
+        return cached[1]
+
+    def self_projections(self, normed: torch.Tensor, positions: torch.Tensor | None):
+        """
+        `(q, k, v)` of self-attention over `normed` tokens with `positions` added to the queries and keys (not the
+        values), as `q_proj(normed + positions)`, `k_proj(normed + positions)`, `v_proj(normed)`: with positions,
+        one matrix product for the three, plus the position terms shared by every expression and image.
+        """
+        if positions is None or torch.is_grad_enabled() or not self._plain_projections():
+            located = normed if positions is None else normed + positions
+            return self.q_proj(located), self.k_proj(located), self.v_proj(normed)
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        q, k, v = F.linear(normed, weight, bias).chunk(3, dim=-1)
+        position_q, position_k = self.position_terms(positions, ("q", "k"))
+        return q + position_q, k + position_k, v
 
 
 class UniRESMLP(nn.Module):
@@ -265,19 +309,33 @@ class UniRESDecoderLayer(GradientCheckpointingLayer):
         self.mlp_norm = nn.LayerNorm(width)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, hidden_states, memory, memory_mask=None, output_attentions=False, positions=None):
-        """`positions`: encodings added to the queries and keys of the tokens (not to their values), as in DETR."""
+    def forward(
+        self, hidden_states, memory, memory_mask=None, output_attentions=False, positions=None, cross_queries=None
+    ):
+        """`positions`: encodings added to the queries and keys of the tokens (not to their values), as in DETR.
+        `cross_queries`: the cross-attention's projected queries when made beforehand (`cross_queries_of`), e.g.
+        once per image for tokens that do not depend on the expression."""
         if self.self_attn is not None:
             normed = self.self_attn_norm(hidden_states)
-            located = normed if positions is None else normed + positions
-            hidden_states = hidden_states + self.dropout(self.self_attn(located, located, values=normed)[0])
-        queries = self.cross_attn_norm(hidden_states)
-        if positions is not None:
-            queries = queries + positions
-        attended, weights = self.cross_attn(queries, self.memory_norm(memory), memory_mask, output_attentions)
+            projected = self.self_attn.self_projections(normed, positions)
+            hidden_states = hidden_states + self.dropout(self.self_attn(None, None, projected=projected)[0])
+        if cross_queries is None:
+            cross_queries = self.cross_queries_of(hidden_states, positions)
+        memory = self.memory_norm(memory)
+        projected = (cross_queries, self.cross_attn.k_proj(memory), self.cross_attn.v_proj(memory))
+        attended, weights = self.cross_attn(None, None, memory_mask, output_attentions, projected=projected)
         hidden_states = hidden_states + self.dropout(attended)
         hidden_states = hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
         return hidden_states, weights
+
+    def cross_queries_of(self, hidden_states, positions=None):
+        """The cross-attention's projected queries: `q_proj(cross_attn_norm(hidden_states) + positions)`."""
+        queries = self.cross_attn_norm(hidden_states)
+        if positions is None:
+            return self.cross_attn.q_proj(queries)
+        if torch.is_grad_enabled() or not self.cross_attn._plain_projections():
+            return self.cross_attn.q_proj(queries + positions)
+        return self.cross_attn.q_proj(queries) + self.cross_attn.position_terms(positions)[0]
 
 
 class UniRESRegionFilter(nn.Module):
@@ -296,8 +354,17 @@ class UniRESRegionFilter(nn.Module):
         self.score_key = nn.Linear(width, width)
         self.score_bias = nn.Parameter(torch.zeros(()))
 
-    def forward(self, group_tokens, text_tokens, text_mask, sentence, output_attentions=False):
-        group_tokens, weights = self.layer(group_tokens, text_tokens, text_mask, output_attentions)
+    def forward(self, group_tokens, text_tokens, text_mask, sentence, output_attentions=False, image_indices=None):
+        """`group_tokens` per expression, or with `image_indices` per image: at inference (no gradient) what depends
+        on the image alone (the queries of the cross-attention) is then made once per image."""
+        cross_queries = None
+        if image_indices is not None:
+            if not torch.is_grad_enabled():
+                cross_queries = self.layer.cross_queries_of(group_tokens).index_select(0, image_indices)
+            group_tokens = group_tokens.index_select(0, image_indices)
+        group_tokens, weights = self.layer(
+            group_tokens, text_tokens, text_mask, output_attentions, cross_queries=cross_queries
+        )
         queries = self.score_query(self.score_norm(group_tokens))
         key = self.score_key(sentence)[:, :, None]
         scores = torch.sigmoid((queries @ key).squeeze(-1) / math.sqrt(queries.shape[-1]) + self.score_bias)
@@ -481,8 +548,9 @@ class UniRESDecoder(nn.Module):
         for tokens, region_filter in ((low, self.low_region_filter), (high, self.high_region_filter)):
             if tokens is None:
                 continue
-            tokens = self.group_projection(tokens).index_select(0, image_indices)
-            kept, score, weights = region_filter(tokens, text_tokens, text_mask, sentence_key, output_attentions)
+            kept, score, weights = region_filter(
+                self.group_projection(tokens), text_tokens, text_mask, sentence_key, output_attentions, image_indices
+            )
             filtered.append(kept)
             scores.append(score)
             if output_attentions:
@@ -638,6 +706,10 @@ class UniRESMaskHead(nn.Module):
         """
         projection = self.alignment_visual_projection
         text = self.alignment_text_projection(sentence_key)
+        if type(projection) is not nn.Linear or type(projection.weight) is not nn.Parameter:
+            # A quantized projection (its weight is not a plain matrix): project the patches through it.
+            per_patch = torch.bmm(projection(decoded), text[:, :, None]).squeeze(-1)
+            return per_patch / math.sqrt(projection.out_features)
         key = text @ projection.weight  # (expressions, width): W_v^T t
         per_patch = torch.bmm(decoded, key[:, :, None]).squeeze(-1) + (text @ projection.bias)[:, None]
         return per_patch / math.sqrt(projection.out_features)
@@ -695,6 +767,11 @@ class UniRESModel(UniRESPreTrainedModel):
     One image encoding serves many expressions: `get_image_embeddings(pixel_values)` once, then
     `forward(image_embeddings=..., input_ids=..., image_indices=...)`.
     """
+
+    # At inference (no gradient), expressions go through the text tower, the decoder and the mask head this many at
+    # a time (`None` or 0: all at once), so that memory stays bounded whatever their number: at 480x480 each takes
+    # about 15 MB of activations in the decoder (sdpa) and its logits. Set it on the model to change it.
+    max_expressions_per_pass: int | None = 32
 
     def __init__(self, config: UniRESConfig):
         super().__init__(config)
@@ -819,17 +896,31 @@ class UniRESModel(UniRESPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
 
-        text_outputs = self.text_model(
-            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
-        )
         visual, low, high = self.vision_encoder.split_embeddings(image_embeddings)
-        decoder_outputs = self.decoder(
-            visual, low, high, text_outputs.last_hidden_state, attention_mask, image_indices, grid,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-        )
-        logits = self.mask_head(
-            decoder_outputs.last_hidden_state, decoder_outputs.sentence_embedding, grid, pixel_values, image_indices
-        )
+        chunk = self.max_expressions_per_pass
+        if (
+            not self.training and not torch.is_grad_enabled() and chunk and input_ids.shape[0] > chunk
+            and not (output_attentions or output_hidden_states)
+        ):
+            # Inference over many expressions: at most `chunk` of them through the text tower, the decoder and the
+            # mask head at a time, so that memory stays bounded; the image side is shared by all of them.
+            pieces = [
+                self._decode(visual, low, high, input_ids[start : start + chunk],
+                             attention_mask[start : start + chunk], image_indices[start : start + chunk], grid,
+                             pixel_values, False, False)
+                for start in range(0, input_ids.shape[0], chunk)
+            ]
+            logits = torch.cat([piece[0] for piece in pieces])
+            text_outputs = pieces[0][1]
+            decoder_outputs = UniRESDecoderOutput(**{
+                name: None if pieces[0][2][name] is None else torch.cat([piece[2][name] for piece in pieces])
+                for name in ("group_tokens", "group_token_scores")
+            })
+        else:
+            logits, text_outputs, decoder_outputs = self._decode(
+                visual, low, high, input_ids, attention_mask, image_indices, grid, pixel_values,
+                output_attentions, output_hidden_states,
+            )
         output = UniRESOutput(
             loss=self.compute_loss(logits, labels) if labels is not None else None,
             logits=logits,
@@ -843,6 +934,22 @@ class UniRESModel(UniRESPreTrainedModel):
             decoder_attentions=decoder_outputs.attentions,
         )
         return output if return_dict else output.to_tuple()
+
+    def _decode(self, visual, low, high, input_ids, attention_mask, image_indices, grid, pixel_values,
+                output_attentions, output_hidden_states):
+        """The text side, the decoder and the mask head for some expressions: `(logits, text outputs, decoder
+        outputs)`."""
+        text_outputs = self.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
+        )
+        decoder_outputs = self.decoder(
+            visual, low, high, text_outputs.last_hidden_state, attention_mask, image_indices, grid,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+        )
+        logits = self.mask_head(
+            decoder_outputs.last_hidden_state, decoder_outputs.sentence_embedding, grid, pixel_values, image_indices
+        )
+        return logits, text_outputs, decoder_outputs
 
     def _output_flags(self, output_attentions, output_hidden_states):
         """`(output_attentions, output_hidden_states)` as bools, the config's where not given."""

@@ -1,0 +1,85 @@
+"""Inference shares the image's work among its expressions: the outputs are those of one expression at a time.
+
+At inference (no gradient) the decoder makes the position terms of its projections once, the region filter's
+queries once per image, the self-attention's three projections in one product, and expressions go through in
+chunks of `model.max_expressions_per_pass`. The reference is the model run expression by expression with its image
+repeated and gradients enabled (the training path, which shares nothing of this): same weights, equal logits to
+float rounding.
+"""
+
+import pytest
+import torch
+
+from modeling_unires.testing_utils import tiny_model_and_processor
+
+TEXTS = [["a red car", "the left wheel", "the blue bus"], ["a green tree", "the dog"], ["the window"]]
+
+
+def _inputs(processor, image_size):
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, size, size + 8, generator=generator) for size in (40, 56, 24)]
+    inputs = processor(images=images, text=TEXTS, return_tensors="pt")
+    assert inputs["pixel_values"].shape[-1] == image_size
+    return inputs
+
+
+def _one_at_a_time(model, inputs):
+    """Expression by expression, its image repeated, with gradients on (nothing shared, nothing cached)."""
+    logits, scores = [], []
+    with torch.enable_grad():
+        for row, image in enumerate(inputs["image_indices"].tolist()):
+            outputs = model(
+                pixel_values=inputs["pixel_values"][image : image + 1],
+                input_ids=inputs["input_ids"][row : row + 1],
+                attention_mask=inputs["attention_mask"][row : row + 1],
+                output_group_tokens=True,
+            )
+            logits.append(outputs.logits.detach())
+            scores.append(outputs.group_token_scores.detach())
+    return torch.cat(logits), torch.cat(scores)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # the paper's decoder shape: stride 1, no pixel branch
+        {"decoder_token_stride": 2, "pixel_decoder_channels": 4, "decoder_stage1_layers": 2},  # the demo's options
+        {"use_low_group_tokens": False},
+        {"decoder_position_encoding": None},
+    ],
+    ids=["paper", "demo-options", "high-only", "no-positions"],
+)
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_shared_inference_equals_one_expression_at_a_time(overrides, chunk):
+    model, processor = tiny_model_and_processor(seed=1, **overrides)
+    model.eval()
+    inputs = _inputs(processor, model.config.image_size)
+    expected_logits, expected_scores = _one_at_a_time(model, inputs)
+
+    model.max_expressions_per_pass = chunk
+    with torch.no_grad():
+        embeddings = model.get_image_embeddings(inputs["pixel_values"])
+        outputs = model(
+            image_embeddings=embeddings, pixel_values=inputs["pixel_values"], input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"], image_indices=inputs["image_indices"], output_group_tokens=True,
+        )
+        again = model(**{k: v for k, v in inputs.items() if k != "original_sizes"})  # position terms now cached
+    torch.testing.assert_close(outputs.logits, expected_logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outputs.group_token_scores, expected_scores, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(again.logits, outputs.logits, rtol=1e-5, atol=1e-6)
+
+
+def test_cached_position_terms_follow_the_weights():
+    """A weight changed in place after an inference call is seen by the next call (the cache is keyed on it)."""
+    model, processor = tiny_model_and_processor(seed=2)
+    model.eval()
+    inputs = _inputs(processor, model.config.image_size)
+    inputs.pop("original_sizes")
+    with torch.no_grad():
+        model(**inputs)
+        for layer in model.decoder.stage1_layers:
+            layer.self_attn.q_proj.weight.mul_(1.5)
+            layer.cross_attn.q_proj.weight.mul_(0.5)
+        cached = model(**inputs).logits
+    expected, _ = _one_at_a_time(model, {**inputs})
+    torch.testing.assert_close(cached, expected, rtol=1e-4, atol=1e-5)
