@@ -25,6 +25,7 @@ from .encoding import DEFAULT_MAX_IMAGE_TOKENS, IGNORE_INDEX, CaptionCollator, c
 from .finetune_data import build_caption_mixture, parse_mapping
 from .model_card import write_model_card
 from .modeling import add_lora, load_base_model
+from dataset_scripts.hub import check_push_access, push_folder
 from dataset_scripts.rejects import RejectLog
 
 logger = logging.getLogger(__name__)
@@ -157,7 +158,10 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
         log_with=args.report_to, project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
-    hub_repo_id = _on_main_process(accelerator, lambda: check_push_access(args)) if args.push_to_hub else None
+    hub_repo_id = None
+    if args.push_to_hub:
+        hub_repo_id = _on_main_process(accelerator, lambda: check_push_access(
+            args.hub_model_id, args.output_dir, token=args.hub_token, private=args.hub_private_repo))
     checkpoint, resumed = None, {}
     if args.resume_from_checkpoint:
         checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
@@ -281,7 +285,7 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
                          box_format_for(unwrapped), mixed_precision=accelerator.mixed_precision, repo_id=hub_repo_id)
         logger.info("adapter, processor and model card saved to %s (step %d)", os.path.abspath(args.output_dir), global_step)
         if args.push_to_hub:
-            push_adapter_to_hub(args.output_dir, hub_repo_id, args.hub_private_repo, token=args.hub_token)
+            push_adapter_to_hub(args.output_dir, hub_repo_id, token=args.hub_token)
             logger.info("pushed to https://huggingface.co/%s", hub_repo_id)
     accelerator.end_training()
     return TrainResult(global_step=global_step, losses=losses, output_dir=args.output_dir, model=accelerator.unwrap_model(model),
@@ -318,51 +322,11 @@ def _on_main_process(accelerator: Accelerator, fn):
     return outcome[0][1]
 
 
-def check_push_access(args: CaptionerTrainingArguments) -> str:
-    """The repo id ``--push_to_hub`` will upload to, checked before training: the Hub is not switched off, the token
-    logs in (``whoami``), the repo exists or is created, and the token may write to it. Raises ``RuntimeError``.
-
-    The same checks as ``unires.training.hub.check_push_access``, written against ``huggingface_hub`` directly:
-    the captioner imports ``dataset_scripts`` only (DESIGN's import direction), and a model push is no job of the
-    dataset package.
-    """
-    from pathlib import Path
-
-    from huggingface_hub import HfApi, constants
-
-    if constants.HF_HUB_OFFLINE:
-        raise RuntimeError("--push_to_hub was given but the Hub is switched off (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1): "
-                           "unset it to push, or drop --push_to_hub and upload later with "
-                           f"`hf upload {args.hub_model_id or '<repo id>'} {args.output_dir}`.")
-    api = HfApi(token=args.hub_token)
-    try:
-        user = api.whoami()
-    except Exception as error:
-        raise RuntimeError(f"--push_to_hub: cannot log in to the Hub ({type(error).__name__}: {error}). Log in with "
-                           "`hf auth login`, or pass --hub_token (a token with write access).") from error
-    if ((user.get("auth") or {}).get("accessToken") or {}).get("role") == "read":
-        raise RuntimeError(f"--push_to_hub: the token of {user.get('name')!r} is read-only; pass --hub_token with a write token.")
-    repo_id = args.hub_model_id or Path(args.output_dir).resolve().name
-    repo_id = repo_id if "/" in repo_id else f"{user.get('name')}/{repo_id}"
-    try:
-        api.create_repo(repo_id, private=args.hub_private_repo, exist_ok=True)
-        api.auth_check(repo_id, write=True)
-    except Exception as error:
-        raise RuntimeError(f"--push_to_hub: {user.get('name')!r} cannot write to the Hub repo {repo_id!r} "
-                           f"({type(error).__name__}: {error}). Choose a repo you own with --hub_model_id, or a token "
-                           "with write access to it with --hub_token.") from error
-    logger.info("push checked: the adapter will be uploaded to https://huggingface.co/%s", repo_id)
+def push_adapter_to_hub(output_dir: str, repo_id: str, token: str | None = None) -> str:
+    """Upload adapter, processor and model card (not the resumable checkpoints) to ``repo_id``, which
+    :func:`dataset_scripts.hub.check_push_access` created before training."""
+    push_folder(output_dir, repo_id, token=token, commit_message="Upload dense captioner LoRA adapter",
+                ignore_patterns=[f"{CHECKPOINT_PREFIX}*", "*.jsonl", "runs/*"])
     return repo_id
 
 
-def push_adapter_to_hub(output_dir: str, repo_id: str | None, private: bool = False, token: str | None = None) -> str:
-    """Upload adapter, processor and model card (not the resumable checkpoints) to ``repo_id``."""
-    from huggingface_hub import HfApi
-
-    if not repo_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (org/name).")
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_folder(folder_path=output_dir, repo_id=repo_id, ignore_patterns=[f"{CHECKPOINT_PREFIX}*", "*.jsonl", "runs/*"],
-                      commit_message="Upload dense captioner LoRA adapter")
-    return repo_id

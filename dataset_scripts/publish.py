@@ -1,4 +1,4 @@
-"""Write a DatasetDict in the Hugging Face Hub layout, and push it when given a repo id.
+"""Write a DatasetDict in the Hugging Face Hub layout, and push it when given a repo id (checked first).
 
 Layout (what ``DatasetDict.push_to_hub`` makes, so ``load_dataset(folder_or_repo)`` needs no code
 of ours)::
@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import tempfile
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from datasets import Dataset, DatasetDict, Features, Value
@@ -27,20 +28,9 @@ from datasets.utils.py_utils import convert_file_size_to_int
 from tqdm.auto import tqdm
 
 from .dataset_card import render_dataset_card
+from .hub import check_push_access, push_folder
 
 logger = logging.getLogger(__name__)
-
-
-def _looks_like_repo_id(target) -> bool:
-    # "org/name" that is not an existing or explicitly local path
-    if isinstance(target, os.PathLike):
-        return False
-    return (
-        target.count("/") == 1
-        and not os.path.exists(target)
-        and not target.startswith((".", "/", "~"))
-        and not os.path.isabs(target)
-    )
 
 
 def split_counts(dataset: Dataset) -> dict[str, int]:
@@ -83,27 +73,27 @@ def write_parquet_shards(
 
 def publish(
     dataset_dict: Union[DatasetDict, Mapping[str, Dataset]],
-    repo_or_folder: str,
+    output_dir: Optional[str] = None,
     *,
+    repo_id: Optional[str] = None,
     max_shard_size: Union[int, str] = "256MB",
     card_data: Optional[Mapping[str, Any]] = None,
     private: bool = False,
     token: Optional[str] = None,
     config_name: str = "default",
-    local_dir: Optional[str] = None,
 ) -> str:
-    """Write ``dataset_dict`` in the Hub layout; push it when ``repo_or_folder`` is a Hub repo id.
+    """Write ``dataset_dict`` in the Hub layout into ``output_dir``; push it to ``repo_id`` when one is given.
 
     Args:
         dataset_dict: split name → ``Dataset`` (rows of the MRES schema, or any features).
-        repo_or_folder: a local folder, or a Hub dataset repo id ``"org/name"``. A string with
-            one slash that is not an existing path is taken as a repo id.
+        output_dir: the local folder to write; ``None`` (only with ``repo_id``) writes into a temporary folder
+            that is removed after the push. A path is never taken for a repo id, nor the other way round.
+        repo_id: a Hub dataset repo ``"org/name"`` to push to; its access is checked before anything is written.
         max_shard_size: upper bound of one Parquet shard's uncompressed size.
         card_data: dataset card fields: ``pretty_name``, ``license``, ``citation``,
             ``description``, ``homepage``, ``usage``, ``notes``, plus other YAML keys.
         private, token: for the Hub repo.
         config_name: name of the ``configs`` entry in the card.
-        local_dir: where to write before pushing (default: a temporary folder).
 
     Returns:
         The folder written, or the repo URL after a push.
@@ -113,19 +103,27 @@ def publish(
     for split, ds in dataset_dict.items():
         if not isinstance(ds, Dataset):
             raise TypeError(f"split {split!r} is a {type(ds).__name__}; publish writes map-style Datasets only")
-    push = _looks_like_repo_id(repo_or_folder)
-    tmp_holder = None
-    if push:
-        if local_dir is None:
-            import tempfile
+    if output_dir is None and repo_id is None:
+        raise ValueError("publish needs an output_dir to write, a repo_id to push to, or both")
+    if repo_id is not None:
+        repo_id = check_push_access(repo_id, output_dir, token=token, private=private, repo_type="dataset",
+                                    option="--hub_dataset_id")
+    with tempfile.TemporaryDirectory(prefix="mres-publish-") as staging:
+        folder = os.path.expanduser(os.fspath(output_dir)) if output_dir is not None else staging
+        write_dataset_folder(dataset_dict, folder, max_shard_size=max_shard_size, card_data=card_data,
+                             config_name=config_name)
+        if repo_id is None:
+            return folder
+        # replace this config's old shards, whose count may differ from the new ones
+        return push_folder(folder, repo_id, token=token, repo_type="dataset",
+                           commit_message="Upload MRES dataset (Parquet shards + dataset card)",
+                           delete_patterns=[f"data/{split}-*.parquet" for split in dataset_dict])
 
-            tmp_holder = tempfile.TemporaryDirectory(prefix="mres-publish-")
-            local_dir = tmp_holder.name
-        folder = local_dir
-    else:
-        folder = os.path.expanduser(repo_or_folder)
+
+def write_dataset_folder(dataset_dict, folder: str, *, max_shard_size="256MB", card_data=None,
+                         config_name: str = "default") -> None:
+    """The Hub layout on disk: ``data/{split}-NNNNN-of-NNNNN.parquet`` shards and the ``README.md`` card."""
     os.makedirs(folder, exist_ok=True)
-
     counts = {}
     features = next(iter(dataset_dict.values())).features
     for split, ds in dataset_dict.items():
@@ -137,32 +135,6 @@ def publish(
     card = render_dataset_card(counts, features, config_name=config_name, card_data=card_data)
     with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
         f.write(card)
-
-    if not push:
-        return folder
-    try:
-        # replace this config's old shards, whose count may differ from the new ones
-        return _push_folder(folder, repo_or_folder, [f"data/{split}-*.parquet" for split in dataset_dict],
-                            private=private, token=token)
-    finally:
-        if tmp_holder is not None:
-            tmp_holder.cleanup()
-
-
-def _push_folder(folder, repo_id, delete_patterns, *, private=False, token=None, allow_patterns=None) -> str:
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(
-        repo_id=repo_url.repo_id,
-        repo_type="dataset",
-        folder_path=folder,
-        allow_patterns=allow_patterns,
-        delete_patterns=delete_patterns,
-        commit_message="Upload MRES dataset (Parquet shards + dataset card)",
-    )
-    return str(repo_url)
 
 
 # -- folders whose Parquet shards already exist (the data engine writes them shard by shard) ----------
@@ -219,6 +191,9 @@ def publish_shards(
 
     from .dataset_card import ReferentStatistics
 
+    if repo_id is not None:  # before the card's statistics read every shard
+        repo_id = check_push_access(repo_id, folder, token=token, private=private, repo_type="dataset",
+                                    option="--repo_id")
     data_files = _split_files(folder, data_dir)
     if not data_files:
         raise ValueError(f"{folder} has no Parquet shards named {data_dir}/<split>-NNNNN-of-NNNNN*.parquet")
@@ -253,4 +228,5 @@ def publish_shards(
         return folder
     allow = ["README.md", f"{data_dir}/*.parquet", f"{annotations_dir}/*.parquet", "figures/*.png", *extra_uploads]
     delete = [f"{data_dir}/*.parquet", f"{annotations_dir}/*.parquet", "figures/*.png"]
-    return _push_folder(folder, repo_id, delete, private=private, token=token, allow_patterns=allow)
+    return push_folder(folder, repo_id, token=token, repo_type="dataset", allow_patterns=allow, delete_patterns=delete,
+                       commit_message="Upload MRES dataset (Parquet shards + dataset card)")

@@ -1,4 +1,4 @@
-"""Command line: ``python -m dataset_scripts.mres_synth --out DIR [--image_size 96 --num_train N ...]``.
+"""Command line: ``python -m dataset_scripts.mres_synth --output_dir DIR [--image_size 96 --num_train N ...]``.
 
 Writes the Hub-layout folder (``data/*.parquet`` + ``README.md``) that
 ``datasets.load_dataset(DIR, streaming=True)`` reads, and prints the generation speed.
@@ -17,7 +17,7 @@ def main(argv=None) -> None:
     defaults = MRESSynthConfig(name="default")
     parser = argparse.ArgumentParser(prog="python -m dataset_scripts.mres_synth", description=__doc__,
                                      formatter_class=HelpFormatter)
-    parser.add_argument("--out", required=True, help="folder to write (Parquet shards + dataset card)")
+    parser.add_argument("--output_dir", required=True, help="folder to write (Parquet shards + dataset card)")
     parser.add_argument("--image_size", type=positive_int, default=defaults.image_size, help="image side in pixels (>= 32)")
     for split in SPLITS:
         parser.add_argument(f"--num_{split}", type=non_negative_int, default=getattr(defaults, f"num_{split}"),
@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     num_images = {split: getattr(args, f"num_{split}") for split in SPLITS}
     start = time.perf_counter()
     dataset = build_mres_synth(
-        args.out,
+        args.output_dir,
         image_size=args.image_size,
         num_images=num_images,
         seed=args.seed,
@@ -43,7 +43,7 @@ def main(argv=None) -> None:
     )
     seconds = time.perf_counter() - start
     total = sum(len(ds) for ds in dataset.values())
-    print(f"wrote {total} images to {args.out} in {seconds:.1f} s ({total / max(seconds, 1e-9):.0f} images/s, "
+    print(f"wrote {total} images to {args.output_dir} in {seconds:.1f} s ({total / max(seconds, 1e-9):.0f} images/s, "
           "including Parquet writing; a cached build is reused)")
 
 

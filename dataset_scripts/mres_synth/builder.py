@@ -168,19 +168,24 @@ class MRESSynth(MRESBuilder):
 
 
 def build_mres_synth(
-    out_dir: str,
+    out_dir: Optional[str],
     image_size: int = 96,
     num_images: Optional[Mapping[str, int]] = None,
     seed: int = 0,
     *,
     cache_dir: Optional[str] = None,
     max_shard_size: str = "256MB",
+    repo_id: Optional[str] = None,
+    token: Optional[str] = None,
+    private: bool = False,
     **config_kwargs: Any,
 ) -> datasets.DatasetDict:
     """Generate MRES-Synth and write its Hub-layout folder (Parquet shards + dataset card) to ``out_dir``.
 
     Args:
-        out_dir: folder to write; ``load_dataset(out_dir, streaming=True)`` reads it afterwards.
+        out_dir: folder to write; ``load_dataset(out_dir, streaming=True)`` reads it afterwards. ``None`` (with
+            ``repo_id``) writes into a temporary folder removed after the push.
+        repo_id, token, private: push the folder to this Hub dataset repo (access checked before generating).
         image_size: image side in pixels.
         num_images: images per split, e.g. ``{"train": 10000, "validation": 500}``; splits not
             named keep the config defaults, a 0 omits the split.
@@ -191,6 +196,7 @@ def build_mres_synth(
     Returns:
         The generated ``DatasetDict`` (Arrow-backed, from the builder's cache).
     """
+    from ..hub import check_push_access
     from ..publish import publish
 
     counts = dict(num_images or {})
@@ -201,12 +207,15 @@ def build_mres_synth(
     if unknown:
         raise ValueError(f"unknown split(s) {sorted(unknown)} in num_images; MRES-Synth splits are {SPLITS}")
     kwargs = {f"num_{split}": int(n) for split, n in counts.items()}
+    if repo_id is not None:  # fail before generating, not after
+        repo_id = check_push_access(repo_id, out_dir, token=token, private=private, repo_type="dataset",
+                                    option="--hub_dataset_id")
     builder = MRESSynth(cache_dir=cache_dir, image_size=image_size, seed=seed, **kwargs, **config_kwargs)
     builder.download_and_prepare()
     dataset = builder.as_dataset()
     cfg = builder.config
     usage = (
-        "Regenerate exactly with\n\n```bash\npython -m dataset_scripts.mres_synth --out DIR "
+        "Regenerate exactly with\n\n```bash\npython -m dataset_scripts.mres_synth --output_dir DIR "
         f"--image_size {cfg.image_size} --seed {cfg.seed} "
         + " ".join(f"--num_{s} {getattr(cfg, f'num_{s}')}" for s in SPLITS)
         + "\n```"
@@ -214,6 +223,9 @@ def build_mres_synth(
     publish(
         dataset,
         out_dir,
+        repo_id=repo_id,
+        token=token,
+        private=private,
         max_shard_size=max_shard_size,
         card_data={
             "pretty_name": "MRES-Synth",

@@ -89,7 +89,7 @@ def test_cli_rebuilds_after_a_repair_writes_rejects_beside_out_and_shows_the_sum
     main = _build_dataset_main()
     data = _release(tmp_path / "data")
     out, cache = tmp_path / "out", tmp_path / "cache"
-    argv = ["refcoco-m", "--data_dir", str(data), "--out", str(out), "--cache_dir", str(cache)]
+    argv = ["refcoco-m", "--data_dir", str(data), "--output_dir", str(out), "--cache_dir", str(cache)]
     with caplog.at_level(logging.INFO, logger="dataset_scripts"):
         main(argv)
     assert any(m.startswith("kept 1, fixed 0, skipped 1") for m in caplog.messages)
@@ -111,7 +111,7 @@ def test_cli_mres_synth_writes_rejects_beside_out(tmp_path, caplog):
     main = _build_dataset_main()
     out = tmp_path / "synth"
     with caplog.at_level(logging.INFO, logger="dataset_scripts"):
-        main(["mres-synth", "--out", str(out), "--cache_dir", str(tmp_path / "cache"), "--image_size", "32",
+        main(["mres-synth", "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--image_size", "32",
               "--num_train", "2", "--num_validation", "0", "--num_test", "0", "--num_test_unseen", "0"])
     assert (out / "rejects.jsonl").is_file() and _cache_rejects(tmp_path / "cache") == []
     assert any(m.startswith("kept ") for m in caplog.messages)
@@ -120,7 +120,7 @@ def test_cli_mres_synth_writes_rejects_beside_out(tmp_path, caplog):
 def test_cli_refuses_a_negative_split_size_while_parsing(tmp_path, capsys):
     main = _build_dataset_main()
     with pytest.raises(SystemExit) as exit_info:
-        main(["mres-synth", "--out", str(tmp_path / "synth"), "--num_train", "-5"])
+        main(["mres-synth", "--output_dir", str(tmp_path / "synth"), "--num_train", "-5"])
     assert exit_info.value.code == 2
     assert "--num_train: must be >= 0, got -5" in capsys.readouterr().err
     assert not (tmp_path / "synth").exists()
@@ -140,22 +140,60 @@ def test_cli_names_the_corrupt_split_file_in_one_line(tmp_path, capsys):
     split_file = next((data / "annotations").glob("*.json"))
     split_file.write_text('[{"img_name": "x.jpg", ')  # cut short
     with pytest.raises(SystemExit) as exit_info:
-        main(["refcoco-m", "--data_dir", str(data), "--out", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "c")])
+        main(["refcoco-m", "--data_dir", str(data), "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "c")])
     message = str(exit_info.value.code)
     assert message.startswith("error: ") and str(split_file) in message and "is not valid JSON" in message
     assert "\n" not in message
 
 
-def test_cli_push_of_mres_synth_leaves_no_staging_folder(tmp_path, monkeypatch):
-    main = _build_dataset_main()
-    import dataset_scripts.publish as publish_module
+def test_cli_push_is_checked_before_building_and_leaves_no_staging_folder(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+    import huggingface_hub.constants
 
-    pushed = []
-    monkeypatch.setattr(publish_module, "publish", lambda dataset, repo, **kw: pushed.append((repo, sorted(dataset))) or repo)
-    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
+    from dataset_scripts.mres_synth.builder import MRESSynth
+
+    main = _build_dataset_main()
+    argv = ["mres-synth", "--push_to_hub", "--hub_dataset_id", "org/mres-synth", "--cache_dir", str(tmp_path / "cache"),
+            "--image_size", "32", "--num_train", "2", "--num_validation", "0", "--num_test", "0", "--num_test_unseen", "0"]
+    with pytest.raises(SystemExit) as exit_info:  # --push_to_hub without a repo: refused while parsing
+        main(argv[:1] + ["--push_to_hub"])
+    assert exit_info.value.code == 2 and "--hub_dataset_id" in capsys.readouterr().err
+
+    calls = []
+    original_prepare = MRESSynth.download_and_prepare
+    monkeypatch.setattr(MRESSynth, "download_and_prepare",
+                        lambda self, *a, **k: calls.append(("build",)) or original_prepare(self, *a, **k))
+    with pytest.raises(SystemExit, match="Hub is switched off"):  # every test runs offline
+        main(argv)
+    assert calls == []  # nothing was built
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    staged = []
+    fakes = {
+        "whoami": lambda self: calls.append(("whoami",)) or {"name": "alice", "auth": {"accessToken": {"role": "write"}}},
+        "create_repo": lambda self, repo_id, **kw: calls.append(("create_repo", repo_id, kw["repo_type"])),
+        "auth_check": lambda self, repo_id, **kw: calls.append(("auth_check", repo_id)),
+        "upload_folder": lambda self, **kw: calls.append(("upload", kw["repo_id"], sorted(os.listdir(kw["folder_path"]))))
+        or staged.append(kw["folder_path"]),
+    }
+    for name, fake in fakes.items():
+        monkeypatch.setattr(huggingface_hub.HfApi, name, fake)
     monkeypatch.chdir(tmp_path)
-    main(["mres-synth", "--out", "org/mres-synth", "--push", "--cache_dir", str(tmp_path / "cache"), "--image_size", "32",
-          "--num_train", "2", "--num_validation", "0", "--num_test", "0", "--num_test_unseen", "0"])
-    assert pushed[-1] == ("org/mres-synth", ["train"])  # after the local staging write
-    assert list((tmp_path / "tmp").iterdir()) == []
+    main(argv)
+    names = [call[0] for call in calls]
+    assert names.index("auth_check") < names.index("build") < names.index("upload")
+    assert ("create_repo", "org/mres-synth", "dataset") in calls
+    assert calls[-1] == ("upload", "org/mres-synth", ["README.md", "data"])
+    assert not os.path.exists(staged[0])  # the temporary folder is gone
+    assert "https://huggingface.co/datasets/org/mres-synth" in capsys.readouterr().out
+
+
+def test_publish_takes_a_folder_as_a_folder(tmp_path, monkeypatch):
+    """A relative "name/name" folder is written, never taken for a Hub repo id (it used to be guessed)."""
+    from datasets import Dataset, DatasetDict
+
+    from dataset_scripts.publish import publish
+
+    monkeypatch.chdir(tmp_path)
+    folder = publish(DatasetDict({"train": Dataset.from_dict({"x": [1, 2]})}), "setup/data")
+    assert folder == "setup/data" and (tmp_path / "setup" / "data" / "README.md").is_file()

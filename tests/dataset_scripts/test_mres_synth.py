@@ -160,7 +160,7 @@ def test_command_line_writes_a_streamable_folder(tmp_path):
     out = tmp_path / "cli"
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf-cache")}
     result = subprocess.run(
-        [sys.executable, "-m", "dataset_scripts.mres_synth", "--out", str(out), "--image_size", "48",
+        [sys.executable, "-m", "dataset_scripts.mres_synth", "--output_dir", str(out), "--image_size", "48",
          "--num_train", "6", "--num_validation", "2", "--num_test", "2", "--num_test_unseen", "2"],
         capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)), timeout=120,
     )

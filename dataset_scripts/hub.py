@@ -1,0 +1,113 @@
+"""Pushing to the Hub, one way for every push of the project: datasets, models and adapters.
+
+Every script spells it as transformers' `Trainer` does: `--push_to_hub` (a switch), `--hub_model_id` (or
+`--hub_dataset_id` for a dataset), `--hub_token` (by default the saved login) and `--hub_private_repo`. And every
+script checks, before any work, what can fail without doing the work: the Hub is not switched off
+(`HF_HUB_OFFLINE`), the token logs in (`whoami`) and may write, the repo exists or can be created. A run that
+cannot push fails in seconds, not after days of training or building.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Sequence
+
+logger = logging.getLogger(__name__)
+
+
+class HubPushError(RuntimeError):
+    """`--push_to_hub` cannot succeed: raised before the work starts, saying what to do about it."""
+
+
+def check_push_access(
+    repo_id: Optional[str],
+    output_dir: Optional[str],
+    *,
+    token: Optional[str] = None,
+    private: bool = False,
+    repo_type: str = "model",
+    option: str = "--hub_model_id",
+) -> str:
+    """The repo id a push will go to, after checking that the push can succeed; raises `HubPushError` if not.
+
+    ``repo_id`` is ``org/name`` as given, or a bare name (or nothing: ``output_dir``'s folder name) that goes under
+    the token's user, as transformers' `Trainer` resolves it. Checks, in order: the Hub is not switched off, the
+    token logs in, it is not read-only, the repo exists or is created (as `Trainer` creates it at start), and the
+    token may write to it. ``option`` is the command-line option that names the repo, quoted in the messages.
+    """
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise HubPushError(
+            "--push_to_hub was given but the Hub is switched off (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1): "
+            "unset it to push, or drop --push_to_hub and upload later with "
+            f"`hf upload {repo_id or '<repo id>'} {output_dir or '<folder>'}{' --repo-type dataset' if repo_type == 'dataset' else ''}`."
+        )
+    api = HfApi(token=token)
+    try:
+        user = api.whoami()
+    except Exception as error:  # no token, a bad token, or no connection: all mean "cannot push"
+        raise HubPushError(
+            f"--push_to_hub: cannot log in to the Hub ({type(error).__name__}: {error}). Log in with "
+            "`hf auth login`, or pass --hub_token (a token with write access)."
+        ) from error
+    if ((user.get("auth") or {}).get("accessToken") or {}).get("role") == "read":
+        raise HubPushError(
+            f"--push_to_hub: the token of {user.get('name')!r} is read-only; pass --hub_token with a write token."
+        )
+    repo_id = resolve_repo_id(repo_id, output_dir, user.get("name"), option=option)
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        api.auth_check(repo_id, repo_type=repo_type, write=True)
+    except Exception as error:
+        raise HubPushError(
+            f"--push_to_hub: {user.get('name')!r} cannot write to the Hub repo {repo_id!r} "
+            f"({type(error).__name__}: {error}). Choose a repo you own with {option}, or a token with write "
+            "access to it with --hub_token."
+        ) from error
+    logger.info("push checked: the %s will be uploaded to %s", repo_type, repo_url(repo_id, repo_type))
+    return repo_id
+
+
+def resolve_repo_id(repo_id: Optional[str], output_dir: Optional[str], user: Optional[str], option: str = "--hub_model_id") -> str:
+    """`org/name` as given; `name` or nothing (the output folder's name) goes under the user's namespace."""
+    if not repo_id and not output_dir:
+        raise HubPushError(f"--push_to_hub: no repo named; pass {option} as org/name.")
+    name = repo_id or Path(output_dir).resolve().name
+    if "/" in name:
+        return name
+    if not user:
+        raise HubPushError(f"--push_to_hub: no namespace for {name!r}; pass {option} as org/name.")
+    return f"{user}/{name}"
+
+
+def repo_url(repo_id: str, repo_type: str = "model") -> str:
+    return f"https://huggingface.co/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+
+
+def push_folder(
+    folder,
+    repo_id: str,
+    *,
+    token: Optional[str] = None,
+    repo_type: str = "model",
+    commit_message: str,
+    ignore_patterns: Optional[Sequence[str]] = None,
+    allow_patterns: Optional[Sequence[str]] = None,
+    delete_patterns: Optional[Sequence[str]] = None,
+) -> str:
+    """Upload ``folder`` to ``repo_id`` in one commit; returns the repo's URL. The repo exists already:
+    :func:`check_push_access` created it before the work began."""
+    from huggingface_hub import HfApi
+
+    HfApi(token=token).upload_folder(
+        repo_id=repo_id,
+        repo_type=repo_type,
+        folder_path=str(folder),
+        ignore_patterns=list(ignore_patterns) if ignore_patterns else None,
+        allow_patterns=list(allow_patterns) if allow_patterns else None,
+        delete_patterns=list(delete_patterns) if delete_patterns else None,
+        commit_message=commit_message,
+    )
+    return repo_url(repo_id, repo_type)
