@@ -31,6 +31,8 @@ def parse_args(argv=None):
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
                         help="Port to listen on ($GRADIO_SERVER_PORT).")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (None: cuda when available).")
+    parser.add_argument("--quantize", choices=("none", "int8", "int8-weights"), default="none",
+                        help="int8: torchao's int8 linears on the CPU (pip install 'unires[quantize]').")
     return parser.parse_args(argv)
 
 
@@ -42,7 +44,10 @@ def main(argv=None):
         raise SystemExit(str(error)) from None
     from unires.app import Segmenter, UniRESApp  # torch and transformers: after the command line is read
 
-    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    from modeling_unires.quantization_unires import quantization_config
+
+    segmenter = Segmenter.from_pretrained(args.model, device=args.device,
+                                          quantization_config=quantization_config(args.quantize))
     UniRESApp(segmenter, model_name=args.model).launch(host=args.host, port=args.port)
 
 

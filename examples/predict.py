@@ -28,6 +28,8 @@ def parse_args(argv=None):
     parser.add_argument("--output_dir", default="outputs/predictions",
                         help="Where the panels and predictions.json are written.")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (None: the pipeline's choice).")
+    parser.add_argument("--quantize", choices=("none", "int8", "int8-weights"), default="none",
+                        help="int8: torchao's int8 linears on the CPU (pip install 'unires[quantize]').")
     return parser.parse_args(argv)
 
 
@@ -50,7 +52,11 @@ def main(argv=None):
         image = to_rgb_image(args.image)
     except ValueError as error:  # "No image file at X", an unreadable file, a failed download
         raise SystemExit(f"--image: {error}") from None
-    segmenter = pipeline("referring-expression-segmentation", model=args.model, device=args.device)
+    from modeling_unires.quantization_unires import quantization_config
+
+    model_kwargs = {"quantization_config": quantization_config(args.quantize)} if args.quantize != "none" else {}
+    segmenter = pipeline("referring-expression-segmentation", model=args.model, device=args.device,
+                         model_kwargs=model_kwargs)
     results = segmenter(image, args.expressions, threshold=args.threshold, mask_format="numpy")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -44,8 +44,9 @@ class Segmenter:
         self.device = device
 
     @classmethod
-    def from_pretrained(cls, name_or_path, device=None, **kwargs) -> "Segmenter":
-        """Load model and processor from a folder or a Hub id (`kwargs` go to both `from_pretrained` calls).
+    def from_pretrained(cls, name_or_path, device=None, quantization_config=None, **kwargs) -> "Segmenter":
+        """Load model and processor from a folder or a Hub id (`kwargs` go to both `from_pretrained` calls,
+        `quantization_config`, e.g. int8 on the CPU, to the model's only).
 
         A missing local folder fails as "No model folder or file at ..." (`FileNotFoundError`), not as a Hub
         connection error."""
@@ -55,7 +56,8 @@ class Segmenter:
         import modeling_unires  # noqa: F401  (registers UniRES with the Auto classes)
         from transformers import AutoModel, AutoProcessor
 
-        model = AutoModel.from_pretrained(name_or_path, **kwargs)
+        quantization = {} if quantization_config is None else {"quantization_config": quantization_config}
+        model = AutoModel.from_pretrained(name_or_path, **kwargs, **quantization)
         processor = AutoProcessor.from_pretrained(name_or_path, **kwargs)
         return cls(model, processor, device=device)
 
