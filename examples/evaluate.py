@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Score any text-to-mask model on an MRES split: object-only, part-only and object+part (the paper's Table 3).
+r"""Score any text-to-mask model on an MRES split: object-only, part-only and object+part (the paper's Table 3).
 
     # UniRES (a folder or a Hub id) on MRES-Synth, beside two trivial baselines
     python examples/evaluate.py --model outputs/demo/model --dataset outputs/demo/data --split validation \\
@@ -24,6 +24,9 @@ import json
 import sys
 from pathlib import Path
 
+from dataset_scripts.cli import HelpFormatter
+
+# "%(default).0s" prints nothing: it keeps the formatter from appending "(default: None)" after a default in words.
 MODEL_TYPES_HELP = "unires, clipseg, sam3, pipeline, or callable:<module:fn> (module or path/to/file.py)"
 
 
@@ -42,41 +45,41 @@ def probability(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add = parser.add_argument
     add("--model", default=None, help="checkpoint: Hub id or folder (not needed for callable:)")
-    add("--model_type", default="unires", help=f"adapter: {MODEL_TYPES_HELP} (default: %(default)s)")
-    add("--name", default=None, help="name of the model in tables (default: --model)")
+    add("--model_type", default="unires", help=f"adapter: {MODEL_TYPES_HELP}")
+    add("--name", default=None, help="name of the model in tables (default%(default).0s: --model)")
     add("--dataset", default=None,
         help="refcoco_m, refcoco, refcoco+, refcocog (raw release in --data_dir), mres-synth (folder in --data_dir), "
              "or the folder / Hub id of a published MRES-schema dataset")
     add("--data_dir", default=None, help="the downloaded release (refcoco_m: CRIS layout; refcoco*: REFER layout)")
-    add("--dataset_config", default=None, help="raw RefCOCO family: builder config (default: refcoco-unc, "
+    add("--dataset_config", default=None, help="raw RefCOCO family: builder config (default%(default).0s: refcoco-unc, "
                                                "refcoco+-unc, refcocog-umd)")
-    add("--revision", default=None, help="Hub dataset revision (recorded; default: main)")
-    add("--cache_dir", default=None, help="builder cache for raw releases (default: the datasets cache)")
+    add("--revision", default=None, help="Hub dataset revision, recorded in the result (default%(default).0s: main)")
+    add("--cache_dir", default=None, help="builder cache for raw releases (default%(default).0s: the datasets cache)")
     add("--split", nargs="+", default=["validation"], help="split(s) (default: %(default)s; RefCOCO_m: val testA testB)")
-    add("--max_images", type=positive_int, default=None, help="evaluate the first N images only (default: all)")
-    add("--granularity", choices=["object", "part"], default=None, help="only this granularity (default: both)")
+    add("--max_images", type=positive_int, default=None, help="evaluate the first N images only (default%(default).0s: all)")
+    add("--granularity", choices=["object", "part"], default=None, help="only this granularity (default%(default).0s: both)")
     add("--resolution", choices=["original", "input"], default="original",
-        help="compare at each image's size (CRIS, the paper) or at the model's input size (LAVT) (default: %(default)s)")
+        help="compare at each image's size (CRIS, the paper) or at the model's input size (LAVT)")
     add("--threshold", type=probability, default=None,
-        help="probability > threshold is foreground (default: the adapter's: unires the config's 0.35, clipseg 0.35, "
+        help="probability > threshold is foreground (default%(default).0s: the adapter's: unires the config's 0.35, clipseg 0.35, "
              "sam3 0.5 on instance masks, callable 0.35)")
     add("--prec_comparison", choices=[">=", ">"], default=">=", help="Prec@X counts IoU >= X or > X (CRIS) "
-                                                                    "(default: %(default)s)")
+                                                                    "")
     add("--empty_gt", choices=["one_if_both_empty", "zero"], default="one_if_both_empty",
-        help="IoU of an empty prediction on an empty ground truth (default: %(default)s)")
+        help="IoU of an empty prediction on an empty ground truth")
     add("--instance_rule", choices=["best", "union"], default="best",
         help="sam3: one mask from its instances: the highest-scoring one, or the union above --score_threshold "
-             "(default: %(default)s)")
-    add("--score_threshold", type=probability, default=0.5, help="sam3 with --instance_rule union (default: %(default)s)")
-    add("--pipeline_task", default=None, help="pipeline: the task (default: referring-expression-segmentation for "
+             "")
+    add("--score_threshold", type=probability, default=0.5, help="sam3 with --instance_rule union")
+    add("--pipeline_task", default=None, help="pipeline: the task (default%(default).0s: referring-expression-segmentation for "
                                               "UniRES, else image-segmentation)")
     add("--baselines", nargs="*", default=[], choices=["full_image", "largest_object_box"],
-        help="trivial baselines scored on the same rows (default: none)")
-    add("--batch_size", type=positive_int, default=8, help="images per call (default: %(default)s)")
-    add("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+        help="trivial baselines scored on the same rows (default%(default).0s: none)")
+    add("--batch_size", type=positive_int, default=8, help="images per call")
+    add("--device", default=None, help="cpu, cuda, ... (default%(default).0s: cuda when available)")
     add("--trust_remote_code", action="store_true", help="load a checkpoint's own code")
     add("--no_progress", action="store_true", help="no progress bar")
     add("--output", default=None, help="write the result as JSON here, and the Markdown report beside it (.md)")
