@@ -7,8 +7,14 @@ Prints one JSON line per figure, each with its raw timings, measured in one run 
   captions, CLIP filter) on the same batch of images, each stage fed the previous one's output;
 - ``sam_boxes``: seconds for one image with 1 box and with 32 boxes through the object-mask
   path (encode once + decode the boxes + stability + RLE), and their ratio (target <= 1.5);
-- ``projection``: the stages' seconds per image times 1M images, in hours (the runner's own
-  I/O and bookkeeping are measured by the runner, not here).
+- ``projection``: the stages' seconds per image times 1M images, in hours, and times Objects365's
+  1.74M images: GPU-hours in all and wall-clock hours on ``--num_gpus`` GPUs (one shard task per
+  GPU, as the runner pins them; the runner's own I/O and bookkeeping, 0.4-1.7 ms per image, are
+  measured by the runner, not here).
+
+Each ``stage`` line also gives the GPU memory: ``gpu_peak_gib`` (the most allocated while the stage
+ran, every model's weights included) and ``gpu_stage_gib`` (that peak less what was allocated
+before it: the stage's activations), and its own share of the Objects365 projection.
 
 Presets: ``tiny`` -- the tests' tiny models on MRES-Synth images (CPU: the stages' own
 overhead); ``paper`` -- paper-size models with random weights (SAM ViT-H, OWLv2 B/16 at 960,
@@ -20,7 +26,8 @@ keeping everything, an upper bound. Random captioners never stop early, so every
 from a fixed list (an LLM is asked once per category, 365 times for Objects365, then cached).
 
     python benchmarks/engine.py --preset tiny --device cpu
-    python benchmarks/engine.py --preset paper --device cuda --images 8
+    python benchmarks/engine.py --preset paper --device cuda --images 16 --num_gpus 8
+    python benchmarks/engine.py --preset paper --reduced --device cpu --images 1 --boxes_per_image 2 --caption_tokens 2 --repeats 1
     python benchmarks/engine.py --sam_only vit_b --device cpu --repeats 3
 """
 
@@ -53,6 +60,8 @@ from mres_engine.testing_utils import (
 )
 
 PART_NAMES = ["left part", "right part", "top part", "bottom part", "middle part", "edge"]
+OBJECTS365_IMAGES = 1_742_289  # Objects365 v2 train (Shao et al., 2019): the engine's input in the paper
+GIB = 1024**3
 
 
 class FixedPartNames:
@@ -82,8 +91,9 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def paper_captioner(device, dtype):
-    """A randomly initialised Qwen3-VL with Qwen3-VL-2B's dimensions (text 28 x 2048, vision 24 x 1024)."""
+def paper_captioner(device, dtype, reduced=False):
+    """A randomly initialised Qwen3-VL with Qwen3-VL-2B's dimensions (text 28 x 2048, vision 24 x 1024);
+    ``reduced``: 2 text and 3 vision layers of the same widths (a CPU check of the code path, not a speed figure)."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     from captioner import DenseCaptioner
@@ -92,14 +102,14 @@ def paper_captioner(device, dtype):
     processor = build_tiny_processor(image_side=448)
     ids = processor.tokenizer.convert_tokens_to_ids
     config = Qwen3VLConfig(
-        text_config=dict(vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+        text_config=dict(vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=2 if reduced else 28,
                          num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=32768,
                          rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20],
                                           "mrope_interleaved": True},
                          pad_token_id=ids("<|endoftext|>"), tie_word_embeddings=True),
-        vision_config=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, patch_size=16,
+        vision_config=dict(depth=3 if reduced else 24, hidden_size=1024, intermediate_size=4096, num_heads=16, patch_size=16,
                            spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=2048, num_position_embeddings=2304,
-                           deepstack_visual_indexes=[5, 11, 17]),
+                           deepstack_visual_indexes=[0, 1, 2] if reduced else [5, 11, 17]),
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"), tie_word_embeddings=True,
     )
@@ -110,8 +120,10 @@ def paper_captioner(device, dtype):
     return model, processor, DenseCaptioner
 
 
-def build_models(preset, device, dtype, caption_tokens):
-    """(SAM, OWLv2 + processor, captioner, CLIP + processor) for the preset, on ``device``."""
+def build_models(preset, device, dtype, caption_tokens, reduced=False):
+    """(SAM, OWLv2 + processor, captioner, CLIP + processor) for the preset, on ``device``.
+
+    ``reduced`` (paper preset): SAM ViT-B, OWLv2 at 480 and a 2-layer captioner, to check the paper path on a CPU."""
     from captioner import DenseCaptioner
     from captioner.testing_utils import build_tiny_model, build_tiny_processor
 
@@ -126,14 +138,15 @@ def build_models(preset, device, dtype, caption_tokens):
     from segment_anything import sam_model_registry
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
+    owl_size = 480 if reduced else 960
     with torch.device(device):
-        sam = sam_model_registry["vit_h"]()  # SAM's own default dims: ViT-H, 1024 input
-        owl = Owlv2ForObjectDetection(Owlv2Config(vision_config={"image_size": 960, "patch_size": 16})).to(dtype)
+        sam = sam_model_registry["vit_b" if reduced else "vit_h"]()  # SAM's own default dims: ViT-H, 1024 input
+        owl = Owlv2ForObjectDetection(Owlv2Config(vision_config={"image_size": owl_size, "patch_size": 16})).to(dtype)
         clip = CLIPModel(CLIPConfig()).to(dtype)  # CLIPConfig's defaults are ViT-B/32 at 224
-    owl_processor = Owlv2Processor(Owlv2ImageProcessor(size={"height": 960, "width": 960}), build_tiny_clip_tokenizer())
+    owl_processor = Owlv2Processor(Owlv2ImageProcessor(size={"height": owl_size, "width": owl_size}), build_tiny_clip_tokenizer())
     clip_processor = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}),
                                    build_tiny_clip_tokenizer(model_max_length=77))
-    model, processor, dense_captioner = paper_captioner(device, dtype)
+    model, processor, dense_captioner = paper_captioner(device, dtype, reduced)
     captioner = dense_captioner(model, processor, max_new_tokens=caption_tokens)
     return sam.eval(), (owl.eval(), owl_processor), captioner, (clip.eval(), clip_processor)
 
@@ -195,6 +208,9 @@ def main():
     parser.add_argument("--boxes_per_image", type=int, default=16, help="paper preset (Objects365 averages about 15 objects per image)")
     parser.add_argument("--caption_tokens", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=5, help="alternating (1 box, 32 boxes) pairs for the SAM ratio")
+    parser.add_argument("--num_gpus", type=int, default=8, help="GPUs of the Objects365 projection (one shard task per GPU)")
+    parser.add_argument("--reduced", action="store_true",
+                        help="paper preset at reduced size (SAM ViT-B, OWLv2 at 480, 2-layer captioner): checks the paper path on a CPU")
     parser.add_argument("--sam_only", choices=["vit_b", "vit_l", "vit_h"], default=None,
                         help="only the SAM figure, with a random-weight segment_anything model of this size on a 1024x768 image "
                              "(every SAM has the same prompt decoder; ViT-B has the cheapest encoder, so its ratio bounds ViT-H's)")
@@ -202,7 +218,9 @@ def main():
     device = args.device
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     torch.manual_seed(0)
-    common = {"preset": args.preset, "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"}
+    common = {"preset": args.preset + ("-reduced" if args.reduced else ""),
+              "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"}
+    cuda = device.startswith("cuda")
 
     if args.sam_only:
         from segment_anything import sam_model_registry
@@ -213,7 +231,8 @@ def main():
         image = Image.fromarray(rng.integers(0, 255, (768, 1024, 3), dtype=np.uint8))
         print(json.dumps(sam_figure(segmenter, image, device, args.repeats, {**common, "preset": f"sam-{args.sam_only}"})))
         return
-    sam, (owl, owl_processor), captioner, (clip, clip_processor) = build_models(args.preset, device, dtype, args.caption_tokens)
+    sam, (owl, owl_processor), captioner, (clip, clip_processor) = build_models(args.preset, device, dtype, args.caption_tokens,
+                                                                                reduced=args.reduced)
     segmenter = SegmentAnythingSegmenter(sam, device=device)
     stages = [
         LoadImages(),
@@ -231,20 +250,34 @@ def main():
             warmup = stage(warmup).records
         records = make_records(args.preset, folder, args.images, args.boxes_per_image)
         seconds_per_image = 0.0
+        images = len(records)
         for stage in stages:
             referents_in = sum(len(r.get("referents", [])) for r in records)
             sync(device)
+            if cuda:
+                before = torch.cuda.memory_allocated(device)
+                torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
             out = stage(records)
             sync(device)
             seconds = time.perf_counter() - start
-            seconds_per_image += seconds / len(records)
+            seconds_per_image += seconds / images
+            peak = torch.cuda.max_memory_allocated(device) if cuda else None
             print(json.dumps({"figure": "stage", **common, "stage": stage.name, "images": len(records), "seconds": round(seconds, 4),
                               "images_per_s": round(len(records) / seconds, 3), "referents_in": referents_in,
-                              "referents_out": sum(len(r["referents"]) for r in out.records), "rejects": len(out.rejects)}))
+                              "referents_out": sum(len(r["referents"]) for r in out.records), "rejects": len(out.rejects),
+                              "gpu_peak_gib": round(peak / GIB, 2) if cuda else None,
+                              "gpu_stage_gib": round((peak - before) / GIB, 2) if cuda else None,
+                              "objects365_gpu_hours": round(seconds / images * OBJECTS365_IMAGES / 3600, 1)}))
             records = out.records
+        gpu_hours = seconds_per_image * OBJECTS365_IMAGES / 3600
         print(json.dumps({"figure": "projection", **common, "seconds_per_image": round(seconds_per_image, 4),
-                          "hours_per_1M_images": round(seconds_per_image * 1e6 / 3600, 1)}))
+                          "hours_per_1M_images": round(seconds_per_image * 1e6 / 3600, 1),
+                          "objects365_images": OBJECTS365_IMAGES, "objects365_gpu_hours": round(gpu_hours, 1),
+                          "num_gpus": args.num_gpus, "objects365_hours_on_num_gpus": round(gpu_hours / args.num_gpus, 1),
+                          "gpu_peak_gib": round(torch.cuda.max_memory_allocated(device) / GIB, 2) if cuda else None,
+                          "boxes_per_image": args.boxes_per_image if args.preset == "paper" else None,
+                          "caption_tokens": args.caption_tokens}))
 
         image = LoadImages()(make_records(args.preset, os.path.join(folder, "warmup"), 1, 32, seed=2)).records[0]["_image"]
         print(json.dumps(sam_figure(segmenter, image, device, args.repeats, common)))
