@@ -189,14 +189,8 @@ def process_shard(
             batch = records[begin : begin + images_per_batch]
             kept, rejects = run_stages(stages, batch, stats)
             for reject in rejects:
-                whole = reject.referent_id is None
-                log.skip(
-                    reject.image_id if whole else reject.referent_id,
-                    reject.reason,
-                    stage=reject.stage,
-                    image_id=reject.image_id,
-                    level="image" if whole else "referent",
-                )
+                details = {"referent_id": reject.referent_id} if reject.level else {}
+                log.skip(reject.item_id, reject.reason, stage=reject.stage, image_id=reject.image_id, level=reject.kind, **details)
             written, empty = [], []
             for record in kept:
                 if not record.get("referents"):  # an image row must refer to something

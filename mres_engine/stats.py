@@ -34,6 +34,8 @@ class StageStats:
     images_rejected: Counter = field(default_factory=Counter)
     referents_rejected: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    # what a stage gave up of a referent it kept (its parts search, one of its sentences): not a referent rejected
+    others_rejected: Counter = field(default_factory=Counter)
 
     def add(self, records_in: list[dict], records_out: list[dict], rejects: list[Reject], seconds: float) -> None:
         self.images_in += len(records_in)
@@ -41,7 +43,8 @@ class StageStats:
         self.referents_in += _count_referents(records_in)
         self.referents_kept += _count_referents(records_out)
         for reject in rejects:
-            target = self.images_rejected if reject.referent_id is None else self.referents_rejected
+            kind = reject.kind
+            target = {"image": self.images_rejected, "referent": self.referents_rejected}.get(kind, self.others_rejected)
             target[reason_head(reject.reason)] += 1
         self.seconds += seconds
 
@@ -50,6 +53,7 @@ class StageStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.images_rejected.update(other.images_rejected)
         self.referents_rejected.update(other.referents_rejected)
+        self.others_rejected.update(other.others_rejected)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +63,7 @@ class StageStats:
             "referents_kept": self.referents_kept,
             "images_rejected": dict(self.images_rejected),
             "referents_rejected": dict(self.referents_rejected),
+            "others_rejected": dict(self.others_rejected),
             "seconds": round(self.seconds, 6),
         }
 
@@ -71,6 +76,7 @@ class StageStats:
             referents_kept=value["referents_kept"],
             images_rejected=Counter(value["images_rejected"]),
             referents_rejected=Counter(value["referents_rejected"]),
+            others_rejected=Counter(value.get("others_rejected") or {}),  # absent in shard records before it
             seconds=value["seconds"],
         )
 
@@ -137,6 +143,7 @@ class RunStats:
         for name, s in self.stages.items():
             reasons = [f"{r}: {n}" for r, n in s.images_rejected.most_common()]
             reasons += [f"{r}: {n} referents" for r, n in s.referents_rejected.most_common()]
+            reasons += [f"{r}: {n} (referent kept)" for r, n in s.others_rejected.most_common()]
             lines.append(
                 f"{name:<24} {s.images_in:>10} {s.images_kept:>10} {s.referents_in:>13} {s.referents_kept:>10}"
                 f" {s.seconds:>9.2f}  {'; '.join(reasons) or '-'}"

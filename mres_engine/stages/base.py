@@ -14,12 +14,32 @@ from typing import Protocol, runtime_checkable
 
 @dataclass
 class Reject:
-    """One rejected image (``referent_id`` is None) or one rejected referent of an image."""
+    """One rejected image (``referent_id`` is None) or one rejected referent of an image.
+
+    ``level`` names something smaller that a stage gave up while keeping the referent
+    ``referent_id``: ``"parts"`` (its parts were not searched) or ``"sentence"`` (one of its
+    sentences was dropped). Such a reject is logged under its own item id
+    (``"<referent_id>#parts"``), so that a referent that is written is never also counted as
+    skipped: every image and referent sits in exactly one account.
+    """
 
     image_id: str
     stage: str
     reason: str
     referent_id: str | None = None
+    level: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """``"image"``, ``"referent"``, or the ``level`` of a smaller item."""
+        return self.level or ("image" if self.referent_id is None else "referent")
+
+    @property
+    def item_id(self) -> str:
+        """The id this reject is logged under: the image's, the referent's, or ``"<referent_id>#<level>"``."""
+        if self.level:
+            return f"{self.referent_id}#{self.level}"
+        return self.image_id if self.referent_id is None else self.referent_id
 
 
 @dataclass

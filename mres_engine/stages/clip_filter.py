@@ -113,7 +113,8 @@ class ClipFilter:
                 for text, cos in sentences:
                     if kept and (text, cos) not in kept:
                         out.rejects.append(Reject(record["image_id"], self.name, f"sentence dropped (referent kept): CLIPScore "
-                                                  f"{clip_score(cos):.3f} <= {self.min_score}: {text[:60]!r}", referent["referent_id"]))
+                                                  f"{clip_score(cos):.3f} <= {self.min_score}: {text[:60]!r}", referent["referent_id"],
+                                                  level="sentence"))
                 if not kept:
                     best = max((c for _, c in sentences), default=float("nan"))
                     reason = (f"CLIPScore {clip_score(best):.3f} <= {self.min_score}" if sentences else "no sentence to score")

@@ -9,8 +9,8 @@ the LLM (:class:`FilePartNames`). Nothing here ships a vocabulary of its own.
 
 The stage writes ``"_part_names"`` ({object category: [part names]}) into each record for the
 part-mask stage. A category with no usable answer leaves its objects without parts: each such
-object is reported as a :class:`~mres_engine.stages.base.Reject` whose reason starts with
-``"parts not searched"`` (the object itself stays in the record).
+object is reported as a :class:`~mres_engine.stages.base.Reject` of level ``"parts"`` whose reason
+starts with ``"parts not searched"`` (the object itself stays in the record and is not a reject).
 """
 
 from __future__ import annotations
@@ -254,6 +254,6 @@ class PartVocabulary:
                     vocabulary[category] = self.names_for(category)
                 if vocabulary[category] is None:
                     reason = f"parts not searched: no part vocabulary for {category!r}: {self._failures[category]}"
-                    out.rejects.append(Reject(record["image_id"], self.name, reason, referent["referent_id"]))
+                    out.rejects.append(Reject(record["image_id"], self.name, reason, referent["referent_id"], level="parts"))
             out.records.append({**record, "_part_names": {c: n for c, n in vocabulary.items() if n}})
         return out
