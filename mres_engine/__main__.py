@@ -1,7 +1,7 @@
 """Command line of the data engine.
 
     python -m mres_engine run --annotations objects365.json --image_dir images/ --output_dir OUT [...]
-    python -m mres_engine publish --output_dir OUT [--repo_id org/mres-32m]
+    python -m mres_engine publish --output_dir OUT [--push_to_hub --hub_dataset_id org/mres-32m]
     python -m mres_engine evaluate --prediction OUT --ground_truth GT [--split train]
 
 ``python -m mres_engine COMMAND --help`` lists every option of a command. An error ends in one line
@@ -20,7 +20,7 @@ from typing import Optional
 
 COMMANDS = {
     "run": "run or resume the engine: detection boxes -> masks, parts, captions, CLIP filter -> Parquet shards",
-    "publish": "check a finished output, write its dataset card (and push it to the Hub with --repo_id)",
+    "publish": "check a finished output, write its dataset card (and push it to the Hub with --push_to_hub)",
     "evaluate": "compare an output with ground truth in the MRES schema (matched-mask IoU, part recall, keep rates)",
 }
 
@@ -30,8 +30,10 @@ class PublishOptions:
     """What to publish and where."""
 
     output_dir: str = field(metadata={"help": "An engine output folder whose shards are all complete."})
-    repo_id: Optional[str] = field(default=None, metadata={"help": "Hub dataset repo to push to (e.g. org/mres-32m); unset: write the card only."})
-    private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the folder to the Hub dataset repo --hub_dataset_id (login and write access checked first)."})
+    hub_dataset_id: Optional[str] = field(default=None, metadata={"help": "Hub dataset repo to push to, org/name (e.g. org/mres-32m)."})
+    hub_token: Optional[str] = field(default=None, metadata={"help": "Token with write access (default: the saved login)."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
     pretty_name: str = field(default="MRES engine output", metadata={"help": "Title of the dataset card."})
     license: str = field(default="other", metadata={"help": "Licence of the card (that of the source images)."})
 
@@ -110,19 +112,27 @@ def _command(command: str, rest: list[str], prog: str) -> int:
         (options,) = _parse(parser, rest)
         if not os.path.isdir(options.output_dir):
             raise EngineUsageError("--output_dir", f"{options.output_dir}: no such folder")
+        if options.push_to_hub and not options.hub_dataset_id:
+            raise EngineUsageError("--hub_dataset_id", "--push_to_hub needs the Hub dataset repo, org/name")
+        repo_id = None
+        if options.push_to_hub:  # before the exactly-once check reads every shard
+            from dataset_scripts.hub import check_push_access
+
+            repo_id = check_push_access(options.hub_dataset_id, options.output_dir, token=options.hub_token,
+                                        private=options.hub_private_repo, repo_type="dataset", option="--hub_dataset_id")
         card = {"pretty_name": options.pretty_name, "license": options.license}
         summary = finalize_run(options.output_dir, card_data=card)
         print(json.dumps(summary["exactly_once"]))
-        if options.repo_id and not summary["exactly_once"]["written"]:
-            raise EngineUsageError("--repo_id", f"{options.output_dir} holds 0 rows (every image was rejected): nothing to push")
-        if options.repo_id:
+        if repo_id and not summary["exactly_once"]["written"]:
+            raise EngineUsageError("--push_to_hub", f"{options.output_dir} holds 0 rows (every image was rejected): nothing to push")
+        if repo_id:
             from dataset_scripts.publish import publish_shards
 
             from .finalize import engine_card_data
             from .stats import RunStats
 
             stats = RunStats.from_dict(summary)
-            url = publish_shards(options.output_dir, options.repo_id, private=options.private,
+            url = publish_shards(options.output_dir, repo_id, private=options.hub_private_repo, token=options.hub_token,
                                  card_data=engine_card_data(options.output_dir, stats, card))
             print(f"pushed to {url}")
         return 0

@@ -36,7 +36,8 @@ def test_run_help_lists_runner_and_model_options(capsys):
 
 def test_evaluate_and_publish_help(capsys):
     assert "--ground_truth" in _help("evaluate", capsys) and "--iou_threshold" in _help("evaluate", capsys)
-    assert "--repo_id" in _help("publish", capsys)
+    text = _help("publish", capsys)
+    assert all(option in text for option in ("--push_to_hub", "--hub_dataset_id", "--hub_token", "--hub_private_repo"))
 
 
 def test_usage_and_unknown_command(capsys):
@@ -73,3 +74,15 @@ def test_publish_refuses_an_unfinished_output_then_writes_the_card(tmp_path, mon
     assert check["written"] + check["rejected"] == 4
     card = open(os.path.join(out, "README.md")).read()
     assert "# Tiny engine set" in card and "license: cc-by-4.0" in card and "config_name: annotations" in card
+
+
+def test_publish_push_is_checked_before_the_output_is_read(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["publish", "--output_dir", str(out), "--push_to_hub"]) == 2
+    assert "--hub_dataset_id" in capsys.readouterr().err
+    # every test runs offline: the push cannot succeed, and that is said before the shards are checked
+    assert main(["publish", "--output_dir", str(out), "--push_to_hub", "--hub_dataset_id", "org/mres-32m"]) == 1
+    err = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE" in err and "--repo-type dataset" in err and len(err.strip().splitlines()) == 1
+    assert not (out / "README.md").exists()
