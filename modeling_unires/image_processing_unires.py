@@ -392,14 +392,14 @@ def _threshold_resized(logits, rows, size, threshold, return_scores):
         binary = resized >= cut
         if return_scores:
             area = binary.view(torch.uint8).sum(dim=(1, 2), dtype=torch.int32)  # (int64 is 10x slower here)
-            # sigmoid(-inf) = 0: the pixels outside a mask add nothing.
-            inside = torch.where(binary, resized, float("-inf")).sigmoid_().sum(dim=(1, 2)) / area.clamp(min=1)
-            scores = inside.tolist()
             empty = (area == 0).nonzero().flatten()
-            if len(empty):
-                maxima = resized.index_select(0, empty).amax(dim=(1, 2)).sigmoid().tolist()
-                for row, maximum in zip(empty.tolist(), maxima):
-                    scores[row] = maximum
+            maxima = resized.index_select(0, empty).amax(dim=(1, 2)).sigmoid().tolist() if len(empty) else []
+            # In place (the resized logits are not needed any more): sigmoid(-inf) = 0 outside the masks.
+            outside = torch.tensor(float("-inf"), device=resized.device)
+            inside = torch.where(binary, resized, outside, out=resized).sigmoid_().sum(dim=(1, 2))
+            scores = (inside / area.clamp(min=1)).tolist()
+            for row, maximum in zip(empty.tolist(), maxima):
+                scores[row] = maximum
     binary = binary.cpu().numpy()
     return list(binary), ([float(score) for score in scores] if return_scores else None)
 
