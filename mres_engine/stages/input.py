@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dataset_scripts.rejects import RejectLog
 
+from ..errors import EngineInputError, item_name
 from ..records import image_path, object_referent_id
 from .base import Reject, StageOutput
 
@@ -85,11 +86,10 @@ class _Boxes:
         self._offsets = None
         self._order = None
 
-    def _missing(self, section: str, index: int, item, key: str):
-        label = f"{section}[{index}]"
-        if isinstance(item, dict) and "id" in item and key != "id":
-            label += f" (id {item['id']})"
-        return ValueError(f"{self.name}: {label} has no {key!r}")
+    def _missing(self, section: str, index: int, item, key: str) -> EngineInputError:
+        if not isinstance(item, dict):
+            return EngineInputError(self.name, f"not an object but {type(item).__name__}", item=item_name(section, index))
+        return EngineInputError(self.name, "missing", item=item_name(section, index, item.get("id") if key != "id" else None), key=key)
 
     def add_categories(self, categories: Iterable[dict]) -> None:
         for index, category in enumerate(categories):
@@ -115,6 +115,8 @@ class _Boxes:
                 heights.append(int(image["height"]))
             except KeyError as err:
                 raise self._missing("images", index, image, err.args[0]) from None
+            except TypeError:  # not an object
+                raise self._missing("images", index, image, "id") from None
             if str_ids is None and type(image_id) is int and -2**63 <= image_id < 2**63:
                 raw_ids.append(image_id)
             else:
@@ -136,7 +138,7 @@ class _Boxes:
             sorted_ids = self._str_ids
         repeated = next((sorted_ids[i] for i in range(1, len(sorted_ids)) if sorted_ids[i] == sorted_ids[i - 1]), None)
         if repeated is not None:
-            raise ValueError(f"{self.name}: image id {repeated} appears twice in 'images'")
+            raise EngineInputError(self.name, f"image id {repeated} appears twice in 'images'")
         # File names stay in file order (no copy): image i's is name number _file_index[i].
         self._names, self._name_offsets = bytes(names), offsets
         self._file_index = array("q", order.tobytes())
@@ -185,6 +187,8 @@ class _Boxes:
         if len(self.category_names) > 65535 and self.box_category.typecode == "H":
             self.box_category = array("i", self.box_category)
         for number, ann in enumerate(annotations):
+            if not isinstance(ann, dict):
+                raise self._missing("annotations", number, ann, "id")
             box_id = ann.get("id")
             image = image_index(ann.get("image_id"))
             if image is None:
@@ -206,7 +210,8 @@ class _Boxes:
             try:
                 x, y, w, h = (float(v) for v in ann["bbox"])
             except (TypeError, ValueError):
-                raise ValueError(f"{self.name}: annotations[{number}] (id {box_id}): bbox {ann['bbox']!r} is not 4 numbers") from None
+                raise EngineInputError(self.name, f"{str(ann['bbox'])[:40]} is not 4 numbers [x, y, w, h]",
+                                       item=item_name("annotations", number, box_id), key="bbox") from None
             self.box_image.append(image)
             self.box_category.append(category)
             self.box_bbox.extend((x, y, w, h))
@@ -289,6 +294,11 @@ class _Boxes:
             }
 
 
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _stream(path: str, prefix: str) -> Iterator[Any]:
     """The items under ``prefix``, parsed by ijson's fastest backend (yajl2_c where installed).
 
@@ -306,7 +316,7 @@ def _stream(path: str, prefix: str) -> Iterator[Any]:
         return
     except ijson.JSONError as err:
         if "integer overflow" not in str(err) or ijson.backend == "python":
-            raise ValueError(f"{path}: not valid JSON: {err}") from None
+            raise EngineInputError(path, f"not valid JSON: {_first_line(err)}") from None
     from ijson.backends import python as python_backend
 
     with open(path, "rb") as f:
@@ -315,7 +325,7 @@ def _stream(path: str, prefix: str) -> Iterator[Any]:
                 if number >= yielded:
                     yield item
         except ijson.JSONError as err:
-            raise ValueError(f"{path}: not valid JSON: {err}") from None
+            raise EngineInputError(path, f"not valid JSON: {_first_line(err)}") from None
 
 
 def _has_key(path: str, key: str) -> bool:
@@ -328,7 +338,7 @@ def _has_key(path: str, key: str) -> bool:
                 return any(p == "" and e == "map_key" and v == key for p, e, v in backend.parse(f))
             except ijson.JSONError as err:
                 if "integer overflow" not in str(err) or backend is python_backend:
-                    raise ValueError(f"{path}: not valid JSON: {err}") from None
+                    raise EngineInputError(path, f"not valid JSON: {_first_line(err)}") from None
     return False
 
 
@@ -350,7 +360,7 @@ def stream_detection_manifest(
         data, name = annotations_json, "<dict>"
         for key in ("images", "categories"):
             if key not in data:
-                raise ValueError(f"{name}: a detection manifest needs an {key!r} list (COCO format)")
+                raise EngineInputError(name, "missing (a detection file needs images and categories lists)", key=key)
         boxes = _Boxes(name, image_dir, rejects, source)
         boxes.add_categories(data["categories"])
         boxes.add_images(data["images"])
@@ -363,7 +373,7 @@ def stream_detection_manifest(
     if not len(boxes) or not boxes.category_names:
         for key in ("images", "categories"):
             if not _has_key(name, key):
-                raise ValueError(f"{name}: a detection manifest needs an {key!r} list (COCO format)")
+                raise EngineInputError(name, "missing (a detection file needs images and categories lists)", key=key)
     boxes.add_annotations(_stream(name, "annotations.item"))
     return boxes
 
@@ -395,8 +405,8 @@ def read_detection_manifest(
     without holding it.
 
     Raises:
-        ValueError: the JSON is malformed or lacks a required key (the message names the item and
-            the key), or an image id appears twice.
+        EngineInputError: (a ``ValueError``) the JSON is malformed or lacks a required key (the
+            message names the file, the item and the key), or an image id appears twice.
     """
     return list(stream_detection_manifest(annotations_json, image_dir, rejects, source).records())
 

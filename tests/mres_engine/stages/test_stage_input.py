@@ -184,15 +184,18 @@ def test_a_repeated_annotation_id_on_an_image_is_a_reject_and_referent_ids_stay_
 def test_malformed_manifests_name_the_file_item_and_key(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('{"images": [{"id": 1, "file_name": "a.png", "height": 3}], "categories": []}')
-    with pytest.raises(ValueError, match=r"bad.json: images\[0\] \(id 1\) has no 'width'"):
+    with pytest.raises(ValueError, match=r"bad.json: images\[0\] \(id 1\): key 'width': missing"):
         read_detection_manifest(path)
     path.write_text('{"images": [], "categories": [{"id": 1, "name": "a"}], "annotations": [{"id": 4, "image_id": 1')
     with pytest.raises(ValueError, match="bad.json: not valid JSON"):
         read_detection_manifest(path)
     path.write_text('{"images": [{"id": 1, "file_name": "a", "width": 3, "height": 3}], "categories": [{"id": 1, "name": "a"}],'
                     ' "annotations": [{"id": 4, "image_id": 1, "category_id": 1}]}')
-    with pytest.raises(ValueError, match=r"annotations\[0\] \(id 4\) has no 'bbox'"):
+    with pytest.raises(ValueError, match=r"annotations\[0\] \(id 4\): key 'bbox': missing"):
         read_detection_manifest(path)
     path.write_text('{"categories": []}')
-    with pytest.raises(ValueError, match="needs an 'images' list"):
+    with pytest.raises(ValueError, match="key 'images': missing"):
+        read_detection_manifest(path)
+    path.write_text('{"images": [{"id": 1, "file_name": "a", "width": 3, "height": 3}], "categories": [], "annotations": [7]}')
+    with pytest.raises(ValueError, match=r"annotations\[0\]: not an object but int"):
         read_detection_manifest(path)
