@@ -1,4 +1,4 @@
-"""The one place where the captioner's default base model is named.
+"""The one place where the captioner's defaults are named (light: the command lines' --help reads them).
 
 Qwen3-VL-2B-Instruct: a current, small (2B) open vision-language model that transformers
 supports natively (``Qwen3VLForConditionalGeneration`` behind ``AutoModelForImageTextToText``),
@@ -16,3 +16,6 @@ DEFAULT_LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_pro
 
 # Sub-module names under which LVLMs in transformers keep their vision tower and projector.
 VISION_MODULE_NAMES = ("visual", "vision_tower", "vision_model", "vision_encoder", "multi_modal_projector")
+
+# Cap on the tokens of one image: Qwen recommends 256-1,280 (its processor allows 16,384); larger images are resized down.
+DEFAULT_MAX_IMAGE_TOKENS = 1280

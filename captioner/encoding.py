@@ -10,12 +10,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .box_prompts import PAPER_BOX_FORMAT, BoxFormat, box_coordinates, build_messages, build_prompt
+from .defaults import DEFAULT_MAX_IMAGE_TOKENS
 from dataset_scripts.rejects import RejectLog
 
 IGNORE_INDEX = -100
 
-#: Default cap on the tokens one image may take (Qwen recommends 256-1,280; its processor allows 16,384).
-DEFAULT_MAX_IMAGE_TOKENS = 1280
 
 
 def load_image(image, item=None) -> Image.Image:

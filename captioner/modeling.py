@@ -8,7 +8,12 @@ import re
 from typing import Sequence
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+try:  # the captioner belongs to the engine extra: say so instead of a bare ModuleNotFoundError
+    from peft import LoraConfig, PeftModel, get_peft_model
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "The dense captioner needs PEFT, which comes with the data engine's extra: pip install \"unires[engine]\""
+    ) from error
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from .defaults import DEFAULT_BASE_MODEL, DEFAULT_LORA_TARGET_MODULES, VISION_MODULE_NAMES

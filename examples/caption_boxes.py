@@ -15,12 +15,8 @@ import json
 import logging
 import sys
 
+from captioner.defaults import DEFAULT_BASE_MODEL, DEFAULT_MAX_IMAGE_TOKENS  # light: no torch before parsing
 from dataset_scripts.cli import HelpFormatter
-
-# captioner.DEFAULT_BASE_MODEL and captioner.encoding.DEFAULT_MAX_IMAGE_TOKENS, written here so that `--help` shows
-# them without importing torch (tests/examples/test_help.py keeps them equal).
-DEFAULT_BASE_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
-DEFAULT_MAX_IMAGE_TOKENS = 1280
 
 
 def parse_box(text: str) -> list:

@@ -16,7 +16,7 @@ Resume after an interruption, or train a finished run longer: the same command w
 Every option: `python examples/train.py --help`. The logic lives in `unires.training`.
 """
 
-from unires.training.run import main
+from unires.training.cli import main
 
 if __name__ == "__main__":
     main()

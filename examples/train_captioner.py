@@ -1,4 +1,4 @@
-"""Fine-tune the dense captioner (LoRA) on COCO captions, Visual Genome regions and part data.
+r"""Fine-tune the dense captioner (LoRA) on COCO captions, Visual Genome regions and part data.
 
     accelerate launch examples/train_captioner.py \
         --coco_dir data/coco --visual_genome_dir data/vg --paco_dir data/paco \
@@ -14,7 +14,7 @@ import sys
 
 from transformers import HfArgumentParser
 
-from captioner.train import CaptionerDataArguments, CaptionerModelArguments, CaptionerTrainingArguments, train
+from captioner.arguments import CaptionerDataArguments, CaptionerModelArguments, CaptionerTrainingArguments
 
 
 def main(argv=None):
@@ -24,6 +24,8 @@ def main(argv=None):
     if not any([data_args.coco_dir, data_args.visual_genome_dir, data_args.paco_dir, data_args.partimagenet_dir]):
         parser.error("give at least one of --coco_dir, --visual_genome_dir, --paco_dir, --partimagenet_dir")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from captioner.train import train  # torch, accelerate and the model: after the command line is read
+
     result = train(model_args, data_args, training_args)
     print(f"trained {result.global_step} steps; adapter saved in {result.output_dir}")
 

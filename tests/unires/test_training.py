@@ -438,7 +438,7 @@ def test_push_options_are_spelled_as_in_transformers_and_the_captioner():
     from transformers import HfArgumentParser
 
     from captioner.train import CaptionerTrainingArguments
-    from unires.training.run import _earlier_push_spelling
+    from unires.training.cli import _earlier_push_spelling
 
     argv = ["--push_to_hub", "--hub_model_id", "org/x", "--hub_token", "hf_x", "--hub_private_repo"]
     (unires_args,) = HfArgumentParser(UniRESTrainingArguments).parse_args_into_dataclasses(args=argv)
