@@ -19,4 +19,4 @@ Modules (import what you need; nothing heavy is imported here):
 
 from importlib.metadata import version as _distribution_version
 
-__version__ = _distribution_version("unires")  # pyproject.toml's version, one for the four packages
+__version__ = _distribution_version("unires")  # pyproject.toml's version, one for the five packages

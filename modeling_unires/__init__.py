@@ -12,7 +12,7 @@ import functools as _functools
 
 from importlib.metadata import version as _distribution_version
 
-__version__ = _distribution_version("unires")  # pyproject.toml's version, one for the four packages
+__version__ = _distribution_version("unires")  # pyproject.toml's version, one for the five packages
 
 from .configuration_unires import UniRESConfig
 from .image_processing_unires import UniRESImageProcessor
