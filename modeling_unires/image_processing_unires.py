@@ -391,7 +391,7 @@ def _threshold_resized(logits, rows, size, threshold, return_scores):
     else:
         binary = resized >= cut
         if return_scores:
-            area = binary.view(torch.uint8).sum(dim=(1, 2), dtype=torch.int32)  # (int64 is 10x slower here)
+            area = _count_true(binary)
             empty = (area == 0).nonzero().flatten()
             maxima = resized.index_select(0, empty).amax(dim=(1, 2)).sigmoid().tolist() if len(empty) else []
             # In place (the resized logits are not needed any more): sigmoid(-inf) = 0 outside the masks.
@@ -402,6 +402,17 @@ def _threshold_resized(logits, rows, size, threshold, return_scores):
                 scores[row] = maximum
     binary = binary.cpu().numpy()
     return list(binary), ([float(score) for score in scores] if return_scores else None)
+
+
+def _count_true(binary: torch.Tensor) -> torch.Tensor:
+    """True pixels per mask of `(masks, h, w)` bools, int32: bytes summed in uint8 over runs of 255 (which cannot
+    overflow), then those sums in int32, 4x faster than one int32 sum of the bytes (its conversion is the cost)."""
+    flat = binary.reshape(binary.shape[0], -1).view(torch.uint8)
+    whole = flat.shape[1] - flat.shape[1] % 255
+    counts = flat[:, :whole].reshape(flat.shape[0], -1, 255).sum(-1, dtype=torch.uint8).sum(-1, dtype=torch.int32)
+    if whole < flat.shape[1]:
+        counts += flat[:, whole:].sum(-1, dtype=torch.int32)
+    return counts
 
 
 @functools.lru_cache(maxsize=64)

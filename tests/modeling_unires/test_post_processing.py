@@ -83,3 +83,12 @@ def test_large_masks_in_bounded_chunks_are_bit_equal():
     expected_masks, expected_scores = reference_post_process(logits, [(480, 640)] * 3, 0.35)
     assert all(np.array_equal(a, b) for a, b in zip(masks, expected_masks))
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 1), (2, 17, 15), (1, 255, 1), (4, 31, 257), (1, 480, 640)])
+def test_count_true_counts_every_mask(shape):
+    from modeling_unires.image_processing_unires import _count_true
+
+    binary = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape))) > 0.3
+    binary[0] = True  # a full mask: every run of 255 bytes sums to 255 exactly
+    assert torch.equal(_count_true(binary), binary.sum(dim=(1, 2)).to(torch.int32))
