@@ -321,7 +321,7 @@ class UniRESImageProcessor(BaseImageProcessor):
         (one per mask) are given.
         """
         threshold = validate_threshold(self.mask_threshold if threshold is None else threshold)
-        logits = torch.as_tensor(logits)
+        logits = torch.as_tensor(logits).detach()  # post-processing needs no gradient (a forward outside no_grad)
         if logits.dim() == 4 and logits.shape[1] == 1:
             logits = logits[:, 0]
         if logits.dim() != 3:

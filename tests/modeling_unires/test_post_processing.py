@@ -92,3 +92,12 @@ def test_count_true_counts_every_mask(shape):
     binary = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape))) > 0.3
     binary[0] = True  # a full mask: every run of 255 bytes sums to 255 exactly
     assert torch.equal(_count_true(binary), binary.sum(dim=(1, 2)).to(torch.int32))
+
+
+def test_logits_that_carry_a_gradient_are_post_processed_like_detached_ones():
+    # A forward outside torch.no_grad() hands over logits that require grad: the masks and scores are the same.
+    processor = UniRESImageProcessor(size=24)
+    logits = torch.randn(3, 24, 24, generator=torch.Generator().manual_seed(0)) * 4
+    masks, scores = processor.post_process_masks(logits.clone().requires_grad_(), [(30, 41)], return_scores=True)
+    expected_masks, expected_scores = processor.post_process_masks(logits, [(30, 41)], return_scores=True)
+    assert all(np.array_equal(a, b) for a, b in zip(masks, expected_masks)) and scores == expected_scores
