@@ -223,6 +223,28 @@ class UniRESConfig(PretrainedConfig):
             )
 
     @property
+    def custom_pipelines(self) -> dict:
+        """
+        The pipelines this checkpoint carries as code (`config.json`'s `custom_pipelines`, which
+        [`UniRESModel.save_pretrained`] writes), less the tasks this Python process already serves with a registered
+        pipeline (`PIPELINE_REGISTRY`, as after `import modeling_unires`).
+
+        transformers' `pipeline()` treats every task listed here as remote code and refuses it without
+        `trust_remote_code=True`, even when the installed package serves the task. So the installed code serves it;
+        where the package is not installed, the task is not registered and the checkpoint's copy runs. The stored
+        value is saved unchanged.
+        """
+        from transformers.pipelines import PIPELINE_REGISTRY
+
+        stored = self.__dict__.get("custom_pipelines") or {}
+        served = PIPELINE_REGISTRY.get_supported_tasks()
+        return {task: info for task, info in stored.items() if task not in served}
+
+    @custom_pipelines.setter
+    def custom_pipelines(self, value) -> None:
+        self.__dict__["custom_pipelines"] = value  # under its own name: `to_dict` serialises `__dict__`
+
+    @property
     def image_size(self) -> int:
         """Side of the square model input, in pixels (`vision_config.image_size`)."""
         return self.vision_config.image_size

@@ -782,6 +782,20 @@ class UniRESModel(UniRESPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """
+        `PreTrainedModel.save_pretrained`, and the checkpoint carries its pipeline as remote code: `config.json` gets
+        the `custom_pipelines` entry that `Pipeline.save_pretrained` writes for a registered pipeline, and (through
+        the relative import below, which transformers' `custom_object_save` follows like any other)
+        `pipeline_unires.py` is copied beside this file, pushes included. `pipeline(TASK, model=folder_or_hub_id,
+        trust_remote_code=True)` then works where this package is not installed.
+        """
+        from .pipeline_unires import custom_pipelines_entry
+
+        stored = self.config.__dict__.get("custom_pipelines") or {}
+        self.config.custom_pipelines = {**stored, **custom_pipelines_entry()}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @property
     def vision_model(self) -> CLIPVisionModel:
         """The CLIP vision tower, `vision_encoder.vision_model` (where composite transformers models keep theirs)."""

@@ -3,13 +3,12 @@
 The pipeline travels with every checkpoint as transformers carries a custom pipeline: `config.json` holds
 `custom_pipelines` (what `PIPELINE_REGISTRY.register_pipeline` + `Pipeline.save_pretrained` write) and this file sits
 beside the model's code, so that `pipeline(TASK, model=folder_or_hub_id, trust_remote_code=True)` works where this
-package is not installed. `save_pipeline_code` does both for a saved model folder.
+package is not installed. `UniRESModel.save_pretrained` does both for every saved checkpoint.
 """
 
 import numpy as np
 from PIL import Image
 from transformers import Pipeline
-from transformers.dynamic_module_utils import custom_object_save
 
 from .image_processing_unires import mask_to_rle, validate_threshold
 from .processing_unires import validate_expressions
@@ -26,12 +25,6 @@ def custom_pipelines_entry() -> dict:
     """
     impl = f"{__name__.split('.')[-1]}.{ReferringExpressionSegmentationPipeline.__name__}"
     return {PIPELINE_TASK: {"impl": impl, "pt": ["AutoModel"], "type": "multimodal"}}
-
-
-def save_pipeline_code(save_directory) -> list:
-    """Copy this file and the files it imports (processing, image processing, configuration) into
-    `save_directory`, as `custom_object_save` copies any custom class's code; returns the files written."""
-    return custom_object_save(ReferringExpressionSegmentationPipeline, save_directory)
 
 
 class ReferringExpressionSegmentationPipeline(Pipeline):
@@ -166,4 +159,4 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
         self.processor.save_pretrained(save_directory, **kwargs)
 
 
-__all__ = ["PIPELINE_TASK", "ReferringExpressionSegmentationPipeline", "custom_pipelines_entry", "save_pipeline_code"]
+__all__ = ["PIPELINE_TASK", "ReferringExpressionSegmentationPipeline", "custom_pipelines_entry"]
