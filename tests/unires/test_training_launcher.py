@@ -116,9 +116,10 @@ def test_killing_the_launcher_ends_the_workers_and_the_lock_stops_a_second_run(s
     assert "launcher (pid %d)" % launcher.pid in (tmp_path / "launcher.log").read_text()
 
     # The kernel dropped the lock with its holder: nothing stale is left to block the resume.
-    with open(output / ".lock") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(handle, fcntl.LOCK_UN)
+    # (At once: a record lock dies with its process, even while children forked from it are still exiting.)
+    with open(output / ".lock", "a+") as handle:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(handle, fcntl.LOCK_UN)
 
     # Resumed by one process: training goes on, with a warning that the world size and the effective batch changed.
     latest = max(int(p.name.split("-")[1]) for p in output.glob("checkpoint-*") if (p / "trainer_state.json").is_file())

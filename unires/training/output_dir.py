@@ -1,9 +1,13 @@
 """One run per output folder: a lock held for the whole run, and transformers' `overwrite_output_dir` rule.
 
-- `OutputDirLock`: `output_dir/.lock`, an `fcntl.flock` held by the main process from start to end. A second run
-  writing the same folder (a resume started beside a run that is still alive, a copy-pasted command) fails at
-  once, naming the pid and host of the run that holds it. The kernel drops the lock when that process ends, however
-  it ends, so a killed run never leaves a stale lock behind.
+- `OutputDirLock`: `output_dir/.lock`, a POSIX record lock (`fcntl.lockf`) held by the main process from start to
+  end. A second run writing the same folder (a resume started beside a run that is still alive, a copy-pasted
+  command) fails at once, naming the pid and host of the run that holds it. The kernel drops the lock when that
+  process ends, however it ends, so a killed run never leaves a stale lock behind. A record lock rather than
+  `flock`: a `flock` belongs to the open file, which every process forked from the holder shares (a data-loader
+  worker, say), so it outlived a killed run until the last of those children had noticed and exited; a record
+  lock belongs to the process alone. (Its one rule to keep: this process never opens and closes `.lock` again
+  while it holds the lock, since closing any descriptor of the file drops the process's record locks.)
 - `check_checkpoints`: a folder that already holds checkpoints is another run's. Training into it again
   without `--resume_from_checkpoint` refuses; with `--overwrite_output_dir` the old checkpoints are removed first,
   so that `--resume_from_checkpoint latest` can never pick up a checkpoint of another run.
@@ -28,7 +32,7 @@ class OutputDirInUseError(RuntimeError):
 
 
 class OutputDirLock:
-    """An exclusive, non-blocking `flock` on `folder/.lock` (Linux and macOS; a no-op where fcntl is missing)."""
+    """An exclusive, non-blocking record lock on `folder/.lock` (Linux and macOS; a no-op where fcntl is missing)."""
 
     _held: dict[str, "OutputDirLock"] = {}  # per process: a run that re-claims its own folder gets its own lock back
 
@@ -55,7 +59,7 @@ class OutputDirLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown pid"
@@ -75,7 +79,7 @@ class OutputDirLock:
         if self._handle is not None:
             import fcntl
 
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            fcntl.lockf(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
         OutputDirLock._held.pop(str(self.folder), None)
