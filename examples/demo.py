@@ -19,11 +19,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from dataset_scripts.cli import HelpFormatter  # noqa: E402
-
-# unires.demo's DEMO_BATCH_SIZE and DEMO_REFERENTS_PER_IMAGE, written here so that `--help` shows them without
-# importing torch (tests/examples/test_help.py keeps the two equal).
-DEMO_BATCH_SIZE = 4
-DEMO_REFERENTS_PER_IMAGE = 16
+from unires.demo_recipe import DEMO_BATCH_SIZE, DEMO_REFERENTS_PER_IMAGE  # noqa: E402  (light: no torch before parsing)
 
 
 def parse_args(argv=None):

@@ -18,38 +18,19 @@ from dataset_scripts.load import load_mres_dataset
 from dataset_scripts.mres_synth import build_mres_synth
 from modeling_unires import UniRESConfig, UniRESModel
 
+from .demo_recipe import (  # the recipe as data (kept light for --help); re-exported here
+    DEMO_BATCH_SIZE,
+    DEMO_CONFIG,
+    DEMO_IMAGE_SIZE,
+    DEMO_REFERENTS_PER_IMAGE,
+    DEMO_SPLITS,
+    EVAL_SPLITS,
+)
 from .evaluation import MRESMetricOptions, evaluate_methods, format_metrics_table
 from .evaluation.overlays import write_overlays
 from .training import DataArguments, ModelArguments, MRESTrainingCollator, UniRESTrainingArguments, run_training
 from .training.budget import measure_step_seconds, steps_for_budget
 from .training.scratch import all_sentences, override_config_kwargs, prepare_from_scratch
-
-# The demo's model: CLIP towers of width 128, 96×96 input with 8×8 patches (144 visual tokens). Two options that
-# are off in the paper's model buy most of the demo's accuracy within its CPU budget: the decoder works on 2×2-pooled
-# tokens (a quarter of the per-expression cost, so ~1.8x the steps) and a full-resolution pixel branch lets masks
-# follow object edges inside a patch. The decoder's position encoding (on by default, as in the paper's model) is
-# what grounds "on the left" / "the topmost ...": without it those expressions stayed near 42 mIoU.
-DEMO_IMAGE_SIZE = 96
-DEMO_CONFIG = dict(
-    vision_config=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
-                       image_size=DEMO_IMAGE_SIZE, patch_size=8),
-    text_config=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4),
-    num_low_group_tokens=16,
-    num_high_group_tokens=4,
-    decoder_hidden_size=128,
-    decoder_num_attention_heads=4,
-    decoder_stage1_layers=2,
-    decoder_stage2_layers=1,
-    decoder_intermediate_size=256,
-    decoder_token_stride=2,
-    pixel_decoder_channels=16,
-)
-# The demo's batch shape: 4 images, each encoded once for up to 16 of its expressions. Expressions are cheap beside
-# the image encoding, and 16 instead of 8 gained about 3 mIoU at an equal budget (README, "make demo").
-DEMO_BATCH_SIZE = 4
-DEMO_REFERENTS_PER_IMAGE = 16
-DEMO_SPLITS = ("train", "validation", "test", "test_unseen")
-EVAL_SPLITS = ("validation", "test_unseen")
 
 
 @contextmanager

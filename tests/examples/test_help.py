@@ -1,7 +1,6 @@
 """`--help` of the example scripts (issue 20, case 8): fast (torch, transformers and the other heavy libraries are
 imported only after the command line is parsed), every option with its help, defaults shown."""
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -66,22 +65,6 @@ def test_help_is_fast_and_complete(script, tmp_path):
     description = result.stdout.split("options:")[0]
     # A backslash continuation in the docstring stays a line break (a raw docstring), not "x.jpg      --box".
     assert not re.search(r"\S {4,}--", description), description
-
-
-def _load(script):
-    spec = importlib.util.spec_from_file_location(f"examples_{script[:-3]}", REPO / "examples" / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_defaults_written_in_the_scripts_equal_the_packages():
-    # Written in the script so that --help needs no torch; the package stays the one source.
-    import unires.demo
-
-    demo = _load("demo.py")
-    assert demo.DEMO_BATCH_SIZE == unires.demo.DEMO_BATCH_SIZE
-    assert demo.DEMO_REFERENTS_PER_IMAGE == unires.demo.DEMO_REFERENTS_PER_IMAGE
 
 
 TRAINING_CHILD = r"""
