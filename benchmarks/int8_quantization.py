@@ -53,9 +53,9 @@ class Recorder:
     """The evaluator's UniRES predictor, keeping every predicted mask (in order) for the int8-vs-fp32 IoU."""
 
     def __init__(self, model, processor, threshold):
-        from unires.evaluation.evaluator import UniRESRowSegmenter
+        from unires.evaluation.segmenters import UniRESSegmenter
 
-        self.predict = UniRESRowSegmenter(model, processor, threshold=threshold)
+        self.predict = UniRESSegmenter(model, processor, threshold=threshold)
         self.masks = []
 
     def __call__(self, rows, texts, size_of):

@@ -9,7 +9,6 @@ import base64
 import binascii
 import functools
 import io
-import math
 import os
 import urllib.request
 

@@ -6,7 +6,6 @@ exactly one account (written, or skipped once), the masks must lie on the photo 
 decodes, and two runs must write the same rejects.
 """
 
-import io
 import json
 import os
 from collections import Counter

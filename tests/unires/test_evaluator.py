@@ -18,7 +18,8 @@ from unires.evaluation import (
 from dataset_scripts.masks import decode_mask
 from modeling_unires.image_processing_unires import NaNLogitsError
 from modeling_unires.testing_utils import tiny_model_and_processor
-from unires.evaluation.evaluator import UniRESRowSegmenter, resize_mask
+from unires.evaluation.evaluator import resize_mask
+from unires.evaluation.segmenters import UniRESSegmenter
 from unires.evaluation.overlays import write_overlays
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,4 +136,4 @@ def test_nan_logits_raise_naming_the_expressions(rows, monkeypatch):
     row = rows["validation"][0]
     # Named by post_process_masks itself: the evaluator passes the texts and translates nothing.
     with pytest.raises(NaNLogitsError, match=r"NaN mask logits for the expression\(s\) \['the car'\]"):
-        UniRESRowSegmenter(model, processor)([row], [["the car", "the window"]], lambda r: (r["height"], r["width"]))
+        UniRESSegmenter(model, processor)([row], [["the car", "the window"]], lambda r: (r["height"], r["width"]))

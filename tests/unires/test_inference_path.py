@@ -11,7 +11,7 @@ import modeling_unires  # noqa: F401  (registers the task)
 from modeling_unires.image_processing_unires import NaNLogitsError
 from modeling_unires.testing_utils import TINY_SENTENCES, tiny_model_and_processor
 from unires.app import Segmenter, SessionState, UniRESApp
-from unires.evaluation.evaluator import UniRESRowSegmenter
+from unires.evaluation.segmenters import UniRESSegmenter
 
 PIXEL_BRANCH = {"pixel_decoder_channels": 4, "decoder_token_stride": 2}  # the demo model's options
 EXPRESSIONS = TINY_SENTENCES[:3]
@@ -31,7 +31,7 @@ def _callers(model, processor):
 
     def by_evaluator():
         row = {"image": image, "image_id": "image-0", "height": size[0], "width": size[1]}
-        return UniRESRowSegmenter(model, processor)([row], [EXPRESSIONS], lambda r: (r["height"], r["width"]))[0]
+        return UniRESSegmenter(model, processor)([row], [EXPRESSIONS], lambda r: (r["height"], r["width"]))[0]
 
     def by_app():
         app_segmenter, state = Segmenter(model, processor, device="cpu"), SessionState()
@@ -75,7 +75,7 @@ def test_every_caller_gets_the_nan_expressions_named_by_post_process_masks(monke
         segmenter(image, EXPRESSIONS)
     row = {"image": image, "image_id": "image-0", "height": image.height, "width": image.width}
     with pytest.raises(NaNLogitsError, match=named):
-        UniRESRowSegmenter(model, processor)([row], [EXPRESSIONS], lambda r: (r["height"], r["width"]))
+        UniRESSegmenter(model, processor)([row], [EXPRESSIONS], lambda r: (r["height"], r["width"]))
     app_segmenter, state = Segmenter(model, processor, device="cpu"), SessionState()
     state.set_image(app_segmenter, image, "fingerprint")
     state.ask(app_segmenter, EXPRESSIONS)

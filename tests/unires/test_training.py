@@ -24,7 +24,6 @@ from unires.training import (
 )
 from modeling_unires.testing_utils import tiny_config_kwargs
 from unires.training.budget import measure_step_seconds, steps_for_budget
-from unires.training.trainer import UniRESTrainer
 from unires.training.scratch import prepare_from_scratch, all_sentences
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,7 +20,6 @@ from .metrics import (
 )
 from .evaluator import (
     BASELINES,
-    UniRESRowSegmenter,
     evaluate_checkpoint,
     evaluate_methods,
     evaluate_predictor,
@@ -62,7 +61,6 @@ __all__ = [
     "load_segmenter",
     "markdown_report",
     "run_evaluation",
-    "UniRESRowSegmenter",
     "evaluate_checkpoint",
     "evaluate_methods",
     "evaluate_predictor",

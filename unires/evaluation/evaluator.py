@@ -34,11 +34,6 @@ class MaskPredictor(Protocol):
         """Boolean masks, one per text of each row, of the size `size_of(row)` gives (height, width)."""
 
 
-# One UniRES segmenter: the adapter of the segmenter interface is also the `MaskPredictor` that the trainer, the demo
-# and the overlays call under its earlier name.
-UniRESRowSegmenter = UniRESSegmenter
-
-
 def full_image_baseline(rows, texts, size_of):
     """Trivial baseline: every expression gets the whole image."""
     return [[np.ones(size_of(row), dtype=bool) for _ in row_texts] for row, row_texts in zip(rows, texts)]
@@ -153,7 +148,7 @@ def evaluate_methods(
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted(BASELINES)}")
     options = options or MRESMetricOptions(threshold=model.config.mask_threshold)
-    predictors = {"unires": UniRESRowSegmenter(model, processor, threshold=options.threshold)}
+    predictors = {"unires": UniRESSegmenter(model, processor, threshold=options.threshold)}
     predictors.update({name: BASELINES[name] for name in baselines})
     return {
         name: evaluate_predictor(

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from dataset_scripts.features import sentences_of
 from dataset_scripts.masks import decode_mask
 
-from .evaluator import UniRESRowSegmenter
+from .segmenters import UniRESSegmenter
 
 PREDICTION_COLOUR = (255, 64, 64)
 TRUTH_COLOUR = (64, 200, 64)
@@ -86,7 +86,7 @@ def write_overlays(model, processor, rows, folder, num: int = 8) -> list[Path]:
     """Predict `num` queries and save one panel each (image | prediction | truth) under `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    predictor = UniRESRowSegmenter(model, processor)
+    predictor = UniRESSegmenter(model, processor)
     written = []
     for index, (row, referent, sentence) in enumerate(pick_queries(rows, num)):
         predicted = predictor([row], [[sentence]], lambda r: (r["height"], r["width"]))[0][0]

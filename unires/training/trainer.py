@@ -25,7 +25,8 @@ from accelerate.utils import DataLoaderConfiguration, gather_object
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..evaluation.evaluator import UniRESRowSegmenter, evaluate_predictor
+from ..evaluation.evaluator import evaluate_predictor
+from ..evaluation.segmenters import UniRESSegmenter
 from ..evaluation.metrics import MRESMetricAccumulator, MRESMetricOptions, format_metrics_table
 from .arguments import DataArguments, UniRESTrainingArguments
 from .budget import StepReplanner
@@ -451,7 +452,7 @@ class UniRESTrainer:
         was_training = model.training
         model.eval()
         accumulator = evaluate_predictor(
-            UniRESRowSegmenter(model, self.processor),
+            UniRESSegmenter(model, self.processor),
             dataset if dataset is not None else self.eval_dataset,
             options=options,
             input_size=model.config.image_size,
