@@ -57,7 +57,7 @@ def main(argv=None):
     model_kwargs = {"quantization_config": quantization_config(args.quantize)} if args.quantize != "none" else {}
     segmenter = pipeline("referring-expression-segmentation", model=args.model, device=args.device,
                          model_kwargs=model_kwargs)
-    results = segmenter(image, args.expressions, threshold=args.threshold, mask_format="numpy")
+    results = segmenter(image, args.expressions, threshold=args.threshold, mask_format="numpy", return_rle=True)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary, empty_count = [], 0

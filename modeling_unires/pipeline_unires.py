@@ -45,9 +45,10 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
 
     Every expression gives a dict: `"text"`, `"mask"` (PIL image of mode "L", 0/255, at the original size, or a bool
     array with `mask_format="numpy"`), `"score"` (mean probability inside the mask; for an empty mask, the highest
-    probability anywhere, so that a low score flags it) and `"rle"` (COCO RLE `{"size": [h, w], "counts": str}`).
-    `threshold` defaults to the processor's (the config's `mask_threshold`). `return_rle=False` leaves out `"rle"`,
-    the one output that needs pycocotools.
+    probability anywhere, so that a low score flags it); with `return_rle=True`, also `"rle"` (COCO RLE
+    `{"size": [h, w], "counts": str}`, the one output that needs pycocotools). RLE is made only when asked for, as
+    transformers' mask-generation pipeline does (`output_rle_mask=False`): its column-major copy of every mask costs
+    about half of the post-processing. `threshold` defaults to the processor's (the config's `mask_threshold`).
 
     `save_pretrained` writes the model, the processor, `custom_pipelines` in `config.json` and this code: the
     folder then works with `pipeline(..., trust_remote_code=True)` without this package.
@@ -130,7 +131,7 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
         outputs = self.model(**model_inputs)
         return {"logits": outputs.logits, "meta": meta}
 
-    def postprocess(self, model_outputs, threshold=None, mask_format="pil", return_rle=True):
+    def postprocess(self, model_outputs, threshold=None, mask_format="pil", return_rle=False):
         meta = model_outputs["meta"]
         masks, scores = self.processor.post_process_masks(
             model_outputs["logits"].float().cpu(),
@@ -142,7 +143,7 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
         )
         per_image = [[] for _ in meta["original_sizes"]]
         for row, (mask, score, image_index) in enumerate(zip(masks, scores, meta["image_indices"])):
-            output_mask = Image.fromarray(mask.astype(np.uint8) * 255, mode="L") if mask_format == "pil" else mask
+            output_mask = Image.fromarray(mask.view(np.uint8) * 255) if mask_format == "pil" else mask  # mode "L"
             result = {"text": meta["texts"][row], "score": score, "mask": output_mask}
             if return_rle:
                 result["rle"] = mask_to_rle(mask)

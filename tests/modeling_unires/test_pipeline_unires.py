@@ -27,7 +27,7 @@ def test_pipeline_on_jpeg_and_png(saved):
     folder, model, processor, jpeg, png = saved
     segmenter = pipeline("referring-expression-segmentation", model=str(folder))
     for path, (height, width) in ((jpeg, (37, 53)), (png, (44, 30))):
-        results = segmenter(path, ["the red car", "left wheel of the bus"])
+        results = segmenter(path, ["the red car", "left wheel of the bus"], return_rle=True)
         assert [r["text"] for r in results] == ["the red car", "left wheel of the bus"]
         for result in results:
             assert isinstance(result["mask"], Image.Image) and result["mask"].size == (width, height)
@@ -43,6 +43,7 @@ def test_pipeline_on_jpeg_and_png(saved):
     results = segmenter(jpeg, ["the red car", "left wheel of the bus"], mask_format="numpy")
     for mask, result in zip(expected, results):
         assert result["mask"].dtype == np.bool_ and np.array_equal(mask, result["mask"])
+        assert sorted(result) == ["mask", "score", "text"]  # RLE only when asked for
 
 
 def test_pipeline_batched_equals_unbatched(saved):

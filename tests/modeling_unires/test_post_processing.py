@@ -85,15 +85,6 @@ def test_large_masks_in_bounded_chunks_are_bit_equal():
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(3, 1, 1), (2, 17, 15), (1, 255, 1), (4, 31, 257), (1, 480, 640)])
-def test_count_true_counts_every_mask(shape):
-    from modeling_unires.image_processing_unires import _count_true
-
-    binary = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape))) > 0.3
-    binary[0] = True  # a full mask: every run of 255 bytes sums to 255 exactly
-    assert torch.equal(_count_true(binary), binary.sum(dim=(1, 2)).to(torch.int32))
-
-
 def test_logits_that_carry_a_gradient_are_post_processed_like_detached_ones():
     # A forward outside torch.no_grad() hands over logits that require grad: the masks and scores are the same.
     processor = UniRESImageProcessor(size=24)

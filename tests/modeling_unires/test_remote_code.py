@@ -115,15 +115,15 @@ report = {}
 for folder in sys.argv[3:]:
     AutoProcessor.from_pretrained(folder, trust_remote_code=True)  # without pycocotools
     segmenter = pipeline("referring-expression-segmentation", model=folder, trust_remote_code=True)
-    without_rle = segmenter(image, texts, mask_format="numpy", return_rle=False)
+    without_rle = segmenter(image, texts, mask_format="numpy")  # RLE only when asked for
     try:
-        segmenter(image, texts)
+        segmenter(image, texts, return_rle=True)
     except ImportError as error:
         rle_error = str(error)
     else:
         raise SystemExit("RLE output without pycocotools did not raise")
     blocked.discard("pycocotools")
-    results = segmenter(image, texts, mask_format="numpy")
+    results = segmenter(image, texts, mask_format="numpy", return_rle=True)
     blocked.add("pycocotools")
     for name in [name for name in sys.modules if name.split(".")[0] == "pycocotools"]:
         del sys.modules[name]  # blocked again for the next folder
@@ -177,7 +177,7 @@ def test_pipeline_travels_as_remote_code(tmp_path):
     image_path = tmp_path / "image.png"
     Image.fromarray(rng.integers(0, 256, (30, 44, 3), dtype=np.uint8)).save(image_path)
     texts = ["the red car", "the window", "the wheel of the car"]
-    expected = segmenter(str(image_path), texts, mask_format="numpy")
+    expected = segmenter(str(image_path), texts, mask_format="numpy", return_rle=True)
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
