@@ -5,12 +5,20 @@
     segmenter = pipeline("referring-expression-segmentation", model=folder,
                          model_kwargs={"quantization_config": quantization_config("int8")})
 
-"int8" is torchao's dynamic int8 activations with int8 per-row weights on every `nn.Linear` (CLIP towers, decoder,
-mask head); attention itself, layer norms and the group tokens stay in float. "int8-weights" quantizes the weights
-only (smaller, no faster on a CPU). torchao (`pip install "unires[quantize]"`) is imported only here, on demand.
+"int8" is `TorchAoConfig(Int8PrepackedLinearConfig())` (modeling_unires/int8_linear.py): every `nn.Linear` (CLIP
+towers, decoder, mask head) gets int8 weights, one scale per output row, prepacked for PyTorch's dynamic int8 CPU
+kernel (`quantized::linear_dynamic`, oneDNN: AVX-512 VNNI / AMX int8), which quantizes the activations per call
+and adds the bias inside the kernel; attention itself, layer norms and the group tokens stay in float. Why this and
+not torchao's own `Int8DynamicActivationInt8WeightConfig` ("int8-torchao"): in eager mode torchao quantizes the
+activations with a dozen separate tensor ops per Linear, which eat what its int8 matmul saves (0.96x the fp32 forward
+of the paper-size model at 480x480 on one core, against about 1.8x for "int8"; torchao reaches 1.5x only under
+torch.compile). "int8-weights" quantizes the weights only (smaller, no faster on a CPU).
+
+An "int8" model is for inference on the CPU: it cannot be saved (`save_pretrained` raises); save the float model and
+quantize it when loading. torchao (`pip install "unires[quantize]"`) is imported only here, on demand.
 """
 
-QUANTIZE_CHOICES = ("none", "int8", "int8-weights")
+QUANTIZE_CHOICES = ("none", "int8", "int8-torchao", "int8-weights")
 
 
 def quantization_config(name: str | None):
@@ -20,14 +28,21 @@ def quantization_config(name: str | None):
     if name not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize={name!r} is invalid: expected one of {QUANTIZE_CHOICES}")
     try:
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
+        from torchao.quantization import (
+            Int8DynamicActivationInt8WeightConfig,
+            Int8WeightOnlyConfig,
+        )
     except ImportError as error:
         raise ImportError(
             f"--quantize {name} needs torchao: pip install 'unires[quantize]' (or pip install torchao)"
         ) from error
     from transformers import TorchAoConfig
 
-    scheme = Int8DynamicActivationInt8WeightConfig() if name == "int8" else Int8WeightOnlyConfig()
+    if name == "int8":
+        from .int8_linear import Int8PrepackedLinearConfig
+
+        return TorchAoConfig(Int8PrepackedLinearConfig())
+    scheme = Int8DynamicActivationInt8WeightConfig() if name == "int8-torchao" else Int8WeightOnlyConfig()
     return TorchAoConfig(scheme)
 
 
