@@ -249,38 +249,44 @@ class UniRESAttention(nn.Module):
             for layer in (self.q_proj, self.k_proj, self.v_proj)
         )
 
-    def position_terms(self, positions: torch.Tensor, projections=("q",)) -> tuple:
+    def positioned_projection(self, positions: torch.Tensor, names=("q",)) -> tuple:
         """
-        `positions @ W.T` for the named projections (`"q"`, `"k"`): what adding `positions` to the inputs of those
-        projections adds to their outputs. They depend on the weights and the token grid only, so at inference (no
-        gradient) they are made once and kept for later calls until the weights change.
+        `(weight, bias)` of the named projections (`"q"`, `"k"`, `"v"`) stacked, whose bias is a `(tokens, width)`
+        table: `b + positions @ W.T` for q and k, `b` for v. `F.linear(normed, weight) + bias` is then the projections
+        of `normed + positions` (of `normed` for v) in one product, with no separate bias and position additions.
+        They depend on the weights and the token grid only: made once, kept for later calls until either changes.
+        For inference (no gradient) with plain projections (`_plain_projections`).
         """
-        layers = {"q": self.q_proj, "k": self.k_proj}
-        if torch.is_grad_enabled():
-            return tuple(F.linear(positions, layers[name].weight) for name in projections)
-        key = (tuple(positions.shape), positions.dtype, positions.device, projections,
-               tuple((layers[name].weight.data_ptr(), layers[name].weight._version) for name in projections))
-        cached = getattr(self, "_position_cache", None)
+        layers = [{"q": self.q_proj, "k": self.k_proj, "v": self.v_proj}[name] for name in names]
+        key = (tuple(positions.shape), positions.dtype, positions.device, names,
+               tuple((t.data_ptr(), t._version) for layer in layers for t in (layer.weight, layer.bias)))
+        cached = getattr(self, "_projection_cache", None)
         if cached is None or cached[0] != key:
-            terms = tuple(F.linear(positions, layers[name].weight) for name in projections)
-            cached = (key, terms)
-            self._position_cache = cached
+            weight = torch.cat([layer.weight for layer in layers])
+            biases = [
+                layer.bias.expand(len(positions), -1) if name == "v" else F.linear(positions, layer.weight, layer.bias)
+                for name, layer in zip(names, layers)
+            ]
+            cached = (key, (weight, torch.cat(biases, dim=-1)))
+            self._projection_cache = cached
         return cached[1]
 
     def self_projections(self, normed: torch.Tensor, positions: torch.Tensor | None):
         """
         `(q, k, v)` of self-attention over `normed` tokens with `positions` added to the queries and keys (not the
-        values), as `q_proj(normed + positions)`, `k_proj(normed + positions)`, `v_proj(normed)`: with positions,
-        one matrix product for the three, plus the position terms shared by every expression and image.
+        values), as `q_proj(normed + positions)`, `k_proj(normed + positions)`, `v_proj(normed)`: at inference, one
+        matrix product for the three plus the kept bias-and-positions table (`positioned_projection`).
         """
         if positions is None or torch.is_grad_enabled() or not self._plain_projections():
             located = normed if positions is None else normed + positions
             return self.q_proj(located), self.k_proj(located), self.v_proj(normed)
-        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-        bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
-        q, k, v = F.linear(normed, weight, bias).chunk(3, dim=-1)
-        position_q, position_k = self.position_terms(positions, ("q", "k"))
-        return q + position_q, k + position_k, v
+        weight, bias = self.positioned_projection(positions, ("q", "k", "v"))
+        return F.linear(normed, weight).add_(bias).chunk(3, dim=-1)
+
+
+def residual_add(hidden_states: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+    """`hidden_states + update`; at inference written into `update` (a layer's fresh output): one buffer fewer."""
+    return hidden_states + update if torch.is_grad_enabled() else update.add_(hidden_states)
 
 
 class UniRESMLP(nn.Module):
@@ -291,7 +297,10 @@ class UniRESMLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        return self.fc2(self.dropout(F.gelu(self.fc1(x))))
+        hidden = self.fc1(x)
+        # At inference the activation overwrites its input: one 4x-wide buffer fewer.
+        hidden = F.gelu(hidden) if torch.is_grad_enabled() else torch.ops.aten.gelu_(hidden)
+        return self.fc2(self.dropout(hidden))
 
 
 class UniRESDecoderLayer(GradientCheckpointingLayer):
@@ -318,14 +327,15 @@ class UniRESDecoderLayer(GradientCheckpointingLayer):
         if self.self_attn is not None:
             normed = self.self_attn_norm(hidden_states)
             projected = self.self_attn.self_projections(normed, positions)
-            hidden_states = hidden_states + self.dropout(self.self_attn(None, None, projected=projected)[0])
+            attended = self.self_attn(None, None, projected=projected)[0]
+            hidden_states = residual_add(hidden_states, self.dropout(attended))
         if cross_queries is None:
             cross_queries = self.cross_queries_of(hidden_states, positions)
         memory = self.memory_norm(memory)
         projected = (cross_queries, self.cross_attn.k_proj(memory), self.cross_attn.v_proj(memory))
         attended, weights = self.cross_attn(None, None, memory_mask, output_attentions, projected=projected)
-        hidden_states = hidden_states + self.dropout(attended)
-        hidden_states = hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
+        hidden_states = residual_add(hidden_states, self.dropout(attended))
+        hidden_states = residual_add(hidden_states, self.dropout(self.mlp(self.mlp_norm(hidden_states))))
         return hidden_states, weights
 
     def cross_queries_of(self, hidden_states, positions=None):
@@ -335,7 +345,8 @@ class UniRESDecoderLayer(GradientCheckpointingLayer):
             return self.cross_attn.q_proj(queries)
         if torch.is_grad_enabled() or not self.cross_attn._plain_projections():
             return self.cross_attn.q_proj(queries + positions)
-        return self.cross_attn.q_proj(queries) + self.cross_attn.position_terms(positions)[0]
+        weight, bias = self.cross_attn.positioned_projection(positions, ("q",))
+        return F.linear(queries, weight).add_(bias)
 
 
 class UniRESRegionFilter(nn.Module):
@@ -772,6 +783,11 @@ class UniRESModel(UniRESPreTrainedModel):
     # a time (`None` or 0: all at once), so that memory stays bounded whatever their number: at 480x480 each takes
     # about 15 MB of activations in the decoder (sdpa) and its logits. Set it on the model to change it.
     max_expressions_per_pass: int | None = 32
+    # On the CPU, at most this many per pass as well (`None` or 0: no further limit). There a pass costs the same per
+    # expression whatever its size, while larger passes make buffers of tens of MB that malloc hands back to the
+    # system after each use and the next layer page-faults in again (at 480x480, 8 expressions in one pass: about
+    # 90,000 page faults and 4% of the time).
+    cpu_expressions_per_pass: int | None = 4
 
     def __init__(self, config: UniRESConfig):
         super().__init__(config)
@@ -911,13 +927,13 @@ class UniRESModel(UniRESPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
 
         visual, low, high = self.vision_encoder.split_embeddings(image_embeddings)
-        chunk = self.max_expressions_per_pass
+        chunk = self._expressions_per_pass(image_embeddings.device)
         if (
             not self.training and not torch.is_grad_enabled() and chunk and input_ids.shape[0] > chunk
             and not (output_attentions or output_hidden_states)
         ):
             # Inference over many expressions: at most `chunk` of them through the text tower, the decoder and the
-            # mask head at a time, so that memory stays bounded; the image side is shared by all of them.
+            # mask head at a time, so that memory stays bounded (on the CPU, small); the image side is shared by all.
             pieces = [
                 self._decode(visual, low, high, input_ids[start : start + chunk],
                              attention_mask[start : start + chunk], image_indices[start : start + chunk], grid,
@@ -948,6 +964,12 @@ class UniRESModel(UniRESPreTrainedModel):
             decoder_attentions=decoder_outputs.attentions,
         )
         return output if return_dict else output.to_tuple()
+
+    def _expressions_per_pass(self, device) -> int | None:
+        """How many expressions go through the text tower, the decoder and the mask head at a time at inference."""
+        limits = [self.max_expressions_per_pass] + ([self.cpu_expressions_per_pass] if device.type == "cpu" else [])
+        limits = [limit for limit in limits if limit]
+        return min(limits) if limits else None
 
     def _decode(self, visual, low, high, input_ids, attention_mask, image_indices, grid, pixel_values,
                 output_attentions, output_hidden_states):

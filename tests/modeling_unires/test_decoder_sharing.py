@@ -1,10 +1,11 @@
 """Inference shares the image's work among its expressions: the outputs are those of one expression at a time.
 
-At inference (no gradient) the decoder makes the position terms of its projections once, the region filter's
-queries once per image, the self-attention's three projections in one product, and expressions go through in
-chunks of `model.max_expressions_per_pass`. The reference is the model run expression by expression with its image
-repeated and gradients enabled (the training path, which shares nothing of this): same weights, equal logits to
-float rounding.
+At inference (no gradient) the decoder makes the position terms of its projections once (folded with the biases into
+one kept table per projection), the region filter's queries once per image, the self-attention's three projections
+in one product, writes activations and residual sums into buffers it owns, and expressions go through in chunks of
+`model.max_expressions_per_pass` (on the CPU at most `model.cpu_expressions_per_pass`). The reference is the model
+run expression by expression with its image repeated and gradients enabled (the training path, which shares nothing
+of this): same weights, equal logits to float rounding.
 """
 
 import pytest
@@ -21,6 +22,16 @@ def _inputs(processor, image_size):
     inputs = processor(images=images, text=TEXTS, return_tensors="pt")
     assert inputs["pixel_values"].shape[-1] == image_size
     return inputs
+
+
+def _random_biases(model, seed=3):
+    """Non-zero biases and layer-norm parameters (initialised to 0 and 1): folding positions into a bias table must
+    then keep every term."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias") or ("norm" in name and name.endswith("weight")):
+                parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
 
 
 def _one_at_a_time(model, inputs):
@@ -49,14 +60,15 @@ def _one_at_a_time(model, inputs):
     ],
     ids=["paper", "demo-options", "high-only", "no-positions"],
 )
-@pytest.mark.parametrize("chunk", [None, 2])
-def test_shared_inference_equals_one_expression_at_a_time(overrides, chunk):
+@pytest.mark.parametrize("chunk, cpu_chunk", [(None, None), (2, None), (None, 4), (32, 1)])
+def test_shared_inference_equals_one_expression_at_a_time(overrides, chunk, cpu_chunk):
     model, processor = tiny_model_and_processor(seed=1, **overrides)
     model.eval()
+    _random_biases(model)
     inputs = _inputs(processor, model.config.image_size)
     expected_logits, expected_scores = _one_at_a_time(model, inputs)
 
-    model.max_expressions_per_pass = chunk
+    model.max_expressions_per_pass, model.cpu_expressions_per_pass = chunk, cpu_chunk
     with torch.no_grad():
         embeddings = model.get_image_embeddings(inputs["pixel_values"])
         outputs = model(
@@ -79,7 +91,20 @@ def test_cached_position_terms_follow_the_weights():
         model(**inputs)
         for layer in model.decoder.stage1_layers:
             layer.self_attn.q_proj.weight.mul_(1.5)
+            layer.self_attn.k_proj.bias.add_(0.25)
+            layer.self_attn.v_proj.bias.add_(-0.25)
             layer.cross_attn.q_proj.weight.mul_(0.5)
+            layer.cross_attn.q_proj.bias.add_(0.5)
         cached = model(**inputs).logits
     expected, _ = _one_at_a_time(model, {**inputs})
     torch.testing.assert_close(cached, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_expressions_per_pass_on_cpu_and_elsewhere():
+    """The CPU cap applies on the CPU only, together with `max_expressions_per_pass`; `None` or 0 lifts a limit."""
+    model, _ = tiny_model_and_processor()
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    cases = [(32, 4, 4, 32), (2, 4, 2, 2), (None, 4, 4, None), (0, None, None, None)]
+    for limit, cpu_limit, on_cpu, elsewhere in cases:
+        model.max_expressions_per_pass, model.cpu_expressions_per_pass = limit, cpu_limit
+        assert (model._expressions_per_pass(cpu), model._expressions_per_pass(cuda)) == (on_cpu, elsewhere)
