@@ -807,11 +807,13 @@ class UniRESModel(UniRESPreTrainedModel):
     # a time (`None` or 0: all at once), so that memory stays bounded whatever their number: at 480x480 each takes
     # about 15 MB of activations in the decoder (sdpa) and its logits. Set it on the model to change it.
     max_expressions_per_pass: int | None = 32
-    # On the CPU, at most this many per pass as well (`None` or 0: no further limit). There a pass costs the same per
-    # expression whatever its size, while larger passes make buffers of tens of MB that malloc hands back to the
-    # system after each use and the next layer page-faults in again (at 480x480, 8 expressions in one pass: about
-    # 90,000 page faults and 4% of the time).
-    cpu_expressions_per_pass: int | None = 4
+    # On the CPU, at most this many expression x patch-token rows per pass as well (`None` or 0: no further limit):
+    # 4 expressions at 480x480 (900 patches), 25 at the demo's 96x96 (144). Larger passes make buffers of tens of MB
+    # that malloc hands back to the system after each use and the next layer page-faults in again (at 480x480, 8
+    # expressions in one pass: about 90,000 page faults and 4% of the time), while a pass has a fixed cost of its
+    # own (one per pass: the text tower's and the mask head's calls), which a count of expressions alone would pay
+    # for small models too (16 expressions of the demo model in 4 passes: 1.5x the time of one pass).
+    cpu_tokens_per_pass: int | None = 3600
 
     def __init__(self, config: UniRESConfig):
         super().__init__(config)
@@ -952,7 +954,7 @@ class UniRESModel(UniRESPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
 
         visual, low, high = self.vision_encoder.split_embeddings(image_embeddings)
-        chunk = self._expressions_per_pass(image_embeddings.device)
+        chunk = self._expressions_per_pass(image_embeddings.device, visual.shape[1])
         if (
             not self.training and not torch.is_grad_enabled() and chunk and input_ids.shape[0] > chunk
             and not (output_attentions or output_hidden_states)
@@ -990,9 +992,12 @@ class UniRESModel(UniRESPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def _expressions_per_pass(self, device) -> int | None:
-        """How many expressions go through the text tower, the decoder and the mask head at a time at inference."""
-        limits = [self.max_expressions_per_pass] + ([self.cpu_expressions_per_pass] if device.type == "cpu" else [])
+    def _expressions_per_pass(self, device, patch_tokens: int) -> int | None:
+        """How many expressions go through the text tower, the decoder and the mask head at a time at inference,
+        each over `patch_tokens` tokens of its image."""
+        limits = [self.max_expressions_per_pass]
+        if device.type == "cpu" and self.cpu_tokens_per_pass:
+            limits.append(max(1, self.cpu_tokens_per_pass // max(1, patch_tokens)))
         limits = [limit for limit in limits if limit]
         return min(limits) if limits else None
 

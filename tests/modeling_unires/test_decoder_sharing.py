@@ -3,7 +3,7 @@
 At inference (no gradient) the decoder makes the position terms of its projections once (folded with the biases into
 one kept table per projection), the region filter's queries once per image, the self-attention's three projections
 in one product, writes activations and residual sums into buffers it owns, and expressions go through in chunks of
-`model.max_expressions_per_pass` (on the CPU at most `model.cpu_expressions_per_pass`). The reference is the model
+`model.max_expressions_per_pass` (on the CPU at most `model.cpu_tokens_per_pass` expression x patch tokens). The reference is the model
 run expression by expression with its image repeated and gradients enabled (the training path, which shares nothing
 of this): same weights, equal logits to float rounding.
 """
@@ -68,7 +68,9 @@ def test_shared_inference_equals_one_expression_at_a_time(overrides, chunk, cpu_
     inputs = _inputs(processor, model.config.image_size)
     expected_logits, expected_scores = _one_at_a_time(model, inputs)
 
-    model.max_expressions_per_pass, model.cpu_expressions_per_pass = chunk, cpu_chunk
+    model.max_expressions_per_pass = chunk
+    patches = (model.config.image_size // model.config.vision_config.patch_size) ** 2
+    model.cpu_tokens_per_pass = cpu_chunk and cpu_chunk * patches  # cpu_chunk expressions a pass on the CPU
     with torch.no_grad():
         embeddings = model.get_image_embeddings(inputs["pixel_values"])
         outputs = model(
@@ -101,10 +103,13 @@ def test_cached_position_terms_follow_the_weights():
 
 
 def test_expressions_per_pass_on_cpu_and_elsewhere():
-    """The CPU cap applies on the CPU only, together with `max_expressions_per_pass`; `None` or 0 lifts a limit."""
+    """The CPU cap (expressions x patch tokens) applies on the CPU only, together with `max_expressions_per_pass`;
+    `None` or 0 lifts a limit."""
     model, _ = tiny_model_and_processor()
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    cases = [(32, 4, 4, 32), (2, 4, 2, 2), (None, 4, 4, None), (0, None, None, None)]
-    for limit, cpu_limit, on_cpu, elsewhere in cases:
-        model.max_expressions_per_pass, model.cpu_expressions_per_pass = limit, cpu_limit
-        assert (model._expressions_per_pass(cpu), model._expressions_per_pass(cuda)) == (on_cpu, elsewhere)
+    # (limit, cpu tokens, patch tokens per expression) -> (expressions per pass on the CPU, elsewhere)
+    cases = [((32, 3600, 900), (4, 32)), ((32, 3600, 144), (25, 32)), ((2, 3600, 900), (2, 2)),
+             ((None, 3600, 900), (4, None)), ((None, 3600, 5000), (1, None)), ((0, None, 900), (None, None))]
+    for (limit, cpu_tokens, patches), expected in cases:
+        model.max_expressions_per_pass, model.cpu_tokens_per_pass = limit, cpu_tokens
+        assert (model._expressions_per_pass(cpu, patches), model._expressions_per_pass(cuda, patches)) == expected
