@@ -374,30 +374,20 @@ class UniRESImageProcessor(BaseImageProcessor):
 
 def _threshold_resized(logits, rows, size, threshold, return_scores):
     """
-    The masks (bool arrays sharing one buffer) and, on request, the scores of `logits[rows]` resized to `size`: one
-    bilinear resize of all the rows together, then one comparison in logit space (`x >= logit_threshold(t)`, the
-    same masks as `sigmoid(x) > t`, bit for bit) instead of a sigmoid over every pixel. A score is the mean sigmoid
-    of the logits inside its mask; an empty mask's is the sigmoid of its highest logit (a low score flags it).
+    The masks (bool arrays sharing one buffer) and, on request, the scores of `logits[rows]` resized to `size`:
+    bilinear resizing, then one comparison in logit space (`x >= logit_threshold(t)`, the same masks as
+    `sigmoid(x) > t`, bit for bit) instead of a sigmoid over every pixel. A score is the mean sigmoid of the logits
+    inside its mask; an empty mask's is the sigmoid of its highest logit (a low score flags it).
     """
     consecutive = rows == list(range(rows[0], rows[0] + len(rows)))
     selected = logits[rows[0] : rows[0] + len(rows)] if consecutive else logits[rows]  # a view, not a copy
+    cut = logit_threshold(threshold, selected.device.type)
+    if cut is not None and selected.device.type == "cpu":
+        return _threshold_on_cpu(selected.float(), size, cut, return_scores)
     resized = F.interpolate(selected[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
-    cut = logit_threshold(threshold, resized.device.type)
     if cut is None:  # a threshold without an exact logit-space equivalent: probabilities, as they always were
         resized = resized.sigmoid_()
         binary = resized > threshold
-    elif resized.device.type == "cpu":
-        # numpy's comparison writes bools 3x faster than torch's on a CPU, and it gathers the logits inside each
-        # mask, so that the sigmoid of the score runs on those alone.
-        values = resized.numpy()
-        binary = np.greater_equal(values, cut)
-        if not return_scores:
-            return list(binary), None
-        scores = []
-        for mask_values, mask in zip(values, binary):
-            inside = torch.from_numpy(mask_values[mask])
-            scores.append(float(inside.sigmoid_().mean() if len(inside) else torch.from_numpy(mask_values).max().sigmoid()))
-        return list(binary), scores
     else:
         binary = resized >= cut
     scores = None
@@ -407,6 +397,28 @@ def _threshold_resized(logits, rows, size, threshold, return_scores):
         inside = torch.where(binary, probabilities, 0.0).sum(dim=(1, 2)) / area.clamp(min=1)
         scores = torch.where(area > 0, inside, probabilities.amax(dim=(1, 2))).tolist()
     return list(binary.cpu().numpy()), scores
+
+
+def _threshold_on_cpu(logits, size, cut, return_scores):
+    """
+    `_threshold_resized` on a CPU: one mask at a time is resized into one float buffer (torch's bilinear kernel, the
+    one of `F.interpolate`) and compared by numpy straight into the masks' array (numpy writes bools 3x faster than
+    torch); for its score, the logits inside the mask are gathered, so that the sigmoid runs on those alone. One
+    buffer for all the masks: a buffer as large as all of them (20 MB for 16 at 640x480) has its pages faulted into
+    memory anew at every call, which cost as much as the resize.
+    """
+    binary = np.empty((len(logits), *size), dtype=bool)
+    resized = torch.empty(1, 1, *size)
+    values = resized.numpy()[0, 0]
+    scores = [] if return_scores else None
+    for row, mask in enumerate(binary):
+        torch.ops.aten.upsample_bilinear2d.out(logits[row][None, None], list(size), False, None, None, out=resized)
+        np.greater_equal(values, cut, out=mask)
+        if return_scores:
+            inside = torch.from_numpy(values[mask])
+            # An empty mask's score is the sigmoid of its highest logit (a low score flags it).
+            scores.append(float(inside.sigmoid_().mean() if len(inside) else resized.max().sigmoid()))
+    return list(binary), scores
 
 
 @functools.lru_cache(maxsize=64)
