@@ -10,13 +10,12 @@ with `--paper` the paper-size model at 480x480 (random weights). No target: the 
     python benchmarks/app_steps.py --threads 2 --clock wall      # "on 2 cores"
 """
 
-import os
 
 import numpy as np
 import torch
 from PIL import Image
 
-from common import base_parser, device_info, emit, median, now, paper_config, parse_args
+from common import base_parser, device_info, emit, median, now, paper_config, parse_args, repo_path
 from pipeline_expressions import EXPRESSIONS, demo_segmenter
 
 
@@ -33,8 +32,7 @@ def segmenter_for(args):
         tokenizer = build_clip_tokenizer(TINY_SENTENCES + EXPRESSIONS, vocab_size=1200, model_max_length=17)
         processor = UniRESProcessor(UniRESImageProcessor(size=size), tokenizer, text_max_length=17)
         return Segmenter(model, processor, device=args.device), f"paper size @{size}, random weights"
-    model = args.model if os.path.isabs(args.model) else os.path.join(os.path.dirname(__file__), "..", args.model)
-    pipe, name = demo_segmenter(None if args.quick else model, args.device)
+    pipe, name = demo_segmenter(None if args.quick else repo_path(args.model), args.device)
     return Segmenter(pipe.model, pipe.processor, device=args.device), name
 
 

@@ -33,6 +33,12 @@ def paper_config(image_size: int):
                         num_high_group_tokens=8, decoder_stage1_layers=3, decoder_stage2_layers=3)
 
 
+def repo_path(path: str) -> str:
+    """`path` as the README's commands mean it: relative to the repository root, whatever the working directory
+    (`make bench` runs each script from benchmarks/)."""
+    return path if os.path.isabs(path) else os.path.abspath(os.path.join(os.path.dirname(__file__), "..", path))
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -35,6 +35,7 @@ from common import (
     paper_config,
     parse_args,
     profile_summary,
+    repo_path,
     rounded,
 )
 
@@ -123,8 +124,7 @@ def main():
 
     # ---------------------------------------------------------------- accuracy (demo model, MRES-Synth validation)
     if not args.skip_accuracy:
-        model_folder = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", args.model)) \
-            if not os.path.isabs(args.model) else args.model
+        model_folder = repo_path(args.model)
         data_folder = args.data or os.path.join(os.path.dirname(model_folder), "data")
         stand_in = args.quick or not (os.path.isdir(model_folder) and os.path.isdir(data_folder))
         if stand_in:

@@ -24,7 +24,8 @@ from modeling_unires import UniRESConfig, UniRESImageProcessor, UniRESModel, Uni
 from modeling_unires.testing_utils import TINY_SENTENCES
 from unires.demo import DEMO_CONFIG
 
-from common import base_parser, device_info, emit, median, now, paired_ratio, paired_timings, parse_args, rounded
+from common import base_parser, device_info, emit, median, now, paired_ratio, paired_timings, parse_args, repo_path, \
+    rounded
 
 EXPRESSIONS = [
     "the red car on the left", "left wheel of the blue bus", "the window of the small house", "the big green tree",
@@ -55,7 +56,7 @@ def main():
     parser.add_argument("--expressions", type=int, default=16)
     args = parse_args(parser)
     repeats = args.repeats or (1 if args.quick else 10)
-    segmenter, model_name = demo_segmenter(args.model, args.device)
+    segmenter, model_name = demo_segmenter(repo_path(args.model), args.device)
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
     many = (EXPRESSIONS * (args.expressions // len(EXPRESSIONS) + 1))[: args.expressions]
