@@ -62,6 +62,7 @@ class CaptionerTrainingArguments:
     logging_steps: int = field(default=10, metadata={"help": "Log the mean loss every this many optimizer steps."})
     save_steps: int = field(default=500, metadata={"help": "Save a resumable checkpoint every this many optimizer steps (0: never)."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest one in output_dir. A --max_steps (or --num_train_epochs) other than the checkpoint's run trains on to the new length: the schedule is recomputed for it, the warm-up kept."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Overwrite the content of the output directory: delete the checkpoints an earlier run left in --output_dir and train from the start. Without it (and without --resume_from_checkpoint) a folder holding checkpoints is refused."})
     seed: int = field(default=42, metadata={"help": "Seed for initialisation, shuffling and the mixture."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     report_to: str | None = field(default=None, metadata={"help": "Accelerate tracker for metrics, e.g. tensorboard or wandb."})

@@ -26,6 +26,7 @@ from .finetune_data import build_caption_mixture, parse_mapping
 from .model_card import write_model_card
 from .modeling import add_lora, load_base_model
 from dataset_scripts.hub import check_push_access, push_folder
+from dataset_scripts.output_dir import LOCK_FILE, OutputDirLock, check_checkpoints
 from dataset_scripts.rejects import RejectLog
 
 logger = logging.getLogger(__name__)
@@ -91,13 +92,42 @@ def find_checkpoint(output_dir: str, which: str) -> str:
 
 def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments, training_args: CaptionerTrainingArguments,
           train_dataset=None) -> TrainResult:
-    """Fine-tune LoRA on the caption mixture (or on ``train_dataset`` rows of the caption schema)."""
+    """Fine-tune LoRA on the caption mixture (or on ``train_dataset`` rows of the caption schema).
+
+    Before anything is loaded, the main process claims ``output_dir`` for the whole run, as UniRES training does
+    (:mod:`dataset_scripts.output_dir`): its lock (a second run into the folder fails at once, naming this one's
+    pid and host) and the ``--overwrite_output_dir`` rule (a folder holding an earlier run's checkpoints is
+    refused unless ``--resume_from_checkpoint`` continues that run or ``--overwrite_output_dir`` deletes them).
+    The lock is released when training ends, however it ends.
+    """
     args = training_args
     accelerator = Accelerator(  # mixed_precision None: the launcher's, `accelerate config`'s or the environment's
         gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
         log_with=args.report_to, project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    held = []  # the main process's lock (not broadcast: a lock belongs to the process that took it)
+
+    def claim() -> None:
+        lock = OutputDirLock.acquire(args.output_dir)
+        try:
+            check_checkpoints(args.output_dir, resume_from_checkpoint=args.resume_from_checkpoint,
+                              overwrite_output_dir=args.overwrite_output_dir, remove=True, prefix=CHECKPOINT_PREFIX)
+        except Exception:
+            lock.release()
+            raise
+        held.append(lock)
+
+    _on_main_process(accelerator, claim)
+    try:
+        return _train(model_args, data_args, args, accelerator, train_dataset)
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments, args: CaptionerTrainingArguments,
+           accelerator: Accelerator, train_dataset) -> TrainResult:
     hub_repo_id = None
     if args.push_to_hub:
         hub_repo_id = _on_main_process(accelerator, lambda: check_push_access(
@@ -266,7 +296,7 @@ def push_adapter_to_hub(output_dir: str, repo_id: str, token: str | None = None)
     """Upload adapter, processor and model card (not the resumable checkpoints) to ``repo_id``, which
     :func:`dataset_scripts.hub.check_push_access` created before training."""
     push_folder(output_dir, repo_id, token=token, commit_message="Upload dense captioner LoRA adapter",
-                ignore_patterns=[f"{CHECKPOINT_PREFIX}*", "*.jsonl", "runs/*"])
+                ignore_patterns=[f"{CHECKPOINT_PREFIX}*", "*.jsonl", "runs/*", LOCK_FILE])
     return repo_id
 
 

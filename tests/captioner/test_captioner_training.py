@@ -287,3 +287,67 @@ def test_push_to_hub_is_checked_before_the_model_is_loaded(base_dir, rows, tmp_p
         train(_model_args(base_dir), CaptionerDataArguments(), _args(tmp_path / "my-captioner", push_to_hub=True),
               train_dataset=data)
     assert calls == [("whoami", None), ("create_repo", "alice/my-captioner"), ("auth_check", "alice/my-captioner")]
+
+
+# -- one run per output folder, as UniRES training (dataset_scripts.output_dir) ----------------------------------------
+
+
+def _never_load(*args, **kwargs):
+    raise AssertionError("the base model was loaded before the output folder was claimed")
+
+
+def test_a_second_run_into_a_folder_a_live_run_holds_fails_naming_it(base_dir, rows, tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+
+    import captioner.train as captioner_train
+    from dataset_scripts.output_dir import OutputDirInUseError
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen(  # a live run: holds the lock until stopped
+        [sys.executable, "-c", "import sys, time; from dataset_scripts.output_dir import OutputDirLock; "
+         "OutputDirLock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(120)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(captioner_train, "load_base_model", _never_load)
+        with pytest.raises(OutputDirInUseError) as refused:
+            train(_model_args(base_dir), CaptionerDataArguments(), _args(out),
+                  train_dataset=datasets.Dataset.from_list(rows, features=CAPTION_FEATURES))
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+        holder.stdout.close()
+    message = str(refused.value)
+    assert f"output_dir {out.resolve()} is in use by another run (pid {holder.pid} on " in message
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written beside the live run's files
+
+
+def test_a_folder_with_checkpoints_is_refused_or_overwritten(base_dir, rows, tmp_path, monkeypatch):
+    import captioner.train as captioner_train
+    from dataset_scripts.output_dir import OutputDirLock
+
+    data = datasets.Dataset.from_list(rows, features=CAPTION_FEATURES)
+    out = tmp_path / "out"
+    train(_model_args(base_dir), CaptionerDataArguments(), _args(out, max_steps=2, save_steps=1), train_dataset=data)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert str(out.resolve()) not in OutputDirLock._held  # released at the end of the run
+
+    with monkeypatch.context() as patch:
+        patch.setattr(captioner_train, "load_base_model", _never_load)  # refused before any work
+        with pytest.raises(FileExistsError) as refused:
+            train(_model_args(base_dir), CaptionerDataArguments(), _args(out, max_steps=1, save_steps=1),
+                  train_dataset=data)
+    message = str(refused.value)
+    assert str(out.resolve()) in message and "checkpoint-1, checkpoint-2" in message
+    assert "--overwrite_output_dir" in message and "--resume_from_checkpoint" in message
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]  # untouched
+    assert str(out.resolve()) not in OutputDirLock._held  # a refused run does not keep the folder
+
+    result = train(_model_args(base_dir), CaptionerDataArguments(),
+                   _args(out, max_steps=1, save_steps=1, overwrite_output_dir=True), train_dataset=data)
+    assert result.global_step == 1
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]  # this run's only: 'latest' is it
+    assert json.loads((out / "checkpoint-1" / "captioner_training_state.json").read_text())["total_steps"] == 1
+    assert (out / "adapter_model.safetensors").is_file()

@@ -484,32 +484,3 @@ def test_resuming_with_another_effective_batch_warns_naming_both(setup, tmp_path
         run_training(*_args(setup, out, max_steps=3, per_device_train_batch_size=2, resume_from_checkpoint="latest"))
     assert "effective batch of 4 (4 per device x 1 processes x 1 accumulation)" in caplog.text
     assert "effective batch of 2 (2 x 1 x 1)" in caplog.text
-
-
-def test_the_output_dir_lock_is_the_process_not_its_forked_children(tmp_path):
-    # A data-loader worker forked from the run must not keep the folder locked once the run itself has ended.
-    import multiprocessing
-
-    from unires.training.output_dir import OutputDirInUseError, OutputDirLock
-
-    context = multiprocessing.get_context("fork")
-    ready, release = context.Event(), context.Event()
-
-    def run_that_forks(folder):
-        OutputDirLock.acquire(folder)
-        child = context.Process(target=lambda: (ready.set(), release.wait(30)))  # inherits every descriptor
-        child.start()
-        ready.wait(30)
-        os._exit(0)  # the run dies; its child lives on
-
-    holder = context.Process(target=run_that_forks, args=(str(tmp_path),))
-    holder.start()
-    holder.join(30)
-    try:
-        assert holder.exitcode == 0
-        lock = OutputDirLock.acquire(tmp_path)  # at once, although the forked child still runs
-        lock.release()
-    except OutputDirInUseError as error:
-        raise AssertionError(f"the lock outlived the process that held it: {error}") from None
-    finally:
-        release.set()

@@ -13,9 +13,10 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from dataset_scripts.output_dir import OutputDirLock, check_checkpoints
+
 from .hub import check_push_access
 from .launcher import exit_with_launcher
-from .output_dir import OutputDirLock, check_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ def prepare_run(accelerator, args) -> PreparedRun:
         run.lock = OutputDirLock.acquire(args.output_dir)
         try:
             check_checkpoints(args.output_dir, resume_from_checkpoint=args.resume_from_checkpoint,
-                              overwrite_output_dir=args.overwrite_output_dir, remove=True)
+                              overwrite_output_dir=args.overwrite_output_dir, remove=True,
+                              prefix="checkpoint-", run_folders=("data_trace",))  # UniRESTrainer's folders
         except Exception:
             run.release()
             raise

@@ -11,6 +11,9 @@
 - `check_checkpoints`: a folder that already holds checkpoints is another run's. Training into it again
   without `--resume_from_checkpoint` refuses; with `--overwrite_output_dir` the old checkpoints are removed first,
   so that `--resume_from_checkpoint latest` can never pick up a checkpoint of another run.
+
+Shared by every trainer of ours (UniRES's `unires.training`, the dense captioner's `captioner.train`): the
+checkpoint folders' prefix and any other folders a run leaves beside them are the caller's to name.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from typing import Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -85,19 +89,24 @@ class OutputDirLock:
         OutputDirLock._held.pop(str(self.folder), None)
 
 
-def existing_checkpoints(folder) -> list[Path]:
-    """The `checkpoint-N` folders in `folder`, complete or not, in step order."""
-    found = [p for p in Path(folder).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+CHECKPOINT_PREFIX = "checkpoint-"
 
 
-def check_checkpoints(folder, *, resume_from_checkpoint, overwrite_output_dir: bool, remove: bool) -> list[Path]:
+def existing_checkpoints(folder, prefix: str = CHECKPOINT_PREFIX) -> list[Path]:
+    """The `{prefix}N` folders in `folder` (N a step number), complete or not, in step order."""
+    found = [p for p in Path(folder).glob(f"{prefix}*") if p.is_dir() and p.name[len(prefix):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(prefix):]))
+
+
+def check_checkpoints(folder, *, resume_from_checkpoint, overwrite_output_dir: bool, remove: bool,
+                      prefix: str = CHECKPOINT_PREFIX, run_folders: Sequence[str] = ()) -> list[Path]:
     """Apply the `overwrite_output_dir` rule to `folder`; returns the checkpoints removed (only when `remove`).
 
-    Raises `FileExistsError` naming the folder and both ways out when it holds checkpoints of an earlier run and
-    neither `--resume_from_checkpoint` nor `--overwrite_output_dir` says what to do with them.
+    Checkpoints are the `{prefix}N` folders; `run_folders` names other folders of a run (a data trace, say) that
+    are removed with them. Raises `FileExistsError` naming the folder and both ways out when it holds checkpoints
+    of an earlier run and neither `--resume_from_checkpoint` nor `--overwrite_output_dir` says what to do with them.
     """
-    found = existing_checkpoints(folder)
+    found = existing_checkpoints(folder, prefix)
     if not found or resume_from_checkpoint:
         return []
     if not overwrite_output_dir:
@@ -110,9 +119,9 @@ def check_checkpoints(folder, *, resume_from_checkpoint, overwrite_output_dir: b
     if remove:
         for checkpoint in found:
             shutil.rmtree(checkpoint)
-        trace = Path(folder) / "data_trace"
-        if trace.is_dir():
-            shutil.rmtree(trace)
+        for name in run_folders:
+            if (Path(folder) / name).is_dir():
+                shutil.rmtree(Path(folder) / name)
         logger.warning("--overwrite_output_dir: removed %d old checkpoint(s) from %s: %s", len(found), folder,
                        ", ".join(p.name for p in found))
     return found
