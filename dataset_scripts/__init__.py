@@ -11,6 +11,7 @@ Modules (import what you need; nothing heavy is imported here):
 - ``publish``: ``publish`` (Parquet shards + dataset card, local folder or Hub repo); ``load``: ``load_mres_dataset``
 - ``rejects``: ``RejectLog`` (skipped/fixed items -> ``rejects.jsonl`` + summary line)
 - ``safe_pickle``: restricted unpickler for the ``refer`` annotation files
+- ``output_dir``: one run per output folder (``OutputDirLock``, ``check_checkpoints``), for both trainers
 - ``mres_synth``: the procedural MRES-Synth benchmark (``python -m dataset_scripts.mres_synth``)
 - ``cris_layout``: the CRIS-layout config, folders, split generators and reader
 - ``refcoco_m``: ``RefCOCOm`` builder (CRIS layout); ``refcoco``: ``RefCOCO`` builder (refer or CRIS layout)
