@@ -26,6 +26,7 @@ from .finetune_data import build_caption_mixture, parse_mapping
 from .model_card import write_model_card
 from .modeling import add_lora, load_base_model
 from dataset_scripts.hub import check_push_access, push_folder
+from dataset_scripts.main_process import on_main_process
 from dataset_scripts.output_dir import LOCK_FILE, OutputDirLock, check_checkpoints
 from dataset_scripts.rejects import RejectLog
 
@@ -118,7 +119,7 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
             raise
         held.append(lock)
 
-    _on_main_process(accelerator, claim)
+    on_main_process(accelerator, claim)
     try:
         return _train(model_args, data_args, args, accelerator, train_dataset)
     finally:
@@ -130,7 +131,7 @@ def _train(model_args: CaptionerModelArguments, data_args: CaptionerDataArgument
            accelerator: Accelerator, train_dataset) -> TrainResult:
     hub_repo_id = None
     if args.push_to_hub:
-        hub_repo_id = _on_main_process(accelerator, lambda: check_push_access(
+        hub_repo_id = on_main_process(accelerator, lambda: check_push_access(
             args.hub_model_id, args.output_dir, token=args.hub_token, private=args.hub_private_repo))
     checkpoint, resumed = None, {}
     if args.resume_from_checkpoint:
@@ -273,23 +274,6 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, global_step: int,
             json.dump({"global_step": global_step, **(run_shape or {})}, handle)
     accelerator.wait_for_everyone()
     return path
-
-
-def _on_main_process(accelerator: Accelerator, fn):
-    """``fn()`` on the main process; every process returns its result or raises its error (no rank left waiting)."""
-    from accelerate.utils import broadcast_object_list
-
-    outcome = [("ok", None)]
-    if accelerator.is_main_process:
-        try:
-            outcome = [("ok", fn())]
-        except Exception as error:  # re-raised on every process below
-            outcome = [("error", error)]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(outcome)
-    if outcome[0][0] == "error":
-        raise outcome[0][1]
-    return outcome[0][1]
 
 
 def push_adapter_to_hub(output_dir: str, repo_id: str, token: str | None = None) -> str:

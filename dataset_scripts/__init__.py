@@ -12,6 +12,7 @@ Modules (import what you need; nothing heavy is imported here):
 - ``rejects``: ``RejectLog`` (skipped/fixed items -> ``rejects.jsonl`` + summary line)
 - ``safe_pickle``: restricted unpickler for the ``refer`` annotation files
 - ``output_dir``: one run per output folder (``OutputDirLock``, ``check_checkpoints``), for both trainers
+- ``main_process``: ``on_main_process`` (rank 0 does it, every rank gets the outcome or the error), for both trainers
 - ``mres_synth``: the procedural MRES-Synth benchmark (``python -m dataset_scripts.mres_synth``)
 - ``cris_layout``: the CRIS-layout config, folders, split generators and reader
 - ``refcoco_m``: ``RefCOCOm`` builder (CRIS layout); ``refcoco``: ``RefCOCO`` builder (refer or CRIS layout)

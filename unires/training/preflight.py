@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
+from dataset_scripts.main_process import on_main_process
 from dataset_scripts.output_dir import OutputDirLock, check_checkpoints
 
 from .hub import check_push_access
@@ -33,24 +34,6 @@ class PreparedRun:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
-
-
-def on_main_process(accelerator, fn: Callable):
-    """`fn()` on the main process; every process returns its (picklable) result or raises its exception."""
-    outcome = [("ok", None)]
-    if accelerator.is_main_process:
-        try:
-            outcome = [("ok", fn())]
-        except Exception as error:  # re-raised on every process below
-            outcome = [("error", error)]
-    if accelerator.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        broadcast_object_list(outcome)
-    kind, value = outcome[0]
-    if kind == "error":
-        raise value
-    return value
 
 
 def prepare_run(accelerator, args) -> PreparedRun:
