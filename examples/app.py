@@ -15,7 +15,7 @@ import os
 
 from dataset_scripts.cli import HelpFormatter
 from dataset_scripts.sources import check_local_or_hub
-from modeling_unires.quantization_unires import QUANTIZE_CHOICES, QUANTIZE_HELP
+from unires.quantize_option import add_quantize_argument
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the page's server
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -32,7 +32,7 @@ def parse_args(argv=None):
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
                         help="Port to listen on ($GRADIO_SERVER_PORT).")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (None: cuda when available).")
-    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none", help=QUANTIZE_HELP)
+    add_quantize_argument(parser)
     return parser.parse_args(argv)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dataset_scripts.cli import HelpFormatter
 from dataset_scripts.sources import check_local_or_hub
-from modeling_unires.quantization_unires import QUANTIZE_CHOICES, QUANTIZE_HELP
+from unires.quantize_option import add_quantize_argument
 
 
 def parse_args(argv=None):
@@ -29,7 +29,7 @@ def parse_args(argv=None):
     parser.add_argument("--output_dir", default="outputs/predictions",
                         help="Where the panels and predictions.json are written.")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (None: the pipeline's choice).")
-    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none", help=QUANTIZE_HELP)
+    add_quantize_argument(parser)
     return parser.parse_args(argv)
 
 

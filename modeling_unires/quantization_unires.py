@@ -19,11 +19,6 @@ quantize it when loading. torchao (`pip install "unires[quantize]"`) is imported
 """
 
 QUANTIZE_CHOICES = ("none", "int8", "int8-torchao", "int8-weights")
-QUANTIZE_HELP = (
-    "int8: int8 weights and activations on PyTorch's int8 CPU kernel, about 1.9x faster on a CPU with VNNI (a "
-    "torchao config; pip install 'unires[quantize]'); int8-torchao: torchao's own int8 scheme (fast under "
-    "torch.compile only); int8-weights: int8 weights, float compute (smaller, not faster)."
-)
 
 
 def quantization_config(name: str | None):
@@ -51,4 +46,4 @@ def quantization_config(name: str | None):
     return TorchAoConfig(scheme)
 
 
-__all__ = ["QUANTIZE_CHOICES", "QUANTIZE_HELP", "quantization_config"]
+__all__ = ["QUANTIZE_CHOICES", "quantization_config"]

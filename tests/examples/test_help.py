@@ -15,7 +15,7 @@ HEAVY = ("torch", "transformers", "datasets", "accelerate", "gradio", "peft", "n
 
 CHILD = r"""
 import argparse, json, runpy, sys
-script, report = sys.argv[1], sys.argv[2]
+script, report, heavy = sys.argv[1], sys.argv[2], set(sys.argv[3:])  # read before sys.argv is replaced below
 parsers = []
 real_parse_known_args = argparse.ArgumentParser.parse_known_args
 
@@ -40,7 +40,7 @@ options = [
 with open(report, "w") as handle:
     json.dump({
         "code": code,
-        "heavy": sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[3:])),
+        "heavy": sorted({name.split(".")[0] for name in sys.modules} & heavy),
         "shows_defaults": issubclass(parser.formatter_class, HelpFormatter),
         "options": options,
     }, handle)
