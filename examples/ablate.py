@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 from dataset_scripts.cli import HelpFormatter
+from unires.demo_recipe import DEMO_NUM_EVAL, DEMO_NUM_TRAIN
 
 
 def parse_args(argv=None):
@@ -37,8 +38,8 @@ def parse_args(argv=None):
                              "fixed step count for both models instead of the time budget (for quick checks).")
     parser.add_argument("--train_minutes", type=float, default=10.0,
                         help="--baseline: wall-clock training budget of each model (as make demo).")
-    parser.add_argument("--num_train", type=int, default=6000, help="MRES-Synth training images (generated once).")
-    parser.add_argument("--num_eval", type=int, default=300, help="Images in validation, test and test_unseen.")
+    parser.add_argument("--num_train", type=int, default=DEMO_NUM_TRAIN, help="MRES-Synth training images (generated once).")
+    parser.add_argument("--num_eval", type=int, default=DEMO_NUM_EVAL, help="Images in validation, test and test_unseen.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data and of every setting's run.")
     parser.add_argument("--config_overrides", type=json.loads, default={},
                         help="JSON of UniRESConfig arguments to change in the demo model.")

@@ -19,7 +19,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from dataset_scripts.cli import HelpFormatter  # noqa: E402
-from unires.demo_recipe import DEMO_BATCH_SIZE, DEMO_REFERENTS_PER_IMAGE  # noqa: E402  (light: no torch before parsing)
+from unires.demo_recipe import (  # noqa: E402  (light: no torch before parsing)
+    DEMO_BATCH_SIZE,
+    DEMO_LEARNING_RATE,
+    DEMO_NUM_EVAL,
+    DEMO_NUM_TRAIN,
+    DEMO_REFERENTS_PER_IMAGE,
+)
 
 
 def parse_args(argv=None):
@@ -30,12 +36,12 @@ def parse_args(argv=None):
                         help="Train exactly this many steps instead of planning them from --train_minutes.")
     parser.add_argument("--data_dir", default=None,
                         help="Reuse an MRES-Synth folder written earlier (None: generate into OUTPUT_DIR/data).")
-    parser.add_argument("--num_train", type=int, default=6000, help="MRES-Synth training images.")
-    parser.add_argument("--num_eval", type=int, default=300, help="Images in validation, test and test_unseen.")
+    parser.add_argument("--num_train", type=int, default=DEMO_NUM_TRAIN, help="MRES-Synth training images.")
+    parser.add_argument("--num_eval", type=int, default=DEMO_NUM_EVAL, help="Images in validation, test and test_unseen.")
     parser.add_argument("--batch_size", type=int, default=DEMO_BATCH_SIZE, help="Images per step.")
     parser.add_argument("--referents_per_image", type=int, default=DEMO_REFERENTS_PER_IMAGE,
                         help="Expressions per image per step (fewer when an image has fewer).")
-    parser.add_argument("--learning_rate", type=float, default=1e-3, help="Peak learning rate (from scratch).")
+    parser.add_argument("--learning_rate", type=float, default=DEMO_LEARNING_RATE, help="Peak learning rate (from scratch).")
     parser.add_argument("--ablation", default="full", help="full, no_group_tokens, low_only or high_only.")
     parser.add_argument("--config_overrides", type=json.loads, default={},
                         help='JSON of UniRESConfig arguments to change in the demo model, e.g. the paper\'s decoder: '

@@ -22,8 +22,14 @@ from .demo_recipe import (  # the recipe as data (kept light for --help); re-exp
     DEMO_BATCH_SIZE,
     DEMO_CONFIG,
     DEMO_IMAGE_SIZE,
+    DEMO_LEARNING_RATE,
+    DEMO_MAX_GRAD_NORM,
+    DEMO_NUM_EVAL,
+    DEMO_NUM_TRAIN,
     DEMO_REFERENTS_PER_IMAGE,
     DEMO_SPLITS,
+    DEMO_WARMUP_RATIO,
+    DEMO_WEIGHT_DECAY,
     EVAL_SPLITS,
 )
 from .evaluation import MRESMetricOptions, evaluate_methods, format_metrics_table
@@ -42,7 +48,7 @@ def _stage(name: str, timings: dict):
     print(f"    {name}: {timings[name]:.1f} s", flush=True)
 
 
-def build_demo_data(folder, *, num_train: int = 6000, num_eval: int = 300, seed: int = 0) -> dict:
+def build_demo_data(folder, *, num_train: int = DEMO_NUM_TRAIN, num_eval: int = DEMO_NUM_EVAL, seed: int = 0) -> dict:
     """MRES-Synth at the demo's size: {split: Dataset}, written to `folder`."""
     num_images = {"train": num_train, "validation": num_eval, "test": num_eval, "test_unseen": num_eval}
     return build_mres_synth(folder, image_size=DEMO_IMAGE_SIZE, num_images=num_images, seed=seed)
@@ -54,11 +60,11 @@ def run_demo(
     train_minutes: float = 10.0,
     max_steps: Optional[int] = None,
     data_dir=None,
-    num_train: int = 6000,
-    num_eval: int = 300,
+    num_train: int = DEMO_NUM_TRAIN,
+    num_eval: int = DEMO_NUM_EVAL,
     batch_size: int = DEMO_BATCH_SIZE,
     referents_per_image: int = DEMO_REFERENTS_PER_IMAGE,
-    learning_rate: float = 1e-3,
+    learning_rate: float = DEMO_LEARNING_RATE,
     ablation: str = "full",
     config_overrides: Optional[dict] = None,
     num_overlays: int = 8,
@@ -109,10 +115,11 @@ def run_demo(
         seed=seed,
         per_device_train_batch_size=batch_size,
         learning_rate=learning_rate,
-        weight_decay=5e-4,
+        weight_decay=DEMO_WEIGHT_DECAY,
         max_steps=max_steps,
         max_train_minutes=budget_minutes,
-        warmup_ratio=0.05,
+        warmup_ratio=DEMO_WARMUP_RATIO,
+        max_grad_norm=DEMO_MAX_GRAD_NORM,
         logging_steps=max(1, max_steps // 20),
         save_steps=0,  # a 10-minute demo re-run from the start: no resumable checkpoints
         do_final_eval=False,

@@ -1,4 +1,5 @@
-"""The recipe of `make demo` as data: the model's config, its input size, the batch shape and the splits.
+"""The recipe of `make demo` as data: the model's config, its input size, the data sizes, the batch shape, the
+optimiser and the splits (the CLIPSeg baseline trains on the same terms, `unires.baselines.clipseg`).
 
 No import here beyond the standard library, so that `examples/demo.py --help` shows the demo's defaults without
 loading torch; :mod:`unires.demo` runs the recipe.
@@ -30,3 +31,10 @@ DEMO_BATCH_SIZE = 4
 DEMO_REFERENTS_PER_IMAGE = 16
 DEMO_SPLITS = ("train", "validation", "test", "test_unseen")
 EVAL_SPLITS = ("validation", "test_unseen")
+# The demo's data (MRES-Synth images per split) and optimiser (AdamW, cosine schedule with warm-up, clipping).
+DEMO_NUM_TRAIN = 6000
+DEMO_NUM_EVAL = 300  # each of validation, test and test_unseen
+DEMO_LEARNING_RATE = 1e-3
+DEMO_WEIGHT_DECAY = 5e-4
+DEMO_WARMUP_RATIO = 0.05
+DEMO_MAX_GRAD_NORM = 1.0

@@ -39,7 +39,20 @@ from dataset_scripts.load import load_mres_dataset
 from dataset_scripts.masks import decode_mask
 from modeling_unires.tokenization_local import build_clip_tokenizer
 
-from ..demo import DEMO_BATCH_SIZE, DEMO_CONFIG, DEMO_REFERENTS_PER_IMAGE, DEMO_SPLITS, EVAL_SPLITS, build_demo_data
+from ..demo import build_demo_data
+from ..demo_recipe import (
+    DEMO_BATCH_SIZE,
+    DEMO_CONFIG,
+    DEMO_LEARNING_RATE,
+    DEMO_MAX_GRAD_NORM,
+    DEMO_NUM_EVAL,
+    DEMO_NUM_TRAIN,
+    DEMO_REFERENTS_PER_IMAGE,
+    DEMO_SPLITS,
+    DEMO_WARMUP_RATIO,
+    DEMO_WEIGHT_DECAY,
+    EVAL_SPLITS,
+)
 from ..evaluation.harness import evaluate_segmenter
 from ..evaluation.metrics import MRESMetricOptions
 from ..evaluation.segmenters import CLIPSegSegmenter
@@ -134,14 +147,14 @@ def train_clipseg_baseline(
     train_minutes: float = 10.0,
     max_steps: Optional[int] = None,
     data_dir=None,
-    num_train: int = 6000,
-    num_eval: int = 300,
+    num_train: int = DEMO_NUM_TRAIN,
+    num_eval: int = DEMO_NUM_EVAL,
     batch_size: int = DEMO_BATCH_SIZE,
     referents_per_image: int = DEMO_REFERENTS_PER_IMAGE,
-    learning_rate: float = 1e-3,
-    weight_decay: float = 5e-4,
-    warmup_ratio: float = 0.05,
-    max_grad_norm: float = 1.0,
+    learning_rate: float = DEMO_LEARNING_RATE,
+    weight_decay: float = DEMO_WEIGHT_DECAY,
+    warmup_ratio: float = DEMO_WARMUP_RATIO,
+    max_grad_norm: float = DEMO_MAX_GRAD_NORM,
     seed: int = 0,
     eval_splits=EVAL_SPLITS,
     progress: bool = True,
@@ -251,8 +264,8 @@ def run_clipseg_comparison(
     *,
     train_minutes: float = 10.0,
     max_steps: Optional[int] = None,
-    num_train: int = 6000,
-    num_eval: int = 300,
+    num_train: int = DEMO_NUM_TRAIN,
+    num_eval: int = DEMO_NUM_EVAL,
     seed: int = 0,
     eval_splits=EVAL_SPLITS,
     progress: bool = True,
