@@ -10,10 +10,27 @@ cannot push fails in seconds, not after days of training or building.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 logger = logging.getLogger(__name__)
+
+
+# Argument names whose values are credentials: kept out of trackers, logs, model cards and anything uploaded.
+SECRET_ARGUMENT = re.compile(r"token|secret|password|passwd|api_?key|credential", re.IGNORECASE)
+
+# Where a run's tracker logs (TensorBoard, ...) go inside its output folder; never uploaded.
+TRACKER_LOG_DIR = "runs"
+
+
+def without_secrets(values: Mapping[str, Any]) -> dict:
+    """``values`` less every entry whose name says it holds a credential (``hub_token``, ``api_key``, ...).
+
+    What a run hands to `Accelerator.init_trackers` (which writes it to ``hparams.yml``) or writes into a card goes
+    through this first: a token passed on the command line must not end up in a file that a push uploads.
+    """
+    return {key: value for key, value in values.items() if not SECRET_ARGUMENT.search(str(key))}
 
 
 class HubPushError(RuntimeError):
