@@ -788,6 +788,17 @@ class UniRESPreTrainedModel(PreTrainedModel):
         super().initialize_weights()
 
 
+def _concatenated_outputs(pieces: list, names: tuple) -> UniRESDecoderOutput:
+    """The decoder outputs of consecutive passes joined along the expressions, for the fields `names`. Read as
+    attributes: a `ModelOutput` holds no key for a field that is `None` (no group tokens), so `piece[name]` would
+    raise `KeyError`."""
+    joined = {}
+    for name in names:
+        values = [getattr(piece, name) for piece in pieces]
+        joined[name] = None if values[0] is None else torch.cat(values)
+    return UniRESDecoderOutput(**joined)
+
+
 class UniRESModel(UniRESPreTrainedModel):
     r"""
     UniRES, composed as transformers' `SamModel` is: a vision encoder ([`UniRESVisionEncoder`]: CLIP's vision tower
@@ -969,10 +980,9 @@ class UniRESModel(UniRESPreTrainedModel):
             ]
             logits = torch.cat([piece[0] for piece in pieces])
             text_outputs = pieces[0][1]
-            decoder_outputs = UniRESDecoderOutput(**{
-                name: None if pieces[0][2][name] is None else torch.cat([piece[2][name] for piece in pieces])
-                for name in ("group_tokens", "group_token_scores")
-            })
+            decoder_outputs = _concatenated_outputs(
+                [piece[2] for piece in pieces], ("group_tokens", "group_token_scores")
+            )
         else:
             logits, text_outputs, decoder_outputs = self._decode(
                 visual, low, high, input_ids, attention_mask, image_indices, grid, pixel_values,

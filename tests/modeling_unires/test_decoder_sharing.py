@@ -11,7 +11,8 @@ of this): same weights, equal logits to float rounding.
 import pytest
 import torch
 
-from modeling_unires.testing_utils import tiny_model_and_processor
+from modeling_unires.configuration_unires import ABLATIONS, UniRESConfig
+from modeling_unires.testing_utils import TINY_SENTENCES, tiny_model_and_processor
 
 TEXTS = [["a red car", "the left wheel", "the blue bus"], ["a green tree", "the dog"], ["the window"]]
 
@@ -46,8 +47,8 @@ def _one_at_a_time(model, inputs):
                 output_group_tokens=True,
             )
             logits.append(outputs.logits.detach())
-            scores.append(outputs.group_token_scores.detach())
-    return torch.cat(logits), torch.cat(scores)
+            scores.append(outputs.group_token_scores)
+    return torch.cat(logits), None if scores[0] is None else torch.cat(scores).detach()
 
 
 @pytest.mark.parametrize(
@@ -113,3 +114,40 @@ def test_expressions_per_pass_on_cpu_and_elsewhere():
     for (limit, cpu_tokens, patches), expected in cases:
         model.max_expressions_per_pass, model.cpu_tokens_per_pass = limit, cpu_tokens
         assert (model._expressions_per_pass(cpu, patches), model._expressions_per_pass(cuda, patches)) == expected
+
+def _expressions(count):
+    """`count` distinct expressions of varied lengths (so that padding differs between rows of a pass)."""
+    words = ["red", "left", "small", "big", "green", "brown", "blue", "yellow", "right"]
+    return [
+        f"{words[row % len(words)]} " * (row % 3) + TINY_SENTENCES[row % len(TINY_SENTENCES)] for row in range(count)
+    ]
+
+
+@pytest.mark.parametrize("setting", sorted(ABLATIONS))
+@pytest.mark.parametrize("num_images", [1, 2])
+def test_chunked_inference_of_every_ablation_equals_one_expression_at_a_time(setting, num_images):
+    """Every Table-8 setting (`no_group_tokens` raised KeyError 'group_tokens' once a call needed two passes), for
+    1 expression, exactly one pass, one pass + 1 and 100 expressions, on one image and spread over two."""
+    per_pass = 4
+    model, processor = tiny_model_and_processor(seed=4, **UniRESConfig.ablation_kwargs(setting))
+    model.max_expressions_per_pass, model.cpu_tokens_per_pass = per_pass, None
+    generator = torch.Generator().manual_seed(5)
+    images = [torch.rand(3, 40, 48, generator=generator) for _ in range(num_images)]
+    pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
+    text = processor(text=_expressions(100), return_tensors="pt")
+    image_indices = torch.randint(num_images, (100,), generator=generator)
+    expected, expected_scores = _one_at_a_time(
+        model, {"pixel_values": pixel_values, "image_indices": image_indices, **text}
+    )
+    for count in (1, per_pass, per_pass + 1, 100):
+        with torch.no_grad():
+            outputs = model(
+                pixel_values=pixel_values, input_ids=text["input_ids"][:count],
+                attention_mask=text["attention_mask"][:count], image_indices=image_indices[:count],
+                output_group_tokens=True,
+            )
+        torch.testing.assert_close(outputs.logits, expected[:count], rtol=1e-4, atol=1e-5, msg=f"{count} expressions")
+        if expected_scores is None:
+            assert outputs.group_tokens is None and outputs.group_token_scores is None
+        else:
+            torch.testing.assert_close(outputs.group_token_scores, expected_scores[:count], rtol=1e-4, atol=1e-5)
