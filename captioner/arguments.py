@@ -61,6 +61,7 @@ class CaptionerTrainingArguments:
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the backward pass to save memory."})
     logging_steps: int = field(default=10, metadata={"help": "Log the mean loss every this many optimizer steps."})
     save_steps: int = field(default=500, metadata={"help": "Save a resumable checkpoint every this many optimizer steps (0: never)."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints: after each save the oldest complete ones are deleted (0: keep all). A checkpoint holds the adapter and the optimizer, scheduler, RNG and data position, not the frozen base model."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest one in output_dir. A --max_steps (or --num_train_epochs) other than the checkpoint's run trains on to the new length: the schedule is recomputed for it, the warm-up kept."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Overwrite the content of the output directory: delete the checkpoints an earlier run left in --output_dir and train from the start. Without it (and without --resume_from_checkpoint) a folder holding checkpoints is refused."})
     seed: int = field(default=42, metadata={"help": "Seed for initialisation, shuffling and the mixture."})
@@ -70,3 +71,7 @@ class CaptionerTrainingArguments:
     hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo for --push_to_hub, org/name (default: the --output_dir folder's name under your user)."})
     hub_token: str | None = field(default=None, metadata={"help": "Hub token with write access (default: the saved `hf auth login`)."})
     hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+
+    def __post_init__(self):
+        if self.save_total_limit is not None and self.save_total_limit < 0:
+            raise ValueError(f"--save_total_limit must be 0 (keep every checkpoint) or more, got {self.save_total_limit}.")

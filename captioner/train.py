@@ -9,12 +9,12 @@ import json
 import logging
 import math
 import os
-import re
+import shutil
 from dataclasses import asdict, dataclass, field
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import SAFE_MODEL_NAME, DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -25,9 +25,9 @@ from .encoding import IGNORE_INDEX, CaptionCollator, context_length, record_batc
 from .finetune_data import build_caption_mixture, parse_mapping
 from .model_card import write_model_card
 from .modeling import add_lora, load_base_model
-from dataset_scripts.hub import check_push_access, push_folder
+from dataset_scripts.hub import TRACKER_LOG_DIR, check_push_access, push_folder, without_secrets
 from dataset_scripts.main_process import on_main_process
-from dataset_scripts.output_dir import LOCK_FILE, OutputDirLock, check_checkpoints
+from dataset_scripts.output_dir import LOCK_FILE, OutputDirLock, check_checkpoints, existing_checkpoints
 from dataset_scripts.rejects import RejectLog
 
 logger = logging.getLogger(__name__)
@@ -78,17 +78,22 @@ def _data_dirs(data_args: CaptionerDataArguments) -> dict:
     return {name: path for name, path in dirs.items() if path}
 
 
+def complete_checkpoints(output_dir: str) -> list[str]:
+    """The ``checkpoint-N`` folders of ``output_dir`` whose every process finished writing (they hold the state
+    file, written last), oldest first. A folder a kill cut short mid-save is neither resumed from nor counted."""
+    return [str(path) for path in existing_checkpoints(output_dir, CHECKPOINT_PREFIX) if (path / STATE_FILE).is_file()]
+
+
 def find_checkpoint(output_dir: str, which: str) -> str:
-    """Resolve ``--resume_from_checkpoint`` ('latest' or a folder)."""
+    """Resolve ``--resume_from_checkpoint`` ('latest': the newest complete checkpoint, or a folder)."""
     if which != "latest":
         if not os.path.isfile(os.path.join(which, STATE_FILE)):
             raise ValueError(f"{which!r} is not a captioner checkpoint (no {STATE_FILE}).")
         return which
-    steps = [int(m.group(1)) for name in (os.listdir(output_dir) if os.path.isdir(output_dir) else [])
-             if (m := re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", name))]
-    if not steps:
-        raise ValueError(f"No {CHECKPOINT_PREFIX}* folder in {output_dir!r} to resume from.")
-    return os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{max(steps)}")
+    found = complete_checkpoints(output_dir) if os.path.isdir(output_dir) else []
+    if not found:
+        raise ValueError(f"No complete {CHECKPOINT_PREFIX}* folder in {output_dir!r} to resume from.")
+    return found[-1]
 
 
 def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments, training_args: CaptionerTrainingArguments,
@@ -104,8 +109,10 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
     args = training_args
     accelerator = Accelerator(  # mixed_precision None: the launcher's, `accelerate config`'s or the environment's
         gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
-        log_with=args.report_to, project_dir=args.output_dir,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        log_with=args.report_to, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # Tracker logs (TensorBoard's hparams.yml and events) go under output_dir/runs/, which no push uploads.
+        project_config=ProjectConfiguration(project_dir=args.output_dir,
+                                            logging_dir=os.path.join(args.output_dir, TRACKER_LOG_DIR)),
     )
     held = []  # the main process's lock (not broadcast: a lock belongs to the process that took it)
 
@@ -179,8 +186,9 @@ def _train(model_args: CaptionerModelArguments, data_args: CaptionerDataArgument
     # be stepped once per process at every step, ending the schedule early on several processes.
     model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
     accelerator.register_for_checkpointing(scheduler)
-    if args.report_to:
-        accelerator.init_trackers("captioner", config={**asdict(model_args), **asdict(data_args), **asdict(args)})
+    checkpoint_trainable_weights_only(accelerator)
+    if args.report_to:  # every argument but a credential (--hub_token): trackers write their config to disk
+        accelerator.init_trackers("captioner", config=without_secrets({**asdict(model_args), **asdict(data_args), **asdict(args)}))
 
     global_step, micro_step = 0, 0
     if checkpoint:
@@ -240,7 +248,7 @@ def _train(model_args: CaptionerModelArguments, data_args: CaptionerDataArgument
                 if args.report_to:
                     accelerator.log({"loss": mean_loss, "lr": scheduler.get_last_lr()[0]}, step=global_step)
             if args.save_steps and (global_step % args.save_steps == 0 or global_step >= total_steps):
-                save_checkpoint(accelerator, args.output_dir, global_step, run_shape)
+                save_checkpoint(accelerator, args.output_dir, global_step, run_shape, save_total_limit=args.save_total_limit)
             if global_step >= total_steps:
                 break
         epoch += 1
@@ -263,24 +271,75 @@ def _train(model_args: CaptionerModelArguments, data_args: CaptionerDataArgument
                        rejects=rejects, learning_rates=learning_rates)
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: str, global_step: int, run_shape: dict | None = None) -> str:
-    """Everything needed to resume exactly: model, optimizer, scheduler, RNG and sampler state, and the run's length
-    and warm-up (so that a resume with a larger --max_steps keeps the warm-up and says what it does)."""
+def save_checkpoint(accelerator: Accelerator, output_dir: str, global_step: int, run_shape: dict | None = None,
+                    save_total_limit: int | None = None) -> str:
+    """Everything needed to resume exactly: the trainable weights (see :func:`checkpoint_trainable_weights_only`),
+    optimizer, scheduler, RNG and sampler state, and the run's length and warm-up (so that a resume with a larger
+    --max_steps keeps the warm-up and says what it does). Then only the newest ``save_total_limit`` complete
+    checkpoints are kept (None or 0: all), as UniRES's trainer does."""
     path = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{global_step}")
     accelerator.save_state(path)
     accelerator.wait_for_everyone()  # the state file marks a checkpoint whose every rank has written its part
     if accelerator.is_main_process:
         with open(os.path.join(path, STATE_FILE), "w", encoding="utf-8") as handle:
             json.dump({"global_step": global_step, **(run_shape or {})}, handle)
+        if save_total_limit:
+            for old in complete_checkpoints(output_dir)[:-save_total_limit]:
+                shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return path
+
+
+def _trainable_weights(model) -> dict:
+    """The parameters training changes (LoRA's, and a vision tower trained in full), by unwrapped name."""
+    return {name: param.detach() for name, param in model.named_parameters() if param.requires_grad}
+
+
+def checkpoint_trainable_weights_only(accelerator: Accelerator) -> None:
+    """Make ``save_state``/``load_state`` keep only the trainable weights of the prepared models.
+
+    ``save_state`` would write each model's whole state dict: a second copy of the frozen base model (about 4 GB for
+    Qwen3-VL-2B) in every checkpoint. A resume loads the base model from ``--base_model`` as the run began, so the
+    checkpoint needs only what training changed, beside the optimizer, scheduler, RNG and sampler states Accelerate
+    writes. Names are the unwrapped model's, so a checkpoint does not depend on the DDP wrapper.
+    """
+    def save_trainable(models, weights, output_dir):
+        for index, (model, _) in enumerate(zip(models, weights)):  # FSDP/DeepSpeed models save themselves: no weights
+            weights[index] = _trainable_weights(accelerator.unwrap_model(model))
+
+    def load_trainable(models, input_dir):
+        for index, model in enumerate(models):
+            name = f"{SAFE_MODEL_NAME}{f'_{index}' if index else ''}.safetensors"
+            load_trainable_weights(accelerator.unwrap_model(model), os.path.join(input_dir, name))
+        models.clear()  # loaded here: Accelerate's own (strict) load would ask for the frozen weights too
+
+    accelerator.register_save_state_pre_hook(save_trainable)
+    accelerator.register_load_state_pre_hook(load_trainable)
+
+
+def load_trainable_weights(model, path: str) -> None:
+    """Load a checkpoint's weights into ``model``; they must cover every trainable parameter. (A checkpoint of the
+    whole model, as written before checkpoints held only the trainable weights, loads too.)"""
+    from safetensors.torch import load_file
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: the checkpoint has no model weights file.")
+    state = load_file(path)
+    missing = sorted(set(_trainable_weights(model)) - set(state))
+    if missing:
+        raise ValueError(f"{path} lacks {len(missing)} trainable weight(s) of this model (e.g. {missing[0]!r}): was it "
+                         "saved with other --lora_r, --lora_target_modules or --freeze_vision_tower?")
+    unexpected = model.load_state_dict(state, strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(f"{path} holds {len(unexpected)} weight(s) this model lacks (e.g. {unexpected[0]!r}): was it "
+                         "saved from another --base_model or LoRA configuration?")
 
 
 def push_adapter_to_hub(output_dir: str, repo_id: str, token: str | None = None) -> str:
     """Upload adapter, processor and model card (not the resumable checkpoints) to ``repo_id``, which
     :func:`dataset_scripts.hub.check_push_access` created before training."""
     push_folder(output_dir, repo_id, token=token, commit_message="Upload dense captioner LoRA adapter",
-                ignore_patterns=[f"{CHECKPOINT_PREFIX}*", "*.jsonl", "runs/*", LOCK_FILE])
+                ignore_patterns=[f"{CHECKPOINT_PREFIX}*", "*.jsonl", f"{TRACKER_LOG_DIR}/*", LOCK_FILE])
     return repo_id
 
 

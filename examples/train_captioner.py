@@ -20,7 +20,10 @@ from captioner.arguments import CaptionerDataArguments, CaptionerModelArguments,
 def main(argv=None):
     parser = HfArgumentParser((CaptionerModelArguments, CaptionerDataArguments, CaptionerTrainingArguments),
                               description=__doc__.strip().splitlines()[0])
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:  # a value the arguments refuse (e.g. a negative --save_total_limit): one line
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     if not any([data_args.coco_dir, data_args.visual_genome_dir, data_args.paco_dir, data_args.partimagenet_dir]):
         parser.error("give at least one of --coco_dir, --visual_genome_dir, --paco_dir, --partimagenet_dir")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
