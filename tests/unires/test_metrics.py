@@ -308,6 +308,23 @@ def test_binarize_is_strict_and_handles_logits():
     np.testing.assert_array_equal(tensor_mask.numpy(), binarize(logits, 0.35, from_logits=True))
 
 
+@pytest.mark.parametrize("kind, threshold, above", [("numpy float16", 0.35, 0.35009765625),
+                                                     ("torch float16", 0.35, 0.35009765625),
+                                                     ("torch bfloat16", 0.4, 0.400390625)])
+def test_binarize_thresholds_half_precision_maps_in_float32(kind, threshold, above):
+    # Issue 28, case 5: compared in float16, the threshold 0.35 rounds up to 0.35009766, so a probability of exactly
+    # 0.35009766 (above 0.35) counted as background; bfloat16 rounds 0.4 up to 0.400390625 likewise.
+    values = np.array([[0.3, above]], dtype=np.float32)
+    if kind == "numpy float16":
+        half = values.astype(np.float16)
+    else:
+        half = torch.tensor(values, dtype=torch.float16 if kind == "torch float16" else torch.bfloat16)
+    assert float(half[0, 1]) == above > threshold
+    mask = binarize(half, threshold)
+    mask = mask.numpy() if isinstance(mask, torch.Tensor) else mask
+    np.testing.assert_array_equal(mask, [[False, True]])
+
+
 @pytest.mark.parametrize("as_tensor", [False, True])
 @pytest.mark.parametrize("from_logits, threshold", [(True, 0.35), (True, 0.0), (False, 0.5)])
 def test_binarize_refuses_nan_instead_of_calling_it_background(as_tensor, from_logits, threshold):

@@ -146,11 +146,17 @@ def binarize(probabilities, threshold: float = DEFAULT_MASK_THRESHOLD, from_logi
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"`threshold` must be a probability in [0, 1], got {threshold!r}.")
     _refuse_nan(probabilities, "logits" if from_logits else "probabilities")
+    # In float32 or wider: a float16 map compares against the threshold rounded to float16 (0.35 -> 0.35009766),
+    # so a probability of 0.35009766 would count as background.
     if _is_torch_tensor(probabilities):
+        if probabilities.is_floating_point() and probabilities.element_size() < 4:
+            probabilities = probabilities.float()
         if from_logits:
             probabilities = probabilities.float().sigmoid()
         return probabilities > threshold
     probabilities = np.asarray(probabilities)
+    if np.issubdtype(probabilities.dtype, np.floating) and probabilities.dtype.itemsize < 4:
+        probabilities = probabilities.astype(np.float32)
     if from_logits:
         # sigmoid(x) > t  <=>  x > logit(t); avoids overflow in exp for large logits.
         if threshold <= 0.0:

@@ -23,7 +23,9 @@ A few lines wrap a model (load it once, at import or lazily)::
 
 A callable that encodes an image once for all of its expressions does so inside; one that batches several images
 sets `segment.batched = True` and is then called as `segment(images, expressions_per_image)`, returning one list of
-masks per image. Masks of another size are refused (named by image and expression), never resized silently.
+masks per image, in order. A mask is a numpy array or a torch tensor of any dtype (bfloat16 and float16 included,
+read in float32) and grad state (detached). Refused, each naming the image and the expression: an answer of `None`,
+more or fewer lists than images or masks than expressions, and masks of another size (never resized silently).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import sys
 from typing import Callable, Optional
 
 import numpy as np
+import torch
 
 from .base import Segmenter, resize_mask, rgb
 
@@ -89,25 +92,73 @@ class CallableSegmenter(Segmenter):
 
     def segment(self, images, expressions, sizes=None):
         images = [rgb(image) for image in images]
-        if self.batched:
-            outputs = list(self.fn(images, [list(texts) for texts in expressions]))
-        else:
-            outputs = [list(self.fn(image, list(texts))) if texts else [] for image, texts in zip(images, expressions)]
+        expressions = [list(texts) for texts in expressions]
+        outputs = self._call(images, expressions)
         resized = []
-        for index, (image, maps, size) in enumerate(zip(images, outputs, sizes)):
+        for index, (image, texts, maps, size) in enumerate(zip(images, expressions, outputs, sizes)):
             original = (image.height, image.width)
             image_maps = []
-            for number, value in enumerate(maps):
-                array = np.asarray(value)
+            for text, value in zip(texts, self._masks_of_image(maps, index, texts)):
+                where = f"image {index}, expression {text!r}"
+                array = self._array(value, where)
                 if array.shape != original:
-                    text = expressions[index][number] if number < len(expressions[index]) else "?"
-                    raise ValueError(f"callable {self.name}: image {index}, expression {text!r}: mask of shape "
-                                     f"{array.shape}, expected the image's original size {original} (height, width)")
+                    raise ValueError(f"callable {self.name}: {where}: mask of shape {array.shape}, expected the "
+                                     f"image's original size {original} (height, width)")
                 if tuple(size) != original:  # resolution="input": threshold first, then nearest-neighbour
-                    array = resize_mask(self._to_mask(array, original, f"image {index}"), size)
+                    array = resize_mask(self._to_mask(array, original, where), size)
                 image_maps.append(array)
             resized.append(image_maps)
         return resized
+
+    def _call(self, images, expressions) -> list:
+        """The callable's answer: one entry per image (a batched callable's list is checked against the images)."""
+        if not self.batched:
+            return [self._checked_call(image, texts, f"image {index}") if texts else []
+                    for index, (image, texts) in enumerate(zip(images, expressions))]
+        outputs = self._checked_call(images, expressions, f"images 0-{len(images) - 1}")
+        outputs = list(outputs)
+        if len(outputs) != len(images):
+            raise ValueError(f"callable {self.name}: returned {len(outputs)} lists of masks for {len(images)} images "
+                             f"(expressions {expressions}); return one list per image, in order")
+        return outputs
+
+    def _checked_call(self, images, texts, where: str):
+        try:
+            output = self.fn(images, texts)
+        except Exception as error:  # the user's code failed: say on which input, keep its own error and traceback
+            error.add_note(f"in callable {self.name}, called on {where} with expressions {texts}")
+            raise
+        if output is None or isinstance(output, (str, bytes)) or not hasattr(output, "__iter__"):
+            raise ValueError(f"callable {self.name}: {where}, expressions {texts}: returned "
+                             f"{'None' if output is None else type(output).__name__}, expected a list with one mask "
+                             "per expression" + (" for each image" if self.batched else ""))
+        return output
+
+    def _masks_of_image(self, maps, index: int, texts) -> list:
+        """One image's masks: a list as long as its expressions."""
+        if maps is None or isinstance(maps, (str, bytes)) or not hasattr(maps, "__iter__"):
+            raise ValueError(f"callable {self.name}: image {index}, expressions {texts}: returned "
+                             f"{'None' if maps is None else type(maps).__name__}, expected one mask per expression")
+        maps = list(maps)
+        if len(maps) != len(texts):
+            raise ValueError(f"callable {self.name}: image {index}: returned {len(maps)} masks for its {len(texts)} "
+                             f"expressions {texts}")
+        return maps
+
+    def _array(self, value, where: str) -> np.ndarray:
+        """A mask as numpy: torch tensors of any dtype and grad state are detached, bool kept, others float32."""
+        if value is None:
+            raise ValueError(f"callable {self.name}: {where}: returned None instead of a mask")
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            return value.numpy() if value.dtype == torch.bool else value.float().numpy()
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"callable {self.name}: {where}: not an array ({type(value).__name__}): {error}") from None
+        if array.dtype == object:
+            raise ValueError(f"callable {self.name}: {where}: not a numeric mask ({type(value).__name__} of objects)")
+        return array
 
     def conventions(self) -> dict:
         return {**super().conventions(), "callable": self.name, "batched": self.batched,
