@@ -316,8 +316,12 @@ class UniRESImageProcessor(BaseImageProcessor):
         `return_scores=True`, `(masks, scores)` is returned, the score of a mask being its mean probability inside
         the mask, or for an empty mask the highest probability anywhere (so that a low score flags it).
 
-        NaN logits raise [`NaNLogitsError`] (a `ValueError`) naming the masks, and their expressions when `texts`
-        (one per mask) are given.
+        `image_indices` are integers (a list of ints, or an integer tensor or array); `original_sizes` a list of
+        pairs, even for one (`[(h, w)]`). Infinite logits are read as ±`INFINITE_LOGIT` (1e4): +inf is a pixel of
+        probability 1, -inf one of probability 0, so an all-+inf map is a full mask of score 1 and an all--inf map
+        an empty one of score 0 (resized as they are, infinities would make NaN where they meet). NaN logits raise
+        [`NaNLogitsError`] (a `ValueError`) naming the masks, and their expressions when `texts` (one per mask) are
+        given.
         """
         threshold = validate_threshold(self.mask_threshold if threshold is None else threshold)
         logits = torch.as_tensor(logits).detach()  # post-processing needs no gradient (a forward outside no_grad)
@@ -329,14 +333,9 @@ class UniRESImageProcessor(BaseImageProcessor):
             texts = [texts] if isinstance(texts, str) else list(texts)
             if len(texts) != logits.shape[0]:
                 raise ValueError(f"Got {logits.shape[0]} mask logits but {len(texts)} texts: give one per mask")
-        if isinstance(original_sizes, torch.Tensor):
-            original_sizes = original_sizes.tolist()
-        original_sizes = [tuple(int(v) for v in size) for size in original_sizes]
-        for index, size in enumerate(original_sizes):
-            if len(size) != 2 or min(size) <= 0:
-                raise ValueError(f"original_sizes[{index}]={size} is invalid: expected (height, width) > 0")
+        original_sizes = size_pairs(original_sizes, "original_sizes")
         if image_indices is not None:
-            image_indices = [int(index) for index in torch.as_tensor(image_indices).flatten().tolist()]
+            image_indices = integer_indices(image_indices, "image_indices")
             if len(image_indices) != logits.shape[0]:
                 raise ValueError(f"Got {logits.shape[0]} mask logits but {len(image_indices)} image_indices")
             for row, index in enumerate(image_indices):
@@ -349,10 +348,15 @@ class UniRESImageProcessor(BaseImageProcessor):
             original_sizes = original_sizes * logits.shape[0]
         if len(original_sizes) != logits.shape[0]:
             raise ValueError(f"Got {logits.shape[0]} mask logits but {len(original_sizes)} original_sizes")
-        # amax propagates NaN: one reduction, no boolean map of every logit.
-        nan_rows = torch.isnan(logits.flatten(1).amax(dim=1)).nonzero().flatten().tolist() if logits.numel() else []
-        if nan_rows:
-            raise NaNLogitsError(nan_rows, texts=None if texts is None else [texts[row] for row in nan_rows])
+        if logits.numel():
+            # aminmax propagates NaN: one reduction finds NaN and infinite maps, no boolean map of every logit.
+            lowest, highest = torch.aminmax(logits.flatten(1), dim=1)
+            nan_rows = torch.isnan(highest).nonzero().flatten().tolist()
+            if nan_rows:
+                raise NaNLogitsError(nan_rows, texts=None if texts is None else [texts[row] for row in nan_rows])
+            if bool(torch.isinf(highest).any() or torch.isinf(lowest).any()):
+                # A copy (the caller's logits stay as they are), in float32 (float16's largest value is 65504).
+                logits = torch.nan_to_num(logits.float(), posinf=INFINITE_LOGIT, neginf=-INFINITE_LOGIT)
         masks, scores = [None] * len(original_sizes), [None] * len(original_sizes)
         rows_by_size: dict = {}
         for index, size in enumerate(original_sizes):
@@ -370,6 +374,71 @@ class UniRESImageProcessor(BaseImageProcessor):
         if return_rle:
             masks = [mask_to_rle(mask) for mask in masks]
         return (masks, scores) if return_scores else masks
+
+
+# What +-inf logits are read as. Its sigmoid is 1 in float32 (its negative's 0), so +inf keeps the meaning of a
+# certain pixel, and resizing mixes it with its neighbours without inf - inf = NaN. Not float32's largest value:
+# where +inf and -inf meet half and half, the float rounding of the bilinear weights (about 1e-7) times the stand-in
+# must stay far below the logit cut (0.62 at the default threshold), or the rounding, not the threshold, would
+# decide such pixels.
+INFINITE_LOGIT = 1e4
+
+
+def size_pairs(sizes, name: str) -> list:
+    """`sizes` as a list of `(height, width)` tuples of positive ints; `ValueError` naming `name` (the argument) and
+    the bad item otherwise, and saying to pass `[(h, w)]` for a bare pair."""
+    if isinstance(sizes, (torch.Tensor, np.ndarray)):
+        sizes = sizes.tolist()
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (list, tuple)):
+        raise ValueError(f"{name}={sizes!r} is invalid: expected a list of (height, width) pairs")
+    if len(sizes) == 2 and all(_is_number(value) for value in sizes):
+        pair = tuple(sizes)
+        raise ValueError(
+            f"{name}={pair} is one (height, width) pair: {name} is a list of pairs (one per mask, one for all "
+            f"masks, or one per image with image_indices); pass [{pair}]"
+        )
+    pairs = []
+    for index, size in enumerate(sizes):
+        if isinstance(size, (torch.Tensor, np.ndarray)):
+            size = size.tolist()
+        if not (
+            isinstance(size, (list, tuple)) and len(size) == 2
+            and all(_is_number(value) and float(value).is_integer() and value > 0 for value in size)
+        ):
+            raise ValueError(
+                f"{name}[{index}]={size!r} is invalid: expected a (height, width) pair of positive integers"
+            )
+        pairs.append((int(size[0]), int(size[1])))
+    return pairs
+
+
+def integer_indices(indices, name: str) -> list:
+    """`indices` (a list of ints, or a 1-D integer tensor or array) as a list of ints; `ValueError` naming `name`
+    and the first value that is not an integer (a float, even a whole one, or a bool)."""
+    if isinstance(indices, (torch.Tensor, np.ndarray)):
+        if indices.ndim != 1:
+            raise ValueError(f"{name} must be one-dimensional (one index per mask), got shape {tuple(indices.shape)}")
+        values = indices.tolist()  # floats stay floats, so that the check below names them
+    elif isinstance(indices, (list, tuple)):
+        values = [value.item() if isinstance(value, (torch.Tensor, np.generic)) else value for value in indices]
+    else:
+        raise ValueError(f"{name}={indices!r} is invalid: expected a list of ints or an integer tensor")
+    bad = [
+        row for row, value in enumerate(values) if isinstance(value, bool) or not isinstance(value, (int, np.integer))
+    ]
+    if bad:
+        # Name a fractional value where there is one (0.5 in [0., 0.5, 1.]): the one a silent cast would misread.
+        fractional = [row for row in bad if _is_number(values[row]) and not float(values[row]).is_integer()]
+        row = (fractional or bad)[0]
+        raise ValueError(
+            f"{name}[{row}]={values[row]!r} is not an integer: {name} must be integers (a list of ints or an integer "
+            "tensor)"
+        )
+    return [int(value) for value in values]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _threshold_resized(logits, rows, size, threshold, return_scores):
@@ -503,4 +572,4 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-__all__ = ["NaNLogitsError", "UniRESImageProcessor"]
+__all__ = ["INFINITE_LOGIT", "NaNLogitsError", "UniRESImageProcessor"]
