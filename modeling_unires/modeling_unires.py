@@ -1085,7 +1085,14 @@ class UniRESModel(UniRESPreTrainedModel):
                 f"Got {num_images} images and {num_expressions} expressions: pass one image, as many images as "
                 "expressions, or `image_indices` mapping each expression to its image"
             )
-        image_indices = torch.as_tensor(image_indices, device=device).long()
+        image_indices = torch.as_tensor(image_indices, device=device)
+        if image_indices.is_floating_point() or image_indices.is_complex() or image_indices.dtype == torch.bool:
+            # `.long()` would read 0.5 as image 0.
+            raise ValueError(
+                f"image_indices must be integers (a list of ints or an integer tensor), got {image_indices.dtype} "
+                f"values {image_indices.flatten()[:8].tolist()}"
+            )
+        image_indices = image_indices.long()
         if image_indices.shape != (num_expressions,):
             raise ValueError(
                 f"image_indices has shape {tuple(image_indices.shape)}, expected ({num_expressions},) "

@@ -444,6 +444,9 @@ def test_bad_forward_inputs_are_named():
         model(pixel_values=images[:1], **text, labels=torch.zeros(3, 16, 16))
     with pytest.raises(ValueError, match="out of range"):
         model(pixel_values=images, **text, image_indices=torch.tensor([0, 1, 2]))
+    for floats in ([0.0, 0.5, 1.0], torch.tensor([0.0, 0.5, 1.0])):  # 0.5 was read as image 0
+        with pytest.raises(ValueError, match=r"image_indices must be integers .* values \[0\.0, 0\.5, 1\.0\]"):
+            model(pixel_values=images, **text, image_indices=floats)
     with pytest.raises(ValueError, match="multiple of patch_size"):
         model(pixel_values=torch.randn(1, 3, 30, 32), **text)
 
