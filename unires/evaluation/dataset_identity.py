@@ -178,6 +178,16 @@ def _open_raw(name: str, split: str, data_dir: str, *, config: Optional[str], ca
     return rows, identity
 
 
+def _images(identity: dict) -> str:
+    """"20 images", or "20 of 300 images" when --max_images evaluated part of the split."""
+    images, total = identity.get("counts", {}).get("images", 0), identity.get("split_images")
+    if identity.get("max_images") is not None and total is not None and images < total:
+        return f"{images} of {total} images (--max_images {identity['max_images']})"
+    if identity.get("max_images") is not None and total is None and images >= identity["max_images"]:
+        return f"the first {images} images (--max_images; the split's size is not known)"
+    return f"{images} images"
+
+
 def describe(identity: dict) -> str:
     """One line: name, builder/config, split, counts, fingerprint."""
     counts = identity.get("counts", {})
@@ -185,7 +195,7 @@ def describe(identity: dict) -> str:
     parts = [f"{identity.get('builder') or identity.get('name')}"
              + (f" ({identity['config']})" if identity.get("config") else ""),
              f"split {identity.get('split')}", where or identity.get("path") or "",
-             f"{counts.get('images', 0)} images, {counts.get('referents', 0)} referents "
+             f"{_images(identity)}, {counts.get('referents', 0)} referents "
              f"({counts.get('objects', 0)} objects, {counts.get('parts', 0)} parts), "
              f"{counts.get('expressions', 0)} expressions",
              f"annotations sha256 {identity.get('annotations_sha256', '')[:16]}"]

@@ -219,45 +219,81 @@ def markdown_report(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare_table(results: Sequence[dict], names: Optional[Sequence[str]] = None) -> str:
-    """One table across models (and their splits); notes every dataset or convention that differs between them."""
+# What of a dataset's identity makes two numbers incomparable (paths and file hashes may differ for the same data:
+# a raw release and its published copy share their annotations' sha256).
+DATA_FIELDS = ("name", "builder", "config", "revision", "annotations_sha256", "counts", "max_images", "split_images")
+
+
+def row_labels(names: Sequence[str]) -> list[str]:
+    """One label per result: its name, and "name (2)", "name (3)", ... for later results of the same name."""
+    labels, seen = [], {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return labels
+
+
+def _differences(values: dict, what: str) -> list[str]:
+    """One note per key whose value is not the same across rows: `what: key differs: label: value; ...`."""
+    notes = []
+    keys = sorted(set().union(*(v.keys() for v in values.values())))
+    for key in keys:
+        by_label = {label: v.get(key) for label, v in values.items()}
+        if len({repr(value) for value in by_label.values()}) > 1:
+            notes.append(f"{what}: {key} differs: " + "; ".join(f"{label}: {value}" for label, value in by_label.items()))
+    return notes
+
+
+def compare_table(results: Sequence[dict], names: Optional[Sequence[str]] = None,
+                  sources: Optional[Sequence[str]] = None) -> str:
+    """One table across results (and their splits), one row per result even when two share a name, with a note
+    for every difference between them in data (the dataset's identity), conventions (the metric options) and
+    adapter (model type and its options). `sources` (e.g. the files read) name a result in errors."""
     if not results:
         raise ValueError("compare needs at least one result")
+    sources = list(sources) if sources else [f"result {index + 1}" for index in range(len(results))]
+    for source, result in zip(sources, results):
+        if not isinstance(result, dict) or result.get("format") != RESULT_FORMAT:
+            found = result.get("format") if isinstance(result, dict) else type(result).__name__
+            raise ValueError(f"{source}: not a result of this harness (format {found!r}, expected {RESULT_FORMAT!r})")
     names = list(names) if names else [r["model"]["name"] for r in results]
+    labels = row_labels(names)
     first = next(iter(results[0]["splits"].values()))["metrics"]
     prec_keys = _prec_keys(first)
     lines = _header(["model", "split", "setting"], prec_keys)
-    datasets, conventions, thresholds = {}, {}, {}
-    for name, result in zip(names, results):
-        if result.get("format") != RESULT_FORMAT:
-            raise ValueError(f"{name}: not a result of this harness (format {result.get('format')!r}, "
-                             f"expected {RESULT_FORMAT!r})")
+    datasets, conventions = {}, {}
+    for label, result in zip(labels, results):
         for split, entry in result["splits"].items():
-            rows = [(name, entry["metrics"])]
-            rows += [(f"{name}: baseline {b}", m) for b, m in entry.get("baselines", {}).items()]
+            rows = [(label, entry["metrics"])]
+            rows += [(f"{label}: baseline {b}", m) for b, m in entry.get("baselines", {}).items()]
             for row_name, metrics in rows:
                 for group in GROUPS:
                     lines.append("| " + " | ".join([row_name, split, group, *_row_cells(metrics, group, prec_keys)])
                                  + " |")
-            identity = entry["dataset"]
-            datasets.setdefault(split, {})[name] = (identity.get("builder") or identity.get("name"),
-                                                    identity.get("annotations_sha256", "")[:16],
-                                                    identity.get("counts", {}).get("expressions"))
-            conventions.setdefault(split, {})[name] = {k: v for k, v in entry["conventions"].items()}
-            thresholds[name] = result["model"].get("segmenter", {}).get("threshold")
+            identity = {key: entry["dataset"].get(key) for key in DATA_FIELDS}
+            identity["annotations_sha256"] = (identity["annotations_sha256"] or "")[:16]
+            datasets.setdefault(split, {})[label] = identity
+            # The conventions in words, and the metric options they do not spell (Prec@X thresholds, input size).
+            options = entry["metrics"].get("options", {})
+            conventions.setdefault(split, {})[label] = {
+                **entry["conventions"], **{k: v for k, v in options.items() if k not in entry["conventions"]}}
+    # The model type as given (for a callable, its module:function) and every option the adapter states.
+    adapters = {label: {**result["model"].get("segmenter", {}), "model_type": result["model"].get("type")}
+                for label, result in zip(labels, results)}
+    thresholds = {label: adapter.get("threshold") for label, adapter in adapters.items()}
+    thresholds_differ = len({repr(value) for value in thresholds.values()}) > 1
     notes = []
-    for split, by_model in datasets.items():
-        if len(set(by_model.values())) > 1:
-            notes.append(f"**{split}: the models were evaluated on different data** (builder, annotations sha256, "
-                         f"expressions): " + "; ".join(f"{n}: {v}" for n, v in by_model.items()))
-        keys = set().union(*(c.keys() for c in conventions[split].values()))
-        for key in sorted(keys):
-            values = {n: c.get(key) for n, c in conventions[split].items()}
-            if len(set(map(str, values.values()))) > 1:
-                notes.append(f"{split}: {key} differs: " + "; ".join(f"{n}: {v}" for n, v in values.items()))
-    if len(set(map(str, thresholds.values()))) > 1:
+    for split, by_label in datasets.items():
+        data_notes = _differences(by_label, f"{split}: data")
+        if data_notes:
+            notes.append(f"**{split}: the rows were evaluated on different data**")
+            notes += data_notes
+        notes += [note for note in _differences(conventions[split], f"{split}: conventions")
+                  if not (thresholds_differ and note.startswith(f"{split}: conventions: threshold "))]
+    if thresholds_differ:  # one note: the threshold is the segmenter's, and the metrics applied the same one
         notes.append("thresholds differ (each segmenter's stated one): "
-                     + "; ".join(f"{n}: {v}" for n, v in thresholds.items()))
+                     + "; ".join(f"{label}: {value}" for label, value in thresholds.items()))
+    notes += [note for note in _differences(adapters, "adapter") if not note.startswith("adapter: threshold ")]
     table = "\n".join(lines)
     if notes:
         table += "\n\n" + "\n".join(f"- {note}" for note in notes)
