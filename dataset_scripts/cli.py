@@ -8,6 +8,7 @@ parsing (exit code 2, argparse's own convention) rather than producing a dataset
 from __future__ import annotations
 
 import argparse
+import os
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -28,6 +29,45 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def probability(text: str) -> float:
+    """An argparse ``type``: a number in [0, 1] (a threshold on probabilities)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {value}")
+    return value
+
+
+def argument_error(parser: argparse.ArgumentParser, message: str):
+    """Exit with code 2 as ``parser.error`` does, but with one usage line: a training script's full usage is
+    sixty lines, which would push the error itself off the screen."""
+    parser.exit(2, f"usage: {parser.prog} [options] (every option: {parser.prog} --help)\n"
+                   f"{parser.prog}: error: {message}\n")
+
+
+def refuse_missing_paths(parser: argparse.ArgumentParser, local_or_hub=(), local=()) -> None:
+    """Refuse, as an argument error (exit code 2), a path option whose value names nothing here.
+
+    ``local_or_hub``: ``(option, value, kind[, hint])`` for a value that may be a folder or a Hub id
+    (``check_local_or_hub`` tells a mistyped path from a Hub id; ``hint`` ends its message); ``local``: ``(option, value, kind)`` for a value that must exist here.
+    A ``None`` value is skipped. Called right after parsing, before any folder is created or any heavy import.
+    """
+    from .sources import check_local_or_hub  # huggingface_hub's constants: not needed by --help
+
+    for option, value, kind, *hint in local_or_hub:
+        if value is None:
+            continue
+        try:
+            check_local_or_hub(value, kind=kind, hint=hint[0] if hint else "")
+        except OSError as error:  # FileNotFoundError included
+            argument_error(parser, f"{option}: {error}")
+    for option, value, kind in local:
+        if value is not None and not os.path.exists(os.path.expanduser(os.fspath(value))):
+            argument_error(parser, f"{option}: No {kind} at {value}.")
 
 
 def _int(text: str) -> int:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from dataset_scripts.cli import HelpFormatter
-from dataset_scripts.sources import check_local_or_hub
+from dataset_scripts.cli import HelpFormatter, refuse_missing_paths
 from unires.quantize_option import add_quantize_argument
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the page's server
@@ -23,7 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DEFAULT_MODEL = "outputs/demo/model"
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", default=os.environ.get("UNIRES_MODEL", DEFAULT_MODEL),
                         help=f"UniRES checkpoint: a folder or a Hub id ($UNIRES_MODEL, else {DEFAULT_MODEL}).")
@@ -33,15 +32,20 @@ def parse_args(argv=None):
                         help="Port to listen on ($GRADIO_SERVER_PORT).")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (None: cuda when available).")
     add_quantize_argument(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None, check_paths: bool = False):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if check_paths:  # a mistyped folder is named as one, before torch loads
+        refuse_missing_paths(parser, local_or_hub=[
+            ("--model", args.model, "model", "Run `make demo` first, or pass --model <folder or Hub id>.")])
+    return args
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        check_local_or_hub(args.model, kind="model", hint="Run `make demo` first, or pass --model <folder or Hub id>.")
-    except OSError as error:  # FileNotFoundError included: a missing folder, or a Hub id while offline
-        raise SystemExit(str(error)) from None
+    args = parse_args(argv, check_paths=True)
     from unires.app import Segmenter, UniRESApp  # torch and transformers: after the command line is read
 
     from modeling_unires.quantization_unires import quantization_config

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from dataset_scripts.cli import HelpFormatter, non_negative_int, positive_int, root_cause
+from dataset_scripts.cli import HelpFormatter, non_negative_int, positive_int, refuse_missing_paths, root_cause
 
 # MRES-Synth's splits, spelled here so that --help needs no import of datasets (checked by the tests).
 SYNTH_SPLITS = ("train", "validation", "test", "test_unseen")
@@ -49,6 +49,9 @@ def main(argv=None):
         parser.error("give --output_dir, --push_to_hub with --hub_dataset_id, or both")
     if args.push_to_hub and not args.hub_dataset_id:
         parser.error("--push_to_hub needs --hub_dataset_id org/name")
+    # Inputs that must exist, named before any folder is written (a typo is a missing path, not a builder error).
+    refuse_missing_paths(parser, local=[(option, getattr(args, option[2:]), "folder")
+                                        for option in ("--data_dir", "--image_dir", "--annotation_dir", "--mask_dir")])
     _show_build_log()
     from datasets.exceptions import DatasetGenerationError
 

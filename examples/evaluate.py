@@ -24,7 +24,8 @@ import json
 import sys
 from pathlib import Path
 
-from dataset_scripts.cli import HelpFormatter
+from dataset_scripts.cli import HelpFormatter, probability, refuse_missing_paths
+from dataset_scripts.sources import unfinished_engine_run
 
 # "%(default).0s" prints nothing: it keeps the formatter from appending "(default: None)" after a default in words.
 MODEL_TYPES_HELP = "unires, clipseg, sam3, pipeline, or callable:<module:fn> (module or path/to/file.py)"
@@ -37,11 +38,10 @@ def positive_int(text):
     return value
 
 
-def probability(text):
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
+# --dataset names that are not folders (unires.evaluation.dataset_identity's SHORTHANDS and ALIASES, spelled here so
+# that the command line is checked before that package's imports; a test keeps the two equal).
+DATASET_SHORTHANDS = ("refcoco_m", "refcoco", "refcoco+", "refcocog", "mres-synth", "refcoco-m", "refcocom",
+                      "mres_synth")
 
 
 def parse_args(argv=None):
@@ -86,22 +86,59 @@ def parse_args(argv=None):
     add("--compare", nargs="+", default=None, metavar="RESULT_JSON",
         help="print one table across these result files and exit")
     args = parser.parse_args(argv)
-    if args.compare is None:
-        if not args.dataset:
-            parser.error("--dataset is required (or --compare RESULT_JSON ...)")
-        if not args.model and not args.model_type.startswith("callable:"):
-            parser.error(f"--model is required for --model_type {args.model_type}")
+    if args.compare is not None:
+        refuse_missing_paths(parser, local=[("--compare", path, "result file") for path in args.compare])
+        return args
+    if not args.dataset:
+        parser.error("--dataset is required (or --compare RESULT_JSON ...)")
+    is_callable = args.model_type.startswith("callable:")
+    if not args.model and not is_callable:
+        parser.error(f"--model is required for --model_type {args.model_type}")
+    wrapper = args.model_type[len("callable:"):].rpartition(":")[0] if is_callable else ""
+    refuse_missing_paths(
+        parser,
+        local_or_hub=[("--model", None if is_callable else args.model, "model"),
+                      ("--dataset", None if args.dataset.lower() in DATASET_SHORTHANDS else args.dataset, "dataset")],
+        local=[("--data_dir", args.data_dir, "folder"),
+               ("--model_type", wrapper if wrapper.endswith(".py") else None, "wrapper file")],
+    )
     return args
+
+
+def refuse_unfinished_run(args) -> None:
+    """A data-engine folder whose run has not finished is refused (exit 1): it holds part of the data at best."""
+    folder = args.data_dir if args.dataset.lower() in DATASET_SHORTHANDS else args.dataset
+    if folder and unfinished_engine_run(folder):
+        sys.exit(f"error: {folder} is a data-engine run that has not finished (it has no stats.json yet): its shards "
+                 "may still be appearing, so a score would cover part of the data. Evaluate it once the run has "
+                 "ended; rerun the engine's command to finish a stopped run.")
+
+
+def read_results(paths) -> list:
+    """The result files of --compare, each refused in one line when it is not JSON."""
+    results = []
+    for path in paths:
+        try:
+            results.append(json.loads(Path(path).read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            sys.exit(f"error: --compare: {path} is not a readable result file ({error})")
+    return results
 
 
 def main(argv=None):
     args = parse_args(argv)
-    # Heavy imports after parsing: --help and argument errors answer at once.
+    if args.compare:
+        results = read_results(args.compare)
+    else:
+        refuse_unfinished_run(args)
+    # Heavy imports after the checks: --help, argument errors and missing files answer at once.
     from unires.evaluation.harness import compare_table, markdown_report, run_evaluation
 
     if args.compare:
-        results = [json.loads(Path(path).read_text()) for path in args.compare]
-        print(compare_table(results))
+        try:
+            print(compare_table(results, sources=args.compare))
+        except ValueError as error:  # not a result of this harness
+            sys.exit(f"error: --compare: {error}")
         return results
     try:
         result = run_evaluation(

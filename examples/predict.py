@@ -14,8 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from dataset_scripts.cli import HelpFormatter
-from dataset_scripts.sources import check_local_or_hub
+from dataset_scripts.cli import HelpFormatter, probability, refuse_missing_paths
 from unires.quantize_option import add_quantize_argument
 
 
@@ -24,21 +23,23 @@ def parse_args(argv=None):
     parser.add_argument("--model", required=True, help="UniRES checkpoint: folder or Hub id.")
     parser.add_argument("--image", required=True, help="Image path, http(s) URL or data: URI.")
     parser.add_argument("expressions", nargs="+", help="One or more referring expressions.")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="Mask threshold (None: the model's config.mask_threshold, 0.35 by default).")
+    parser.add_argument("--threshold", type=probability, default=None,
+                        help="Mask threshold, a probability in [0, 1] (None: the model's config.mask_threshold, 0.35 "
+                             "by default).")
     parser.add_argument("--output_dir", default="outputs/predictions",
                         help="Where the panels and predictions.json are written.")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (None: the pipeline's choice).")
     add_quantize_argument(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # A mistyped path is named as one, before the model loads (an image may also be a URL or a data: URI).
+    remote_image = args.image.startswith(("http://", "https://", "data:"))
+    refuse_missing_paths(parser, local_or_hub=[("--model", args.model, "model")],
+                         local=[("--image", None if remote_image else args.image, "image file")])
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        check_local_or_hub(args.model, kind="model")
-    except OSError as error:  # FileNotFoundError included: a missing folder, or a Hub id while offline
-        raise SystemExit(str(error)) from None
     # Heavy imports after the command line is read: `--help` and a mistyped path answer at once.
     import numpy as np
     from transformers import pipeline

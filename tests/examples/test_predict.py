@@ -32,19 +32,37 @@ def checkpoint(tmp_path_factory):
     return folder
 
 
-def test_mistyped_model_and_image_paths_read_as_missing_paths(checkpoint, tmp_path, monkeypatch):
+def _refused(predict, argv, capsys) -> str:
+    """The one-line argument error (exit code 2) of `predict.main(argv)`."""
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_mistyped_model_and_image_paths_read_as_missing_paths(checkpoint, tmp_path, monkeypatch, capsys):
     predict = _predict_module()
     monkeypatch.chdir(checkpoint)
     for typo in ("./modle", str(checkpoint / "modle"), "outputs/demo/modle"):
-        with pytest.raises(SystemExit, match=f"No model folder or file at {typo}"):
-            predict.main(["--model", typo, "--image", "photo.png", "the car"])
+        assert f"--model: No model folder or file at {typo}" in _refused(
+            predict, ["--model", typo, "--image", "photo.png", "the car"], capsys)
     # A bare name may be a Hub id: offline, the message says both readings.
-    with pytest.raises(SystemExit, match="modle is not a local model folder, and the Hub is offline"):
-        predict.main(["--model", "modle", "--image", "photo.png", "the car"])
+    assert "modle is not a local model folder, and the Hub is offline" in _refused(
+        predict, ["--model", "modle", "--image", "photo.png", "the car"], capsys)
     for typo in ("phot.png", "images/photo.png", "photo"):
-        with pytest.raises(SystemExit, match=f"No image file at '{typo}'") as error:
-            predict.main(["--model", "model", "--image", typo, "the car", "--output_dir", str(tmp_path)])
-        assert "base64" not in str(error.value) and "padding" not in str(error.value)
+        error = _refused(predict, ["--model", "model", "--image", typo, "the car", "--output_dir", str(tmp_path)],
+                         capsys)
+        assert f"--image: No image file at {typo}." in error
+        assert "base64" not in error and "padding" not in error
+
+
+@pytest.mark.parametrize("threshold", ["2", "-0.1", "nan", "half"])
+def test_a_threshold_outside_0_1_is_refused_while_parsing(threshold, capsys):
+    # Issue 28, case 8: it was a ValueError traceback once the model had loaded.
+    predict = _predict_module()
+    error = _refused(predict, ["--model", "missing-model-is-not-read", "--image", "x.png", "a", "--threshold",
+                               threshold], capsys)
+    assert "--threshold" in error and "[0, 1]" in error and "Traceback" not in error
 
 
 def test_an_empty_mask_is_flagged_and_the_caption_names_two_panels(checkpoint, tmp_path, capsys, monkeypatch):

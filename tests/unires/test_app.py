@@ -3,6 +3,7 @@ caching, bad input as messages, and the command line of examples/app.py."""
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -282,17 +283,19 @@ def _app_script():
     return module
 
 
-def test_app_script_defaults_and_missing_model_folder(tmp_path, monkeypatch):
+def test_app_script_defaults_and_missing_model_folder(tmp_path, monkeypatch, capsys):
     script = _app_script()
     monkeypatch.delenv("UNIRES_MODEL", raising=False)
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
     args = script.parse_args([])
     assert (args.model, args.host, args.port) == ("outputs/demo/model", "127.0.0.1", 7860)
-    with pytest.raises(SystemExit, match="No model folder or file at .*missing.*Run `make demo` first"):
+    with pytest.raises(SystemExit) as exit_info:
         script.main(["--model", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    assert re.search("--model: No model folder or file at .*missing.*Run `make demo` first", capsys.readouterr().err)
 
 
-def test_a_mistyped_model_folder_reads_as_a_missing_path(tmp_path, monkeypatch):
+def test_a_mistyped_model_folder_reads_as_a_missing_path(tmp_path, monkeypatch, capsys):
     from unires.evaluation.evaluator import evaluate_checkpoint
 
     # Case 7 of issue 20: a typo in a local path is a missing path, not a Hub connection error.
@@ -301,8 +304,9 @@ def test_a_mistyped_model_folder_reads_as_a_missing_path(tmp_path, monkeypatch):
     for typo in ("outputs/demo/modle", str(tmp_path / "nothing-here"), "./model"):
         with pytest.raises(FileNotFoundError, match=f"No model folder or file at {typo}"):
             Segmenter.from_pretrained(typo)
-        with pytest.raises(SystemExit, match=f"No model folder or file at {typo}"):
+        with pytest.raises(SystemExit) as exit_info:
             _app_script().main(["--model", typo])
+        assert exit_info.value.code == 2 and f"No model folder or file at {typo}" in capsys.readouterr().err
         with pytest.raises(FileNotFoundError, match=f"No model folder or file at {typo}"):
             evaluate_checkpoint(typo, str(tmp_path))
 

@@ -30,6 +30,7 @@ from unires.evaluation.segmenters import (
     load_callable,
     merge_instances,
 )
+from unires.evaluation.segmenters.base import resize_mask
 from unires.evaluation.testing_utils import tiny_clipseg, tiny_sam3
 
 REPO = Path(__file__).resolve().parents[2]
@@ -254,6 +255,77 @@ def test_callable_masks_of_another_size_are_refused(data):
         load_callable("no_colon")
 
 
+def _batched(fn):
+    fn.batched = True
+    return fn
+
+
+def _two_images():
+    return [Image.new("RGB", (5, 4)), Image.new("RGB", (3, 2))], [["the dog", "its ear"], ["the car"]]
+
+
+@pytest.mark.parametrize("answer, message", [
+    # A batched callable: more or fewer lists than images, None for the batch or for one image.
+    (_batched(lambda images, texts: [[np.ones((4, 5))] * 2, [np.ones((2, 3))], [np.ones((2, 3))]]),
+     r"returned 3 lists of masks for 2 images \(expressions \[\['the dog', 'its ear'\], \['the car'\]\]\)"),
+    (_batched(lambda images, texts: [[np.ones((4, 5))] * 2]), r"returned 1 lists of masks for 2 images"),
+    (_batched(lambda images, texts: None), r"images 0-1, expressions .*'the car'.*: returned None"),
+    (_batched(lambda images, texts: [[np.ones((4, 5))] * 2, None]),
+     r"image 1, expressions \['the car'\]: returned None, expected one mask per expression"),
+    # One image at a time: None, too few or too many masks, None as a mask.
+    (lambda image, texts: None, r"image 0, expressions \['the dog', 'its ear'\]: returned None"),
+    (lambda image, texts: [np.ones((image.height, image.width))],
+     r"image 0: returned 1 masks for its 2 expressions \['the dog', 'its ear'\]"),
+    (lambda image, texts: [np.ones((image.height, image.width))] * 3,
+     r"image 0: returned 3 masks for its 2 expressions"),
+    (lambda image, texts: [np.ones((image.height, image.width)), None][: len(texts)],
+     r"image 0, expression 'its ear': returned None instead of a mask"),
+    (lambda image, texts: [np.full((image.height, image.width), 1.5)] * len(texts),
+     r"image 0, expression 'the dog': values outside \[0, 1\]"),
+])
+def test_callable_refuses_missing_extra_and_none_answers_naming_image_and_expressions(answer, message):
+    # Issue 28, case 5: zip dropped a third list for two images; None was a TypeError traceback.
+    images, texts = _two_images()
+    with pytest.raises(ValueError, match=message):
+        CallableSegmenter(answer, name="wrapper").masks(images, texts)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.bool, torch.uint8])
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("resolution", ["original", "input"])
+def test_callable_accepts_tensors_of_any_dtype_and_grad_state(dtype, requires_grad, resolution):
+    # Issue 28, case 5: a tensor requiring grad and a bfloat16 tensor failed in numpy(), naming nothing.
+    if requires_grad and not dtype.is_floating_point:
+        pytest.skip("only floating tensors require grad")
+    images, texts = _two_images()
+
+    def segment(image, expressions):
+        left = torch.zeros((image.height, image.width))
+        left[:, : image.width // 2] = 0.9 if dtype.is_floating_point else 1
+        return [left.to(dtype).requires_grad_(requires_grad) for _ in expressions]
+
+    sizes = None if resolution == "original" else [(8, 10), (4, 6)]
+    masks = CallableSegmenter(segment).masks(images, texts, sizes)
+    expected = [np.zeros((4, 5), bool), np.zeros((2, 3), bool)]
+    expected[0][:, :2] = expected[1][:, :1] = True  # the left half, thresholded at the original size
+    if sizes:  # then nearest-neighbour to the compared size
+        expected = [resize_mask(mask, size) for mask, size in zip(expected, sizes)]
+    assert [[m.dtype for m in image] for image in masks] == [[bool, bool], [bool]]
+    np.testing.assert_array_equal(masks[0][0], expected[0])
+    np.testing.assert_array_equal(masks[1][0], expected[1])
+
+
+def test_callable_errors_of_the_users_code_name_the_image_and_expressions():
+    images, texts = _two_images()
+
+    def broken(image, expressions):
+        raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(RuntimeError, match="CUDA out of memory") as error:
+        CallableSegmenter(broken, name="wrapper").masks(images, texts)
+    assert "in callable wrapper, called on image 0 with expressions ['the dog', 'its ear']" in error.value.__notes__
+
+
 # ---------------------------------------------------------------------------------------------------- CLI and JSON
 def _script():
     spec = importlib.util.spec_from_file_location("examples_evaluate_segmenters", REPO / "examples" / "evaluate.py")
@@ -364,11 +436,11 @@ def test_nothing_evaluated_fails_clearly(data, tmp_path, capsys):
     assert "--data_dir" in str(exit_info.value.code)
 
 
-def test_help_imports_nothing_heavy():
+def test_help_imports_nothing_heavy(tmp_path):
     code = ("import importlib.util, sys\n"
             f"spec = importlib.util.spec_from_file_location('e', {str(REPO / 'examples' / 'evaluate.py')!r})\n"
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
-            "m.parse_args(['--model', 'x', '--dataset', 'y'])\n"
+            f"m.parse_args(['--model', {str(tmp_path)!r}, '--dataset', {str(tmp_path)!r}])\n"
             "print(sorted(k for k in ('torch', 'transformers', 'datasets', 'unires') if k in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
