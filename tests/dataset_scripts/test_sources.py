@@ -41,3 +41,17 @@ def test_load_mres_dataset_names_a_mistyped_folder(tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     with pytest.raises(FileNotFoundError, match="No dataset folder or file at data/mres-sytnh"):
         load_mres_dataset(["data/mres-sytnh"], "train")
+
+
+def test_a_hub_id_in_the_local_cache_is_accepted_offline(monkeypatch, tmp_path):
+    # from_pretrained reads a cached repo offline; refusing it made `HF_HUB_OFFLINE=1 predict.py --model org/unires`
+    # fail although the model was there.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sources.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(sources.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    (tmp_path / "hub" / "models--org--unires").mkdir(parents=True)
+    assert check_local_or_hub("org/unires") == "org/unires"
+    with pytest.raises(OSError, match="the Hub is offline"):  # a model in the cache is not a dataset
+        check_local_or_hub("org/unires", kind="dataset")
+    (tmp_path / "hub" / "datasets--org--unires").mkdir(parents=True)
+    assert check_local_or_hub("org/unires", kind="dataset") == "org/unires"
