@@ -1,8 +1,9 @@
-"""The captioner offline, in a minute on a CPU: a tiny base model and a tiny COCO Captions folder.
+r"""The captioner offline, in a minute on a CPU: a tiny base model and a tiny COCO Captions folder.
 
     python -m captioner.tiny --output_dir data/tiny-captioner
     python examples/train_captioner.py --base_model data/tiny-captioner/base \
-        --coco_dir data/tiny-captioner/coco --output_dir outputs/tiny-captioner --max_steps 20
+        --coco_dir data/tiny-captioner/coco --output_dir outputs/tiny-captioner \
+        --max_steps 30 --gradient_accumulation_steps 1 --learning_rate 2e-3
 
 writes ``OUTPUT_DIR/base/`` (a randomly initialised two-layer Qwen3-VL, the default base model's architecture, with a
 tokenizer trained on a few sentences: a folder ``--base_model`` loads like a Hub checkpoint) and ``OUTPUT_DIR/coco/``
@@ -77,7 +78,7 @@ def main(argv=None) -> None:
     write_tiny_coco_captions(coco_dir, args.num_images)
     print(f"wrote a tiny base model to {base_dir} and {args.num_images} captioned images to {coco_dir}; train with\n"
           f"  python examples/train_captioner.py --base_model {base_dir} --coco_dir {coco_dir} "
-          "--output_dir outputs/tiny-captioner --max_steps 20")
+          "--output_dir outputs/tiny-captioner --max_steps 30 --gradient_accumulation_steps 1 --learning_rate 2e-3")
 
 
 if __name__ == "__main__":

@@ -206,6 +206,7 @@ def test_every_rank_steps_when_one_ranks_micro_batches_are_all_rejected(base_dir
     for process in processes:
         if process.is_alive():
             process.kill()
+            process.join(timeout=30)  # reaped: a hung rank must not outlive the test holding its port and folder
     assert not any(hung), "a rank waited forever on the gradient synchronisation"
     reports = sorted(results.get(timeout=5) for _ in processes)
     assert [report[:4] for report in reports] == [(0, 2, 4, 0), (1, 2, 0, 4)], reports  # rank 1 only on placeholders
