@@ -103,3 +103,25 @@ def test_a_checkpoint_of_another_lora_configuration_is_refused_naming_it(base_di
     with pytest.raises(ValueError, match=r"checkpoint-1/model.safetensors lacks \d+ trainable weight.*--freeze_vision_tower"):
         train(_model_args(base_dir, freeze_vision_tower=False), CaptionerDataArguments(),
               _args(out, max_steps=2, resume_from_checkpoint="latest"), train_dataset=_data(rows))
+
+
+def test_a_checkpoint_of_the_whole_model_as_written_before_still_resumes(base_dir, rows, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from captioner import add_lora, load_base_model
+
+    straight = train(_model_args(base_dir), CaptionerDataArguments(), _args(tmp_path / "straight", save_steps=2),
+                     train_dataset=_data(rows))
+    old = tmp_path / "old" / "checkpoint-2"
+    shutil.copytree(tmp_path / "straight" / "checkpoint-2", old)
+    # What save_state wrote before: every weight of the model, the frozen base's included.
+    model = add_lora(load_base_model(base_dir)[0], r=4, alpha=8, dropout=0.1)
+    whole = {name: tensor.contiguous() for name, tensor in {**model.state_dict(), **load_file(old / "model.safetensors")}.items()}
+    assert len(whole) > len(load_file(old / "model.safetensors"))
+    save_file(whole, old / "model.safetensors")
+    resumed = train(_model_args(base_dir), CaptionerDataArguments(), _args(tmp_path / "old", resume_from_checkpoint="latest"),
+                    train_dataset=_data(rows))
+    assert [loss for _, loss in resumed.losses] == pytest.approx([loss for _, loss in straight.losses[2:]], rel=1e-5)
+    after = dict(resumed.model.named_parameters())
+    for name, param in straight.model.named_parameters():
+        torch.testing.assert_close(after[name], param, rtol=1e-5, atol=1e-6, msg=name)
