@@ -5,14 +5,15 @@
     segmenter = pipeline("referring-expression-segmentation", model=folder,
                          model_kwargs={"quantization_config": quantization_config("int8")})
 
-"int8" is `TorchAoConfig(Int8PrepackedLinearConfig())` (modeling_unires/int8_linear.py): every `nn.Linear` (CLIP
-towers, decoder, mask head) gets int8 weights, one scale per output row, prepacked for PyTorch's dynamic int8 CPU
-kernel (`quantized::linear_dynamic`, oneDNN: AVX-512 VNNI / AMX int8), which quantizes the activations per call
-and adds the bias inside the kernel; attention itself, layer norms and the group tokens stay in float. Why this and
-not torchao's own `Int8DynamicActivationInt8WeightConfig` ("int8-torchao"): in eager mode torchao quantizes the
-activations with a dozen separate tensor ops per Linear, which eat what its int8 matmul saves (0.96x the fp32 forward
-of the paper-size model at 480x480 on one core, against about 1.8x for "int8"; torchao reaches 1.5x only under
-torch.compile). "int8-weights" quantizes the weights only (smaller, no faster on a CPU).
+"int8" is `TorchAoConfig(Int8RowwiseLinearConfig())` (modeling_unires/int8_linear.py): every `nn.Linear` (CLIP
+towers, decoder, mask head) gets int8 weights, one scale per output row, and int8 activations, one scale per token
+(row), multiplied in int8 by `torch._int_mm` (oneDNN: AVX-512 VNNI / AMX int8) and rescaled in float32 with the
+bias; attention itself, layer norms and the group tokens stay in float. Each token's output depends on that token
+alone, bit for bit, so a mask is the same alone and beside any other expressions or images, in any chunking. Why
+this and not torchao's own `Int8DynamicActivationInt8WeightConfig` ("int8-torchao"), which also scales per token:
+in eager mode torchao quantizes the activations with a dozen separate tensor ops per Linear, which eat what its int8
+matmul saves (about 1.0x the fp32 forward of the paper-size model at 480x480 on one core; torchao reaches 1.5x only
+under torch.compile). "int8-weights" quantizes the weights only (smaller, no faster on a CPU).
 
 An "int8" model is for inference on the CPU: it cannot be saved (`save_pretrained` raises); save the float model and
 quantize it when loading. torchao (`pip install "unires[quantize]"`) is imported only here, on demand.
@@ -39,9 +40,9 @@ def quantization_config(name: str | None):
     from transformers import TorchAoConfig
 
     if name == "int8":
-        from .int8_linear import Int8PrepackedLinearConfig
+        from .int8_linear import Int8RowwiseLinearConfig
 
-        return TorchAoConfig(Int8PrepackedLinearConfig())
+        return TorchAoConfig(Int8RowwiseLinearConfig())
     scheme = Int8DynamicActivationInt8WeightConfig() if name == "int8-torchao" else Int8WeightOnlyConfig()
     return TorchAoConfig(scheme)
 
