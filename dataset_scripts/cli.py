@@ -54,19 +54,19 @@ def refuse_missing_paths(parser: argparse.ArgumentParser, local_or_hub=(), local
 
     ``local_or_hub``: ``(option, value, kind[, hint])`` for a value that may be a folder or a Hub id
     (``check_local_or_hub`` tells a mistyped path from a Hub id; ``hint`` ends its message); ``local``: ``(option, value, kind)`` for a value that must exist here.
-    A ``None`` value is skipped. Called right after parsing, before any folder is created or any heavy import.
+    An unset (``None`` or empty) value is skipped. Called right after parsing, before any folder is created or any heavy import.
     """
     from .sources import check_local_or_hub  # huggingface_hub's constants: not needed by --help
 
     for option, value, kind, *hint in local_or_hub:
-        if value is None:
+        if not value:
             continue
         try:
             check_local_or_hub(value, kind=kind, hint=hint[0] if hint else "")
         except OSError as error:  # FileNotFoundError included
             argument_error(parser, f"{option}: {error}")
     for option, value, kind in local:
-        if value is not None and not os.path.exists(os.path.expanduser(os.fspath(value))):
+        if value and not os.path.exists(os.path.expanduser(os.fspath(value))):
             argument_error(parser, f"{option}: No {kind} at {value}.")
 
 

@@ -25,8 +25,6 @@ COMMANDS = {
     ("train.py", "--dataset"): ["--dataset", "data", "{typo}", "--config_name", "model", "--output_dir", "out"],
     ("train.py", "--eval_dataset"): ["--dataset", "data", "--eval_dataset", "{typo}", "--config_name", "model",
                                      "--output_dir", "out"],
-    ("train.py", "--resume_from_checkpoint"): ["--dataset", "data", "--config_name", "model",
-                                               "--resume_from_checkpoint", "{typo}", "--output_dir", "out"],
     ("evaluate.py", "--model"): ["--model", "{typo}", "--dataset", "data", "--output", "out/result.json"],
     ("evaluate.py", "--dataset"): ["--model", "model", "--dataset", "{typo}", "--output", "out/result.json"],
     ("evaluate.py", "--data_dir"): ["--model", "model", "--dataset", "refcoco_m", "--data_dir", "{typo}",

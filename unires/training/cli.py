@@ -19,7 +19,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser = HfArgumentParser((ModelArguments, DataArguments, UniRESTrainingArguments))
     argv = _earlier_push_spelling(list(sys.argv[1:] if argv is None else argv))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    check_arguments(parser, model_args, data_args, training_args)
+    check_arguments(parser, model_args, data_args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     from .run import run_training
 
@@ -27,16 +27,16 @@ def main(argv: Optional[list[str]] = None) -> dict:
     return metrics
 
 
-def check_arguments(parser, model_args, data_args, training_args) -> None:
+def check_arguments(parser, model_args, data_args) -> None:
     """Refuse, in one line and before any import, folder or lock, what can be seen on the command line alone: no
     --dataset, a mistyped path (named as a missing path, not as a Hub connection error), an unfinished engine run."""
     from dataset_scripts.cli import argument_error, refuse_missing_paths
     from dataset_scripts.sources import unfinished_engine_run
 
     if not data_args.dataset:
-        argument_error(parser, "--dataset is required: one or more datasets in the MRES schema (Hub ids or folders written by "
-                     "`publish` or the data engine)")
-    resume = training_args.resume_from_checkpoint
+        argument_error(parser, "--dataset is required: one or more datasets in the MRES schema (Hub ids or folders "
+                               "written by `publish` or the data engine)")
+    # --resume_from_checkpoint is checked by run_training, whose message lists the checkpoints there are.
     refuse_missing_paths(
         parser,
         local_or_hub=[("--model_name_or_path", model_args.model_name_or_path, "model"),
@@ -45,7 +45,6 @@ def check_arguments(parser, model_args, data_args, training_args) -> None:
                       ("--processor_name_or_path", model_args.processor_name_or_path, "processor"),
                       *[("--dataset", name, "dataset") for name in data_args.dataset],
                       ("--eval_dataset", data_args.eval_dataset, "dataset")],
-        local=[("--resume_from_checkpoint", None if resume == "latest" else resume, "checkpoint folder")],
     )
     datasets = [("--dataset", name) for name in data_args.dataset] + [("--eval_dataset", data_args.eval_dataset)]
     for option, name in datasets:
