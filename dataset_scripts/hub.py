@@ -115,9 +115,14 @@ def push_folder(
     delete_patterns: Optional[Sequence[str]] = None,
 ) -> str:
     """Upload ``folder`` to ``repo_id`` in one commit; returns the repo's URL. The repo exists already:
-    :func:`check_push_access` created it before the work began."""
+    :func:`check_push_access` created it before the work began.
+
+    Last line of defence against a leaked credential: nothing is uploaded if any file that would be contains the
+    token the upload uses (``token``, or the saved login); the error names the file.
+    """
     from huggingface_hub import HfApi
 
+    check_no_token_in_upload(folder, token, ignore_patterns=ignore_patterns, allow_patterns=allow_patterns)
     HfApi(token=token).upload_folder(
         repo_id=repo_id,
         repo_type=repo_type,
@@ -128,3 +133,53 @@ def push_folder(
         commit_message=commit_message,
     )
     return repo_url(repo_id, repo_type)
+
+
+def files_to_upload(folder, *, ignore_patterns: Optional[Sequence[str]] = None,
+                    allow_patterns: Optional[Sequence[str]] = None) -> list[str]:
+    """The files (paths relative to ``folder``, ``/``-separated) that `HfApi.upload_folder` would upload with these
+    patterns: its own selection (`filter_repo_objects`, plus the ``.git`` and cache folders it always skips)."""
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+
+    root = Path(folder).expanduser().resolve()
+    files = sorted(path.relative_to(root).as_posix() for path in root.glob("**/*") if path.is_file())
+    ignored = [*(ignore_patterns or ()), *DEFAULT_IGNORE_PATTERNS]
+    return list(filter_repo_objects(files, allow_patterns=list(allow_patterns) if allow_patterns else None,
+                                    ignore_patterns=ignored))
+
+
+# Shorter strings are not Hub tokens (those are "hf_" and 34 characters) and could match weights' bytes by chance.
+_MIN_TOKEN_LENGTH = 8
+_CHUNK = 1 << 20
+
+
+def check_no_token_in_upload(folder, token: Optional[str] = None, *, ignore_patterns: Optional[Sequence[str]] = None,
+                             allow_patterns: Optional[Sequence[str]] = None) -> None:
+    """Raise `HubPushError` naming the first file under ``folder`` that an upload would take and that holds
+    ``token`` (default: the saved login's). Every such file is read once, weights included: the upload reads them
+    all anyway, to hash them."""
+    if token is None:
+        from huggingface_hub import get_token
+
+        token = get_token()
+    if not token or len(token) < _MIN_TOKEN_LENGTH:
+        return
+    secret = token.encode()
+    root = Path(folder)
+    for name in files_to_upload(root, ignore_patterns=ignore_patterns, allow_patterns=allow_patterns):
+        if _file_contains(root / name, secret):
+            raise HubPushError(
+                f"refusing to upload {root.resolve()}: {name} contains the Hub token this push uses; remove it from "
+                "that file (a token belongs in `hf auth login`, never in a file of the repo) and upload again."
+            )
+
+
+def _file_contains(path: Path, needle: bytes) -> bool:
+    """Whether ``needle`` occurs in the file, read in chunks that overlap so that no occurrence is split."""
+    tail = b""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            if needle in tail + chunk:
+                return True
+            tail = (tail + chunk)[-(len(needle) - 1):] if len(needle) > 1 else b""
+    return False

@@ -8,9 +8,12 @@
   worker, say), so it outlived a killed run until the last of those children had noticed and exited; a record
   lock belongs to the process alone. (Its one rule to keep: this process never opens and closes `.lock` again
   while it holds the lock, since closing any descriptor of the file drops the process's record locks.)
-- `check_checkpoints`: a folder that already holds checkpoints is another run's. Training into it again
-  without `--resume_from_checkpoint` refuses; with `--overwrite_output_dir` the old checkpoints are removed first,
-  so that `--resume_from_checkpoint latest` can never pick up a checkpoint of another run.
+- `check_checkpoints`: a folder that already holds an earlier run (its checkpoints, or the saved model of a run that
+  wrote none, `--save_steps 0`) is that run's. Training into it again without `--resume_from_checkpoint` refuses;
+  with `--overwrite_output_dir` the old checkpoints are removed, so that `--resume_from_checkpoint latest` can never
+  pick up a checkpoint of another run, and the old saved model is replaced when the new run saves its own. The check
+  itself is read-only (`remove=False`): a trainer runs every check that can fail (the lock, this rule, the Hub push)
+  first and only then calls `remove_checkpoints`, so that a run refused for another reason has deleted nothing.
 
 Shared by every trainer of ours (UniRES's `unires.training`, the dense captioner's `captioner.train`): the
 checkpoint folders' prefix and any other folders a run leaves beside them are the caller's to name.
@@ -98,30 +101,67 @@ def existing_checkpoints(folder, prefix: str = CHECKPOINT_PREFIX) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(prefix):]))
 
 
+# What `save_pretrained` of a transformers model leaves: the mark of a finished run's saved model. A trainer whose
+# final save is something else (a PEFT adapter: adapter_config.json, adapter_model.safetensors) passes its own names.
+SAVED_MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json")
+
+
+def find_saved_model(folder, names: Sequence[str] = SAVED_MODEL_FILES) -> list[Path]:
+    """Which of `names` (a finished run's saved model) are files in `folder`."""
+    return [Path(folder) / name for name in names if (Path(folder) / name).is_file()]
+
+
 def check_checkpoints(folder, *, resume_from_checkpoint, overwrite_output_dir: bool, remove: bool,
-                      prefix: str = CHECKPOINT_PREFIX, run_folders: Sequence[str] = ()) -> list[Path]:
-    """Apply the `overwrite_output_dir` rule to `folder`; returns the checkpoints removed (only when `remove`).
+                      prefix: str = CHECKPOINT_PREFIX, run_folders: Sequence[str] = (),
+                      saved_model_files: Sequence[str] = SAVED_MODEL_FILES) -> list[Path]:
+    """Apply the `overwrite_output_dir` rule to `folder`; returns the earlier run's checkpoints that go (already
+    removed when `remove`; pass `remove=False` and call `remove_checkpoints` once every other check has passed).
 
     Checkpoints are the `{prefix}N` folders; `run_folders` names other folders of a run (a data trace, say) that
-    are removed with them. Raises `FileExistsError` naming the folder and both ways out when it holds checkpoints
-    of an earlier run and neither `--resume_from_checkpoint` nor `--overwrite_output_dir` says what to do with them.
+    are removed with them; `saved_model_files` are the files whose presence marks the saved model of a finished run
+    (which is not removed: the new run's save replaces it). Raises `FileExistsError` naming the folder and the ways
+    out when it holds an earlier run and neither `--resume_from_checkpoint` nor `--overwrite_output_dir` says what
+    to do with it.
     """
     found = existing_checkpoints(folder, prefix)
-    if not found or resume_from_checkpoint:
+    saved = find_saved_model(folder, saved_model_files)
+    if not (found or saved) or resume_from_checkpoint:
         return []
     if not overwrite_output_dir:
-        names = ", ".join(p.name for p in found)
-        raise FileExistsError(
-            f"output_dir {Path(folder).resolve()} already holds checkpoints of an earlier run ({names}). Pass "
-            "--resume_from_checkpoint latest to continue that run, --overwrite_output_dir to delete them and train "
-            "from the start, or choose another --output_dir."
-        )
+        raise FileExistsError(_earlier_run_message(folder, found, saved))
+    if saved:
+        # Replaced, not removed now: a new run that fails before it saves must not have cost the user a finished
+        # model, and nothing reads it during a run (a resume reads only checkpoints).
+        logger.warning("--overwrite_output_dir: the saved model of an earlier run in %s (%s) is replaced when this "
+                       "run saves its own", Path(folder).resolve(), ", ".join(p.name for p in saved))
     if remove:
-        for checkpoint in found:
-            shutil.rmtree(checkpoint)
-        for name in run_folders:
-            if (Path(folder) / name).is_dir():
-                shutil.rmtree(Path(folder) / name)
-        logger.warning("--overwrite_output_dir: removed %d old checkpoint(s) from %s: %s", len(found), folder,
-                       ", ".join(p.name for p in found))
+        remove_checkpoints(folder, found, run_folders=run_folders)
     return found
+
+
+def remove_checkpoints(folder, checkpoints: Sequence[Path], *, run_folders: Sequence[str] = ()) -> None:
+    """Delete an earlier run's `checkpoints` (as found by `check_checkpoints`) and its `run_folders` in `folder`."""
+    for checkpoint in checkpoints:
+        shutil.rmtree(checkpoint)
+    for name in run_folders:
+        if (Path(folder) / name).is_dir():
+            shutil.rmtree(Path(folder) / name)
+    if checkpoints:
+        logger.warning("--overwrite_output_dir: removed %d old checkpoint(s) from %s: %s", len(checkpoints),
+                       Path(folder).resolve(), ", ".join(p.name for p in checkpoints))
+
+
+def _earlier_run_message(folder, checkpoints: Sequence[Path], saved: Sequence[Path]) -> str:
+    where = f"output_dir {Path(folder).resolve()}"
+    checkpoint_names = ", ".join(p.name for p in checkpoints)
+    saved_names = ", ".join(p.name for p in saved)
+    if not checkpoints:
+        return (f"{where} already holds the saved model of an earlier run ({saved_names}) and no checkpoint to "
+                "resume. Pass --overwrite_output_dir to train a new model in its place, or choose another "
+                "--output_dir.")
+    held = f"checkpoints of an earlier run ({checkpoint_names})"
+    if saved:
+        held = f"checkpoints ({checkpoint_names}) and the saved model ({saved_names}) of an earlier run"
+    return (f"{where} already holds {held}. Pass --resume_from_checkpoint latest to continue that run, "
+            "--overwrite_output_dir to delete the checkpoints and train from the start, or choose another "
+            "--output_dir.")

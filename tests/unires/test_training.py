@@ -155,6 +155,15 @@ def test_two_processes_see_different_data(setup, tmp_path):
     model = UniRESModel.from_pretrained(output)
     assert model.config.model_type == "unires"
     assert "| mixed precision | bf16 |" in (output / "README.md").read_text()
+    assert "world size 2 (MULTI_CPU" in done.stderr  # README's command for several processes on a CPU
+
+    # Resumed by two processes, to train on: what is said about the resume is said once, not once per process.
+    resumed = subprocess.run([*command, "--resume_from_checkpoint", "latest", "--max_steps", "4"], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    for said in ("resuming at step 3 of a 3-step run; training on to --max_steps 4", "resumed from "):
+        assert resumed.stderr.count(said) == 1, (said, resumed.stderr[-3000:])
+    assert json.loads((output / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
 
 
 def test_streaming_mixture_with_tensorboard(setup, tmp_path):
@@ -484,3 +493,160 @@ def test_resuming_with_another_effective_batch_warns_naming_both(setup, tmp_path
         run_training(*_args(setup, out, max_steps=3, per_device_train_batch_size=2, resume_from_checkpoint="latest"))
     assert "effective batch of 4 (4 per device x 1 processes x 1 accumulation)" in caplog.text
     assert "effective batch of 2 (2 x 1 x 1)" in caplog.text
+
+
+# -- issue 27: nothing leaks, nothing is lost ---------------------------------------------------------------------
+
+SECRET = "hf_SECRETabcdefghijklmnopqrstuvwxyz0123"
+
+
+@pytest.fixture
+def uploaded(monkeypatch, fake_hub):
+    """What each push would upload, by huggingface_hub's own selection (upload_folder's patterns and defaults)."""
+    import huggingface_hub
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS
+
+    files = []
+
+    def upload_folder(self, *, folder_path, ignore_patterns=None, allow_patterns=None, **kwargs):
+        monkeypatch.setattr(huggingface_hub.HfApi, "_validate_yaml", lambda *a, **k: None)  # a network call
+        additions = self._prepare_upload_folder_additions(
+            folder_path, "", allow_patterns=allow_patterns,
+            ignore_patterns=[*(ignore_patterns or []), *DEFAULT_IGNORE_PATTERNS], repo_type="model")
+        files.extend(Path(op.path_or_fileobj) for op in additions)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    return files
+
+
+def test_the_hub_token_reaches_no_uploaded_file_no_tracker_and_no_log(setup, tmp_path, uploaded, caplog, capfd):
+    # Case 1: TensorBoard (report_to's default when installed) used to write every argument, the token included,
+    # to output_dir/unires/<time>/hparams.yml, and the push uploaded it.
+    out = tmp_path / "leak"
+    with caplog.at_level(logging.DEBUG):
+        run_training(*_args(setup, out, max_steps=2, save_steps=1, report_to="tensorboard", push_to_hub=True,
+                            hub_model_id="alice/leak", hub_token=SECRET, do_final_eval=True))
+    names = sorted(p.relative_to(out).as_posix() for p in uploaded)
+    assert "model.safetensors" in names and "README.md" in names and "config.json" in names
+    assert not [name for name in names if "/" in name], names  # no tracker log, checkpoint or trace
+    # The tracker logs exist, in runs/, and hold no secret either.
+    assert list((out / "runs").rglob("events.out.tfevents.*")) and list((out / "runs").rglob("hparams.yml"))
+    holding = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert holding == [], f"the token is written in {holding}"
+    assert "learning_rate" in next((out / "runs").rglob("hparams.yml")).read_text()  # the other arguments are
+    captured = capfd.readouterr()
+    assert SECRET not in caplog.text + captured.out + captured.err
+
+
+def _earlier_run(out, checkpoints=(2, 4), saved_model=True):
+    """A folder as an earlier run leaves it: complete checkpoints, a data trace and (finished) the saved model."""
+    for step in checkpoints:
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+        (out / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (out / "data_trace").mkdir(parents=True)
+    (out / "data_trace" / "rank0.txt").write_text("0\timage-0\n")
+    if saved_model:
+        (out / "config.json").write_text("{}")
+        (out / "model.safetensors").write_bytes(b"earlier weights")
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+
+
+def test_overwrite_deletes_nothing_when_a_check_or_the_build_fails(setup, tmp_path, monkeypatch):
+    # Case 2: --overwrite_output_dir --push_to_hub with the Hub offline removed the checkpoints, then failed.
+    import unires.training.run as run_module
+    from unires.training.hub import HubPushError
+
+    out = tmp_path / "kept"
+    before = _earlier_run(out)
+    with pytest.raises(HubPushError, match="HF_HUB_OFFLINE"):
+        run_training(*_args(setup, out, overwrite_output_dir=True, push_to_hub=True, hub_model_id="org/unires"))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.name != ".lock") == before
+
+    # Nor when the model cannot be built: the earlier run goes only when training starts.
+    def broken(args):
+        raise OSError("no such config")
+
+    monkeypatch.setattr(run_module, "build_model", broken)
+    with pytest.raises(OSError, match="no such config"):
+        run_training(*_args(setup, out, overwrite_output_dir=True))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.name != ".lock") == before
+
+
+def test_a_finished_run_without_checkpoints_is_refused_or_replaced(setup, tmp_path, monkeypatch):
+    # Case 3: a `--save_steps 0` run leaves its saved model and no checkpoint; it used to be trained over silently.
+    import unires.training.run as run_module
+
+    out = tmp_path / "finished"
+    run_training(*_args(setup, out, max_steps=1, save_steps=0))
+    assert (out / "model.safetensors").is_file() and not list(out.glob("checkpoint-*"))
+    original_build = run_module.build_model
+
+    def never(args):
+        raise AssertionError("the model was built before the folder was checked")
+
+    monkeypatch.setattr(run_module, "build_model", never)
+    with pytest.raises(FileExistsError) as refused:
+        run_training(*_args(setup, out, max_steps=2, save_steps=0))
+    message = str(refused.value)
+    assert str(out.resolve()) in message and "saved model of an earlier run" in message
+    assert "config.json, model.safetensors" in message and "--overwrite_output_dir" in message
+    with pytest.raises(FileNotFoundError) as no_checkpoint:
+        run_training(*_args(setup, out, max_steps=2, resume_from_checkpoint="latest"))
+    message = str(no_checkpoint.value)
+    assert f"no checkpoint in {out.resolve()}" in message and "saved model of a finished run" in message
+    assert "--save_steps 0" in message and "--model_name_or_path" in message
+
+    monkeypatch.setattr(run_module, "build_model", original_build)
+    run_training(*_args(setup, out, max_steps=2, save_steps=0, overwrite_output_dir=True))
+    log = json.loads((out / "training_log.json").read_text())
+    assert [entry["step"] for entry in log if "loss" in entry] == [1, 2]  # this run's model replaced the earlier
+
+
+def test_resuming_from_a_checkpoint_that_does_not_exist_says_so(setup, tmp_path, monkeypatch):
+    # Issue 28, case 8: it said "not a checkpoint written by UniRESTrainer", after building the model.
+    import unires.training.run as run_module
+
+    def never(args):
+        raise AssertionError("the model was built before the checkpoint was checked")
+
+    monkeypatch.setattr(run_module, "build_model", never)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "b"
+    _earlier_run(out, checkpoints=(2, 4), saved_model=False)
+    (out / "checkpoint-6").mkdir()  # incomplete: a run killed while saving
+    with pytest.raises(FileNotFoundError) as missing:
+        run_training(*_args(setup, out, resume_from_checkpoint="b/checkpoint-999"))
+    message = str(missing.value)
+    assert message.startswith(f"--resume_from_checkpoint b/checkpoint-999: {out.resolve()}/checkpoint-999 does not "
+                              "exist")
+    assert f"the checkpoints in {out.resolve()} are checkpoint-2, checkpoint-4" in message
+    with pytest.raises(FileNotFoundError, match=r"checkpoint-6 is not a complete checkpoint written by "
+                                                r"UniRESTrainer \(it has no trainer_state.json\)"):
+        run_training(*_args(setup, out, resume_from_checkpoint="b/checkpoint-6"))
+    with pytest.raises(FileNotFoundError, match=r"does not exist; .*empty holds no checkpoint"):
+        run_training(*_args(setup, tmp_path / "empty", resume_from_checkpoint="empty/checkpoint-1"))
+
+
+def test_a_launch_whose_processes_do_not_see_each_other_says_how_to_launch_on_a_cpu(setup, tmp_path):
+    # Case 7: `accelerate launch --multi_gpu` on a machine without a GPU starts processes that each train alone; the
+    # second one was refused by the first one's lock as "in use by another run". Here this test holds the lock, as
+    # rank 0 would, and the process is rank 1 of 2 without a process group.
+    from dataset_scripts.output_dir import OutputDirLock
+
+    out = tmp_path / "alone"
+    lock = OutputDirLock.acquire(out)
+    try:
+        command = [sys.executable, str(REPO / "examples" / "train.py"), "--config_name", str(setup["config"]),
+                   "--processor_name_or_path", str(setup["processor"]), "--dataset", str(setup["data_dir"]),
+                   "--output_dir", str(out), "--max_steps", "1", "--report_to", "none"]
+        env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "ACCELERATE_USE_CPU")}
+        env.update(HF_HUB_OFFLINE="1", WORLD_SIZE="2", RANK="1", CUDA_VISIBLE_DEVICES="")
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        lock.release()
+    assert done.returncode != 0
+    assert "in use by another run" not in done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert "DistributedLaunchError: WORLD_SIZE=2: the launcher started 2 processes, but this one (RANK=1) runs " \
+           "alone" in error and "do not see each other" in error, done.stderr[-3000:]
+    assert "`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 examples/train.py ...`" in error

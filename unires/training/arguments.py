@@ -153,8 +153,9 @@ class UniRESTrainingArguments:
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
-            "help": "Delete the checkpoints an earlier run left in --output_dir and train from the start. Without it "
-            "(and without --resume_from_checkpoint) a folder holding checkpoints is refused."
+            "help": "Train from the start in an --output_dir that holds an earlier run: its checkpoints are deleted "
+            "when training starts (after every check), its saved model is replaced when this run saves. Without it "
+            "(and without --resume_from_checkpoint) a folder holding checkpoints or a saved model is refused."
         },
     )
     report_to: Optional[str] = field(
@@ -172,7 +173,9 @@ class UniRESTrainingArguments:
         metadata={"help": "Hub repo for --push_to_hub, org/name (default: the --output_dir folder's name under your user)."},
     )
     hub_token: Optional[str] = field(
-        default=None, metadata={"help": "Hub token with write access (default: the saved `hf auth login`)."}
+        default=None,
+        metadata={"help": "Hub token with write access (default: the saved `hf auth login`). Kept out of the tracker "
+                  "logs, the model card and the upload."},
     )
     hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
     trace_data: bool = field(

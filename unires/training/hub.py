@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-from dataset_scripts.hub import HubPushError, check_push_access, resolve_repo_id
+from dataset_scripts.hub import TRACKER_LOG_DIR, HubPushError, check_push_access, resolve_repo_id
 from dataset_scripts.hub import push_folder as _push_folder
 
-# Never uploaded: resumable checkpoints, the data trace, tracker logs and the run's lock.
-PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/*", "data_trace/*", "runs/*", ".lock"]
+# Never uploaded: resumable checkpoints, the data trace, tracker logs and the run's lock. `unires/*` is where
+# earlier versions wrote the tracker logs (Accelerate's default, the project folder itself), with every argument in
+# hparams.yml: a run resumed in such a folder must not upload them.
+PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/*", "data_trace/*", f"{TRACKER_LOG_DIR}/*", "unires/*", ".lock"]
 
 
 def push_folder(folder, repo_id: str, *, token: Optional[str] = None, commit_message: str) -> str:

@@ -1,34 +1,65 @@
 """What a run checks and claims before it builds a model or reads a row.
 
 `prepare_run` is called once per run, right after the `Accelerator`, by `run_training` (before the model and
-data are built) and by `UniRESTrainer` when it is built without one. On the main process it takes the output
-folder's lock, applies the `overwrite_output_dir` rule and checks the Hub push; the outcome, success or the
-error, is broadcast so that every process returns or raises the same (no rank is left waiting in a collective
-for a main process that has already failed). Every process starts the launcher watchdog.
+data are built) and by `UniRESTrainer` when it is built without one. In this order:
+
+1. every process: the launch is sound (processes a launcher started as one run do see each other), so that a
+   broken launch is not reported as a folder "in use by another run" (rank 0's lock refusing rank 1);
+2. the main process: the output folder's lock, then the read-only checks (the `overwrite_output_dir` rule, the
+   checkpoint `--resume_from_checkpoint` names, the Hub push). The outcome, success or the error, is broadcast, so
+   that every process returns or raises the same (no rank is left waiting in a collective for a main process that
+   has already failed).
+
+Nothing is deleted here: an overwritten run's old checkpoints are removed by `PreparedRun.clear_earlier_run`,
+which the trainer calls when training starts, once the model and data are built too. A run that fails any check,
+or fails to build, has cost the user nothing. Every process starts the launcher watchdog.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from dataset_scripts.main_process import on_main_process
-from dataset_scripts.output_dir import OutputDirLock, check_checkpoints
+from dataset_scripts.output_dir import CHECKPOINT_PREFIX, OutputDirLock, check_checkpoints, remove_checkpoints
 
+from .checkpoints import resolve_checkpoint
 from .hub import check_push_access
 from .launcher import exit_with_launcher
 
 logger = logging.getLogger(__name__)
 
+# Folders of a UniRESTrainer run that go with its checkpoints when a run is overwritten.
+RUN_FOLDERS = ("data_trace",)
+
+# The one command that runs several training processes on a machine without a GPU (tested in test_training.py).
+CPU_LAUNCH = "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {n} examples/train.py ..."
+
+
+class DistributedLaunchError(RuntimeError):
+    """A launcher started several processes, but they do not form one distributed run."""
+
 
 @dataclass
 class PreparedRun:
-    """The claimed output folder (its lock, on the main process) and the checked Hub repo, if pushing."""
+    """The claimed output folder (its lock, on the main process), the checked Hub repo if pushing, and what of an
+    earlier run `--overwrite_output_dir` removes when training starts."""
 
     output_dir: str
     lock: Optional[OutputDirLock] = None
     hub_repo_id: Optional[str] = None
+    overwrite: bool = False  # --overwrite_output_dir, not resuming: what is in the folder is an earlier run's
+    earlier_checkpoints: list[Path] = field(default_factory=list)
+
+    def clear_earlier_run(self) -> None:
+        """With --overwrite_output_dir, remove the earlier run's checkpoints and data trace (main process; once).
+        Its saved model stays until this run's save replaces it."""
+        if self.overwrite:
+            remove_checkpoints(self.output_dir, self.earlier_checkpoints, run_folders=RUN_FOLDERS)
+        self.overwrite, self.earlier_checkpoints = False, []
 
     def release(self) -> None:
         if self.lock is not None:
@@ -37,29 +68,62 @@ class PreparedRun:
 
 
 def prepare_run(accelerator, args) -> PreparedRun:
-    """Lock `args.output_dir`, apply the overwrite rule, check the push; raises (on every process) if any fails."""
+    """Check the launch, lock `args.output_dir`, apply the overwrite rule, check the resume checkpoint and the
+    push; raises (on every process) if any fails. Deletes nothing (see `PreparedRun.clear_earlier_run`)."""
+    check_processes_see_each_other(accelerator)
     exit_with_launcher()
     run = PreparedRun(output_dir=args.output_dir)
 
-    def claim() -> None:
+    def claim():
         run.lock = OutputDirLock.acquire(args.output_dir)
         try:
-            check_checkpoints(args.output_dir, resume_from_checkpoint=args.resume_from_checkpoint,
-                              overwrite_output_dir=args.overwrite_output_dir, remove=True,
-                              prefix="checkpoint-", run_folders=("data_trace",))  # UniRESTrainer's folders
+            earlier = check_checkpoints(args.output_dir, resume_from_checkpoint=args.resume_from_checkpoint,
+                                        overwrite_output_dir=args.overwrite_output_dir, remove=False,
+                                        prefix=CHECKPOINT_PREFIX, run_folders=RUN_FOLDERS)
+            if args.resume_from_checkpoint:
+                resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
+            repo_id = None
+            if args.push_to_hub:
+                repo_id = check_push_access(args.hub_model_id, args.output_dir, token=args.hub_token,
+                                            private=args.hub_private_repo)
         except Exception:
             run.release()
             raise
+        warn_if_fewer_processes_than_launched(accelerator)
+        return earlier, repo_id
 
-    on_main_process(accelerator, claim)
-    if args.push_to_hub:
-        try:
-            run.hub_repo_id = on_main_process(
-                accelerator,
-                lambda: check_push_access(args.hub_model_id, args.output_dir, token=args.hub_token,
-                                          private=args.hub_private_repo),
-            )
-        except Exception:
-            run.release()
-            raise
+    earlier, run.hub_repo_id = on_main_process(accelerator, claim)
+    if accelerator.is_main_process:
+        run.overwrite = bool(args.overwrite_output_dir and not args.resume_from_checkpoint)
+        run.earlier_checkpoints = earlier
     return run
+
+
+def check_processes_see_each_other(accelerator, environ=None) -> None:
+    """Raise `DistributedLaunchError` when a launcher started this process as one of several (`WORLD_SIZE` > 1)
+    but its Accelerator is not distributed: on a machine without a GPU, `accelerate launch --multi_gpu` (torchrun)
+    without ACCELERATE_USE_CPU=1 starts processes that each train alone, on the same folder."""
+    environ = os.environ if environ is None else environ
+    try:
+        world_size = int(environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise DistributedLaunchError(f"WORLD_SIZE={environ['WORLD_SIZE']!r} is not a number of processes") from None
+    if world_size > 1 and accelerator.num_processes == 1:
+        raise DistributedLaunchError(
+            f"WORLD_SIZE={world_size}: the launcher started {world_size} processes, but this one (RANK="
+            f"{environ.get('RANK', '?')}) runs alone ({accelerator.distributed_type.value} on {accelerator.device}), so "
+            "the processes do not see each other. Without a GPU, launch with "
+            f"`{CPU_LAUNCH.format(n=world_size)}`."
+        )
+
+
+def warn_if_fewer_processes_than_launched(accelerator, environ=None) -> None:
+    """Warn when `accelerate launch --num_processes N` (N > 1) ran this script as a single process: without
+    `--multi_gpu` and without GPUs, Accelerate's simple launcher starts one process and only sets MASTER_ADDR."""
+    environ = os.environ if environ is None else environ
+    launched_by_accelerate = "ACCELERATE_DYNAMO_BACKEND" in environ  # every `accelerate launch` sets it
+    if launched_by_accelerate and "MASTER_ADDR" in environ and "WORLD_SIZE" not in environ \
+            and accelerator.num_processes == 1:
+        logger.warning(
+            "accelerate launch was given several processes (--num_processes > 1) but started this one alone: the "
+            "run has world size 1. Without a GPU, run several processes with `%s`.", CPU_LAUNCH.format(n="N"))

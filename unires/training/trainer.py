@@ -21,15 +21,19 @@ from typing import Optional
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, gather_object
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+
+from dataset_scripts.hub import TRACKER_LOG_DIR, without_secrets
+from dataset_scripts.main_process import on_main_process
 
 from ..evaluation.evaluator import evaluate_predictor
 from ..evaluation.segmenters import UniRESSegmenter
 from ..evaluation.metrics import MRESMetricAccumulator, MRESMetricOptions, format_metrics_table
 from .arguments import DataArguments, UniRESTrainingArguments
 from .budget import StepReplanner
+from .checkpoints import STATE_FILE, complete_checkpoints, resolve_checkpoint
 from .collator import MRESTrainingCollator
 from .hub import push_folder
 from .model_card import write_model_card
@@ -37,8 +41,6 @@ from .optimizer import build_optimizer, build_parameter_groups
 from .preflight import PreparedRun, prepare_run
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "trainer_state.json"
 
 
 @dataclass
@@ -79,12 +81,14 @@ class TrainerState:
 
 def build_accelerator(args: UniRESTrainingArguments) -> Accelerator:
     """The run's Accelerator. `mixed_precision` is passed only when given: unset, Accelerate reads the launcher's
-    flag, `accelerate config` or ACCELERATE_MIXED_PRECISION."""
+    flag, `accelerate config` or ACCELERATE_MIXED_PRECISION. Tracker logs go to `output_dir/runs/` (TensorBoard:
+    `runs/unires/`), which a push never uploads; Accelerate's default would be `output_dir` itself."""
     return Accelerator(
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=_trackers(args),
-        project_dir=str(args.output_dir),
+        project_config=ProjectConfiguration(project_dir=str(args.output_dir),
+                                            logging_dir=str(Path(args.output_dir) / TRACKER_LOG_DIR)),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
 
@@ -231,8 +235,7 @@ class UniRESTrainer:
 
     # ------------------------------------------------------------------------- checkpoints
     def _checkpoints(self) -> list[Path]:
-        found = [p for p in self.output_dir.glob("checkpoint-*") if (p / STATE_FILE).is_file()]
-        return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+        return complete_checkpoints(self.output_dir)
 
     def save_checkpoint(self) -> Path:
         folder = self.output_dir / f"checkpoint-{self.state.global_step}"
@@ -250,12 +253,7 @@ class UniRESTrainer:
         return folder
 
     def _resume(self, checkpoint: str) -> None:
-        if checkpoint == "latest":
-            found = self._checkpoints()
-            if not found:
-                raise FileNotFoundError(f"--resume_from_checkpoint latest: no checkpoint in {self.output_dir}")
-            checkpoint = str(found[-1])
-        folder = Path(checkpoint)
+        folder = resolve_checkpoint(self.output_dir, checkpoint)
         saved = TrainerState.load(folder)
         requested, step = self.max_steps, saved.global_step
         planned = saved.planned_steps or requested
@@ -266,12 +264,12 @@ class UniRESTrainer:
             args = self.args
             asked = f"--max_steps {requested}" if args.max_steps > 0 else f"{requested} steps (--num_train_epochs {args.num_train_epochs:g})"
             if requested > step:
-                logger.info("resuming at step %d of a %d-step run; training on to %s (cosine schedule recomputed "
-                            "for %d steps, warm-up kept at %d)", step, planned, asked, requested,
-                            saved.warmup_steps or self.warmup_steps)
+                self._say(logging.INFO, "resuming at step %d of a %d-step run; training on to %s (cosine schedule "
+                          "recomputed for %d steps, warm-up kept at %d)", step, planned, asked, requested,
+                          saved.warmup_steps or self.warmup_steps)
             else:
-                logger.warning("resuming at step %d of a %d-step run, but %s asks for no more steps: nothing to "
-                               "train; the model is saved as it is", step, planned, asked)
+                self._say(logging.WARNING, "resuming at step %d of a %d-step run, but %s asks for no more steps: "
+                          "nothing to train; the model is saved as it is", step, planned, asked)
             self.max_steps = max(requested, step)
         if saved.warmup_steps:
             self.warmup_steps = saved.warmup_steps
@@ -281,7 +279,8 @@ class UniRESTrainer:
             self.replanner.planned_steps = self.max_steps
         now = self.state
         if saved.num_processes and (saved.num_processes, saved.effective_batch) != (now.num_processes, now.effective_batch):
-            logger.warning(
+            self._say(
+                logging.WARNING,
                 "checkpoint %s was written by %d process(es) with an effective batch of %d (%d per device x %d "
                 "processes x %d accumulation); this run has %d process(es) and an effective batch of %d (%d x %d x %d). "
                 "Training goes on, but not as the original run would have: the batch (and so the learning rate per "
@@ -304,7 +303,12 @@ class UniRESTrainer:
             for group, base in zip(self.scheduler.optimizer.param_groups, self.scheduler.base_lrs):
                 group["lr"] = base * factor
             self.scheduler._last_lr = [group["lr"] for group in self.scheduler.optimizer.param_groups]
-        logger.info("resumed from %s at step %d of %d", folder, self.state.global_step, self.max_steps)
+        self._say(logging.INFO, "resumed from %s at step %d of %d", folder, self.state.global_step, self.max_steps)
+
+    def _say(self, level: int, message: str, *args) -> None:
+        """Log what every process would say alike (a resume) once, from the main process."""
+        if self.accelerator.is_main_process:
+            logger.log(level, message, *args)
 
     # ---------------------------------------------------------------------------- training
     def _epoch_batches(self):
@@ -355,6 +359,8 @@ class UniRESTrainer:
 
     def _train(self) -> dict:
         args, accelerator = self.args, self.accelerator
+        # Only now, with every check passed and the model and data built, does an overwritten run's past go.
+        on_main_process(accelerator, self.prepared.clear_earlier_run)
         if args.resume_from_checkpoint:
             self._resume(args.resume_from_checkpoint)
         if accelerator.is_main_process:
@@ -508,9 +514,10 @@ class UniRESTrainer:
 
 
 def _flat_config(*dataclasses_) -> dict:
-    """Tracker-friendly hyper-parameters (scalars only)."""
+    """Tracker-friendly hyper-parameters (scalars only), without credentials (`hub_token`): trackers write them to
+    files (TensorBoard's hparams.yml) and some upload them."""
     flat = {}
     for item in dataclasses_:
         for key, value in asdict(item).items():
             flat[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return flat
+    return without_secrets(flat)
