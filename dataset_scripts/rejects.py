@@ -11,12 +11,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections import Counter
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 REJECTS_FILENAME = "rejects.jsonl"
+
+
+def _folder_prefixes(folder: str | os.PathLike | None) -> list[re.Pattern]:
+    """``folder/`` at the start of a path (after a space, a colon or a quote), as given, absolute and with links
+    resolved; longest first."""
+    if folder is None:
+        return []
+    folder = os.fspath(folder)
+    forms = {f.rstrip(os.sep) + os.sep for f in (folder, os.path.abspath(folder), os.path.realpath(folder)) if f.strip(os.sep + ".")}
+    return [re.compile(r"(?<![^\s:'\"(])" + re.escape(f)) for f in sorted(forms, key=len, reverse=True)]
 
 
 class RejectLog:
@@ -41,6 +52,9 @@ class RejectLog:
         distinct_fixes: count distinct fixed items (a set of their ids is kept). ``False`` when the
             producer fixes each item at most once: ``fixed`` is then the number of fix records and
             no id is held (a streaming producer's memory stays flat).
+        relative_to: a folder (e.g. the image folder) whose files the reasons name relative to it:
+            ``missing image: /data/coco/sub/x.jpg`` is written ``missing image: sub/x.jpg``, so that a
+            published log names no folder of the machine that built it.
     """
 
     def __init__(
@@ -50,6 +64,7 @@ class RejectLog:
         report_path: str | os.PathLike | None = None,
         append: bool = False,
         distinct_fixes: bool = True,
+        relative_to: str | os.PathLike | None = None,
     ):
         self.path = os.fspath(path) if path is not None else None
         self.stage = stage
@@ -63,6 +78,7 @@ class RejectLog:
         self._fixed_items: set[str] = set()
         self._fix_records = 0
         self._file = None
+        self._folder_prefixes = _folder_prefixes(relative_to)
         if self.path is not None:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self._file = open(self.path, "a" if append else "w", encoding="utf-8")
@@ -72,6 +88,8 @@ class RejectLog:
         return len(self._fixed_items) if self.distinct_fixes else self._fix_records
 
     def _write(self, record: dict[str, Any]) -> None:
+        for prefix in self._folder_prefixes:
+            record["reason"] = prefix.sub("", record["reason"])
         if self.stage:
             record = {"stage": self.stage, **record}
         self.reasons[record["reason"].split(":")[0]] += 1

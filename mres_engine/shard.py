@@ -180,7 +180,8 @@ def process_shard(
 
     rejects_final = os.path.join(out, layout.REJECTS_DIR, layout.shard_rejects_name(split, rank, num_shards))
     rejects_tmp = layout.temporary_path(rejects_final)
-    log = RejectLog(rejects_tmp, report_path=rejects_final)
+    # reasons name images relative to --image_dir: the log is published, the builder's folders are not
+    log = RejectLog(rejects_tmp, report_path=rejects_final, relative_to=image_dir)
     writer = ShardWriter(out, split, rank, num_shards, max_shard_size, image_dir)
     bar = tqdm(total=len(records), unit="img", desc=f"shard {rank}/{num_shards}", disable=not progress, leave=False)
     done, reported = 0, 0.0

@@ -62,3 +62,19 @@ def test_fixes_counted_per_record_hold_no_item_ids(tmp_path):
         log.fix(f"box-{i}", "box clipped to the image")
     log.keep(100)
     assert log.fixed == 100 and not log._fixed_items
+
+
+def test_reasons_name_files_relative_to_the_folder(tmp_path):
+    """A published reject log names no folder of the machine that built it (issue 27, case 4)."""
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(images)
+    log = RejectLog(tmp_path / "rejects.jsonl", relative_to=str(tmp_path / "link"))
+    log.skip("a", f"missing image: {images}/sub/missing.png")
+    log.skip("b", f"corrupt image: {tmp_path}/link/sub/x.jpg: image file is truncated")
+    log.skip("c", f"missing image: {tmp_path}/elsewhere/y.png")  # not under the folder: as it was
+    log.fix("d", "box clipped to the image")
+    log.close(log=False)
+    reasons = [json.loads(line)["reason"] for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert reasons == ["missing image: sub/missing.png", "corrupt image: sub/x.jpg: image file is truncated",
+                       f"missing image: {tmp_path}/elsewhere/y.png", "box clipped to the image"]
