@@ -27,12 +27,14 @@ from .model_card import write_model_card
 from .modeling import add_lora, load_base_model
 from dataset_scripts.hub import TRACKER_LOG_DIR, check_push_access, push_folder, without_secrets
 from dataset_scripts.main_process import on_main_process
-from dataset_scripts.output_dir import LOCK_FILE, OutputDirLock, check_checkpoints, existing_checkpoints
+from dataset_scripts.output_dir import LOCK_FILE, OutputDirLock, check_checkpoints, existing_checkpoints, remove_checkpoints
 from dataset_scripts.rejects import RejectLog
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "captioner_training_state.json"
+# What a finished run leaves in output_dir (save_pretrained of the PEFT model): an earlier run, for the overwrite rule.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 @dataclass
@@ -102,9 +104,11 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
 
     Before anything is loaded, the main process claims ``output_dir`` for the whole run, as UniRES training does
     (:mod:`dataset_scripts.output_dir`): its lock (a second run into the folder fails at once, naming this one's
-    pid and host) and the ``--overwrite_output_dir`` rule (a folder holding an earlier run's checkpoints is
-    refused unless ``--resume_from_checkpoint`` continues that run or ``--overwrite_output_dir`` deletes them).
-    The lock is released when training ends, however it ends.
+    pid and host), then the checks that can fail, none of which deletes anything: the ``--overwrite_output_dir``
+    rule (a folder holding an earlier run, its checkpoints or its saved adapter, is refused unless
+    ``--resume_from_checkpoint`` continues that run or ``--overwrite_output_dir`` replaces it), the checkpoint to
+    resume from, and the Hub push. An overwritten run's checkpoints are deleted only once the model and data are
+    built, when training starts. The lock is released when training ends, however it ends.
     """
     args = training_args
     accelerator = Accelerator(  # mixed_precision None: the launcher's, `accelerate config`'s or the environment's
@@ -116,30 +120,34 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
     )
     held = []  # the main process's lock (not broadcast: a lock belongs to the process that took it)
 
-    def claim() -> None:
+    def claim() -> tuple:
         lock = OutputDirLock.acquire(args.output_dir)
         try:
-            check_checkpoints(args.output_dir, resume_from_checkpoint=args.resume_from_checkpoint,
-                              overwrite_output_dir=args.overwrite_output_dir, remove=True, prefix=CHECKPOINT_PREFIX)
+            earlier = check_checkpoints(args.output_dir, resume_from_checkpoint=args.resume_from_checkpoint,
+                                        overwrite_output_dir=args.overwrite_output_dir, remove=False,
+                                        prefix=CHECKPOINT_PREFIX, saved_model_files=ADAPTER_FILES)
+            if args.resume_from_checkpoint:
+                find_checkpoint(args.output_dir, args.resume_from_checkpoint)
+            repo_id = None
+            if args.push_to_hub:
+                repo_id = check_push_access(args.hub_model_id, args.output_dir, token=args.hub_token,
+                                            private=args.hub_private_repo)
         except Exception:
             lock.release()
             raise
         held.append(lock)
+        return earlier, repo_id
 
-    on_main_process(accelerator, claim)
+    earlier_checkpoints, hub_repo_id = on_main_process(accelerator, claim)
     try:
-        return _train(model_args, data_args, args, accelerator, train_dataset)
+        return _train(model_args, data_args, args, accelerator, train_dataset, hub_repo_id, earlier_checkpoints)
     finally:
         for lock in held:
             lock.release()
 
 
 def _train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments, args: CaptionerTrainingArguments,
-           accelerator: Accelerator, train_dataset) -> TrainResult:
-    hub_repo_id = None
-    if args.push_to_hub:
-        hub_repo_id = on_main_process(accelerator, lambda: check_push_access(
-            args.hub_model_id, args.output_dir, token=args.hub_token, private=args.hub_private_repo))
+           accelerator: Accelerator, train_dataset, hub_repo_id: str | None, earlier_checkpoints: list) -> TrainResult:
     checkpoint, resumed = None, {}
     if args.resume_from_checkpoint:
         checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
@@ -187,6 +195,8 @@ def _train(model_args: CaptionerModelArguments, data_args: CaptionerDataArgument
     model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
     accelerator.register_for_checkpointing(scheduler)
     checkpoint_trainable_weights_only(accelerator)
+    if accelerator.is_main_process and earlier_checkpoints:  # --overwrite_output_dir: every check has passed
+        remove_checkpoints(args.output_dir, earlier_checkpoints)
     if args.report_to:  # every argument but a credential (--hub_token): trackers write their config to disk
         accelerator.init_trackers("captioner", config=without_secrets({**asdict(model_args), **asdict(data_args), **asdict(args)}))
 

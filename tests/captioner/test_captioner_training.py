@@ -352,3 +352,39 @@ def test_a_folder_with_checkpoints_is_refused_or_overwritten(base_dir, rows, tmp
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]  # this run's only: 'latest' is it
     assert json.loads((out / "checkpoint-1" / "captioner_training_state.json").read_text())["total_steps"] == 1
     assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_overwrite_deletes_nothing_when_a_later_check_fails(base_dir, rows, tmp_path, monkeypatch):
+    # Issue 27 item 2: --overwrite_output_dir removed the old checkpoints, then the push check failed.
+    import captioner.train as captioner_train
+
+    data = datasets.Dataset.from_list(rows, features=CAPTION_FEATURES)
+    out = tmp_path / "out"
+    train(_model_args(base_dir), CaptionerDataArguments(), _args(out, max_steps=2, save_steps=1), train_dataset=data)
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != ".lock")
+    monkeypatch.setattr(captioner_train, "load_base_model", _never_load)
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):  # offline, as every test runs: the push cannot succeed
+        train(_model_args(base_dir), CaptionerDataArguments(),
+              _args(out, max_steps=1, save_steps=1, overwrite_output_dir=True, push_to_hub=True), train_dataset=data)
+    with pytest.raises(ValueError, match="checkpoint-9"):  # a checkpoint that is not there
+        train(_model_args(base_dir), CaptionerDataArguments(),
+              _args(out, max_steps=3, resume_from_checkpoint=str(out / "checkpoint-9")), train_dataset=data)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != ".lock") == before
+
+
+def test_a_finished_run_without_checkpoints_is_not_trained_over_silently(base_dir, rows, tmp_path, monkeypatch):
+    # Issue 27 item 3: the rule looked only at checkpoint-*, so a --save_steps 0 run's adapter was overwritten.
+    import captioner.train as captioner_train
+
+    data = datasets.Dataset.from_list(rows, features=CAPTION_FEATURES)
+    out = tmp_path / "out"
+    train(_model_args(base_dir), CaptionerDataArguments(), _args(out, max_steps=1, save_steps=0), train_dataset=data)
+    adapter = (out / "adapter_model.safetensors").read_bytes()
+    with monkeypatch.context() as patch:
+        patch.setattr(captioner_train, "load_base_model", _never_load)
+        with pytest.raises(FileExistsError, match="saved model of an earlier run.*adapter_model.safetensors.*--overwrite_output_dir"):
+            train(_model_args(base_dir), CaptionerDataArguments(), _args(out, max_steps=2, save_steps=0), train_dataset=data)
+    assert (out / "adapter_model.safetensors").read_bytes() == adapter
+    result = train(_model_args(base_dir), CaptionerDataArguments(), _args(out, max_steps=2, save_steps=0, overwrite_output_dir=True),
+                   train_dataset=data)
+    assert result.global_step == 2 and (out / "adapter_model.safetensors").read_bytes() != adapter
