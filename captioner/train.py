@@ -33,6 +33,7 @@ from dataset_scripts.rejects import RejectLog
 logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "captioner_training_state.json"
+TRACKER_PROJECT = "captioner"  # the tracker's run name: its logs go to output_dir/runs/captioner/
 # What a finished run leaves in output_dir (save_pretrained of the PEFT model): an earlier run, for the overwrite rule.
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -198,7 +199,7 @@ def _train(model_args: CaptionerModelArguments, data_args: CaptionerDataArgument
     if accelerator.is_main_process and earlier_checkpoints:  # --overwrite_output_dir: every check has passed
         remove_checkpoints(args.output_dir, earlier_checkpoints)
     if args.report_to:  # every argument but a credential (--hub_token): trackers write their config to disk
-        accelerator.init_trackers("captioner", config=without_secrets({**asdict(model_args), **asdict(data_args), **asdict(args)}))
+        accelerator.init_trackers(TRACKER_PROJECT, config=without_secrets({**asdict(model_args), **asdict(data_args), **asdict(args)}))
 
     global_step, micro_step = 0, 0
     if checkpoint:
@@ -349,7 +350,8 @@ def push_adapter_to_hub(output_dir: str, repo_id: str, token: str | None = None)
     """Upload adapter, processor and model card (not the resumable checkpoints) to ``repo_id``, which
     :func:`dataset_scripts.hub.check_push_access` created before training."""
     push_folder(output_dir, repo_id, token=token, commit_message="Upload dense captioner LoRA adapter",
-                ignore_patterns=[f"{CHECKPOINT_PREFIX}*", "*.jsonl", f"{TRACKER_LOG_DIR}/*", LOCK_FILE])
+                ignore_patterns=[f"{CHECKPOINT_PREFIX}*", "*.jsonl", f"{TRACKER_LOG_DIR}/*", LOCK_FILE,
+                                 f"{TRACKER_PROJECT}/*"])  # where tracker logs went before runs/, token included
     return repo_id
 
 

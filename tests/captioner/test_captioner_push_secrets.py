@@ -42,6 +42,9 @@ def _holding_token(folder: Path, names) -> list:
 
 def test_the_hub_token_reaches_no_tracker_log_card_or_upload(base_dir, rows, tmp_path, fake_hub, caplog, capsys):
     out = tmp_path / "out"
+    earlier = out / "captioner" / "1796606208.17" / "hparams.yml"  # where an earlier version's tracker wrote it
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text(f"hub_token: {TOKEN}\n")
     args = CaptionerTrainingArguments(
         output_dir=str(out), per_device_train_batch_size=4, gradient_accumulation_steps=1, learning_rate=1e-2,
         max_steps=2, warmup_ratio=0.0, lr_scheduler_type="constant", logging_steps=1, save_steps=1, seed=0,
@@ -61,5 +64,5 @@ def test_the_hub_token_reaches_no_tracker_log_card_or_upload(base_dir, rows, tmp
     assert hparams and any("events.out.tfevents" in name for name in tracker_files), every_file
     logged_arguments = (out / hparams[0]).read_text().splitlines()
     assert "learning_rate: 0.01" in logged_arguments and not [line for line in logged_arguments if line.startswith("hub_token:")]
-    assert _holding_token(out, every_file) == []  # nor any file the run wrote, uploaded or not
+    assert _holding_token(out, every_file) == ["captioner/1796606208.17/hparams.yml"]  # none the run wrote, uploaded or not
     assert TOKEN not in caplog.text and TOKEN not in "".join(capsys.readouterr())
