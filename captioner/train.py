@@ -201,6 +201,7 @@ def _train(model_args: CaptionerModelArguments, data_args: CaptionerDataArgument
     if args.report_to:  # every argument but a credential (--hub_token): trackers write their config to disk
         accelerator.init_trackers(TRACKER_PROJECT, config=without_secrets({**asdict(model_args), **asdict(data_args), **asdict(args)}))
 
+    say = logger.info if accelerator.is_main_process else logger.debug  # what the run says, said once, not once per rank
     global_step, micro_step = 0, 0
     if checkpoint:
         accelerator.load_state(checkpoint)
@@ -209,13 +210,13 @@ def _train(model_args: CaptionerModelArguments, data_args: CaptionerDataArgument
         planned = resumed.get("total_steps", total_steps)
         if planned != total_steps:
             asked = f"--max_steps {total_steps}" if args.max_steps > 0 else f"{total_steps} steps (--num_train_epochs {args.num_train_epochs:g})"
-            logger.info("resuming at step %d of a %d-step run; training on to %s (schedule recomputed for %d steps, "
-                        "warm-up kept at %d)", global_step, planned, asked, total_steps, warmup_steps)
+            say("resuming at step %d of a %d-step run; training on to %s (schedule recomputed for %d steps, "
+                "warm-up kept at %d)", global_step, planned, asked, total_steps, warmup_steps)
             if hasattr(scheduler, "lr_lambdas"):  # the next step's rate is the new schedule's, not the stored one
                 for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
                     group["lr"] = base * factor(scheduler.last_epoch)
                 scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
-        logger.info("resumed from %s at step %d of %d", checkpoint, global_step, total_steps)
+        say("resumed from %s at step %d of %d", checkpoint, global_step, total_steps)
     run_shape = {"total_steps": total_steps, "warmup_steps": warmup_steps, "num_processes": accelerator.num_processes,
                  "per_device_train_batch_size": args.per_device_train_batch_size,
                  "gradient_accumulation_steps": args.gradient_accumulation_steps}
@@ -255,7 +256,7 @@ def _train(model_args: CaptionerModelArguments, data_args: CaptionerDataArgument
                 mean_loss = sum(window) / len(window)
                 losses.append((global_step, mean_loss))
                 window = []
-                logger.info("step %d: loss %.4f, lr %.3g", global_step, mean_loss, scheduler.get_last_lr()[0])
+                say("step %d: loss %.4f, lr %.3g", global_step, mean_loss, scheduler.get_last_lr()[0])  # rank 0's, as the tracker's
                 if args.report_to:
                     accelerator.log({"loss": mean_loss, "lr": scheduler.get_last_lr()[0]}, step=global_step)
             if args.save_steps and (global_step % args.save_steps == 0 or global_step >= total_steps):

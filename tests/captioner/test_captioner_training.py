@@ -388,3 +388,20 @@ def test_a_finished_run_without_checkpoints_is_not_trained_over_silently(base_di
     result = train(_model_args(base_dir), CaptionerDataArguments(), _args(out, max_steps=2, save_steps=0, overwrite_output_dir=True),
                    train_dataset=data)
     assert result.global_step == 2 and (out / "adapter_model.safetensors").read_bytes() != adapter
+
+
+def test_another_rank_does_not_repeat_the_resume_and_loss_lines(base_dir, rows, tmp_path, monkeypatch, caplog):
+    # Issue 28 item 8: in a 2-process run each INFO line about resuming was printed twice, once per rank.
+    import captioner.train as captioner_train
+
+    data = datasets.Dataset.from_list(rows, features=CAPTION_FEATURES)
+    out = tmp_path / "out"
+    train(_model_args(base_dir), CaptionerDataArguments(), _args(out, max_steps=2, save_steps=2), train_dataset=data)
+    # This process as rank 1 of a run: rank 0 made the checks (on_main_process), and it is not the main process.
+    monkeypatch.setattr(captioner_train, "on_main_process", lambda accelerator, fn: fn())
+    monkeypatch.setattr(Accelerator, "is_main_process", property(lambda self: False))
+    with caplog.at_level(logging.INFO, logger="captioner.train"):
+        result = train(_model_args(base_dir), CaptionerDataArguments(),
+                       _args(out, max_steps=3, resume_from_checkpoint="latest"), train_dataset=data)
+    assert result.global_step == 3 and result.losses  # it trained, resumed, and kept its losses
+    assert [r.getMessage() for r in caplog.records if r.name == "captioner.train" and r.levelno >= logging.INFO] == []
