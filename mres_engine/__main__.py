@@ -43,6 +43,14 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _parser(dataclass_types, command: str, prog: str):
+    """The command's parser: an argument error prints one short usage line and the error; ``--help`` lists every option."""
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(dataclass_types, prog=prog, description=COMMANDS[command],
+                            usage=f"{prog} [options] (--help lists them)")
+
+
 def _parse(parser, rest: list[str]):
     """``parse_args_into_dataclasses``, whose ValueErrors (unused arguments, a dataclass refusing a value) are bad arguments."""
     from .errors import EngineError, EngineUsageError
@@ -94,21 +102,18 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _command(command: str, rest: list[str], prog: str) -> int:
-    from transformers import HfArgumentParser
-
     if command == "run":
         from .options import RunnerOptions, StageOptions
         from .run import run_engine
 
-        parser = HfArgumentParser((RunnerOptions, StageOptions), prog=prog, description=COMMANDS[command])
+        parser = _parser((RunnerOptions, StageOptions), command, prog)
         runner_options, stage_options = _parse(parser, rest)
         run_engine(runner_options, stage_options)
         return 0
     if command == "publish":
-        from .errors import EngineUsageError
-        from .finalize import finalize_run
+        from .errors import EngineError, EngineUsageError
 
-        parser = HfArgumentParser(PublishOptions, prog=prog, description=COMMANDS[command])
+        parser = _parser(PublishOptions, command, prog)
         (options,) = _parse(parser, rest)
         if not os.path.isdir(options.output_dir):
             raise EngineUsageError("--output_dir", f"{options.output_dir}: no such folder")
@@ -121,26 +126,43 @@ def _command(command: str, rest: list[str], prog: str) -> int:
             repo_id = check_push_access(options.hub_dataset_id, options.output_dir, token=options.hub_token,
                                         private=options.hub_private_repo, repo_type="dataset", option="--hub_dataset_id")
         card = {"pretty_name": options.pretty_name, "license": options.license}
-        summary = finalize_run(options.output_dir, card_data=card)
-        print(json.dumps(summary["exactly_once"]))
-        if repo_id and not summary["exactly_once"]["written"]:
-            raise EngineUsageError("--push_to_hub", f"{options.output_dir} holds 0 rows (every image was rejected): nothing to push")
-        if repo_id:
-            from dataset_scripts.publish import publish_shards
+        from dataset_scripts.output_dir import OutputDirInUseError, OutputDirLock
 
-            from .finalize import engine_card_data
-            from .stats import RunStats
-
-            stats = RunStats.from_dict(summary)
-            url = publish_shards(options.output_dir, repo_id, private=options.hub_private_repo, token=options.hub_token,
-                                 card_data=engine_card_data(options.output_dir, stats, card))
-            print(f"pushed to {url}")
-        return 0
+        try:  # no run writes the folder while its card is written and pushed
+            lock = OutputDirLock.acquire(options.output_dir)
+        except OutputDirInUseError as error:
+            raise EngineError(str(error)) from None
+        try:
+            return _publish(options, repo_id, card)
+        finally:
+            lock.release()
     from .evaluation import EvaluateOptions, main_evaluate
 
-    parser = HfArgumentParser(EvaluateOptions, prog=prog, description=COMMANDS[command])
+    parser = _parser(EvaluateOptions, command, prog)
     (options,) = _parse(parser, rest)
     main_evaluate(options)
+    return 0
+
+
+def _publish(options: PublishOptions, repo_id: Optional[str], card: dict) -> int:
+    """Check the output, write its card and, with ``repo_id``, push it (under the folder's lock)."""
+    from .errors import EngineUsageError
+    from .finalize import engine_card_data, finalize_run
+
+    summary = finalize_run(options.output_dir, card_data=card)
+    print(json.dumps(summary["exactly_once"]))
+    if not repo_id:
+        return 0
+    if not summary["exactly_once"]["written"]:
+        raise EngineUsageError("--push_to_hub", f"{options.output_dir} holds 0 rows (every image was rejected): nothing to push")
+    from dataset_scripts.publish import publish_shards
+
+    from .stats import RunStats
+
+    stats = RunStats.from_dict(summary)
+    url = publish_shards(options.output_dir, repo_id, private=options.hub_private_repo, token=options.hub_token,
+                         card_data=engine_card_data(options.output_dir, stats, card))
+    print(f"pushed to {url}")
     return 0
 
 

@@ -22,6 +22,7 @@ from .errors import EngineUsageError
 from .finalize import finalize_run
 from .options import RunnerOptions, load_stages_factory
 from .shard import process_shard
+from .workers import children_die_with_this_process, die_with_parent, hold_worker_lock
 
 logger = logging.getLogger(__name__)
 
@@ -108,12 +109,28 @@ class FinalizeRun(PipelineStep):
         self.output_dir = output_dir
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        finalize_run(self.output_dir)
+        from dataset_scripts.output_dir import OutputDirLock
+
+        lock = OutputDirLock.acquire(self.output_dir)  # no rerun writes the folder while its card and stats are written
+        try:
+            finalize_run(self.output_dir)
+        finally:
+            lock.release()
         if data:
             yield from data
 
 
 _WORKER_LOCAL_RANK: Optional[int] = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class PinnedLocalPipelineExecutor(LocalPipelineExecutor):
@@ -122,10 +139,30 @@ class PinnedLocalPipelineExecutor(LocalPipelineExecutor):
     datatrove hands a free local rank to every task; a process that ran a task on one GPU may
     get another rank for its next task, but CUDA cannot move once initialised. Here a worker
     takes a rank on its first task, pins ``CUDA_VISIBLE_DEVICES`` to that GPU and keeps both.
+
+    The pool's processes end with the driver, and each worker holds ``OUT/.workers.lock`` (shared)
+    until it ends, so that a rerun waits for it (see :mod:`mres_engine.workers`).
     """
+
+    def __init__(self, *args, output_dir: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.output_dir = os.path.abspath(output_dir)
+        self.driver_pid = os.getpid()
+
+    def run(self):
+        self.driver_pid = os.getpid()
+        with children_die_with_this_process(self.start_method):
+            return super().run()
 
     def _launch_run_for_rank(self, rank, ranks_q, completed=None, completed_lock=None):
         global _WORKER_LOCAL_RANK
+        if os.getpid() != self.driver_pid:  # a pool worker (the driver runs the tasks itself with one worker)
+            # before it writes: die with the driver (spawn's workers were not forked by a guarded process) and hold
+            # the workers' lock, so that a rerun waits for this process to be gone
+            die_with_parent(os.getppid())
+            hold_worker_lock(self.output_dir)
+            if not _alive(self.driver_pid):  # it died before this worker held the lock: a rerun may be writing
+                os._exit(1)
         if _WORKER_LOCAL_RANK is None:
             _WORKER_LOCAL_RANK = ranks_q.get()  # never returned: one rank per worker process
             gpu = pin_process_to_gpu(_WORKER_LOCAL_RANK)
@@ -170,6 +207,7 @@ def build_executor(options: RunnerOptions, pipeline: list):
             workers=workers or min(default_workers(), options.num_shards),
             logging_dir=logging_dir,
             start_method=options.start_method,
+            output_dir=options.output_dir,
         )
     if options.executor == "slurm":
         from datatrove.executor import SlurmPipelineExecutor

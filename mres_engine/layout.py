@@ -13,6 +13,8 @@ Layout of an output folder (``OUT``)::
     rejects/train-00003-of-00008.jsonl           what the stages of shard 3 rejected (``RejectLog`` format)
     shards/00003.json                            shard 3 is complete: its files, counts and stage stats
     logs/                                        datatrove's logging folder (completions, task logs)
+    .lock, .workers.lock                         held by the run's driver, and shared by its local workers
+                                                 (see mres_engine.run and mres_engine.workers)
 
 The rule that makes a killed run resume with nothing lost or doubled: every file is written under
 a temporary name (``.tmp-`` prefix, which no reader's glob matches), flushed to disk, renamed to

@@ -12,6 +12,11 @@ An output is defined by its inputs and options: ``manifest/manifest.json`` recor
 source, shard count, stages factory and the stage options that shape the rows). A rerun with
 other ones is refused, naming each difference (:class:`~mres_engine.errors.RunMismatchError`),
 unless ``--force_new`` clears the old output first (:func:`clear_output`).
+
+One run per output folder: the driver holds ``OUT/.lock`` (:class:`dataset_scripts.output_dir.OutputDirLock`, the
+trainers' lock) from its argument checks to its end, and waits for any worker of an earlier, killed run to be gone
+before it touches a file (:mod:`mres_engine.workers`). A run refused for its input before the manifest is recorded
+leaves no folder it created, and in a folder that was there a card that says why (never an "unfinished" one).
 """
 
 from __future__ import annotations
@@ -25,14 +30,15 @@ import shutil
 from dataclasses import asdict, is_dataclass
 from typing import Any, Optional
 
-from . import layout
-from .errors import EngineInputError, EngineUsageError, RunMismatchError, locate_schema_problem
+from . import layout, workers
+from .errors import EngineError, EngineInputError, EngineUsageError, RunMismatchError, locate_schema_problem
 from .executors import EngineShards, build_executor, build_slurm_finalizer, check_cluster_resources
-from .finalize import RUN_KEY, RUN_OPTIONS_FILE, finalize_run, write_unfinished_card
+from .finalize import RUN_KEY, RUN_OPTIONS_FILE, finalize_run, is_placeholder_card, write_refused_card, write_unfinished_card
 from .manifest import prepare_manifest
 from .options import RunnerOptions, load_stages_factory
 from .progress import RunProgress
 from .stats import RunStats
+from .workers import wait_for_earlier_workers
 
 logger = logging.getLogger(__name__)
 
@@ -266,10 +272,10 @@ def _input_error(error: BaseException, annotations: Optional[str]) -> Optional[E
     return None
 
 
-def _prepare_manifest(options: RunnerOptions, identity: dict[str, Any]) -> dict[str, Any]:
+def _prepare_manifest(options: RunnerOptions, identity: dict[str, Any], image_root: Optional[str] = None) -> dict[str, Any]:
     """:func:`prepare_manifest`, with the reader's errors named in one line and the run's identity recorded."""
     try:
-        info = prepare_manifest(options)
+        info = prepare_manifest(options, image_root=image_root)
     except EngineUsageError:
         raise
     except Exception as error:
@@ -283,14 +289,82 @@ def _prepare_manifest(options: RunnerOptions, identity: dict[str, Any]) -> dict[
     return info
 
 
+def _lock_output(out: str):
+    """Hold ``OUT/.lock`` (one run per output folder), then wait for any worker of an earlier, killed run to end."""
+    from dataset_scripts.output_dir import OutputDirInUseError, OutputDirLock
+
+    try:
+        lock = OutputDirLock.acquire(out)
+    except OutputDirInUseError as error:
+        raise EngineError(str(error)) from None
+    try:
+        wait_for_earlier_workers(out)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _refused(out: str, split: str, created: bool, error: EngineInputError, options: RunnerOptions) -> None:
+    """A run refused for its input before the manifest was recorded: remove the folder it created, or say why in the card.
+
+    In a folder that was there before, only the card this engine put there without a manifest (unfinished or
+    refused) is replaced; anything else is left as it was.
+    """
+    if created:
+        for name in ENGINE_ENTRIES + (workers.WORKERS_LOCK_FILE,):
+            path = os.path.join(out, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                os.remove(path)
+        return  # the caller removes the lock file and the folder once the lock is released
+    if layout.read_manifest_info(out) is None and is_placeholder_card(out):
+        write_refused_card(out, split, str(error), values=[options.annotations, options.image_dir])
+
+
+def _remove_if_empty(out: str) -> None:
+    """Remove ``out`` if it holds nothing but its lock files (called after the lock is released)."""
+    from dataset_scripts.output_dir import LOCK_FILE
+
+    lock_files = {LOCK_FILE, workers.WORKERS_LOCK_FILE}
+    if os.path.isdir(out) and set(os.listdir(out)) <= lock_files:
+        for name in lock_files & set(os.listdir(out)):
+            os.remove(os.path.join(out, name))
+        os.rmdir(out)
+
+
 def run_engine(options: RunnerOptions, stage_options: Any = None, card_data: Optional[dict] = None) -> Optional[dict[str, Any]]:
     """Run (or resume) the engine; with the local executor, finish with :func:`finalize_run`.
 
-    Returns the run summary (None for slurm, whose jobs are only submitted: a finalize job
-    that depends on the shard array checks the output and writes the card).
+    The output folder's lock (``OUT/.lock``) is held from the argument checks to the end: a second run on the same
+    folder is refused at once, naming the pid and host of this one. Returns the run summary (None for slurm,
+    whose jobs are only submitted: a finalize job that depends on the shard array checks the output and writes
+    the card, holding the lock while it does).
     """
     out = options.output_dir
     check_arguments(options)
+    created = not os.path.exists(out)
+    lock = _lock_output(out)
+    failed = False
+    try:
+        return _run_locked(options, stage_options, card_data)
+    except EngineInputError as error:
+        failed = True
+        if layout.read_manifest_info(out) is None:  # refused before it started: nothing of it may look resumable
+            _refused(out, options.split, created, error, options)
+        raise
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        lock.release()
+        if failed and created:
+            _remove_if_empty(out)  # a run that stopped before writing anything leaves no folder behind
+
+
+def _run_locked(options: RunnerOptions, stage_options: Any, card_data: Optional[dict]) -> Optional[dict[str, Any]]:
+    out = options.output_dir
     if options.force_new:
         removed = clear_output(out)
         if removed:
@@ -303,7 +377,7 @@ def run_engine(options: RunnerOptions, stage_options: Any = None, card_data: Opt
         logger.info("removed %d temporary file(s) left by an interrupted run", len(stray))
     check_cluster_resources(options)  # before minutes of manifest reading: a task no node holds would wait forever
     write_unfinished_card(out, options.split)
-    info = _prepare_manifest(options, identity)
+    info = _prepare_manifest(options, identity, image_root=getattr(stage_options, "image_root", None))
     record_run_options(options, stage_options)
     executor = build_executor(options, [EngineShards(options, stage_options)])
     if options.executor == "slurm":

@@ -187,7 +187,11 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
         while not os.path.exists(f"{munge}/munge.sock") and time.monotonic() < deadline:
             time.sleep(0.2)
         self._start(["slurmctld", "-D", "-i"], "slurmctld.out")
-        time.sleep(1)
+        deadline = time.monotonic() + 30  # slurmd registers with a controller that answers
+        while time.monotonic() < deadline and self.processes[-1].poll() is None:
+            if subprocess.run(["sinfo", "--noheader"], capture_output=True, env=self.env).returncode == 0:
+                break
+            time.sleep(0.2)
         self._start(["slurmd", "-D", "-N", self.node], "slurmd.out")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -1,12 +1,14 @@
 """The engine's command line end to end: two workers, SIGKILLs at random moments, reruns, then the
 output read by `load_dataset(out, streaming=True)` and trained on by `examples/train.py`."""
 
+import contextlib
 import glob
 import json
 import os
 import random
 import runpy
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,15 +29,15 @@ NUM_SHARDS = 12
 KILLS = 5
 
 
-def _command(setup):
+def _command(setup, out=None, start_method="fork"):
     return [
         sys.executable, "-m", "mres_engine", "run",
-        "--annotations", setup["annotations"], "--image_dir", setup["image_dir"], "--output_dir", str(setup["out"]),
+        "--annotations", setup["annotations"], "--image_dir", setup["image_dir"], "--output_dir", str(out or setup["out"]),
         "--num_shards", str(NUM_SHARDS), "--workers", "2", "--images_per_batch", "1", "--source", "mres-synth",
         "--stages_factory", "test_runner_fakes:build", "--progress", "False",
         # The fake stages use no CUDA, so workers may fork from the driver (the default, forkserver,
         # imports everything again in each worker: seconds per attempt on a loaded test machine).
-        "--start_method", "fork",
+        "--start_method", start_method,
     ]
 
 
@@ -55,6 +57,43 @@ def _wait_for_a_task(out, since, process, timeout=120.0):
     while time.time() < deadline and process.poll() is None:
         if any(os.path.getmtime(p) >= since for p in glob.glob(str(out / "logs" / "logs" / "task_*.log"))):
             return
+        time.sleep(0.05)
+
+
+def _process_tree(pid):
+    """Every process below ``pid``, read from /proc (learn them before ``pid`` dies: they are re-parented then)."""
+    children = {}
+    for entry in (os.listdir("/proc") if os.path.isdir("/proc/self/task") else []):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _gone(pid):
+    """No such process, or a zombie whose every thread has exited: only then are its files, and locks, released."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        threads = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X") and len(threads) <= 1
+
+
+def _wait_until(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
         time.sleep(0.05)
 
 
@@ -86,8 +125,12 @@ def killed_and_rerun(tmp_path_factory):
                 kills.append({"attempt": attempt, "delay": round(delay, 2), "killed": False})
                 continue
             except subprocess.TimeoutExpired:
+                tree = _process_tree(process.pid)
                 os.killpg(process.pid, signal.SIGKILL)  # the driver, the datatrove pool and its workers at once
                 process.wait()
+                # the driver is reaped, but its workers end on their own time (a killed process's files are released
+                # when its last thread exits): read the folder once all of them are gone
+                _wait_until(lambda: all(_gone(pid) for pid in tree), 30, f"the killed run's processes {tree} to end")
         state = {"attempt": attempt, "delay": round(delay, 2), "killed": True,
                  "temporaries": len(glob.glob(str(setup["out"] / "**" / ".tmp-*"), recursive=True))}
         if (setup["out"] / "manifest" / "manifest.json").exists():
@@ -154,3 +197,97 @@ def test_streaming_load_and_two_training_steps(killed_and_rerun, tmp_path, monke
     log = json.load(open(tmp_path / "run" / "training_log.json"))
     assert [entry["step"] for entry in log if "loss" in entry] == [1, 2]
     assert (tmp_path / "run" / "model.safetensors").exists()
+
+
+# -- the driver killed alone (issue 27, case 5) -----------------------------------------------------------------
+
+def _written(out):
+    """What a run wrote for readers: every shard file's name and rows (images included), and every reject."""
+    tables = {}
+    for folder in ("data", "annotations"):
+        for path in sorted(glob.glob(str(out / folder / "*.parquet"))):
+            tables[os.path.relpath(path, out)] = sorted(pq.read_table(path).to_pylist(), key=lambda row: row["image_id"])
+    for path in sorted(glob.glob(str(out / "rejects" / "*.jsonl"))):
+        tables[os.path.relpath(path, out)] = sorted(open(path).read().splitlines())
+    return tables
+
+
+@pytest.fixture(scope="module")
+def one_uninterrupted_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("driver_killed")
+    annotations, image_dir, rows = write_synth_detection_set(root / "set", num_images=NUM_IMAGES, split="train")
+    setup = {"root": root, "annotations": annotations, "image_dir": image_dir, "out": root / "reference",
+             "ground_truth": write_ground_truth(rows, root / "ground_truth.json")}
+    result = subprocess.run(_command(setup), env=_environment(setup), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    setup["written"] = _written(setup["out"])
+    return setup
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads the process tree from /proc")
+def test_killing_the_driver_alone_ends_its_workers_and_a_rerun_at_once_writes_what_one_run_writes(one_uninterrupted_run):
+    """With the default start method, forkserver: the forkserver, the pool's workers and datatrove's manager all end."""
+    setup, start_method = one_uninterrupted_run, "forkserver"
+    out = setup["root"] / f"killed-{start_method}"
+    command, env = _command(setup, out, start_method), _environment(setup)
+    launched = time.time()
+    with open(setup["root"] / f"killed-{start_method}.log", "wb") as log:
+        driver = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for_a_task(out, launched, driver)
+        # the pool is up: datatrove's manager and two workers (and, with forkserver, the forkserver and a resource tracker)
+        _wait_until(lambda: len(_process_tree(driver.pid)) >= 3 or driver.poll() is not None, 60, "the worker pool")
+        assert driver.poll() is None, "the run ended before it could be killed"
+        holder = (out / ".lock").read_text() if (out / ".lock").exists() else "no lock file"
+        tree = _process_tree(driver.pid)
+        os.kill(driver.pid, signal.SIGKILL)  # the driver alone
+        driver.wait()
+        _wait_until(lambda: all(_gone(pid) for pid in tree), 30,
+                    f"the driver's processes {[pid for pid in tree if not _gone(pid)]} of {tree} to end")
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)  # whatever is left of its session, should the test have failed
+        except ProcessLookupError:
+            pass
+    assert f"pid {driver.pid} on " in holder  # the driver held the folder's lock
+    assert not (out / "stats.json").exists()  # killed before its end
+    rerun = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert _written(out) == setup["written"]
+
+
+@contextlib.contextmanager
+def _lock_held_by_another_process(folder):
+    """A child process that holds ``folder``'s lock until the block ends; yields its pid."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from dataset_scripts.output_dir import OutputDirLock; "
+                               "OutputDirLock.acquire(sys.argv[1]); print('held', flush=True); sys.stdin.read()", str(folder)],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.stdin.close()  # the holder ends
+        holder.wait(timeout=60)
+
+
+def test_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(tmp_path, capsys):
+    from mres_engine.__main__ import main
+
+    out = tmp_path / "out"
+    annotations, image_dir, _ = write_synth_detection_set(tmp_path / "set", num_images=2, split="train")
+    with _lock_held_by_another_process(out) as pid:
+        code = main(["run", "--annotations", annotations, "--image_dir", image_dir, "--output_dir", str(out), "--progress", "False"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 1 and len(errors) == 1, errors
+    assert "in use by another run" in errors[0] and f"pid {pid} on {socket.gethostname()}" in errors[0], errors
+    assert sorted(os.listdir(out)) == [".lock"]  # nothing written
+
+
+def test_the_slurm_finaliser_takes_the_lock(tmp_path):
+    from dataset_scripts.output_dir import OutputDirInUseError
+    from mres_engine.executors import FinalizeRun
+
+    with _lock_held_by_another_process(tmp_path / "out") as pid:
+        with pytest.raises(OutputDirInUseError, match=f"pid {pid} on "):
+            list(FinalizeRun(str(tmp_path / "out")).run())
