@@ -96,7 +96,6 @@ def finalize_run(out: str, card_data: Optional[dict] = None, write_card: bool = 
             data["notes"] = ("**This run wrote 0 rows**: every image was rejected (reasons in `rejects/`, counts below), so the "
                              "folder holds no Parquet shard and `load_dataset` finds no data file.\n\n" + data["notes"])
             _write_card(out, info.get("split") or (info.get(RUN_KEY) or {}).get("split") or "train", data)
-        scrub_card(out, local_strings(out))
     return summary
 
 
@@ -108,7 +107,7 @@ def _write_card(out: str, split: str, card_data: dict[str, Any]) -> None:
     from dataset_scripts.publish import ANNOTATIONS_CONFIG, annotation_features
 
     zero = {"images": 0, "referents": 0, "objects": 0, "parts": 0, "sentences": 0, "shards": 0}
-    card = render_dataset_card({split: zero}, MRES_FEATURES, card_data=card_data,
+    card = render_dataset_card({split: zero}, MRES_FEATURES, card_data=portable_card_data(out, card_data),
                                extra_configs={ANNOTATIONS_CONFIG: (f"{layout.ANNOTATIONS_DIR}/annotations-{{split}}-*",
                                                                    annotation_features(MRES_FEATURES))})
     with layout.atomic_text(os.path.join(out, "README.md")) as f:
@@ -125,12 +124,40 @@ def write_unfinished_card(out: str, split: str) -> bool:
     if os.path.exists(os.path.join(out, "README.md")):
         return False
     _write_card(out, split, {
-        "pretty_name": "MRES engine output (unfinished)",
+        "pretty_name": UNFINISHED_NAME,
         "description": ("An unfinished run of the UniRES data engine (`python -m mres_engine run`). Shards appear in "
                         "`data/` as they complete; the run's last step replaces this card with the counts, the per-stage "
                         "accounting and the stage options. Rerun the same command to resume a stopped run."),
     })
     return True
+
+
+UNFINISHED_NAME = "MRES engine output (unfinished)"
+REFUSED_NAME = "MRES engine output (refused)"
+
+
+def is_placeholder_card(out: str) -> bool:
+    """Whether ``out/README.md`` is a card this engine writes before a run has data (unfinished or refused)."""
+    path = os.path.join(out, "README.md")
+    if not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    return f"\n# {UNFINISHED_NAME}\n" in text or f"\n# {REFUSED_NAME}\n" in text
+
+
+def write_refused_card(out: str, split: str, reason: str, values: Iterable[Any] = ()) -> None:
+    """The card of a folder whose run was refused for its input before it started: why, and that nothing resumes.
+
+    ``values``: the run's paths as given (e.g. the annotation file), named in the card by their own name only.
+    """
+    replacements = local_strings(out, values)
+    _write_card(out, split, {
+        "pretty_name": REFUSED_NAME,
+        "description": ("No data: `python -m mres_engine run` refused this folder's input before it started, so "
+                        f"nothing was built and there is nothing to resume. The reason: {_replace_all(reason, replacements)}. "
+                        "Fix the input and run the command again."),
+    })
 
 
 # -- no local path in the card ----------------------------------------------------------------------------------
@@ -200,19 +227,24 @@ def _replace_all(text: str, replacements: dict[str, str]) -> str:
     return text
 
 
-def scrub_card(out: str, replacements: dict[str, str]) -> bool:
-    """Replace any local string left in ``out/README.md`` (e.g. inside a stage's own definition); returns whether it changed."""
-    path = os.path.join(out, "README.md")
-    if not os.path.exists(path):
-        return False
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    scrubbed = _replace_all(text, replacements)
-    if scrubbed == text:
-        return False
-    with layout.atomic_text(path) as f:
-        f.write(scrubbed)
-    return True
+def portable_card_data(out: str, card_data: dict[str, Any], values: Iterable[Any] = ()) -> dict[str, Any]:
+    """``card_data`` with every local string (:func:`local_strings`) replaced in its text, nested values included.
+
+    Applied to what a card is rendered from, before it is written: a card written with a local path and scrubbed
+    afterwards would keep the path if the run were killed in between.
+    """
+    replacements = local_strings(out, values)
+
+    def portable(value: Any) -> Any:
+        if isinstance(value, str):
+            return _replace_all(value, replacements)
+        if isinstance(value, dict):
+            return {key: portable(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(portable(item) for item in value)
+        return value
+
+    return portable(card_data)
 
 
 def engine_card_data(out: str, stats: RunStats, card_data: Optional[dict] = None) -> dict[str, Any]:
@@ -236,7 +268,7 @@ def engine_card_data(out: str, stats: RunStats, card_data: Optional[dict] = None
         + _options_notes(out),
     }
     data.update(card_data or {})
-    return data
+    return portable_card_data(out, data)
 
 
 def _input_notes(info: dict[str, Any]) -> str:

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, Optional
 
 from dataset_scripts.rejects import RejectLog
 
 from . import layout
+from .errors import EngineInputError
 from .options import RunnerOptions
 
 logger = logging.getLogger(__name__)
@@ -51,11 +52,44 @@ def export_hub_input(options: RunnerOptions) -> RunnerOptions:
     return replace(options, annotations=annotations, image_dir=os.path.join(folder, "images"), hub_dataset=None)
 
 
-def prepare_manifest(options: RunnerOptions) -> dict[str, Any]:
+IMAGES_CHECKED = 32  # images of the manifest, spread over its shards, of which at least one must exist
+
+
+def check_images_exist(out: str, num_shards: int, image_dir: Optional[str], image_root: Optional[str] = None,
+                       annotations: Optional[str] = None) -> None:
+    """Refuse a manifest none of whose first images exists (a forgotten or wrong ``--image_dir``), naming one.
+
+    The first images of every shard are looked at (:data:`IMAGES_CHECKED` in all), before anything is recorded:
+    otherwise every image would be rejected as missing and the run would end with a finished 0-row dataset.
+    One image found is enough: a few missing ones are the stages' rejects, as usual.
+    """
+    from .records import image_path
+
+    per_shard = max(1, -(-IMAGES_CHECKED // num_shards))
+    sample = []
+    for rank in range(num_shards):
+        with open(layout.shard_manifest_path(out, rank, num_shards), encoding="utf-8") as f:
+            for line, _ in zip(f, range(per_shard)):
+                sample.append(json.loads(line))
+        if len(sample) >= IMAGES_CHECKED:
+            break
+    if not sample or any(os.path.isfile(image_path(record, image_root)) for record in sample):
+        return
+    path = image_path(sample[0], image_root)
+    where = (f"the folder file_name is relative to, given as {image_dir}" if image_dir else
+             f"not given: file_name is taken relative to the working folder {os.getcwd()}")
+    raise EngineInputError(annotations, f"none of the {len(sample)} images looked at exists (e.g. {path}): check --image_dir "
+                                        f"({where})")
+
+
+def prepare_manifest(options: RunnerOptions, image_root: Optional[str] = None, check_images: bool = True) -> dict[str, Any]:
     """Read the detection manifest once and write one input file per shard (skipped when done before).
 
     The input's own rejects (boxes skipped or clipped by the manifest reader) go to
-    ``rejects/input.jsonl``. Returns ``manifest/manifest.json``'s content.
+    ``rejects/input.jsonl``. Returns ``manifest/manifest.json``'s content. An input with no box to segment,
+    or none of whose first images exists (:func:`check_images_exist`; ``image_root``: the stages' own image
+    folder, if any), is refused (:class:`~mres_engine.errors.EngineInputError`) before the manifest is recorded;
+    ``check_images=False`` skips the second check (a reader's test without the images).
     """
     from .stages.input import stream_detection_manifest
 
@@ -79,7 +113,9 @@ def prepare_manifest(options: RunnerOptions) -> dict[str, Any]:
     tmp = layout.temporary_path(input_rejects)
     log = RejectLog(tmp, stage="input", report_path=input_rejects, distinct_fixes=False)  # a box is fixed once at most
     try:
-        boxes = stream_detection_manifest(options.annotations, options.image_dir, rejects=log, source=options.source)
+        # absolute: a shard task may run in another working folder, and its rejects name images relative to this one
+        image_dir = os.path.abspath(options.image_dir) if options.image_dir else None
+        boxes = stream_detection_manifest(options.annotations, image_dir, rejects=log, source=options.source)
         num_images, num_boxes = len(boxes), 0
         for rank in range(options.num_shards):
             start, stop = shard_slice(num_images, rank, options.num_shards)
@@ -93,6 +129,13 @@ def prepare_manifest(options: RunnerOptions) -> dict[str, Any]:
         raise
     summary = log.close()
     layout.commit(tmp, input_rejects)
+    if num_boxes == 0:
+        skipped = ", ".join(f"{reason}: {count}" for reason, count in log.reasons.most_common())
+        raise EngineInputError(options.annotations, f"no box to segment in {num_images} image{'' if num_images == 1 else 's'} "
+                                                    f"({f'every box skipped: {skipped}' if skipped else 'no annotation'}); "
+                                                    "the engine needs detection boxes (annotations with bbox and category_id)")
+    if check_images:
+        check_images_exist(out, options.num_shards, options.image_dir, image_root, options.annotations)
     info = {
         "num_shards": options.num_shards,
         "num_images": num_images,

@@ -11,6 +11,7 @@ that needs them, so that building the stages (e.g. in a datatrove launcher proce
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -28,6 +29,7 @@ DEFAULT_PART_DETECTOR = "google/owlv2-base-patch16-ensemble"
 DEFAULT_SAM3 = "facebook/sam3"
 EXECUTORS = ("local", "slurm", "ray")
 DEFAULT_STAGES_FACTORY = "mres_engine.stages.build:build_stages"
+SPLIT_NAME = r"\w+(\.\w+)*"  # what datasets accepts as a split name (datasets.splits' _split_re)
 
 
 def _opt(default, help: str, **kwargs):
@@ -85,6 +87,9 @@ class RunnerOptions:
             raise EngineUsageError("--mem_per_cpu_gb", f"must be > 0, got {self.mem_per_cpu_gb}")
         if self.workers == 0 or self.workers < -1:
             raise EngineUsageError("--workers", f"must be >= 1, or -1 for the default, got {self.workers}")
+        if not re.fullmatch(SPLIT_NAME, self.split or ""):
+            raise EngineUsageError("--split", f"{self.split!r} is not a split name: words of letters, digits and underscores, "
+                                              "joined by dots (train, validation, train.part1), as datasets requires")
         if ":" not in self.stages_factory:
             raise EngineUsageError("--stages_factory", f"must be 'module:function', got {self.stages_factory!r}")
         from datasets.utils.py_utils import convert_file_size_to_int

@@ -294,9 +294,23 @@ class _Boxes:
             }
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip (gunzip it)", b"BZh": "bzip2 (bunzip2 it)", b"\xfd7zXZ": "xz (unxz it)",
+                    b"PK\x03\x04": "zip (unzip it)", b"\x28\xb5\x2f\xfd": "zstd (unzstd it)"}
+
+
+def _not_json(path: str, err: Exception) -> EngineInputError:
+    """The one-line error for a file ijson cannot parse; a compressed file is named as such."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    for magic, what in COMPRESSED_MAGIC.items():
+        if head.startswith(magic):
+            return EngineInputError(path, f"a compressed file, not JSON: {what.split(' ')[0]}; decompress it first "
+                                          f"{what[what.index('('):]}")
+    message = err.args[0] if err.args else err
+    if isinstance(message, bytes):  # yajl's messages come as bytes
+        message = message.decode("utf-8", "replace")
+    first = " ".join(str(message).strip().split("\n")[0].split()) or type(err).__name__
+    return EngineInputError(path, f"not valid JSON: {first}")
 
 
 def _stream(path: str, prefix: str) -> Iterator[Any]:
@@ -316,7 +330,7 @@ def _stream(path: str, prefix: str) -> Iterator[Any]:
         return
     except ijson.JSONError as err:
         if "integer overflow" not in str(err) or ijson.backend == "python":
-            raise EngineInputError(path, f"not valid JSON: {_first_line(err)}") from None
+            raise _not_json(path, err) from None
     from ijson.backends import python as python_backend
 
     with open(path, "rb") as f:
@@ -325,7 +339,7 @@ def _stream(path: str, prefix: str) -> Iterator[Any]:
                 if number >= yielded:
                     yield item
         except ijson.JSONError as err:
-            raise EngineInputError(path, f"not valid JSON: {_first_line(err)}") from None
+            raise _not_json(path, err) from None
 
 
 def _has_key(path: str, key: str) -> bool:
@@ -338,7 +352,7 @@ def _has_key(path: str, key: str) -> bool:
                 return any(p == "" and e == "map_key" and v == key for p, e, v in backend.parse(f))
             except ijson.JSONError as err:
                 if "integer overflow" not in str(err) or backend is python_backend:
-                    raise EngineInputError(path, f"not valid JSON: {_first_line(err)}") from None
+                    raise _not_json(path, err) from None
     return False
 
 

@@ -1,6 +1,7 @@
 """CLI errors as users expect (issue 21, case 5): one line naming the file, the item and the key (or the option);
 exit code 2 for bad arguments, 1 for bad data; a traceback only with --debug."""
 
+import gzip
 import json
 import os
 import subprocess
@@ -31,6 +32,11 @@ def inputs(tmp_path_factory):
         del broken[section][index][key]
         json.dump(broken, open(root / f"{name}.json", "w"))
         files[name] = str(root / f"{name}.json")
+    with open(annotations, "rb") as source, gzip.open(root / "gzipped.json", "wb") as target:
+        target.write(source.read())
+    files["gzipped"] = str(root / "gzipped.json")
+    json.dump({**data, "annotations": []}, open(root / "no_boxes.json", "w"))
+    files["no_boxes"] = str(root / "no_boxes.json")
     (root / "a_file").write_text("not a folder")
     return {"root": root, "image_dir": image_dir, "files": files, "data": data,
             "ground_truth": write_ground_truth(rows, root / "gt.json")}
@@ -44,6 +50,18 @@ def _run(inputs, *arguments, debug=False):
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     errors = [line for line in result.stderr.splitlines() if "error:" in line or "Traceback" in line]
     return result, errors
+
+
+def _main(inputs, monkeypatch, capsys, *arguments):
+    """The command line in this process (seconds faster than a new interpreter): (exit code, error lines)."""
+    from mres_engine.__main__ import main
+
+    monkeypatch.setenv(GROUND_TRUTH_ENV, inputs["ground_truth"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    code = main(["run", "--stages_factory", "test_runner_fakes:build", "--progress", "False", "--num_shards", "2",
+                 "--workers", "1", *arguments])
+    stderr = capsys.readouterr().err
+    return code, [line for line in stderr.splitlines() if "error:" in line or "Traceback" in line]
 
 
 def _one_line(result, errors):
@@ -70,6 +88,32 @@ def test_bad_arguments_exit_2_in_one_line_naming_the_option(inputs):
         assert all(word in line for word in words), (words, line)
 
 
+@pytest.mark.parametrize("arguments, words", [
+    (["--split", "train/val"], ["--split", "'train/val'", "not a split name"]),
+    (["--num_shards", "eight"], ["--num_shards", "invalid int value: 'eight'"]),
+])
+def test_an_argument_error_prints_one_usage_line_and_the_error(inputs, tmp_path, monkeypatch, capsys, arguments, words):
+    from mres_engine.__main__ import main
+
+    try:
+        code = main(["run", "--annotations", inputs["files"]["good"], "--output_dir", str(tmp_path / "out"), *arguments])
+    except SystemExit as exit:  # argparse's own errors exit
+        code = exit.code
+    assert code == 2
+    stderr = capsys.readouterr().err.strip().splitlines()
+    assert len(stderr) <= 2, stderr  # the error and, from argparse, one short usage line: not the 60 lines of --help
+    assert stderr[-1].startswith("python -m mres_engine run: error: ") and all(word in stderr[-1] for word in words), stderr
+    assert all(line.startswith("usage: python -m mres_engine run [options]") for line in stderr[:-1]), stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_still_lists_every_option(inputs):
+    result = subprocess.run([sys.executable, "-m", "mres_engine", "run", "--help"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0
+    assert all(option in result.stdout for option in ("--annotations", "--image_dir", "--split", "--num_shards", "--sam_model"))
+
+
 def test_bad_data_exits_1_naming_the_file_the_item_and_the_key(inputs):
     files, root = inputs["files"], inputs["root"]
     bbox_id = inputs["data"]["annotations"][2]["id"]
@@ -79,13 +123,49 @@ def test_bad_data_exits_1_naming_the_file_the_item_and_the_key(inputs):
         "no_width": [files["no_width"], f"images[1] (id {image_id})", "key 'width'", "missing"],
         "truncated": [files["truncated"], "not valid JSON"],
         "not_json": [files["not_json"], "not valid JSON"],
+        "gzipped": [files["gzipped"], "a compressed file, not JSON: gzip", "gunzip"],
+        "no_boxes": [files["no_boxes"], "no box to segment in 3 images", "no annotation"],
     }
     for name, words in cases.items():
         result, errors = _run(inputs, "--annotations", files[name], "--image_dir", inputs["image_dir"], "--output_dir", str(root / f"out_{name}"))
         assert result.returncode == 1, (name, result.stderr[-2000:])
         line = _one_line(result, errors)
         assert all(word in line for word in words), (words, line)
-        assert not os.path.exists(root / f"out_{name}" / "manifest" / "manifest.json")
+        # refused before it started: the folder the run created is gone, not left as an "unfinished" run to resume
+        assert not os.path.exists(root / f"out_{name}"), sorted(os.listdir(root / f"out_{name}"))
+
+
+def test_a_refused_run_in_an_existing_folder_says_why_in_its_card(inputs, monkeypatch, capsys):
+    out = inputs["root"] / "existing"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's own file")
+    code, errors = _main(inputs, monkeypatch, capsys, "--annotations", inputs["files"]["truncated"], "--image_dir",
+                         inputs["image_dir"], "--output_dir", str(out))
+    assert code == 1 and len(errors) == 1 and "not valid JSON" in errors[0]
+    card = (out / "README.md").read_text()
+    assert "refused" in card and "not valid JSON" in card and "truncated.json" in card
+    assert "(unfinished)" not in card and "Rerun the same command" not in card
+    assert str(inputs["root"]) not in card  # the reason names the file by its name only
+    assert (out / "notes.txt").read_text() == "the user's own file"
+    assert not (out / "manifest" / "manifest.json").exists()
+    # the input fixed, the same command runs in that folder
+    code, errors = _main(inputs, monkeypatch, capsys, "--annotations", inputs["files"]["good"], "--image_dir",
+                         inputs["image_dir"], "--output_dir", str(out))
+    assert code == 0, errors
+    assert "refused" not in (out / "README.md").read_text()
+
+
+def test_a_forgotten_image_dir_stops_before_anything_is_written(inputs, tmp_path, monkeypatch, capsys):
+    """Relative file names without --image_dir: every image would be "missing" and the run end with 0 rows."""
+    monkeypatch.chdir(tmp_path)
+    code, errors = _main(inputs, monkeypatch, capsys, "--annotations", inputs["files"]["good"], "--output_dir", "out")
+    assert code == 1 and len(errors) == 1, errors
+    assert "--image_dir" in errors[0] and any(image["file_name"] in errors[0] for image in inputs["data"]["images"]), errors
+    assert not (tmp_path / "out").exists()
+    # a wrong folder as well
+    code, errors = _main(inputs, monkeypatch, capsys, "--annotations", inputs["files"]["good"], "--image_dir", str(tmp_path),
+                         "--output_dir", "out")
+    assert code == 1 and "--image_dir" in errors[0] and not (tmp_path / "out").exists()
 
 
 def test_debug_shows_the_traceback(inputs):

@@ -85,12 +85,19 @@ def test_an_unfinished_output_is_not_read_as_data(tmp_path, monkeypatch):
     assert "(unfinished)" not in open(out / "README.md").read()
 
 
-def test_a_run_writes_the_unfinished_card_before_reading_the_input(tmp_path):
+def test_a_run_refused_for_its_input_leaves_no_folder_or_a_card_that_says_why(tmp_path):
+    """Issue 28, case 7: never an "(unfinished)" card telling to rerun a run that cannot resume."""
     out = tmp_path / "out"
     bad = tmp_path / "bad.json"
     bad.write_text("{")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not valid JSON"):
         run_engine(RunnerOptions(annotations=str(bad), output_dir=str(out), progress=False))
-    assert "unfinished" in open(out / "README.md").read()
+    assert not out.exists()  # the run created it: it is gone
+    out.mkdir()
+    with pytest.raises(ValueError, match="not valid JSON"):
+        run_engine(RunnerOptions(annotations=str(bad), output_dir=str(out), progress=False))
+    card = open(out / "README.md").read()
+    assert "(refused)" in card and "bad.json" in card and "not valid JSON" in card
+    assert "(unfinished)" not in card and "Rerun the same command" not in card and not ABSOLUTE_PATH.findall(card)
     with pytest.raises(DataFilesNotFoundError):
         next(iter(load_dataset(str(out), split="train", streaming=True)))
