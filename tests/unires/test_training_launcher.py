@@ -51,26 +51,58 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _state(stat_file: Path) -> str:
+    return stat_file.read_text().rsplit(")", 1)[1].split()[0]
+
+
 def _alive(pid: int) -> bool:
-    """Running, not a zombie left for an init that does not reap."""
+    """Some thread of the process still runs. A zombie (Z) is not alive: an init that does not reap may leave it
+    for good. But a zombie thread-group *leader* is not the end of its process: the other threads may still be
+    exiting, and the process's files, with their record locks, are closed only by the last of them."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
-    return state != "Z"
+    for task in tasks:
+        try:
+            if _state(task / "stat") not in ("Z", "X"):
+                return True
+        except (OSError, IndexError):  # the thread ended while we looked
+            continue
+    return False
 
 
-def _wait_for(condition, seconds: float, what: str):
+def _leader_alive(pid: int) -> bool:
+    """The earlier test's notion of alive, which looks at the thread-group leader only (kept to measure against)."""
+    try:
+        return _state(Path(f"/proc/{pid}/stat")) not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _lock_is_free(path: Path) -> bool:
+    with open(path, "a+") as handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        fcntl.lockf(handle, fcntl.LOCK_UN)
+        return True
+
+
+def _wait_for(condition, seconds: float, what: str, interval: float = 0.2) -> float:
+    """Poll `condition` until it holds; returns the time.monotonic() at which it did."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():
-            return
-        time.sleep(0.2)
+            return time.monotonic()
+        time.sleep(interval)
     raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_killing_the_launcher_ends_the_workers_and_the_lock_stops_a_second_run(setup, tmp_path, caplog):
+def test_killing_the_launcher_ends_the_workers_and_the_lock_stops_a_second_run(setup, tmp_path, caplog,
+                                                                               record_property):
     output = tmp_path / "run"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -106,7 +138,14 @@ def test_killing_the_launcher_ends_the_workers_and_the_lock_stops_a_second_run(s
 
         os.kill(launcher.pid, signal.SIGKILL)  # as an OOM killer or a lost session would
         launcher.wait(timeout=10)
-        _wait_for(lambda: not any(_alive(pid) for pid in workers), 30, f"workers {workers} to end")
+        leaders_ended = []
+
+        def workers_ended() -> bool:
+            if not leaders_ended and not any(_leader_alive(pid) for pid in workers):
+                leaders_ended.append(time.monotonic())
+            return not any(_alive(pid) for pid in workers)
+
+        ended = _wait_for(workers_ended, 30, f"workers {workers} to end", interval=0.01)
     finally:
         workers = workers or _children(launcher.pid)
         for pid in [launcher.pid, *workers]:
@@ -115,11 +154,14 @@ def test_killing_the_launcher_ends_the_workers_and_the_lock_stops_a_second_run(s
         log.close()
     assert "launcher (pid %d)" % launcher.pid in (tmp_path / "launcher.log").read_text()
 
-    # The kernel dropped the lock with its holder: nothing stale is left to block the resume.
-    # (At once: a record lock dies with its process, even while children forked from it are still exiting.)
-    with open(output / ".lock", "a+") as handle:
-        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.lockf(handle, fcntl.LOCK_UN)
+    # The kernel drops the lock with its holder: nothing stale is left to block the resume. It does so when the
+    # holder's last thread has closed its files, which may come after its main thread is seen a zombie: wait for it.
+    free = _wait_for(lambda: _lock_is_free(output / ".lock"), 60, "the dead run's lock on output_dir to be released",
+                     interval=0.01)
+    release = {"after_last_thread": round(free - ended, 3), "after_leaders": round(free - leaders_ended[0], 3)}
+    record_property("lock_release_seconds", release)
+    print(f"lock released {release['after_last_thread']:.3f} s after the workers' last thread was seen gone, "
+          f"{release['after_leaders']:.3f} s after their main threads were")
 
     # Resumed by one process: training goes on, with a warning that the world size and the effective batch changed.
     latest = max(int(p.name.split("-")[1]) for p in output.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
