@@ -174,7 +174,7 @@ def publish_shards(
     card_data: Optional[Mapping[str, Any]] = None,
     private: bool = False,
     token: Optional[str] = None,
-    extra_uploads: Sequence[str] = ("stats.json", "rejects/*.jsonl"),
+    extra_uploads: Sequence[str] = ("stats.json", "rejects/[!.]*.jsonl"),
 ) -> str:
     """Write the card of a folder whose Parquet shards exist already; push it when ``repo_id`` is given.
 
@@ -226,7 +226,9 @@ def publish_shards(
     os.replace(tmp, os.path.join(folder, "README.md"))
     if repo_id is None:
         return folder
-    allow = ["README.md", f"{data_dir}/*.parquet", f"{annotations_dir}/*.parquet", "figures/*.png", *extra_uploads]
+    # `[!.]*`: a file a crashed writer left under its temporary name (`.tmp-train-...`) is never uploaded.
+    allow = ["README.md", f"{data_dir}/[!.]*.parquet", f"{annotations_dir}/[!.]*.parquet", "figures/[!.]*.png",
+             *extra_uploads]
     delete = [f"{data_dir}/*.parquet", f"{annotations_dir}/*.parquet", "figures/*.png"]
     return push_folder(folder, repo_id, token=token, repo_type="dataset", allow_patterns=allow, delete_patterns=delete,
                        commit_message="Upload MRES dataset (Parquet shards + dataset card)")

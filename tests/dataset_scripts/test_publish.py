@@ -138,3 +138,30 @@ def test_publish_shards_writes_both_configs_counts_and_histograms(published, tmp
     assert [r["image_id"] for r in streamed] == train["image_id"]
     annotations = load_dataset(str(folder), "annotations", split="train")
     assert annotations.features == features and annotations["file_name"][0] == "img0.png"
+
+
+def test_publish_shards_uploads_no_file_left_under_a_temporary_name(published, tmp_path, monkeypatch):
+    """A writer killed mid-file leaves `.tmp-*` beside the finished files: the push must not carry them."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    import dataset_scripts.publish as publish_module
+
+    _, ds, _ = published
+    folder = tmp_path / "engine-like"
+    for sub in ("data", "rejects"):
+        (folder / sub).mkdir(parents=True)
+    ds["train"].to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    (folder / "data" / ".tmp-train-00000-of-00001-001.parquet").write_bytes(b"half a shard")
+    (folder / "rejects" / "photos.jsonl").write_text('{"reason": "missing image: a.png"}\n')
+    (folder / "rejects" / ".tmp-train-00000-of-00008.jsonl").write_text("half a line")
+    (folder / "stats.json").write_text("{}")
+    pushed = {}
+    monkeypatch.setattr(publish_module, "check_push_access", lambda repo_id, *a, **k: repo_id)
+    monkeypatch.setattr(publish_module, "push_folder", lambda folder, repo_id, **kwargs: pushed.update(kwargs))
+    publish_module.publish_shards(str(folder), "org/mres", card_data={"pretty_name": "Engine-like"})
+
+    files = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
+    uploaded = set(filter_repo_objects(files, allow_patterns=pushed["allow_patterns"]))
+    figures = {f for f in uploaded if f.startswith("figures/")}
+    assert figures and uploaded - figures == {"README.md", "data/train-00000-of-00001.parquet", "rejects/photos.jsonl",
+                                              "stats.json"}
