@@ -6,6 +6,10 @@ transformers' `AutoConfig`, `AutoModel`, `AutoImageProcessor` and `AutoProcessor
 writes `auto_map` and copies the code files: a saved checkpoint loads with `trust_remote_code=True` without this
 package. The model's `save_pretrained` also writes `custom_pipelines` and the pipeline's code (as
 `Pipeline.save_pretrained` does for a registered pipeline), so that `pipeline(..., trust_remote_code=True)` works too.
+
+`modeling_unires.py` is the model's one definition (the forward training uses); `enable_fast_inference(model)`
+(`fast_inference_unires.py`) gives a model instance inference-only layers for the CPU, and `UniRESImageProcessorFast`
+(`image_processing_unires_fast.py`) the fast logits-to-masks kernel. The pipeline uses both by default on a CPU.
 """
 
 from importlib.metadata import version as _distribution_version
@@ -13,7 +17,9 @@ from importlib.metadata import version as _distribution_version
 __version__ = _distribution_version("unires")  # pyproject.toml's version, one for the five packages
 
 from .configuration_unires import UniRESConfig
+from .fast_inference_unires import disable_fast_inference, enable_fast_inference
 from .image_processing_unires import UniRESImageProcessor
+from .image_processing_unires_fast import UniRESImageProcessorFast
 from .modeling_unires import UniRESModel, UniRESOutput, UniRESPreTrainedModel
 from .pipeline_unires import PIPELINE_TASK, ReferringExpressionSegmentationPipeline, custom_pipelines_entry
 from .processing_unires import UniRESProcessor
@@ -51,10 +57,13 @@ __all__ = [
     "ReferringExpressionSegmentationPipeline",
     "UniRESConfig",
     "UniRESImageProcessor",
+    "UniRESImageProcessorFast",
     "UniRESModel",
     "UniRESOutput",
     "UniRESPreTrainedModel",
     "UniRESProcessor",
     "build_clip_tokenizer",
     "custom_pipelines_entry",
+    "disable_fast_inference",
+    "enable_fast_inference",
 ]

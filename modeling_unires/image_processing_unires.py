@@ -5,12 +5,8 @@ bool, float in [0, 1]) and torch tensors are accepted. This file imports only nu
 that it can travel beside a checkpoint as remote code.
 """
 
-import base64
-import binascii
 import functools
-import io
 import os
-import urllib.request
 
 import numpy as np
 import torch
@@ -33,57 +29,20 @@ logger = logging.get_logger(__name__)
 RESAMPLE_NAMES = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1}
 
 
-def open_image(source, index: int = 0) -> Image.Image:
-    """
-    Open an image given as a local path, an http(s) URL or a `data:` URI (base64), undecoded beyond PIL's own
-    reading: the colour handling of [`to_rgb_image`] then applies to it exactly as to an image opened by the caller.
-
-    `ValueError` names the image (index and path or URL): "No image file at X" for a string that is none of the
-    three (a mistyped path reads as one, not as a bad URL or base64 string), and a clear reason when it cannot be
-    read or downloaded.
-    """
-    source = os.fspath(source)
-    if source.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(source, timeout=30) as response:
-                data = response.read()
-        except (OSError, ValueError) as error:  # URLError, timeouts and HTTP errors are OSErrors
-            raise ValueError(f"image {index}: cannot download {source!r}: {error}") from error
-        stream, name = io.BytesIO(data), source
-    elif source.startswith("data:"):
-        header, _, payload = source.partition(",")
-        name = f"{header},..."
-        if not header.endswith(";base64"):
-            raise ValueError(
-                f"image {index}: the data URI {name!r} is not base64-encoded (expected data:image/...;base64,...)"
-            )
-        try:
-            stream = io.BytesIO(base64.b64decode(payload, validate=True))
-        except (binascii.Error, ValueError) as error:
-            raise ValueError(f"image {index}: the data URI {name!r} holds invalid base64: {error}") from error
-    else:
-        if not os.path.isfile(source):
-            raise ValueError(f"image {index}: No image file at {source!r} (nor is it an http(s) URL or a data: URI)")
-        stream, name = source, source
-    try:
-        image = Image.open(stream)
-        image.load()
-    except (OSError, Image.DecompressionBombError) as error:
-        raise ValueError(f"image {index}: {name!r} is not a readable image: {error}") from error
-    return image
-
-
 def to_rgb_image(image, index: int = 0) -> Image.Image:
     """
-    Convert one image (path or URL, PIL, numpy array or torch tensor) to an 8-bit RGB PIL image, applying its EXIF
+    Convert one image (PIL, numpy array or torch tensor) to an 8-bit RGB PIL image, applying its EXIF
     orientation.
 
     Alpha is composited on white, palette and CMYK images are converted, 16-bit images keep their high byte, float
     images are read as [0, 1] pixels. Raises `ValueError` naming `index` for an empty or unreadable image, and for
     an array with negative values (an already-normalised tensor is not an image).
     """
-    if isinstance(image, (str, os.PathLike)):
-        image = open_image(image, index)
+    if isinstance(image, (str, bytes, os.PathLike)):
+        raise ValueError(
+            f"image {index} is a path or URL ({image!r}): open it first (modeling_unires.image_loading_unires."
+            "open_image reads paths, URLs and data URIs), or give it to the pipeline, which opens it"
+        )
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
         if image.ndim == 3 and _tensor_is_channels_first(image):
@@ -366,14 +325,34 @@ class UniRESImageProcessor(BaseImageProcessor):
             chunk = max(1, (1 << 25) // (size[0] * size[1]))
             for start in range(0, len(rows), chunk):
                 part = rows[start : start + chunk]
-                part_masks, part_scores = _threshold_resized(logits, part, size, threshold, return_scores)
+                part_masks, part_scores = self._threshold_resized(logits, part, size, threshold, return_scores)
                 for offset, row in enumerate(part):
                     masks[row] = part_masks[offset]
                     if return_scores:
                         scores[row] = part_scores[offset]
         if return_rle:
+            from .rle_unires import mask_to_rle
+
             masks = [mask_to_rle(mask) for mask in masks]
         return (masks, scores) if return_scores else masks
+
+
+    def _threshold_resized(self, logits, rows, size, threshold, return_scores):
+        """
+        The masks (bool arrays) and, on request, the scores of `logits[rows]`: resized bilinearly to `size`, then
+        `sigmoid > threshold`. A score is the mean probability inside its mask; an empty mask's is its highest
+        probability (a low score flags it). [`UniRESImageProcessorFast`] computes the same masks faster on a CPU.
+        """
+        selected = logits[rows]
+        resized = F.interpolate(selected[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+        probabilities = resized.sigmoid_()
+        binary = probabilities > threshold
+        scores = None
+        if return_scores:
+            area = binary.sum(dim=(1, 2))
+            inside = torch.where(binary, probabilities, 0.0).sum(dim=(1, 2)) / area.clamp(min=1)
+            scores = torch.where(area > 0, inside, probabilities.amax(dim=(1, 2))).tolist()
+        return list(binary.cpu().numpy()), scores
 
 
 # What +-inf logits are read as. Its sigmoid is 1 in float32 (its negative's 0), so +inf keeps the meaning of a
@@ -441,93 +420,6 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def _threshold_resized(logits, rows, size, threshold, return_scores):
-    """
-    The masks (bool arrays sharing one buffer) and, on request, the scores of `logits[rows]` resized to `size`:
-    bilinear resizing, then one comparison in logit space (`x >= logit_threshold(t)`, the same masks as
-    `sigmoid(x) > t`, bit for bit) instead of a sigmoid over every pixel. A score is the mean sigmoid of the logits
-    inside its mask; an empty mask's is the sigmoid of its highest logit (a low score flags it).
-    """
-    consecutive = rows == list(range(rows[0], rows[0] + len(rows)))
-    selected = logits[rows[0] : rows[0] + len(rows)] if consecutive else logits[rows]  # a view, not a copy
-    cut = logit_threshold(threshold, selected.device.type)
-    if cut is not None and selected.device.type == "cpu":
-        return _threshold_on_cpu(selected.float(), size, cut, return_scores)
-    resized = F.interpolate(selected[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
-    if cut is None:  # a threshold without an exact logit-space equivalent: probabilities, as they always were
-        resized = resized.sigmoid_()
-        binary = resized > threshold
-    else:
-        binary = resized >= cut
-    scores = None
-    if return_scores:
-        area = binary.sum(dim=(1, 2))
-        probabilities = resized if cut is None else resized.sigmoid()
-        inside = torch.where(binary, probabilities, 0.0).sum(dim=(1, 2)) / area.clamp(min=1)
-        scores = torch.where(area > 0, inside, probabilities.amax(dim=(1, 2))).tolist()
-    return list(binary.cpu().numpy()), scores
-
-
-def _threshold_on_cpu(logits, size, cut, return_scores):
-    """
-    `_threshold_resized` on a CPU: one mask at a time is resized into one float buffer (torch's bilinear kernel, the
-    one of `F.interpolate`) and compared by numpy straight into the masks' array (numpy writes bools 3x faster than
-    torch); for its score, the logits inside the mask are gathered, so that the sigmoid runs on those alone. One
-    buffer for all the masks: a buffer as large as all of them (20 MB for 16 at 640x480) has its pages faulted into
-    memory anew at every call, which cost as much as the resize.
-    """
-    binary = np.empty((len(logits), *size), dtype=bool)
-    resized = torch.empty(1, 1, *size)
-    values = resized.numpy()[0, 0]
-    scores = [] if return_scores else None
-    for row, mask in enumerate(binary):
-        torch.ops.aten.upsample_bilinear2d.out(logits[row][None, None], list(size), False, None, None, out=resized)
-        np.greater_equal(values, cut, out=mask)
-        if return_scores:
-            inside = torch.from_numpy(values[mask])
-            # An empty mask's score is the sigmoid of its highest logit (a low score flags it).
-            scores.append(float(inside.sigmoid_().mean() if len(inside) else resized.max().sigmoid()))
-    return list(binary), scores
-
-
-@functools.lru_cache(maxsize=64)
-def logit_threshold(threshold: float, device_type: str = "cpu"):
-    """
-    The float32 value `c` with `sigmoid(x) > threshold` exactly when `x >= c`, for every float32 `x`, as torch's
-    sigmoid on `device_type` computes it (its vectorised loop and its scalar one: both are checked over the 2**15
-    float32 values around the point where the comparison turns), so that masks can be thresholded on logits bit for
-    bit as on probabilities. `None` for 0, 1, or a threshold where the two loops disagree or the comparison is not
-    monotone (the caller then computes probabilities).
-    """
-    if not 0.0 < threshold < 1.0:
-        return None
-
-    def floats(keys):  # float32 values of ordered keys (a float's bit pattern; negative floats reversed)
-        patterns = torch.where(keys >= 0, keys, (-keys) | 0x80000000).numpy().astype(np.uint32)
-        return torch.from_numpy(patterns.view(np.float32)).to(device_type)
-
-    def above(keys):  # sigmoid > threshold in the vectorised loop (the padding takes the scalar tail)
-        values = floats(keys)
-        return (torch.cat([values, values[:1].expand(64)]).sigmoid()[: len(values)] > threshold).cpu()
-
-    # Bisection for the first float above (sigmoid is monotone), then a check of the 2**15 floats around it.
-    low, high = -0x7F800000, 0x7F800000  # -inf, +inf
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (low, middle) if bool(above(torch.tensor([middle]))[0]) else (middle, high)
-    keys = torch.arange(high - (1 << 14), high + (1 << 14), dtype=torch.int64)
-    candidates = floats(keys)
-    # The vectorised loop (contiguous, the padding takes the scalar tail) and the scalar loop (a strided view).
-    vectorised = torch.cat([candidates, candidates[:64]]).sigmoid()[: len(candidates)] > threshold
-    scalar = torch.stack([candidates, candidates], dim=1)[:, 0].sigmoid() > threshold
-    if not torch.equal(vectorised, scalar):
-        return None
-    turned = vectorised.nonzero().flatten()
-    if len(turned) == 0 or turned[0] == 0 or not bool(vectorised[int(turned[0]) :].all()):
-        return None
-    return float(candidates[int(turned[0])])
-
-
 class NaNLogitsError(ValueError):
     """Mask logits holding NaN: `indices` are the masks concerned and `texts` their expressions (when
     `post_process_masks` was given them), both named in the message."""
@@ -550,26 +442,6 @@ def validate_threshold(threshold) -> float:
     if not is_number or not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold={threshold!r} is invalid: expected a probability (a number) in [0, 1]")
     return float(threshold)
-
-
-def mask_to_rle(mask: np.ndarray) -> dict:
-    """
-    COCO RLE `{"size": [h, w], "counts": str}` of a 2-D boolean mask (pycocotools).
-
-    pycocotools is needed only here: the processor and the model load without it (also as remote code, where
-    transformers checks every import a file makes outside `try` blocks), and asking for RLE without it raises an
-    `ImportError` that says how to install it.
-    """
-    try:
-        from pycocotools import mask as mask_utils
-    except ImportError as error:
-        raise ImportError(
-            "COCO RLE output needs pycocotools (`pip install pycocotools`); masks as arrays or images do not "
-            "(the pipeline and `post_process_masks`: `return_rle=False`, their default)"
-        ) from error
-
-    rle = mask_utils.encode(np.asfortranarray(mask.view(np.uint8) if mask.dtype == np.bool_ else mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 __all__ = ["INFINITE_LOGIT", "NaNLogitsError", "UniRESImageProcessor"]

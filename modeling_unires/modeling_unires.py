@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPTextModel, CLIPVisionModel, PreTrainedModel
-from transformers.activations import QuickGELUActivation
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.clip.modeling_clip import eager_attention_forward
@@ -172,7 +171,6 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor, smooth: float = 1.0) -
     return (1.0 - (2.0 * intersection + smooth) / (total + smooth)).mean()
 
 
-
 def sentence_embedding(text_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """
     The sentence vector `(expressions, text_hidden)`: CLIP's end-of-text token (the last attended one) plus the mean
@@ -184,28 +182,6 @@ def sentence_embedding(text_states: torch.Tensor, attention_mask: torch.Tensor) 
     token_weights = attention_mask.to(text_states.dtype)[..., None]
     mean_state = (text_states * token_weights).sum(1) / token_weights.sum(1).clamp(min=1)
     return eos_state + mean_state
-
-
-class UniRESQuickGELU(nn.Module):
-    """
-    CLIP's quick GELU, `x * sigmoid(1.702 * x)`, in the CLIP towers' MLPs. At inference it is computed in place on its
-    input (the MLP's fresh `fc1` output) as `silu(1.702 x) / 1.702`: three passes over that buffer and no new one,
-    where transformers' makes a new buffer in each of its three (5% of the ViT-B/16 tower's time at 352x352 on one
-    CPU core). Equal to float rounding.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            return x * torch.sigmoid(1.702 * x)
-        return F.silu(x.mul_(1.702), inplace=True).div_(1.702)
-
-
-def use_quick_gelu_in_place(tower: nn.Module) -> None:
-    """Give a CLIP tower's MLPs `UniRESQuickGELU` instead of transformers' `QuickGELUActivation` (neither has
-    parameters: the state dict is unchanged)."""
-    for module in tower.modules():
-        if isinstance(getattr(module, "activation_fn", None), QuickGELUActivation):
-            module.activation_fn = UniRESQuickGELU()
 
 
 class UniRESGroupTokens(nn.Module):
@@ -243,14 +219,17 @@ class UniRESAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, queries, keys_values, key_mask=None, output_attentions=False, values=None, projected=None):
+    def forward(self, queries, keys_values, key_mask=None, output_attentions=False, values=None):
         """`key_mask`: bool `(batch, keys)`, True where a key may be attended to. `values`: when the values differ from
-        the keys (positions added to queries and keys only); default `keys_values`. `projected`: the `(q, k, v)`
-        projections already made (see `self_projections`), in place of the three inputs."""
-        if projected is None:
-            values = keys_values if values is None else values
-            projected = self.q_proj(queries), self.k_proj(keys_values), self.v_proj(values)
-        q, k, v = (self._heads(states) for states in projected)
+        the keys (positions added to queries and keys only); default `keys_values`."""
+        values = keys_values if values is None else values
+        return self.attend(self.q_proj(queries), self.k_proj(keys_values), self.v_proj(values), key_mask,
+                           output_attentions)
+
+    def attend(self, queries, keys, values, key_mask=None, output_attentions=False):
+        """Attention over projected `(batch, tokens, hidden)` queries, keys and values, then `out_proj`:
+        `(output, weights)` (weights `None` unless `output_attentions`)."""
+        q, k, v = self._heads(queries), self._heads(keys), self._heads(values)
         mask = None
         if key_mask is not None:
             # Additive `(batch, 1, 1, keys)` mask, as both eager and sdpa take it: 0 where a key may be attended to.
@@ -264,53 +243,6 @@ class UniRESAttention(nn.Module):
         out = out.reshape(q.shape[0], q.shape[2], -1)
         return self.out_proj(out), weights
 
-    def _plain_projections(self) -> bool:
-        """Whether the projections are plain `nn.Linear`s with ordinary weights (not quantized modules or tensors),
-        whose weights can be concatenated and multiplied directly."""
-        return all(
-            type(layer) is nn.Linear and type(layer.weight) is nn.Parameter and layer.bias is not None
-            for layer in (self.q_proj, self.k_proj, self.v_proj)
-        )
-
-    def positioned_projection(self, positions: torch.Tensor, names=("q",)) -> tuple:
-        """
-        `(weight, bias)` of the named projections (`"q"`, `"k"`, `"v"`) stacked, whose bias is a `(tokens, width)`
-        table: `b + positions @ W.T` for q and k, `b` for v. `F.linear(normed, weight) + bias` is then the projections
-        of `normed + positions` (of `normed` for v) in one product, with no separate bias and position additions.
-        They depend on the weights and the token grid only: made once, kept for later calls until either changes.
-        For inference (no gradient) with plain projections (`_plain_projections`).
-        """
-        layers = [{"q": self.q_proj, "k": self.k_proj, "v": self.v_proj}[name] for name in names]
-        key = (tuple(positions.shape), positions.dtype, positions.device, names,
-               tuple((t.data_ptr(), t._version) for layer in layers for t in (layer.weight, layer.bias)))
-        cached = getattr(self, "_projection_cache", None)
-        if cached is None or cached[0] != key:
-            weight = torch.cat([layer.weight for layer in layers])
-            biases = [
-                layer.bias.expand(len(positions), -1) if name == "v" else F.linear(positions, layer.weight, layer.bias)
-                for name, layer in zip(names, layers)
-            ]
-            cached = (key, (weight, torch.cat(biases, dim=-1)))
-            self._projection_cache = cached
-        return cached[1]
-
-    def self_projections(self, normed: torch.Tensor, positions: torch.Tensor | None):
-        """
-        `(q, k, v)` of self-attention over `normed` tokens with `positions` added to the queries and keys (not the
-        values), as `q_proj(normed + positions)`, `k_proj(normed + positions)`, `v_proj(normed)`: at inference, one
-        matrix product for the three plus the kept bias-and-positions table (`positioned_projection`).
-        """
-        if positions is None or torch.is_grad_enabled() or not self._plain_projections():
-            located = normed if positions is None else normed + positions
-            return self.q_proj(located), self.k_proj(located), self.v_proj(normed)
-        weight, bias = self.positioned_projection(positions, ("q", "k", "v"))
-        return F.linear(normed, weight).add_(bias).chunk(3, dim=-1)
-
-
-def residual_add(hidden_states: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-    """`hidden_states + update`; at inference written into `update` (a layer's fresh output): one buffer fewer."""
-    return hidden_states + update if torch.is_grad_enabled() else update.add_(hidden_states)
-
 
 class UniRESMLP(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int, dropout: float = 0.0):
@@ -320,10 +252,7 @@ class UniRESMLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        hidden = self.fc1(x)
-        # At inference the activation overwrites its input: one 4x-wide buffer fewer.
-        hidden = F.gelu(hidden) if torch.is_grad_enabled() else torch.ops.aten.gelu_(hidden)
-        return self.fc2(self.dropout(hidden))
+        return self.fc2(self.dropout(F.gelu(self.fc1(x))))
 
 
 class UniRESDecoderLayer(GradientCheckpointingLayer):
@@ -341,35 +270,21 @@ class UniRESDecoderLayer(GradientCheckpointingLayer):
         self.mlp_norm = nn.LayerNorm(width)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(
-        self, hidden_states, memory, memory_mask=None, output_attentions=False, positions=None, cross_queries=None
-    ):
-        """`positions`: encodings added to the queries and keys of the tokens (not to their values), as in DETR.
-        `cross_queries`: the cross-attention's projected queries when made beforehand (`cross_queries_of`), e.g.
-        once per image for tokens that do not depend on the expression."""
+    def forward(self, hidden_states, memory, memory_mask=None, output_attentions=False, positions=None):
+        """`positions`: encodings added to the queries and keys of the tokens (not to their values), as in DETR."""
         if self.self_attn is not None:
             normed = self.self_attn_norm(hidden_states)
-            projected = self.self_attn.self_projections(normed, positions)
-            attended = self.self_attn(None, None, projected=projected)[0]
-            hidden_states = residual_add(hidden_states, self.dropout(attended))
-        if cross_queries is None:
-            cross_queries = self.cross_queries_of(hidden_states, positions)
-        memory = self.memory_norm(memory)
-        projected = (cross_queries, self.cross_attn.k_proj(memory), self.cross_attn.v_proj(memory))
-        attended, weights = self.cross_attn(None, None, memory_mask, output_attentions, projected=projected)
-        hidden_states = residual_add(hidden_states, self.dropout(attended))
-        hidden_states = residual_add(hidden_states, self.dropout(self.mlp(self.mlp_norm(hidden_states))))
-        return hidden_states, weights
-
-    def cross_queries_of(self, hidden_states, positions=None):
-        """The cross-attention's projected queries: `q_proj(cross_attn_norm(hidden_states) + positions)`."""
+            located = normed if positions is None else normed + positions
+            attended = self.self_attn(located, located, values=normed)[0]
+            hidden_states = hidden_states + self.dropout(attended)
         queries = self.cross_attn_norm(hidden_states)
-        if positions is None:
-            return self.cross_attn.q_proj(queries)
-        if torch.is_grad_enabled() or not self.cross_attn._plain_projections():
-            return self.cross_attn.q_proj(queries + positions)
-        weight, bias = self.cross_attn.positioned_projection(positions, ("q",))
-        return F.linear(queries, weight).add_(bias)
+        if positions is not None:
+            queries = queries + positions
+        memory = self.memory_norm(memory)
+        attended, weights = self.cross_attn(queries, memory, memory_mask, output_attentions)
+        hidden_states = hidden_states + self.dropout(attended)
+        hidden_states = hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
+        return hidden_states, weights
 
 
 class UniRESRegionFilter(nn.Module):
@@ -389,20 +304,18 @@ class UniRESRegionFilter(nn.Module):
         self.score_bias = nn.Parameter(torch.zeros(()))
 
     def forward(self, group_tokens, text_tokens, text_mask, sentence, output_attentions=False, image_indices=None):
-        """`group_tokens` per expression, or with `image_indices` per image: at inference (no gradient) what depends
-        on the image alone (the queries of the cross-attention) is then made once per image."""
-        cross_queries = None
+        """`group_tokens` per expression, or with `image_indices` per image (each expression then gets its image's)."""
         if image_indices is not None:
-            if not torch.is_grad_enabled():
-                cross_queries = self.layer.cross_queries_of(group_tokens).index_select(0, image_indices)
             group_tokens = group_tokens.index_select(0, image_indices)
-        group_tokens, weights = self.layer(
-            group_tokens, text_tokens, text_mask, output_attentions, cross_queries=cross_queries
-        )
+        group_tokens, weights = self.layer(group_tokens, text_tokens, text_mask, output_attentions)
+        return (*self.keep_relevant(group_tokens, sentence), weights)
+
+    def keep_relevant(self, group_tokens, sentence):
+        """`(filtered tokens, scores)`: each attended group token scaled by its relevance to the sentence."""
         queries = self.score_query(self.score_norm(group_tokens))
         key = self.score_key(sentence)[:, :, None]
         scores = torch.sigmoid((queries @ key).squeeze(-1) / math.sqrt(queries.shape[-1]) + self.score_bias)
-        return group_tokens * scores[..., None], scores, weights
+        return group_tokens * scores[..., None], scores
 
 
 class UniRESPixelDecoder(nn.Module):
@@ -433,7 +346,6 @@ class UniRESVisionEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.vision_model = CLIPVisionModel._from_config(config.vision_config)
-        use_quick_gelu_in_place(self.vision_model)
         self.group_tokens = UniRESGroupTokens(config)
         # Low-level tokens leave mid-network, before CLIP's post-layernorm sees anything: they get their own norm.
         self.low_group_norm = (
@@ -741,10 +653,6 @@ class UniRESMaskHead(nn.Module):
         """
         projection = self.alignment_visual_projection
         text = self.alignment_text_projection(sentence_key)
-        if type(projection) is not nn.Linear or type(projection.weight) is not nn.Parameter:
-            # A quantized projection (its weight is not a plain matrix): project the patches through it.
-            per_patch = torch.bmm(projection(decoded), text[:, :, None]).squeeze(-1)
-            return per_patch / math.sqrt(projection.out_features)
         key = text @ projection.weight  # (expressions, width): W_v^T t
         per_patch = torch.bmm(decoded, key[:, :, None]).squeeze(-1) + (text @ projection.bias)[:, None]
         return per_patch / math.sqrt(projection.out_features)
@@ -788,17 +696,6 @@ class UniRESPreTrainedModel(PreTrainedModel):
         super().initialize_weights()
 
 
-def _concatenated_outputs(pieces: list, names: tuple) -> UniRESDecoderOutput:
-    """The decoder outputs of consecutive passes joined along the expressions, for the fields `names`. Read as
-    attributes: a `ModelOutput` holds no key for a field that is `None` (no group tokens), so `piece[name]` would
-    raise `KeyError`."""
-    joined = {}
-    for name in names:
-        values = [getattr(piece, name) for piece in pieces]
-        joined[name] = None if values[0] is None else torch.cat(values)
-    return UniRESDecoderOutput(**joined)
-
-
 class UniRESModel(UniRESPreTrainedModel):
     r"""
     UniRES, composed as transformers' `SamModel` is: a vision encoder ([`UniRESVisionEncoder`]: CLIP's vision tower
@@ -814,23 +711,10 @@ class UniRESModel(UniRESPreTrainedModel):
     `forward(image_embeddings=..., input_ids=..., image_indices=...)`.
     """
 
-    # At inference (no gradient), expressions go through the text tower, the decoder and the mask head this many at
-    # a time (`None` or 0: all at once), so that memory stays bounded whatever their number: at 480x480 each takes
-    # about 15 MB of activations in the decoder (sdpa) and its logits. Set it on the model to change it.
-    max_expressions_per_pass: int | None = 32
-    # On the CPU, at most this many expression x patch-token rows per pass as well (`None` or 0: no further limit):
-    # 4 expressions at 480x480 (900 patches), 25 at the demo's 96x96 (144). Larger passes make buffers of tens of MB
-    # that malloc hands back to the system after each use and the next layer page-faults in again (at 480x480, 8
-    # expressions in one pass: about 90,000 page faults and 4% of the time), while a pass has a fixed cost of its
-    # own (one per pass: the text tower's and the mask head's calls), which a count of expressions alone would pay
-    # for small models too (16 expressions of the demo model in 4 passes: 1.5x the time of one pass).
-    cpu_tokens_per_pass: int | None = 3600
-
     def __init__(self, config: UniRESConfig):
         super().__init__(config)
         self.vision_encoder = UniRESVisionEncoder(config)
         self.text_model = CLIPTextModel._from_config(config.text_config)
-        use_quick_gelu_in_place(self.text_model)
         self.decoder = UniRESDecoder(config)
         self.mask_head = UniRESMaskHead(config)
         self.gradient_checkpointing = False
@@ -965,29 +849,10 @@ class UniRESModel(UniRESPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
 
         visual, low, high = self.vision_encoder.split_embeddings(image_embeddings)
-        chunk = self._expressions_per_pass(image_embeddings.device, visual.shape[1])
-        if (
-            not self.training and not torch.is_grad_enabled() and chunk and input_ids.shape[0] > chunk
-            and not (output_attentions or output_hidden_states)
-        ):
-            # Inference over many expressions: at most `chunk` of them through the text tower, the decoder and the
-            # mask head at a time, so that memory stays bounded (on the CPU, small); the image side is shared by all.
-            pieces = [
-                self._decode(visual, low, high, input_ids[start : start + chunk],
-                             attention_mask[start : start + chunk], image_indices[start : start + chunk], grid,
-                             pixel_values, False, False)
-                for start in range(0, input_ids.shape[0], chunk)
-            ]
-            logits = torch.cat([piece[0] for piece in pieces])
-            text_outputs = pieces[0][1]
-            decoder_outputs = _concatenated_outputs(
-                [piece[2] for piece in pieces], ("group_tokens", "group_token_scores")
-            )
-        else:
-            logits, text_outputs, decoder_outputs = self._decode(
-                visual, low, high, input_ids, attention_mask, image_indices, grid, pixel_values,
-                output_attentions, output_hidden_states,
-            )
+        logits, text_outputs, decoder_outputs = self._decode(
+            visual, low, high, input_ids, attention_mask, image_indices, grid, pixel_values,
+            output_attentions, output_hidden_states,
+        )
         output = UniRESOutput(
             loss=self.compute_loss(logits, labels) if labels is not None else None,
             logits=logits,
@@ -1001,15 +866,6 @@ class UniRESModel(UniRESPreTrainedModel):
             decoder_attentions=decoder_outputs.attentions,
         )
         return output if return_dict else output.to_tuple()
-
-    def _expressions_per_pass(self, device, patch_tokens: int) -> int | None:
-        """How many expressions go through the text tower, the decoder and the mask head at a time at inference,
-        each over `patch_tokens` tokens of its image."""
-        limits = [self.max_expressions_per_pass]
-        if device.type == "cpu" and self.cpu_tokens_per_pass:
-            limits.append(max(1, self.cpu_tokens_per_pass // max(1, patch_tokens)))
-        limits = [limit for limit in limits if limit]
-        return min(limits) if limits else None
 
     def _decode(self, visual, low, high, input_ids, attention_mask, image_indices, grid, pixel_values,
                 output_attentions, output_hidden_states):

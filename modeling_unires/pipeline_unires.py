@@ -10,8 +10,12 @@ import numpy as np
 from PIL import Image
 from transformers import Pipeline
 
-from .image_processing_unires import mask_to_rle, validate_threshold
+from .fast_inference_unires import enable_fast_inference
+from .image_loading_unires import open_if_location
+from .image_processing_unires import validate_threshold
+from .image_processing_unires_fast import use_fast_image_processor
 from .processing_unires import validate_expressions
+from .rle_unires import mask_to_rle
 
 MASK_FORMATS = ("pil", "numpy")
 PIPELINE_TASK = "referring-expression-segmentation"
@@ -39,9 +43,15 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
     >>> segmenter(["a.jpg", "b.png"], [["the dog"], ["the car", "its wheel"]])    # list of lists
     ```
 
-    Images may be paths, URLs, PIL images or arrays, all decoded by the image processor alike. Each image is encoded
-    once for all of its expressions; with a list of images, `batch_size` images (and all their expressions) go
-    through the model together.
+    Images may be paths, URLs, `data:` URIs, PIL images or arrays: the pipeline opens the first three
+    (`image_loading_unires.open_image`), and the image processor decodes every image alike (alpha, palettes, 16-bit).
+    Each image is encoded once for all of its expressions; with a list of images, `batch_size` images (and all their
+    expressions) go through the model together.
+
+    `fast_inference` (default: on a CPU) gives the model its inference-only layers (`fast_inference_unires`,
+    in place: `enable_fast_inference(model, max_expressions_per_pass, cpu_tokens_per_pass)`, which also splits an
+    image's expressions into passes) and the processor the fast post-processing (`UniRESImageProcessorFast`): the
+    same masks as the plain model and processor, faster on a CPU. `fast_inference=False` keeps both plain.
 
     Every expression gives a dict: `"text"`, `"mask"` (PIL image of mode "L", 0/255, at the original size, or a bool
     array with `mask_format="numpy"`), `"score"` (mean probability inside the mask; for an empty mask, the highest
@@ -58,6 +68,16 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
     _load_image_processor = False
     _load_feature_extractor = False
     _load_tokenizer = False
+
+    def __init__(self, *args, fast_inference=None, max_expressions_per_pass=32, cpu_tokens_per_pass=3600, **kwargs):
+        super().__init__(*args, **kwargs)
+        if fast_inference is None:
+            fast_inference = self.device.type == "cpu"
+        if not isinstance(fast_inference, bool):
+            raise ValueError(f"fast_inference={fast_inference!r} is invalid: expected True, False or None (on a CPU)")
+        if fast_inference:
+            enable_fast_inference(self.model, max_expressions_per_pass, cpu_tokens_per_pass)
+            self.processor = use_fast_image_processor(self.processor)
 
     def _sanitize_parameters(self, threshold=None, mask_format=None, return_rle=None, **kwargs):
         if kwargs:
@@ -113,9 +133,10 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
         expressions = [validate_expressions(item["text"]) for item in items]
         singles = [isinstance(item["text"], str) for item in items]
         # The one inference path: the processor gives one pixel row per image and `image_indices` maps every
-        # expression to its image (encoded once). Paths and URLs are opened by the image processor, so that a file
-        # and the same image opened by the caller go through one decoding path (alpha, palettes, 16-bit).
-        inputs = dict(self.processor(images=[item["image"] for item in items], text=expressions, return_tensors="pt"))
+        # expression to its image (encoded once). Paths, URLs and data URIs are only opened here (PIL's reading), so
+        # that a file and the same image opened by the caller go through one decoding path (alpha, palettes, 16-bit).
+        images = [open_if_location(item["image"], index) for index, item in enumerate(items)]
+        inputs = dict(self.processor(images=images, text=expressions, return_tensors="pt"))
         original_sizes = inputs.pop("original_sizes")
         texts = [text for image_texts in expressions for text in image_texts]
         inputs["meta"] = {

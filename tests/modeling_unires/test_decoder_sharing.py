@@ -1,16 +1,16 @@
 """Inference shares the image's work among its expressions: the outputs are those of one expression at a time.
 
-At inference (no gradient) the decoder makes the position terms of its projections once (folded with the biases into
-one kept table per projection), the region filter's queries once per image, the self-attention's three projections
-in one product, writes activations and residual sums into buffers it owns, and expressions go through in chunks of
-`model.max_expressions_per_pass` (on the CPU at most `model.cpu_tokens_per_pass` expression x patch tokens). The reference is the model
-run expression by expression with its image repeated and gradients enabled (the training path, which shares nothing
-of this): same weights, equal logits to float rounding.
+The plain model encodes each image once for all of its expressions; with fast inference (`enable_fast_inference`)
+the decoder also makes the position terms of its projections once, the region filter's queries once per image, and
+expressions go through in passes of `max_expressions_per_pass` (on the CPU at most `cpu_tokens_per_pass` expression x
+patch tokens). The reference is the model run expression by expression with its image repeated and gradients enabled
+(the training path, which shares nothing of this): same weights, equal logits to float rounding.
 """
 
 import pytest
 import torch
 
+from modeling_unires import enable_fast_inference
 from modeling_unires.configuration_unires import ABLATIONS, UniRESConfig
 from modeling_unires.testing_utils import TINY_SENTENCES, tiny_model_and_processor
 
@@ -61,7 +61,7 @@ def _one_at_a_time(model, inputs):
     ],
     ids=["paper", "demo-options", "high-only", "no-positions"],
 )
-@pytest.mark.parametrize("chunk, cpu_chunk", [(None, None), (2, None), (None, 4), (32, 1)])
+@pytest.mark.parametrize("chunk, cpu_chunk", [("plain", None), (None, None), (2, None), (None, 4), (32, 1)])
 def test_shared_inference_equals_one_expression_at_a_time(overrides, chunk, cpu_chunk):
     model, processor = tiny_model_and_processor(seed=1, **overrides)
     model.eval()
@@ -69,51 +69,20 @@ def test_shared_inference_equals_one_expression_at_a_time(overrides, chunk, cpu_
     inputs = _inputs(processor, model.config.image_size)
     expected_logits, expected_scores = _one_at_a_time(model, inputs)
 
-    model.max_expressions_per_pass = chunk
-    patches = (model.config.image_size // model.config.vision_config.patch_size) ** 2
-    model.cpu_tokens_per_pass = cpu_chunk and cpu_chunk * patches  # cpu_chunk expressions a pass on the CPU
+    if chunk != "plain":
+        patches = (model.config.image_size // model.config.vision_config.patch_size) ** 2
+        enable_fast_inference(model, chunk, cpu_chunk and cpu_chunk * patches)  # cpu_chunk expressions a pass on CPU
     with torch.no_grad():
         embeddings = model.get_image_embeddings(inputs["pixel_values"])
         outputs = model(
             image_embeddings=embeddings, pixel_values=inputs["pixel_values"], input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"], image_indices=inputs["image_indices"], output_group_tokens=True,
         )
-        again = model(**{k: v for k, v in inputs.items() if k != "original_sizes"})  # position terms now cached
+        again = model(**{k: v for k, v in inputs.items() if k != "original_sizes"})  # position terms cached (fast)
     torch.testing.assert_close(outputs.logits, expected_logits, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(outputs.group_token_scores, expected_scores, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(again.logits, outputs.logits, rtol=1e-5, atol=1e-6)
 
-
-def test_cached_position_terms_follow_the_weights():
-    """A weight changed in place after an inference call is seen by the next call (the cache is keyed on it)."""
-    model, processor = tiny_model_and_processor(seed=2)
-    model.eval()
-    inputs = _inputs(processor, model.config.image_size)
-    inputs.pop("original_sizes")
-    with torch.no_grad():
-        model(**inputs)
-        for layer in model.decoder.stage1_layers:
-            layer.self_attn.q_proj.weight.mul_(1.5)
-            layer.self_attn.k_proj.bias.add_(0.25)
-            layer.self_attn.v_proj.bias.add_(-0.25)
-            layer.cross_attn.q_proj.weight.mul_(0.5)
-            layer.cross_attn.q_proj.bias.add_(0.5)
-        cached = model(**inputs).logits
-    expected, _ = _one_at_a_time(model, {**inputs})
-    torch.testing.assert_close(cached, expected, rtol=1e-4, atol=1e-5)
-
-
-def test_expressions_per_pass_on_cpu_and_elsewhere():
-    """The CPU cap (expressions x patch tokens) applies on the CPU only, together with `max_expressions_per_pass`;
-    `None` or 0 lifts a limit."""
-    model, _ = tiny_model_and_processor()
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    # (limit, cpu tokens, patch tokens per expression) -> (expressions per pass on the CPU, elsewhere)
-    cases = [((32, 3600, 900), (4, 32)), ((32, 3600, 144), (25, 32)), ((2, 3600, 900), (2, 2)),
-             ((None, 3600, 900), (4, None)), ((None, 3600, 5000), (1, None)), ((0, None, 900), (None, None))]
-    for (limit, cpu_tokens, patches), expected in cases:
-        model.max_expressions_per_pass, model.cpu_tokens_per_pass = limit, cpu_tokens
-        assert (model._expressions_per_pass(cpu, patches), model._expressions_per_pass(cuda, patches)) == expected
 
 def _expressions(count):
     """`count` distinct expressions of varied lengths (so that padding differs between rows of a pass)."""
@@ -130,7 +99,7 @@ def test_chunked_inference_of_every_ablation_equals_one_expression_at_a_time(set
     1 expression, exactly one pass, one pass + 1 and 100 expressions, on one image and spread over two."""
     per_pass = 4
     model, processor = tiny_model_and_processor(seed=4, **UniRESConfig.ablation_kwargs(setting))
-    model.max_expressions_per_pass, model.cpu_tokens_per_pass = per_pass, None
+    enable_fast_inference(model, max_expressions_per_pass=per_pass, cpu_tokens_per_pass=None)
     generator = torch.Generator().manual_seed(5)
     images = [torch.rand(3, 40, 48, generator=generator) for _ in range(num_images)]
     pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]

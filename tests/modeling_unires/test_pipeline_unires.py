@@ -7,6 +7,7 @@ from PIL import Image
 from transformers import pipeline
 
 import modeling_unires  # noqa: F401  (registers the task)
+from modeling_unires.image_loading_unires import open_image
 from modeling_unires.testing_utils import tiny_model_and_processor
 
 
@@ -138,8 +139,11 @@ def test_a_path_and_the_same_opened_image_give_the_same_masks(saved, tmp_path):
             assert np.array_equal(one["mask"], other["mask"]), name
             assert one["score"] == pytest.approx(other["score"]), name
     # The 16-bit image is read by its high byte, not clipped to white.
-    pixels = segmenter.processor.image_processor.preprocess(str(tmp_path / "16bit.png"), return_tensors="pt")
+    pixels = segmenter.processor.image_processor.preprocess(open_image(tmp_path / "16bit.png"), return_tensors="pt")
     assert float(pixels["pixel_values"].std()) > 0.5
+    # The image processor takes decoded images only: opening paths and URLs is the pipeline's job.
+    with pytest.raises(ValueError, match=r"image 0 is a path or URL .*16bit.png.*open it first"):
+        segmenter.processor.image_processor.preprocess(str(tmp_path / "16bit.png"))
 
 
 def test_pipeline_refuses_normalised_tensors_and_nan_logits(saved, monkeypatch):
@@ -214,3 +218,29 @@ def test_post_process_masks_takes_the_sizes_of_images_with_image_indices(saved):
     assert all(np.array_equal(a, b) for a, b in zip(per_image, per_mask))
     with pytest.raises(ValueError, match=r"image_indices\[2\]=2 is out of range for 2"):
         processor.post_process_masks(logits, [(20, 30), (7, 9)], image_indices=[0, 1, 2])
+
+
+def test_the_pipeline_runs_the_fast_path_on_a_cpu_with_the_plain_paths_masks(saved):
+    """By default on a CPU the pipeline enables fast inference on its model and the fast post-processing; with
+    `fast_inference=False` it keeps both plain. Same masks, bit for bit, for one and for many expressions (in
+    passes: `max_expressions_per_pass` is the pipeline's parameter)."""
+    from modeling_unires import UniRESImageProcessorFast
+    from modeling_unires.fast_inference_unires import is_fast_inference_enabled
+
+    folder, _, _, jpeg, png = saved
+    fast = pipeline("referring-expression-segmentation", model=str(folder), max_expressions_per_pass=3)
+    plain = pipeline("referring-expression-segmentation", model=str(folder), fast_inference=False)
+    assert is_fast_inference_enabled(fast.model) and fast.model.fast_inference_options.max_expressions_per_pass == 3
+    assert type(fast.processor.image_processor) is UniRESImageProcessorFast
+    assert not is_fast_inference_enabled(plain.model) and type(plain.processor.image_processor).__name__ == (
+        "UniRESImageProcessor")
+    texts = ["the red car", "left wheel of the bus", "the window", "the dog", "a green tree", "the big house", "a cat"]
+    for expressions in (texts[:1], texts):
+        fast_results = fast([jpeg, png], [expressions, expressions[::-1]], mask_format="numpy")
+        plain_results = plain([jpeg, png], [expressions, expressions[::-1]], mask_format="numpy")
+        for fast_image, plain_image in zip(fast_results, plain_results):
+            for got, expected in zip(fast_image, plain_image):
+                assert got["text"] == expected["text"] and np.array_equal(got["mask"], expected["mask"])
+                assert got["score"] == pytest.approx(expected["score"], rel=1e-5, abs=1e-6)
+    with pytest.raises(ValueError, match=r"fast_inference='yes' is invalid"):
+        pipeline("referring-expression-segmentation", model=str(folder), fast_inference="yes")

@@ -1,37 +1,33 @@
-"""`post_process_masks` thresholds in logit space: the masks stay bit-for-bit those of the probability path it had.
-
-`reference_post_process` below is that path, kept here as it was (resize per size, sigmoid, `> threshold`, scores
-from the probabilities); the tests compare the processor against it over odd sizes, several images, thresholds and
-logits placed exactly on the threshold.
+"""The plain image processor (resize, then `sigmoid > threshold`) against the fast one (threshold in logit space,
+numpy on the CPU): two objects, bit-equal masks and scores to float rounding, over odd sizes, several images,
+thresholds, logits placed exactly on the cut, ±inf; and the checks both share.
 """
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from modeling_unires import UniRESImageProcessor
-from modeling_unires.image_processing_unires import logit_threshold
+from modeling_unires import UniRESImageProcessor, UniRESImageProcessorFast
+from modeling_unires.image_processing_unires_fast import logit_threshold
+
+PROCESSOR_CLASSES = [UniRESImageProcessor, UniRESImageProcessorFast]
 
 
-def reference_post_process(logits, sizes, threshold):
-    """The probability path: every mask resized with the others of its size, `sigmoid > threshold`; the score is the
-    mean probability inside the mask, or the highest probability for an empty mask."""
-    masks, scores = [None] * len(sizes), [None] * len(sizes)
-    rows_by_size = {}
-    for row, size in enumerate(sizes):
-        rows_by_size.setdefault(tuple(size), []).append(row)
-    for size, rows in rows_by_size.items():
-        probabilities = F.interpolate(logits[rows][:, None].float(), size=size, mode="bilinear",
-                                      align_corners=False)[:, 0].sigmoid_()
-        binary = probabilities > threshold
-        area = binary.sum(dim=(1, 2))
-        inside = (probabilities * binary).sum(dim=(1, 2)) / area.clamp(min=1)
-        part_scores = torch.where(area > 0, inside, probabilities.amax(dim=(1, 2)))
-        for offset, row in enumerate(rows):
-            masks[row] = binary[offset].numpy()
-            scores[row] = float(part_scores[offset])
-    return masks, scores
+def _plain_and_fast(logits, sizes, threshold, image_indices=None, size=24):
+    """`((masks, scores) of the plain processor, (masks, scores) of the fast one)`."""
+    return [
+        processor_class(size=size).post_process_masks(logits, sizes, threshold=threshold, image_indices=image_indices,
+                                                      return_scores=True)
+        for processor_class in PROCESSOR_CLASSES
+    ]
+
+
+def _assert_same(plain, fast, what=""):
+    (plain_masks, plain_scores), (fast_masks, fast_scores) = plain, fast
+    for row, (mask, expected) in enumerate(zip(fast_masks, plain_masks)):
+        assert mask.dtype == np.bool_ and mask.shape == expected.shape, row
+        assert np.array_equal(mask, expected), f"mask {row} differs {what}"
+    np.testing.assert_allclose(fast_scores, plain_scores, rtol=1e-5, atol=1e-7)
 
 
 THRESHOLDS = [0.35, 0.5, 0.1, 0.9, 0.0, 1.0, 1e-4, 0.999]
@@ -51,8 +47,7 @@ def test_logit_threshold_matches_the_sigmoid_comparison_around_the_cut(threshold
 
 
 @pytest.mark.parametrize("threshold", THRESHOLDS)
-def test_masks_are_bit_equal_to_the_probability_path(threshold):
-    processor = UniRESImageProcessor(size=24)
+def test_fast_masks_are_bit_equal_to_the_plain_processors(threshold):
     generator = torch.Generator().manual_seed(int(threshold * 1000))
     # Three images of odd sizes (smaller and larger than the logits), 2, 3 and 1 expressions.
     sizes = [(37, 53), (91, 17), (5, 3)]
@@ -63,31 +58,27 @@ def test_masks_are_bit_equal_to_the_probability_path(threshold):
         logits[0, :4] = cut
         logits[1, :4] = float(np.nextafter(np.float32(cut), np.float32(-np.inf)))
     logits[2] = -20.0  # an empty mask (the score is then the highest probability)
-    masks, scores = processor.post_process_masks(logits, sizes, threshold=threshold, image_indices=image_indices,
-                                                 return_scores=True)
-    expected_masks, expected_scores = reference_post_process(logits, [sizes[i] for i in image_indices], threshold)
-    for row, (mask, expected) in enumerate(zip(masks, expected_masks)):
-        assert mask.dtype == np.bool_ and mask.shape == expected.shape, row
-        assert np.array_equal(mask, expected), f"mask {row} differs at threshold {threshold}"
-    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-7)
-    # Masks only, and RLE: the same masks.
-    assert all(np.array_equal(a, b) for a, b in zip(
-        processor.post_process_masks(logits, sizes, threshold=threshold, image_indices=image_indices), masks))
+    plain, fast = _plain_and_fast(logits, sizes, threshold, image_indices)
+    _assert_same(plain, fast, f"at threshold {threshold}")
+    if threshold > 0:  # -20 is below every other cut: an empty mask, scored by its highest probability
+        assert not plain[0][2].any() and plain[1][2] < 0.01
+    # Masks only: the same masks.
+    masks_only = UniRESImageProcessorFast(size=24).post_process_masks(logits, sizes, threshold=threshold,
+                                                                      image_indices=image_indices)
+    assert all(np.array_equal(a, b) for a, b in zip(masks_only, plain[0]))
 
 
 def test_large_masks_in_bounded_chunks_are_bit_equal():
     """Enough masks of one size that they go through in several chunks; a 640x480 size, as the benchmark's."""
-    processor = UniRESImageProcessor(size=32)
     logits = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(3)) * 3
-    masks, scores = processor.post_process_masks(logits, [(480, 640)], return_scores=True)
-    expected_masks, expected_scores = reference_post_process(logits, [(480, 640)] * 3, 0.35)
-    assert all(np.array_equal(a, b) for a, b in zip(masks, expected_masks))
-    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
+    plain, fast = _plain_and_fast(logits, [(480, 640)], 0.35, size=32)
+    _assert_same(plain, fast)
 
 
-def test_logits_that_carry_a_gradient_are_post_processed_like_detached_ones():
+@pytest.mark.parametrize("processor_class", PROCESSOR_CLASSES)
+def test_logits_that_carry_a_gradient_are_post_processed_like_detached_ones(processor_class):
     # A forward outside torch.no_grad() hands over logits that require grad: the masks and scores are the same.
-    processor = UniRESImageProcessor(size=24)
+    processor = processor_class(size=24)
     logits = torch.randn(3, 24, 24, generator=torch.Generator().manual_seed(0)) * 4
     masks, scores = processor.post_process_masks(logits.clone().requires_grad_(), [(30, 41)], return_scores=True)
     expected_masks, expected_scores = processor.post_process_masks(logits, [(30, 41)], return_scores=True)
@@ -99,11 +90,12 @@ INF = float("inf")
 INF_SIZES = [(37, 53), (5, 3), (24, 24), (91, 17)]
 
 
+@pytest.mark.parametrize("processor_class", PROCESSOR_CLASSES)
 @pytest.mark.parametrize("threshold", [0.35, 0.0])  # the logit-space CPU path, and the probability path
-def test_all_infinite_logits_give_a_full_or_an_empty_mask_and_a_finite_score(threshold):
+def test_all_infinite_logits_give_a_full_or_an_empty_mask_and_a_finite_score(threshold, processor_class):
     """All +inf is a full mask of score 1, all -inf an empty one of score 0 (an empty mask's score is its highest
     probability). Resized as they were, inf - inf and inf * 0 made NaN: a partial +inf mask, a NaN -inf score."""
-    processor = UniRESImageProcessor(size=24)
+    processor = processor_class(size=24)
     logits = torch.stack([torch.full((24, 24), INF), torch.full((24, 24), -INF)] * 2)
     sizes, image_indices = INF_SIZES, [0, 1, 2, 3]
     masks, scores = processor.post_process_masks(logits, sizes, threshold=threshold, image_indices=image_indices,
@@ -116,10 +108,12 @@ def test_all_infinite_logits_give_a_full_or_an_empty_mask_and_a_finite_score(thr
             assert not mask.any() and score == 0.0, (row, score)
 
 
+@pytest.mark.parametrize("processor_class", PROCESSOR_CLASSES)
 @pytest.mark.parametrize("threshold", [0.35, 0.5, 0.0])
-def test_mixed_infinite_logits_mask_as_a_large_finite_stand_in_would(threshold):
-    """±inf maps, and ±inf among finite logits: the masks of ±1e4 in their place, finite scores."""
-    processor = UniRESImageProcessor(size=24)
+def test_mixed_infinite_logits_mask_as_a_large_finite_stand_in_would(threshold, processor_class):
+    """±inf maps, and ±inf among finite logits: the masks of ±1e4 in their place (given to the plain processor),
+    finite scores."""
+    processor = processor_class(size=24)
     generator = torch.Generator().manual_seed(7)
     logits = torch.randn(8, 24, 24, generator=generator) * 4
     infinite = torch.rand(8, 24, 24, generator=generator)
@@ -131,7 +125,8 @@ def test_mixed_infinite_logits_mask_as_a_large_finite_stand_in_would(threshold):
     masks, scores = processor.post_process_masks(logits, INF_SIZES, threshold=threshold, image_indices=image_indices,
                                                  return_scores=True)
     stand_in = torch.nan_to_num(logits, posinf=1e4, neginf=-1e4)
-    expected_masks, expected_scores = reference_post_process(stand_in, [INF_SIZES[i] for i in image_indices], threshold)
+    expected_masks, expected_scores = UniRESImageProcessor(size=24).post_process_masks(
+        stand_in, INF_SIZES, threshold=threshold, image_indices=image_indices, return_scores=True)
     for row, (mask, expected) in enumerate(zip(masks, expected_masks)):
         assert np.array_equal(mask, expected), f"mask {row} differs from the ±1e4 stand-in's"
     assert all(np.isfinite(score) and 0.0 <= score <= 1.0 for score in scores), scores

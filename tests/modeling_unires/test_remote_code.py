@@ -136,6 +136,8 @@ for folder in sys.argv[3:]:
         "scores": [result["score"] for result in results],
         "rles": [result["rle"] for result in results],
         "rle_error": rle_error,
+        "fast_inference": "fast_inference_options" in segmenter.model.__dict__,
+        "image_processor": type(segmenter.processor.image_processor).__name__,
     }
 assert not any(name.split(".")[0] in ("modeling_unires", "unires") for name in sys.modules)
 with open(os.path.join(os.path.dirname(sys.argv[2]), "report.json"), "w") as handle:
@@ -168,7 +170,10 @@ def test_pipeline_travels_as_remote_code(tmp_path):
     for folder in (by_model, by_pipeline):
         config = json.loads((folder / "config.json").read_text())
         assert config["custom_pipelines"] == expected_entry, folder
-        assert (folder / "pipeline_unires.py").exists(), folder
+        # The pipeline's own imports travel with it (transformers follows relative imports).
+        for code_file in ("pipeline_unires.py", "fast_inference_unires.py", "image_processing_unires_fast.py",
+                          "image_loading_unires.py", "rle_unires.py"):
+            assert (folder / code_file).exists(), (folder, code_file)
 
     # With the package imported, the registered pipeline still serves the task with no trust_remote_code.
     assert type(pipeline(PIPELINE_TASK, model=str(by_model))) is type(segmenter)
@@ -197,4 +202,6 @@ def test_pipeline_travels_as_remote_code(tmp_path):
             assert child["rles"][row] == want["rle"]
             assert abs(child["scores"][row] - want["score"]) < 1e-6
         assert child["keys_without_rle"] == ["mask", "score", "text"]
+        # On a CPU the remote-code pipeline runs the fast path too.
+        assert child["fast_inference"] and child["image_processor"] == "UniRESImageProcessorFast"
         assert "pip install pycocotools" in child["rle_error"] and "return_rle=False" in child["rle_error"]

@@ -1,4 +1,7 @@
-"""The model's fast paths equal the plain formulas they replace (pixel branch, pooled decoder tokens)."""
+"""The training forward's own formulations equal the reference operations they stand for: the pixel branch
+(F.interpolate of the filters, then a dot product), pooling and unpooling (avg_pool2d, repeat), per-image pooling and
+the alignment logit. These are not inference paths (those are compared plain against fast in
+test_fast_inference.py): training uses them, for speed and memory, and they are checked with their gradients."""
 
 import pytest
 import torch
@@ -8,8 +11,7 @@ from modeling_unires.testing_utils import tiny_model_and_processor
 
 
 def _dense_pixel_logits(model, decoded, pixel_features, image_indices, grid, patch):
-    """The pixel branch as its definition reads: filters upsampled bilinearly to full size, dotted with the image's
-    pixel features, expression by expression."""
+    """The reference: filters upsampled bilinearly to full size, dotted with the image's pixel features."""
     filters = model.mask_head.pixel_filter(decoded).transpose(1, 2).reshape(decoded.shape[0], -1, *grid)
     dense = F.interpolate(filters, scale_factor=patch, mode="bilinear", align_corners=False)
     return (dense * pixel_features[image_indices]).sum(1)
