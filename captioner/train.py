@@ -90,6 +90,10 @@ def complete_checkpoints(output_dir: str) -> list[str]:
 def find_checkpoint(output_dir: str, which: str) -> str:
     """Resolve ``--resume_from_checkpoint`` ('latest': the newest complete checkpoint, or a folder)."""
     if which != "latest":
+        if not os.path.isdir(which):
+            found = [os.path.basename(path) for path in complete_checkpoints(output_dir)] if os.path.isdir(output_dir) else []
+            raise ValueError(f"--resume_from_checkpoint {which}: no such folder (checkpoints in {output_dir}: "
+                             f"{', '.join(found) or 'none'}).")
         if not os.path.isfile(os.path.join(which, STATE_FILE)):
             raise ValueError(f"{which!r} is not a captioner checkpoint (no {STATE_FILE}).")
         return which

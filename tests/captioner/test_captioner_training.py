@@ -366,7 +366,7 @@ def test_overwrite_deletes_nothing_when_a_later_check_fails(base_dir, rows, tmp_
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):  # offline, as every test runs: the push cannot succeed
         train(_model_args(base_dir), CaptionerDataArguments(),
               _args(out, max_steps=1, save_steps=1, overwrite_output_dir=True, push_to_hub=True), train_dataset=data)
-    with pytest.raises(ValueError, match="checkpoint-9"):  # a checkpoint that is not there
+    with pytest.raises(ValueError, match=r"checkpoint-9: no such folder \(checkpoints in .*: checkpoint-1, checkpoint-2\)"):
         train(_model_args(base_dir), CaptionerDataArguments(),
               _args(out, max_steps=3, resume_from_checkpoint=str(out / "checkpoint-9")), train_dataset=data)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != ".lock") == before
