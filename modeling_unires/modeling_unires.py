@@ -128,20 +128,6 @@ class UniRESDecoderOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-def interpolate_position_embeddings(weight: torch.Tensor, new_grid: int) -> torch.Tensor:
-    """Resize a CLIP position table `(1 + g*g, dim)` to `(1 + new_grid**2, dim)`, bicubically as CLIP does at run time."""
-    class_position, patch_positions = weight[:1], weight[1:]
-    old_grid = int(math.isqrt(patch_positions.shape[0]))
-    if old_grid * old_grid != patch_positions.shape[0]:
-        raise ValueError(f"position table of {patch_positions.shape[0]} patches is not a square grid")
-    if old_grid == new_grid:
-        return weight.clone()
-    grid = patch_positions.reshape(1, old_grid, old_grid, -1).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(new_grid * new_grid, -1).to(weight.dtype)
-    return torch.cat([class_position, grid], dim=0)
-
-
 def sine_position_encoding(grid: tuple[int, int], width: int, device=None, dtype=None) -> torch.Tensor:
     """
     DETR's 2D sine encoding of a `rows x cols` token grid, `(rows * cols, width)`: the first half of the channels
@@ -739,42 +725,13 @@ class UniRESModel(UniRESPreTrainedModel):
         """The CLIP vision tower, `vision_encoder.vision_model` (where composite transformers models keep theirs)."""
         return self.vision_encoder.vision_model
 
-    # ------------------------------------------------------------------ loading from CLIP
-
     @classmethod
     def from_clip(cls, name_or_path, clip_kwargs: dict | None = None, **config_overrides) -> "UniRESModel":
-        """
-        Build a UniRES model whose vision and text towers are a `CLIPModel` checkpoint's, weights copied unchanged.
+        """A UniRES model whose vision and text towers are a `CLIPModel` checkpoint's, weights copied unchanged: see
+        `convert_clip_unires.from_clip` for the arguments."""
+        from .convert_clip_unires import from_clip
 
-        Args:
-            name_or_path: Hub id or folder of a `CLIPModel` checkpoint (e.g. `"openai/clip-vit-base-patch16"`).
-            clip_kwargs: extra arguments for `CLIPModel.from_pretrained` (`revision`, `cache_dir`, ...).
-            config_overrides: `UniRESConfig` arguments; `image_size=` sets the model input size, in which case
-                the CLIP position table is resized bicubically to the new patch grid (nothing else changes).
-                `vision_config=` / `text_config=` dicts update the checkpoint's sub-configs.
-        """
-        from transformers import CLIPModel
-
-        clip = CLIPModel.from_pretrained(name_or_path, **(clip_kwargs or {}))
-        vision_dict = clip.config.vision_config.to_dict()
-        text_dict = clip.config.text_config.to_dict()
-        vision_dict.update(config_overrides.pop("vision_config", None) or {})
-        text_dict.update(config_overrides.pop("text_config", None) or {})
-        image_size = config_overrides.pop("image_size", None)
-        if image_size is not None:
-            vision_dict["image_size"] = image_size
-        config = UniRESConfig(vision_config=vision_dict, text_config=text_dict, **config_overrides)
-        model = cls(config)
-
-        vision_state = clip.vision_model.state_dict()
-        key = "embeddings.position_embedding.weight"
-        new_grid = config.vision_config.image_size // config.vision_config.patch_size
-        vision_state[key] = interpolate_position_embeddings(vision_state[key], new_grid)
-        model.vision_encoder.vision_model.load_state_dict(vision_state, strict=True)
-        model.text_model.load_state_dict(clip.text_model.state_dict(), strict=True)
-        return model
-
-    # ------------------------------------------------------------------ embeddings (resize_token_embeddings)
+        return from_clip(cls, name_or_path, clip_kwargs, **config_overrides)
 
     def get_input_embeddings(self) -> nn.Module:
         """The text tower's token embedding: what `resize_token_embeddings` resizes (see `fit_to_tokenizer`)."""
@@ -782,8 +739,6 @@ class UniRESModel(UniRESPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Module):
         self.text_model.set_input_embeddings(value)
-
-    # ------------------------------------------------------------------ image side
 
     def get_image_embeddings(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
         """
@@ -794,8 +749,6 @@ class UniRESModel(UniRESPreTrainedModel):
         Position embeddings are interpolated when the image size differs from `config.image_size`.
         """
         return self.vision_encoder(pixel_values).image_embeddings
-
-    # ------------------------------------------------------------------ forward
 
     def forward(
         self,

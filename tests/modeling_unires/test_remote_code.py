@@ -54,7 +54,7 @@ def test_checkpoint_loads_as_remote_code(tmp_path):
     processor.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_unires.UniRESModel"
-    for code_file in ("configuration_unires.py", "modeling_unires.py", "processing_unires.py",
+    for code_file in ("configuration_unires.py", "modeling_unires.py", "convert_clip_unires.py", "processing_unires.py",
                       "image_processing_unires.py"):
         assert (folder / code_file).exists(), code_file
 
