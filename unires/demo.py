@@ -32,7 +32,7 @@ from .demo_recipe import (  # the recipe as data (kept light for --help); re-exp
     DEMO_WEIGHT_DECAY,
     EVAL_SPLITS,
 )
-from .evaluation import MRESMetricOptions, evaluate_methods, format_metrics_table
+from .evaluation import BASELINES, UniRESSegmenter, format_metrics_table, run_evaluation
 from .evaluation.overlays import write_overlays
 from .training import DataArguments, ModelArguments, MRESTrainingCollator, UniRESTrainingArguments, run_training
 from .training.budget import measure_step_seconds, steps_for_budget
@@ -72,8 +72,9 @@ def run_demo(
 ) -> dict:
     """Generate (or reuse) MRES-Synth, train for the budget, evaluate beside two baselines; returns the metrics.
 
-    Writes to `output_dir`: `metrics.json`, `model/` (loadable with `AutoModel.from_pretrained`), `overlays/`
-    and, unless `data_dir` is given, `data/`.
+    Writes to `output_dir`: `metrics.json`, `evaluation.json` (the harness's result, with the dataset's identity
+    and the conventions: `examples/evaluate_model.py --compare` reads it), `model/` (loadable with
+    `AutoModel.from_pretrained`), `overlays/` and, unless `data_dir` is given, `data/`.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,14 +131,16 @@ def run_demo(
                                   collator=collator, train_dataset=data["train"], eval_dataset=data["validation"])
     model = trainer.accelerator.unwrap_model(trainer.model).eval()
 
-    options = MRESMetricOptions(threshold=model.config.mask_threshold)
-    metrics = {"options": options.to_dict(), "splits": {}}
     with _stage("evaluate", timings):
-        for split in EVAL_SPLITS:
-            metrics["splits"][split] = evaluate_methods(
-                model, processor, data[split], options=options,
-                baselines=("full_image", "largest_object_box"), batch_size=32,
-            )
+        # The harness, as `examples/evaluate_model.py` runs it: UniRES beside the trivial baselines on the same rows.
+        evaluation = run_evaluation(None, "unires", str(data_dir or out / "data"), list(EVAL_SPLITS),
+                                    segmenter=UniRESSegmenter(model, processor), label="unires",
+                                    baselines=BASELINES, batch_size=32)
+    (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))  # readable by evaluate_model.py --compare
+    entries = evaluation["splits"]
+    metrics = {"options": next(iter(entries.values()))["metrics"]["options"],
+               "splits": {split: {"unires": entry["metrics"], **entry["baselines"]}
+                          for split, entry in entries.items()}}
     with _stage("overlays", timings):
         for split in EVAL_SPLITS:
             write_overlays(model, processor, data[split], out / "overlays" / split, num=num_overlays)
@@ -156,5 +159,5 @@ def run_demo(
         print(f"\n## {split}\n")
         print(format_metrics_table(by_method, key_name="method"))
     print("\nstage timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
-    print(f"\nwritten: {out / 'metrics.json'}, {out / 'model'}, {out / 'overlays'}")
+    print(f"\nwritten: {out / 'metrics.json'}, {out / 'evaluation.json'}, {out / 'model'}, {out / 'overlays'}")
     return metrics

@@ -25,13 +25,13 @@ COMMANDS = {
     ("train.py", "--dataset"): ["--dataset", "data", "{typo}", "--config_name", "model", "--output_dir", "out"],
     ("train.py", "--eval_dataset"): ["--dataset", "data", "--eval_dataset", "{typo}", "--config_name", "model",
                                      "--output_dir", "out"],
-    ("evaluate.py", "--model"): ["--model", "{typo}", "--dataset", "data", "--output", "out/result.json"],
-    ("evaluate.py", "--dataset"): ["--model", "model", "--dataset", "{typo}", "--output", "out/result.json"],
-    ("evaluate.py", "--data_dir"): ["--model", "model", "--dataset", "refcoco_m", "--data_dir", "{typo}",
-                                    "--output", "out/result.json"],
-    ("evaluate.py", "--model_type"): ["--model_type", "callable:{typo}.py:segment", "--dataset", "data",
-                                      "--output", "out/result.json"],
-    ("evaluate.py", "--compare"): ["--compare", "result.json", "{typo}"],
+    ("evaluate_model.py", "--model"): ["--model", "{typo}", "--dataset", "data", "--output", "out/result.json"],
+    ("evaluate_model.py", "--dataset"): ["--model", "model", "--dataset", "{typo}", "--output", "out/result.json"],
+    ("evaluate_model.py", "--data_dir"): ["--model", "model", "--dataset", "refcoco_m", "--data_dir", "{typo}",
+                                          "--output", "out/result.json"],
+    ("evaluate_model.py", "--model_type"): ["--model_type", "callable:{typo}.py:segment", "--dataset", "data",
+                                            "--output", "out/result.json"],
+    ("evaluate_model.py", "--compare"): ["--compare", "result.json", "{typo}"],
     ("predict.py", "--model"): ["--model", "{typo}", "--image", "photo.png", "the dog", "--output_dir", "out"],
     ("predict.py", "--image"): ["--model", "model", "--image", "{typo}", "the dog", "--output_dir", "out"],
     ("app.py", "--model"): ["--model", "{typo}"],
@@ -46,7 +46,7 @@ COMMANDS = {
 
 
 def _main(script):
-    """The script's `main`, loaded by path (examples are not a package; `evaluate` would shadow the library)."""
+    """The script's `main`, loaded by path (examples are not a package)."""
     spec = importlib.util.spec_from_file_location(f"examples_{script[:-3]}_paths", REPO / "examples" / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -106,9 +106,9 @@ def test_no_dataset_and_an_unfinished_engine_run_are_refused_before_torch(tmp_pa
     runs = [
         ("train.py", ["--config_name", str(tmp_path), "--output_dir", str(tmp_path / "out")]),
         ("train.py", ["--dataset", str(live), "--output_dir", str(tmp_path / "out")]),
-        ("evaluate.py", ["--model", str(tmp_path), "--dataset", str(live)]),
-        ("evaluate.py", ["--model_type", "callable:w:f", "--dataset", "mres-synth", "--data_dir", str(live)]),
-        ("evaluate.py", ["--model", str(tmp_path)]),
+        ("evaluate_model.py", ["--model", str(tmp_path), "--dataset", str(live)]),
+        ("evaluate_model.py", ["--model_type", "callable:w:f", "--dataset", "mres-synth", "--data_dir", str(live)]),
+        ("evaluate_model.py", ["--model", str(tmp_path)]),
     ]
     report = tmp_path / "report.json"
     result = subprocess.run([sys.executable, "-c", CHEAP.replace("{REPO}", str(REPO)), str(report), json.dumps(runs)],
@@ -136,7 +136,8 @@ def test_the_engine_layout_names_are_the_ones_checked():
 def test_evaluate_knows_every_dataset_shorthand():
     from unires.evaluation.dataset_identity import ALIASES, SHORTHANDS
 
-    spec = importlib.util.spec_from_file_location("examples_evaluate_shorthands", REPO / "examples" / "evaluate.py")
+    spec = importlib.util.spec_from_file_location("examples_evaluate_shorthands",
+                                                  REPO / "examples" / "evaluate_model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert set(module.DATASET_SHORTHANDS) == set(SHORTHANDS) | set(ALIASES)

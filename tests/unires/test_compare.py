@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("examples_evaluate_compare", REPO / "examples" / "evaluate.py")
+    spec = importlib.util.spec_from_file_location("examples_evaluate_compare",
+                                                  REPO / "examples" / "evaluate_model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

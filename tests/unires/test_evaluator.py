@@ -1,4 +1,5 @@
-"""The evaluator: baselines scored by hand, UniRES through the same loop, the CLI's JSON, overlays."""
+"""The harness's loop: the baselines (segmenters) scored by hand, UniRES through the same loop, the CLI's JSON,
+overlays; the deprecated entry points still answer, through the harness."""
 
 import importlib.util
 import json
@@ -9,17 +10,19 @@ import pytest
 
 from dataset_scripts.mres_synth import build_mres_synth
 from unires.evaluation import (
+    FullImageSegmenter,
+    LargestObjectBoxSegmenter,
     MRESMetricOptions,
-    evaluate_methods,
-    evaluate_predictor,
-    full_image_baseline,
-    largest_object_box_baseline,
+    accumulate_metrics,
+    evaluate_segmenter,
+    load_segmenter,
+    run_evaluation,
 )
 from dataset_scripts.masks import decode_mask
 from modeling_unires.image_processing_unires import NaNLogitsError
 from modeling_unires.testing_utils import tiny_model_and_processor
-from unires.evaluation.evaluator import resize_mask
-from unires.evaluation.segmenters import UniRESSegmenter
+from unires.evaluation.segmenters import CallableSegmenter, UniRESSegmenter
+from unires.evaluation.segmenters.base import resize_mask
 from unires.evaluation.overlays import write_overlays
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +46,7 @@ def _sentences(rows, granularity):
 
 def test_full_image_baseline_matches_hand_computation(rows):
     validation = rows["validation"]
-    results = evaluate_predictor(full_image_baseline, validation, progress=False).compute()
+    results = evaluate_segmenter(load_segmenter("full_image"), validation, progress=False)
     for granularity in ("object", "part"):
         # A full-image prediction has IoU = |mask| / |image| with every expression.
         ious = [decode_mask(r["mask"]).sum() / (row["height"] * row["width"])
@@ -54,42 +57,94 @@ def test_full_image_baseline_matches_hand_computation(rows):
     assert results["part"]["part_object_confusion"] == pytest.approx(100.0)
 
 
+def _oracle(asked):
+    """A segmenter answering the truth resized to the asked size (it reads the rows, as the box baseline does)."""
+    class Oracle(LargestObjectBoxSegmenter):
+        model_type = "oracle"
+        input_size = 24
+
+        def masks_of_rows(self, batch, texts, sizes):
+            out = []
+            for row, row_texts, size in zip(batch, texts, sizes):
+                asked.add(tuple(size))
+                by_text = {s: r for r in row["referents"] for s in r["sentences"]}
+                out.append([resize_mask(decode_mask(by_text[t]["mask"]), size) for t in row_texts])
+            return out
+
+    return Oracle()
+
+
 def test_box_baseline_and_input_resolution(rows):
     validation = rows["validation"]
-    original = evaluate_predictor(largest_object_box_baseline, validation, progress=False).compute()
+    box = load_segmenter("largest_object_box")
+    original = evaluate_segmenter(box, validation, progress=False)
     assert 0 < original["object"]["mIoU"] < 100
-    options = MRESMetricOptions(resolution="input")
-    at_input = evaluate_predictor(largest_object_box_baseline, validation, options=options, input_size=24,
-                                  progress=False).compute()
+    options = MRESMetricOptions(resolution="input", input_size=(24, 24))
+    at_input = evaluate_segmenter(box, validation, options=options, progress=False)
     assert at_input["options"]["resolution"] == "input" and at_input["options"]["input_size"] == [24, 24]
     assert at_input["object"]["count"] == original["object"]["count"]
 
-    # The predictor is asked for 24x24 masks and the truths are compared at 24x24: an oracle that answers with the
-    # truth resized to the asked size scores 100 (at the original size its masks would not even match in shape).
+    # The segmenter is asked for 24x24 masks (its input size) and the truths are compared at 24x24: an oracle that
+    # answers with the truth resized to the asked size scores 100 (at the original size its masks would not match).
     asked = set()
-
-    def oracle(batch, texts, size_of):
-        out = []
-        for row, row_texts in zip(batch, texts):
-            asked.add(size_of(row))
-            by_text = {s: r for r in row["referents"] for s in r["sentences"]}
-            out.append([resize_mask(decode_mask(by_text[t]["mask"]), size_of(row)) for t in row_texts])
-        return out
-
-    perfect = evaluate_predictor(oracle, validation, options=options, input_size=24, progress=False).compute()
+    perfect = evaluate_segmenter(_oracle(asked), validation, options=MRESMetricOptions(resolution="input"),
+                                 progress=False)
     assert asked == {(24, 24)} and perfect["object+part"]["mIoU"] == pytest.approx(100.0)
-    with pytest.raises(ValueError, match="input_size"):
-        evaluate_predictor(largest_object_box_baseline, validation, options=options, progress=False)
+    assert perfect["options"]["input_size"] == [24, 24]
+    with pytest.raises(ValueError, match="input size"):  # a baseline has no input size of its own
+        evaluate_segmenter(box, validation, options=MRESMetricOptions(resolution="input"), progress=False)
 
 
-def test_unires_and_baselines_share_the_evaluator(rows):
+def test_the_box_baseline_refuses_bare_images(rows):
+    row = rows["validation"][0]
+    with pytest.raises(TypeError, match="masks_of_rows"):
+        LargestObjectBoxSegmenter().masks([row["image"]], [["the car"]])
+    full = FullImageSegmenter().masks([row["image"]], [["the car", "its wheel"]])
+    assert [mask.all() and mask.shape == (row["height"], row["width"]) for mask in full[0]] == [True, True]
+
+
+def test_unires_and_baselines_share_the_loop(rows):
     model, processor = tiny_model_and_processor(image_size=48)
-    results = evaluate_methods(model, processor, rows["validation"], baselines=["full_image"], batch_size=2,
-                               progress=False)
-    assert set(results) == {"unires", "full_image"}
-    assert results["unires"]["object+part"]["count"] == results["full_image"]["object+part"]["count"] > 0
+    result = run_evaluation(None, "unires", str(rows["folder"]), ["validation"], batch_size=2, progress=False,
+                            segmenter=UniRESSegmenter(model, processor), baselines=["full_image"])
+    entry = result["splits"]["validation"]
+    assert set(entry["baselines"]) == {"full_image"}
+    assert entry["metrics"]["object+part"]["count"] == entry["baselines"]["full_image"]["object+part"]["count"] > 0
+    assert entry["baselines"]["full_image"]["options"] == entry["metrics"]["options"]  # compared alike
     with pytest.raises(ValueError, match="unknown baseline"):
-        evaluate_methods(model, processor, rows["validation"], baselines=["oracle"])
+        run_evaluation(None, "unires", str(rows["folder"]), ["validation"], baselines=["oracle"],
+                       segmenter=UniRESSegmenter(model, processor))
+
+
+def test_shares_of_the_images_merge_to_the_whole(rows):
+    """The trainer's form: each process scores every n-th image; the merged accumulators equal one pass."""
+    segmenter = load_segmenter("largest_object_box")
+    whole = accumulate_metrics(segmenter, rows["validation"], progress=False).compute()
+    shares = [accumulate_metrics(segmenter, rows["validation"], process_index=i, num_processes=2, progress=False)
+              for i in range(2)]
+    assert 0 < shares[0].compute()["object+part"]["count"] < whole["object+part"]["count"]
+    merged = shares[0].merge(shares[1]).compute()
+    for group in ("object", "part", "object+part"):
+        assert merged[group] == pytest.approx(whole[group], rel=1e-12)  # sums in another order
+
+
+def test_the_deprecated_entry_points_warn_and_answer_through_the_harness(rows):
+    from unires.evaluation.evaluator import evaluate_predictor
+
+    model, processor = tiny_model_and_processor(image_size=48)
+    segmenter = UniRESSegmenter(model, processor)
+    expected = accumulate_metrics(segmenter, rows["validation"], progress=False).compute()
+    with pytest.warns(FutureWarning, match="accumulate_metrics"):  # unires/training/trainer.py's call, as it is
+        found = evaluate_predictor(segmenter, rows["validation"], input_size=model.config.image_size, batch_size=2,
+                                   progress=False).compute()
+    assert found == expected
+
+    def predictor(batch, texts, size_of):  # the old MaskPredictor form (benchmarks/int8_quantization.py)
+        return [[np.ones(size_of(row), bool) for _ in row_texts] for row, row_texts in zip(batch, texts)]
+
+    with pytest.warns(FutureWarning):
+        old = evaluate_predictor(predictor, rows["validation"], progress=False).compute()
+    assert old == evaluate_segmenter(FullImageSegmenter(), rows["validation"], progress=False)
 
 
 def test_evaluate_cli_writes_the_table(rows, tmp_path, capsys):
@@ -97,7 +152,8 @@ def test_evaluate_cli_writes_the_table(rows, tmp_path, capsys):
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
     # By path: the script's module name would otherwise clash with the `evaluate` library.
-    spec = importlib.util.spec_from_file_location("examples_evaluate", REPO / "examples" / "evaluate.py")
+    spec = importlib.util.spec_from_file_location("examples_evaluate",
+                                                  REPO / "examples" / "evaluate_model.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     evaluate_main = script.main
@@ -136,4 +192,5 @@ def test_nan_logits_raise_naming_the_expressions(rows, monkeypatch):
     row = rows["validation"][0]
     # Named by post_process_masks itself: the evaluator passes the texts and translates nothing.
     with pytest.raises(NaNLogitsError, match=r"NaN mask logits for the expression\(s\) \['the car'\]"):
-        UniRESSegmenter(model, processor)([row], [["the car", "the window"]], lambda r: (r["height"], r["width"]))
+        UniRESSegmenter(model, processor).masks_of_rows([row], [["the car", "the window"]],
+                                                        [(row["height"], row["width"])])

@@ -31,7 +31,8 @@ def _callers(model, processor):
 
     def by_evaluator():
         row = {"image": image, "image_id": "image-0", "height": size[0], "width": size[1]}
-        return UniRESSegmenter(model, processor)([row], [EXPRESSIONS], lambda r: (r["height"], r["width"]))[0]
+        evaluator = UniRESSegmenter(model, processor)
+        return evaluator.masks_of_rows([row], [EXPRESSIONS], [(row["height"], row["width"])])[0]
 
     def by_app():
         app_segmenter, state = Segmenter(model, processor, device="cpu"), SessionState()
@@ -75,7 +76,7 @@ def test_every_caller_gets_the_nan_expressions_named_by_post_process_masks(monke
         segmenter(image, EXPRESSIONS)
     row = {"image": image, "image_id": "image-0", "height": image.height, "width": image.width}
     with pytest.raises(NaNLogitsError, match=named):
-        UniRESSegmenter(model, processor)([row], [EXPRESSIONS], lambda r: (r["height"], r["width"]))
+        UniRESSegmenter(model, processor).masks_of_rows([row], [EXPRESSIONS], [(row["height"], row["width"])])
     app_segmenter, state = Segmenter(model, processor, device="cpu"), SessionState()
     state.set_image(app_segmenter, image, "fingerprint")
     state.ask(app_segmenter, EXPRESSIONS)

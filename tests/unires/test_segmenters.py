@@ -5,6 +5,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -224,6 +225,8 @@ def test_image_segmentation_pipeline_matches_labels():
     dog, cat, none = segmenter.masks([image], [["the dog", "a cat", "the car"]])[0]
     assert dog[:, :5].all() and not dog[:, 5:].any() and cat[:, 5:].all() and not none.any()
     assert segmenter.conventions()["task"] == "image-segmentation"
+    with pytest.raises(ValueError, match="threshold=0.5: an image-segmentation pipeline's segments are final"):
+        PipelineSegmenter(FakeSegmentationPipeline(), threshold=0.5)  # was dropped without a word
 
 
 # ---------------------------------------------------------------------------------------------------- oracle
@@ -328,7 +331,8 @@ def test_callable_errors_of_the_users_code_name_the_image_and_expressions():
 
 # ---------------------------------------------------------------------------------------------------- CLI and JSON
 def _script():
-    spec = importlib.util.spec_from_file_location("examples_evaluate_segmenters", REPO / "examples" / "evaluate.py")
+    spec = importlib.util.spec_from_file_location("examples_evaluate_segmenters",
+                                                  REPO / "examples" / "evaluate_model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -438,12 +442,119 @@ def test_nothing_evaluated_fails_clearly(data, tmp_path, capsys):
 
 def test_help_imports_nothing_heavy(tmp_path):
     code = ("import importlib.util, sys\n"
-            f"spec = importlib.util.spec_from_file_location('e', {str(REPO / 'examples' / 'evaluate.py')!r})\n"
+            f"spec = importlib.util.spec_from_file_location('e', {str(REPO / 'examples' / 'evaluate_model.py')!r})\n"
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
             f"m.parse_args(['--model', {str(tmp_path)!r}, '--dataset', {str(tmp_path)!r}])\n"
-            "print(sorted(k for k in ('torch', 'transformers', 'datasets', 'unires') if k in sys.modules))\n")
+            "print(sorted(k for k in ('torch', 'transformers', 'datasets', 'numpy') if k in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
-    help_text = subprocess.run([sys.executable, str(REPO / "examples" / "evaluate.py"), "--help"], capture_output=True,
-                               text=True, check=True).stdout
+    assert out.strip() == "[]"  # the registry (its --model_type choices) is read without torch
+    help_text = subprocess.run([sys.executable, str(REPO / "examples" / "evaluate_model.py"), "--help"],
+                               capture_output=True, text=True, check=True).stdout
     assert "(default: unires)" in help_text and "--compare" in help_text
+
+
+# ---------------------------------------------------------------------------------------------------- one registry
+def test_the_registry_is_what_the_adapters_take_and_the_docs_and_cli_list():
+    import inspect
+
+    from unires.evaluation import segmenters
+    from unires.evaluation.registry import ADAPTERS, BASELINES, MODEL_TYPES, markdown_table
+
+    for name, adapter in ADAPTERS.items():
+        cls = adapter.segmenter_class()
+        assert cls.model_type == name
+        loader = cls.from_spec if name == "callable" else cls.from_pretrained if adapter.needs_model else cls
+        parameters = inspect.signature(loader).parameters
+        assert not any(p.kind is p.VAR_KEYWORD for p in parameters.values()), f"{name} would swallow any option"
+        keywords = {p.name for p in parameters.values() if p.default is not p.empty}
+        assert keywords == set(adapter.options), name
+    assert markdown_table() in segmenters.__doc__  # the docs' table is the registry's
+    parser_actions = {a.dest: a for a in _parser()._actions}
+    assert tuple(parser_actions["baselines"].choices) == BASELINES == ("full_image", "largest_object_box")
+    assert ", ".join(MODEL_TYPES) in parser_actions["model_type"].help
+
+
+def _parser():
+    """The CLI's parser, caught as it parses a valid command line."""
+    import argparse
+
+    script, caught = _script(), []
+    real = argparse.ArgumentParser.parse_args
+
+    def spy(self, *args, **kwargs):
+        caught.append(self)
+        return real(self, *args, **kwargs)
+
+    argparse.ArgumentParser.parse_args = spy
+    try:
+        script.parse_args(["--model_type", "full_image", "--dataset", "refcoco_m"])
+    finally:
+        argparse.ArgumentParser.parse_args = real
+    return caught[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model_type", "clipseg", "--model", "m", "--instance_rule", "union"],
+     "--instance_rule is an option of --model_type sam3, not of clipseg"),
+    (["--model_type", "unires", "--model", "m", "--score_threshold", "0.3"],
+     "--score_threshold is an option of --model_type sam3, not of unires"),
+    (["--model_type", "sam3", "--model", "m", "--pipeline_task", "image-segmentation"],
+     "--pipeline_task is an option of --model_type pipeline, not of sam3"),
+    (["--model_type", "clipseg", "--model", "m", "--trust_remote_code"],
+     "--trust_remote_code is an option of --model_type unires, pipeline, not of clipseg"),
+    (["--model_type", "callable:w.py:f", "--device", "cpu"],
+     "--device is an option of --model_type unires, clipseg, sam3, pipeline, not of callable"),
+    (["--model_type", "full_image", "--threshold", "0.5"],
+     "--threshold is an option of --model_type unires, clipseg, sam3, pipeline, callable, not of full_image"),
+    (["--model_type", "clip", "--model", "m"], "unknown model_type 'clip'; choose from unires, clipseg, sam3"),
+    (["--model_type", "full_image", "--model", "m"], "--model: --model_type full_image is a baseline"),
+])
+def test_an_option_the_adapter_does_not_take_is_refused_while_parsing(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _script().parse_args([*argv, "--dataset", "refcoco_m"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err
+    assert len(err.strip().splitlines()) == 2  # the one-line usage, then the error
+
+
+def test_the_library_refuses_a_foreign_option_naming_it(data):
+    from unires.evaluation import load_segmenter
+
+    with pytest.raises(ValueError, match="instance_rule is an option of model_type sam3, not of clipseg"):
+        load_segmenter("clipseg", "CIDAS/clipseg-rd64-refined", instance_rule="union")
+    with pytest.raises(ValueError, match="task is an option of model_type pipeline, not of callable"):
+        load_segmenter("callable:x:y", task="image-segmentation")
+    # run_evaluation refuses before it reads the data or loads a model.
+    with pytest.raises(ValueError, match="score_threshold is an option of model_type sam3, not of unires"):
+        run_evaluation("no/such-model", "unires", "no/such-dataset", ["validation"], score_threshold=0.3)
+    with pytest.raises(TypeError):  # the adapters' own loaders no longer swallow options (**_)
+        CLIPSegSegmenter.from_pretrained("CIDAS/clipseg-rd64-refined", instance_rule="union")
+    assert isinstance(load_segmenter("full_image"), segmenters_module().FullImageSegmenter)
+
+
+def segmenters_module():
+    from unires.evaluation import segmenters
+
+    return segmenters
+
+
+def test_a_missing_dataset_is_one_line_not_the_full_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _script().main(["--model", "m"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    usage, error = err.splitlines()  # argparse's own usage is some forty lines
+    assert re.fullmatch(r"usage: (\S+) \[options\] \(every option: \1 --help\)", usage), usage
+    assert error.endswith(": error: --dataset is required (or --compare RESULT_JSON ...)")
+
+
+def test_a_baseline_is_a_model_type_of_the_cli(data, tmp_path, capsys):
+    output = tmp_path / "full.json"
+    _script().main(["--model_type", "full_image", "--dataset", str(data["synth"]), "--split", "validation",
+                    "--no_progress", "--output", str(output)])
+    result = json.loads(output.read_text())
+    expected = run_evaluation(None, "unires", str(data["synth"]), ["validation"], progress=False,
+                              segmenter=_segmenter("callable"), baselines=["full_image"])
+    metrics = result["splits"]["validation"]["metrics"]
+    assert result["model"]["segmenter"]["model_type"] == "full_image" and metrics["object+part"]["count"] > 0
+    assert metrics["object+part"] == expected["splits"]["validation"]["baselines"]["full_image"]["object+part"]

@@ -1,10 +1,15 @@
 """One MRES evaluation for every model: a segmenter, a dataset split, the metrics, every convention stated.
 
-`evaluate_segmenter` scores any [`Segmenter`] on MRES rows with the evaluator every method here shares
-(`evaluate_predictor`: every sentence on its own, streaming metrics). `run_evaluation` adds loading (model by type,
-dataset by name / folder / Hub id), the dataset's identity and the conventions, and returns one JSON-ready result;
-`markdown_report` renders it as a table per split (object-only, part-only, object+part, as the paper's Table 3), and
-`compare_table` puts several results in one table.
+This is the evaluation's one front door. Every model, the trivial baselines included, is a [`Segmenter`] (adapters in
+`segmenters`, listed once in `registry`). `accumulate_metrics` is the one loop (every sentence on its own, streaming
+metrics, a share of the images per process); `evaluate_segmenter` computes its metrics; `run_evaluation` adds loading
+(model by type, dataset by name / folder / Hub id), the dataset's identity and the conventions, and returns one
+JSON-ready result; `markdown_report` renders it as a table per split (object-only, part-only, object+part, as the
+paper's Table 3), and `compare_table` puts several results in one table.
+
+Resolution is the one choice the loop itself makes: "original" compares at each image's own size (CRIS, the paper);
+"input" compares at the model's square input size (LAVT), the ground truth resized there with nearest-neighbour
+sampling.
 
 Metric names: mIoU is the mean of per-expression IoU (LISA and GroundingSuite call it gIoU); oIoU is total
 intersection over total union (cIoU). Every sentence of a referent is one expression, scored on its own (PSALM's
@@ -16,11 +21,16 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import replace
-from typing import Optional, Sequence
+from itertools import islice
+from typing import Iterable, Mapping, Optional, Sequence
+
+from dataset_scripts.features import sentences_of
+from dataset_scripts.masks import decode_mask
 
 from .dataset_identity import annotation_summary, describe, open_split
-from .evaluator import evaluate_predictor
-from .metrics import GROUPS, MRESMetricOptions
+from .metrics import GROUPS, MRESMetricAccumulator, MRESMetricOptions
+from .registry import BASELINES, foreign_options
+from .segmenters.base import Segmenter, resize_mask
 
 RESULT_FORMAT = "unires-mres-evaluation/1"
 EXPRESSION_RULE = ("one sentence per expression: every sentence of a referent is segmented and scored on its own "
@@ -51,8 +61,100 @@ def metric_conventions(options: MRESMetricOptions) -> dict:
     }
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _queries(row: dict, granularity: Optional[str]):
+    """(text, true mask RLE, granularity, parent mask RLE) for every sentence of every referent."""
+    by_id = {r["referent_id"]: r for r in row["referents"]}
+    for referent in row["referents"]:
+        if granularity is not None and referent["granularity"] != granularity:
+            continue
+        parent = by_id.get(referent.get("parent_id")) if referent["granularity"] == "part" else None
+        for sentence in sentences_of(referent):
+            yield sentence, referent["mask"], referent["granularity"], parent["mask"] if parent else None
+
+
+def _options_for(segmenter: Segmenter, options: Optional[MRESMetricOptions]) -> MRESMetricOptions:
+    """The metric options as applied: the segmenter's threshold, and at resolution "input" its input size."""
+    options = options or MRESMetricOptions()
+    if segmenter.threshold is not None and options.threshold != segmenter.threshold:
+        options = replace(options, threshold=segmenter.threshold)
+    if options.resolution == "input":
+        input_size = segmenter.input_size
+        if options.input_size is None:
+            if not input_size:
+                raise ValueError(f"resolution='input' needs the model's input size, which the {segmenter.model_type} "
+                                 "segmenter does not know: pass MRESMetricOptions(input_size=...)")
+            # Recorded in the results: a number at "input" resolution means nothing without the size.
+            options = replace(options, input_size=(input_size, input_size))
+        elif input_size and tuple(options.input_size) != (input_size, input_size):
+            raise ValueError(f"the {segmenter.model_type} segmenter's input size {input_size} disagrees with "
+                             f"options.input_size={tuple(options.input_size)}")
+    return options
+
+
+def accumulate_metrics(
+    segmenter: Segmenter,
+    rows: Iterable[dict],
+    *,
+    options: Optional[MRESMetricOptions] = None,
+    batch_size: int = 8,
+    max_images: Optional[int] = None,
+    granularity: Optional[str] = None,
+    process_index: int = 0,
+    num_processes: int = 1,
+    progress: bool = True,
+) -> MRESMetricAccumulator:
+    """Run `segmenter` over MRES image rows (every sentence of every referent on its own) and accumulate the metrics.
+
+    With several processes, each takes every `num_processes`-th image starting at `process_index`; merge the returned
+    accumulators (`MRESMetricAccumulator.merge`). Nothing is kept but the running sums.
+    """
+    from tqdm.auto import tqdm
+
+    options = _options_for(segmenter, options)
+
+    def size_of(row):
+        return tuple(options.input_size) if options.resolution == "input" else (row["height"], row["width"])
+
+    accumulator = MRESMetricAccumulator(options)
+    total = max_images if max_images is not None else (len(rows) if hasattr(rows, "__len__") else None)
+    rows = islice(rows, max_images) if max_images is not None else rows
+    bar = tqdm(total=total, desc="evaluating", unit="img", disable=not progress)
+    batch: list[dict] = []
+
+    def flush():
+        queries = [list(_queries(row, granularity)) for row in batch]
+        sizes = [size_of(row) for row in batch]
+        predictions = segmenter.masks_of_rows(batch, [[q[0] for q in qs] for qs in queries], sizes)
+        preds, refs, grans, parents = [], [], [], []
+        for qs, size, row_preds in zip(queries, sizes, predictions):
+            for (_, rle, gran, parent_rle), pred in zip(qs, row_preds):
+                preds.append(pred)
+                refs.append(resize_mask(decode_mask(rle), size))
+                grans.append(gran)
+                parents.append(None if parent_rle is None else resize_mask(decode_mask(parent_rle), size))
+        if preds:
+            accumulator.update(preds, refs, grans, parent_masks=parents)
+        bar.update(len(batch))
+        batch.clear()
+
+    for index, row in enumerate(rows):
+        if index % num_processes != process_index:
+            continue
+        batch.append(row)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    bar.close()
+    return accumulator
+
+
 def evaluate_segmenter(
-    segmenter,
+    segmenter: Segmenter,
     rows,
     *,
     options: Optional[MRESMetricOptions] = None,
@@ -66,18 +168,11 @@ def evaluate_segmenter(
 
     Raises `NothingEvaluatedError` when no expression was scored.
     """
-    options = options or MRESMetricOptions()
-    if segmenter.threshold is not None and options.threshold != segmenter.threshold:
-        options = replace(options, threshold=segmenter.threshold)
     if max_images is not None and max_images < 1:
         raise NothingEvaluatedError(f"max_images={max_images}: nothing would be evaluated; pass a positive number "
                                     "or leave it unset for every image")
-    if options.resolution == "input" and options.input_size is None and not segmenter.input_size:
-        raise ValueError(f"resolution='input' needs the model's input size, which the {segmenter.model_type} "
-                         "segmenter does not know: pass input_size")
-    accumulator = evaluate_predictor(segmenter, rows, options=options, input_size=segmenter.input_size,
-                                     batch_size=batch_size, max_images=max_images, granularity=granularity,
-                                     progress=progress)
+    accumulator = accumulate_metrics(segmenter, rows, options=options, batch_size=batch_size, max_images=max_images,
+                                     granularity=granularity, progress=progress)
     metrics = accumulator.compute()
     if metrics["object+part"]["count"] == 0:
         raise NothingEvaluatedError(
@@ -106,33 +201,46 @@ def run_evaluation(
     max_images: Optional[int] = None,
     granularity: Optional[str] = None,
     device: Optional[str] = None,
-    segmenter=None,
+    segmenter: Optional[Segmenter] = None,
     label: Optional[str] = None,
     baselines: Sequence[str] = (),
     progress: bool = True,
     **segmenter_options,
 ) -> dict:
-    """Load the model (or use `segmenter`) and the dataset, evaluate every split; one JSON-ready result."""
+    """Load the model (or use `segmenter`) and the dataset, evaluate every split; one JSON-ready result.
+
+    `model_type` is a name of `registry.ADAPTERS`; `threshold`, `device` and `segmenter_options` go to its loader,
+    which refuses an option it does not take (`instance_rule` with `clipseg`). `baselines` (`full_image`,
+    `largest_object_box`) are scored on the same rows with the same options.
+    """
     if not splits:
         raise NothingEvaluatedError("no split given: nothing would be evaluated")
     if max_images is not None and max_images < 1:
         raise NothingEvaluatedError(f"max_images={max_images}: nothing would be evaluated; pass a positive number "
                                     "or leave it unset for every image")
-    from .evaluator import BASELINES
-
     unknown = [name for name in baselines if name not in BASELINES]
     if unknown:
-        raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted(BASELINES)}")
+        raise ValueError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
+    loader_options = {key: value for key, value in
+                      dict(segmenter_options, threshold=threshold, device=device).items() if value is not None}
+    if segmenter is None:  # refused before the data is read, as the loader would refuse it after
+        refusal = foreign_options(model_type, loader_options)
+        if refusal:
+            raise ValueError(refusal)
+    elif segmenter_options:
+        raise ValueError(f"{', '.join(sorted(segmenter_options))}: options of a model_type's loader, but a segmenter "
+                         "was given: build it with them instead")
     # The data first: a wrong name or split fails before a large model is loaded.
     opened = [(split, *open_split(dataset, split, data_dir=data_dir, config=dataset_config, revision=revision,
                                   cache_dir=cache_dir)) for split in splits]
-    if segmenter is None:
-        from .segmenters import load_segmenter
+    from .segmenters import load_segmenter
 
-        segmenter = load_segmenter(model_type, model, device=device, threshold=threshold, **segmenter_options)
+    if segmenter is None:
+        segmenter = load_segmenter(model_type, model, **loader_options)
     base_options = MRESMetricOptions(resolution=resolution, prec_comparison=prec_comparison, empty_gt=empty_gt,
                                      threshold=segmenter.threshold if segmenter.threshold is not None else
                                      (threshold if threshold is not None else MRESMetricOptions.threshold))
+    references = {name: load_segmenter(name) for name in baselines}
     result = {
         "format": RESULT_FORMAT,
         "model": {"name": label or model or model_type, "id": model, "type": model_type,
@@ -149,21 +257,25 @@ def run_evaluation(
                                      what=f"split {split!r} of {dataset}")
         seconds = time.perf_counter() - started
         options = MRESMetricOptions.from_dict(metrics["options"])
-        baseline_metrics = {
-            name: evaluate_predictor(BASELINES[name], rows, options=options, batch_size=batch_size,
-                                     max_images=max_images, granularity=granularity, progress=False).compute()
-            for name in baselines
-        }
         result["splits"][split] = {
             "dataset": identity,
             "conventions": {**metric_conventions(options), "granularity": granularity or "all"},
             "metrics": metrics,
-            "baselines": baseline_metrics,
+            "baselines": evaluate_segmenters(references, rows, options=options, batch_size=batch_size,
+                                             max_images=max_images, granularity=granularity),
             "seconds": round(seconds, 2),
             "expressions_per_second": round(metrics["object+part"]["count"] / seconds, 3) if seconds > 0 else None,
         }
     result["environment"] = _environment(device)
     return result
+
+
+def evaluate_segmenters(segmenters: Mapping[str, Segmenter], rows, *, options: MRESMetricOptions,
+                        progress: bool = False, **kwargs) -> dict:
+    """{name: metrics} of several segmenters on the same rows with the same metric options (each segmenter's own
+    threshold applies to its probabilities: a baseline's masks have none)."""
+    return {name: evaluate_segmenter(segmenter, rows, options=options, progress=progress, **kwargs)
+            for name, segmenter in segmenters.items()}
 
 
 def _environment(device) -> dict:

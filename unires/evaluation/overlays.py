@@ -86,10 +86,10 @@ def write_overlays(model, processor, rows, folder, num: int = 8) -> list[Path]:
     """Predict `num` queries and save one panel each (image | prediction | truth) under `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    predictor = UniRESSegmenter(model, processor)
+    segmenter = UniRESSegmenter(model, processor)
     written = []
     for index, (row, referent, sentence) in enumerate(pick_queries(rows, num)):
-        predicted = predictor([row], [[sentence]], lambda r: (r["height"], r["width"]))[0][0]
+        predicted = segmenter.masks([row["image"]], [[sentence]])[0][0]
         truth = decode_mask(referent["mask"])
         union = np.logical_or(predicted, truth).sum()
         iou = float(np.logical_and(predicted, truth).sum() / union) if union else 1.0

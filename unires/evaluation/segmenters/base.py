@@ -5,7 +5,8 @@ images and, per image, its list of expressions, and returns per image one `(heig
 the size asked for (by default the image's original size): float probabilities in [0, 1], or booleans when the model
 decides the mask itself. [`Segmenter.masks`] turns them into boolean masks with the segmenter's stated `threshold`
 (`probability > threshold`, as `binarize`) and checks every count and shape, naming the image and the expression that
-is wrong. A segmenter is also a `MaskPredictor` of `evaluate_predictor`: `segmenter(rows, texts, size_of)`.
+is wrong. The harness asks through [`Segmenter.masks_of_rows`] (MRES rows: their images, unless the segmenter reads
+more of a row, as the `largest_object_box` baseline does).
 
 Adapters batch where their model can and encode an image once for all of its expressions where the model allows it;
 `conventions()` states everything an adapter decides that changes a number (input size, resizing, threshold, how
@@ -14,6 +15,7 @@ instances become one mask), and goes into every result.
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -62,7 +64,7 @@ class Segmenter:
     """Base of every adapter. Subclasses implement `segment` and extend `conventions`.
 
     Attributes:
-        model_type: the adapter's name (`unires`, `clipseg`, `sam3`, `pipeline`, `callable`).
+        model_type: the adapter's name in the registry (`unires.evaluation.registry.ADAPTERS`).
         threshold: probability above which a pixel is foreground, applied to probability maps by [`masks`];
             `None` for a segmenter whose `segment` returns boolean masks only and decides them itself.
         input_size: the model's square input side, needed to compare at `resolution="input"`; `None` when unknown.
@@ -140,9 +142,17 @@ class Segmenter:
         except ValueError as error:  # NaN: named by expression
             raise ValueError(f"{self.model_type} segmenter: {where}: {error}") from error
 
+    def masks_of_rows(self, rows: Sequence[dict], expressions: Sequence[Sequence[str]],
+                      sizes: Sequence[tuple]) -> list[list[np.ndarray]]:
+        """What the harness calls: boolean masks for MRES `rows` (their images), one per expression, at `sizes`.
+        A segmenter that reads more of a row than its image (the `largest_object_box` baseline) overrides this."""
+        return self.masks([row["image"] for row in rows], expressions, sizes)
+
     def __call__(self, rows: Sequence[dict], texts: Sequence[Sequence[str]], size_of) -> list[list[np.ndarray]]:
-        """The `MaskPredictor` form used by `evaluate_predictor`: MRES rows, their texts, the size to answer at."""
-        return self.masks([row["image"] for row in rows], texts, [size_of(row) for row in rows])
+        """Deprecated (the `MaskPredictor` form of `evaluate_predictor`): use `masks_of_rows(rows, texts, sizes)`."""
+        warnings.warn("calling a Segmenter with (rows, texts, size_of) is deprecated: use "
+                      "masks_of_rows(rows, texts, [size_of(row) for row in rows])", FutureWarning, stacklevel=2)
+        return self.masks_of_rows(rows, texts, [size_of(row) for row in rows])
 
 
 def chunks(items: Sequence, size: int):

@@ -1,6 +1,6 @@
 """A plain Python callable as a [`Segmenter`]: for models that live outside transformers (LISA-style repositories).
 
-    python examples/evaluate.py --model_type callable:my_wrapper:segment --dataset ... --split val
+    python examples/evaluate_model.py --model_type callable:my_wrapper:segment --dataset ... --split val
 
 `my_wrapper` is an importable module or a path to a `.py` file; `segment` is called once per image::
 
@@ -87,7 +87,7 @@ class CallableSegmenter(Segmenter):
         self.input_size = input_size
 
     @classmethod
-    def from_spec(cls, spec: str, threshold: Optional[float] = None, **_):
+    def from_spec(cls, spec: str, threshold: Optional[float] = None):
         return cls(load_callable(spec), threshold=threshold, name=spec)
 
     def segment(self, images, expressions, sizes=None):

@@ -32,7 +32,7 @@ class CLIPSegSegmenter(Segmenter):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, device: Optional[str] = None, threshold: Optional[float] = None,
-                        batch_size: int = 32, **_):
+                        batch_size: int = 32):
         from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
         model = CLIPSegForImageSegmentation.from_pretrained(name_or_path)

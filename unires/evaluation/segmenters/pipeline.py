@@ -44,6 +44,10 @@ class PipelineSegmenter(Segmenter):
         if self.task == REFERRING_TASK:
             processor_threshold = getattr(getattr(pipe.processor, "image_processor", None), "mask_threshold", None)
             self.threshold = float(threshold if threshold is not None else processor_threshold)
+        elif threshold is not None:  # would be dropped: the segments are final
+            raise ValueError(f"threshold={threshold}: an {IMAGE_SEGMENTATION_TASK} pipeline's segments are final (its "
+                             f"own score and mask thresholds apply); a threshold is an option of the {REFERRING_TASK} "
+                             "pipeline only")
         else:
             self.threshold = None  # the pipeline's segments are final: its own score and mask thresholds apply
         config = getattr(getattr(pipe, "model", None), "config", None)
@@ -52,7 +56,7 @@ class PipelineSegmenter(Segmenter):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, device: Optional[str] = None, threshold: Optional[float] = None,
-                        task: Optional[str] = None, trust_remote_code: bool = False, **_):
+                        task: Optional[str] = None, trust_remote_code: bool = False):
         from transformers import AutoConfig, pipeline
 
         import modeling_unires  # noqa: F401  (registers UniRES and its pipeline task)

@@ -73,7 +73,7 @@ class Sam3Segmenter(Segmenter):
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, device: Optional[str] = None, threshold: Optional[float] = None,
                         instance_rule: str = DEFAULT_INSTANCE_RULE, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-                        batch_size: int = 16, **_):
+                        batch_size: int = 16):
         from transformers import Sam3Model, Sam3Processor
 
         model = Sam3Model.from_pretrained(name_or_path)

@@ -15,7 +15,7 @@ from .base import Segmenter, default_device
 
 
 class UniRESSegmenter(Segmenter):
-    """A UniRES model and its processor as a [`Segmenter`] (and, called with rows, a `MaskPredictor`)."""
+    """A UniRES model and its processor as a [`Segmenter`]."""
 
     model_type = "unires"
     shares_image_encoding = True
@@ -28,7 +28,7 @@ class UniRESSegmenter(Segmenter):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, device: Optional[str] = None, threshold: Optional[float] = None,
-                        trust_remote_code: bool = False, **_):
+                        trust_remote_code: bool = False):
         from transformers import AutoModel, AutoProcessor
 
         import modeling_unires  # noqa: F401  (registers the Auto classes)

@@ -1,22 +1,27 @@
 #!/usr/bin/env python
 r"""Score any text-to-mask model on an MRES split: object-only, part-only and object+part (the paper's Table 3).
 
-    # UniRES (a folder or a Hub id) on MRES-Synth, beside two trivial baselines
-    python examples/evaluate.py --model outputs/demo/model --dataset outputs/demo/data --split validation \\
+    # UniRES (a folder or a Hub id) on MRES-Synth, beside the two trivial baselines
+    python examples/evaluate_model.py --model outputs/demo/model --dataset outputs/demo/data --split validation \\
         --baselines full_image largest_object_box --output results/unires.json
     # CLIPSeg and SAM 3 from the Hub on RefCOCO_m (the raw CRIS-layout release, or a published copy)
-    python examples/evaluate.py --model CIDAS/clipseg-rd64-refined --model_type clipseg \\
+    python examples/evaluate_model.py --model CIDAS/clipseg-rd64-refined --model_type clipseg \\
         --dataset refcoco_m --data_dir /data/refcocom --split val --output results/clipseg.json
-    python examples/evaluate.py --model facebook/sam3 --model_type sam3 --dataset refcoco_m --data_dir /data/refcocom \\
+    python examples/evaluate_model.py --model facebook/sam3 --model_type sam3 --dataset refcoco_m --data_dir /data/refcocom \\
         --split val --output results/sam3.json
     # a model outside transformers: a function segment(image, expressions) -> masks (see unires/evaluation/segmenters)
-    python examples/evaluate.py --model_type callable:my_wrapper.py:segment --dataset data/refcoco-m --split val
+    python examples/evaluate_model.py --model_type callable:my_wrapper.py:segment --dataset data/refcoco-m --split val
     # one table across models
-    python examples/evaluate.py --compare results/unires.json results/clipseg.json results/sam3.json
+    python examples/evaluate_model.py --compare results/unires.json results/clipseg.json results/sam3.json
 
 Writes JSON (metrics, the dataset's identity: builder, config, split, counts, sha256 of the files and of the
 annotations; every convention that changes a number) and a Markdown report beside it (.md). mIoU = gIoU (mean of
-per-expression IoU), oIoU = cIoU (cumulative). The logic lives in `unires.evaluation` (harness, segmenters).
+per-expression IoU), oIoU = cIoU (cumulative). The logic lives in `unires.evaluation` (harness, segmenters); the
+adapters and the options each takes are listed once, in `unires.evaluation.registry`. An option the chosen adapter
+does not take is refused (--instance_rule is sam3's, not clipseg's).
+
+Named evaluate_model.py, not evaluate.py: a script's folder comes first on sys.path, so an examples/evaluate.py
+would shadow the `evaluate` library for every script run from examples/.
 """
 
 import argparse
@@ -24,11 +29,29 @@ import json
 import sys
 from pathlib import Path
 
-from dataset_scripts.cli import HelpFormatter, probability, refuse_missing_paths
+from dataset_scripts.cli import HelpFormatter, argument_error, probability, refuse_missing_paths
 from dataset_scripts.sources import unfinished_engine_run
+from unires.evaluation.registry import BASELINES, CALLABLE_PREFIX, MODEL_TYPES, adapter_of, foreign_options
 
-# "%(default).0s" prints nothing: it keeps the formatter from appending "(default: None)" after a default in words.
-MODEL_TYPES_HELP = "unires, clipseg, sam3, pipeline, or callable:<module:fn> (module or path/to/file.py)"
+# The adapters' options as this command line spells them (the registry names each adapter's keyword options).
+ADAPTER_FLAGS = {"threshold": "--threshold", "instance_rule": "--instance_rule",
+                 "score_threshold": "--score_threshold", "task": "--pipeline_task",
+                 "trust_remote_code": "--trust_remote_code", "device": "--device"}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Argument errors in one line plus a one-line usage, as the path errors (the full usage is forty lines)."""
+
+    def error(self, message):
+        argument_error(self, message)
+
+
+def adapter_options(args) -> dict:
+    """The adapter options given on the command line, as the loader's keywords (unset ones left out)."""
+    values = {"threshold": args.threshold, "instance_rule": args.instance_rule,
+              "score_threshold": args.score_threshold, "task": args.pipeline_task,
+              "trust_remote_code": args.trust_remote_code or None, "device": args.device}
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def positive_int(text):
@@ -45,10 +68,12 @@ DATASET_SHORTHANDS = ("refcoco_m", "refcoco", "refcoco+", "refcocog", "mres-synt
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add = parser.add_argument
-    add("--model", default=None, help="checkpoint: Hub id or folder (not needed for callable:)")
-    add("--model_type", default="unires", help=f"adapter: {MODEL_TYPES_HELP}")
+    add("--model", default=None,
+        help="checkpoint: Hub id or folder; not for callable: and the baselines (default%(default).0s: none)")
+    add("--model_type", default="unires", help=f"adapter: {', '.join(MODEL_TYPES)} (callable: a module or "
+                                                 "path/to/file.py, then :function)")
     add("--name", default=None, help="name of the model in tables (default%(default).0s: --model)")
     add("--dataset", default=None,
         help="refcoco_m, refcoco, refcoco+, refcocog (raw release in --data_dir), mres-synth (folder in --data_dir), "
@@ -70,17 +95,19 @@ def parse_args(argv=None):
                                                                     "")
     add("--empty_gt", choices=["one_if_both_empty", "zero"], default="one_if_both_empty",
         help="IoU of an empty prediction on an empty ground truth")
-    add("--instance_rule", choices=["best", "union"], default="best",
+    add("--instance_rule", choices=["best", "union"], default=None,
         help="sam3: one mask from its instances: the highest-scoring one, or the union above --score_threshold "
-             "")
-    add("--score_threshold", type=probability, default=0.5, help="sam3 with --instance_rule union")
+             "(default%(default).0s: best)")
+    add("--score_threshold", type=probability, default=None,
+        help="sam3 with --instance_rule union (default%(default).0s: 0.5)")
     add("--pipeline_task", default=None, help="pipeline: the task (default%(default).0s: referring-expression-segmentation for "
                                               "UniRES, else image-segmentation)")
-    add("--baselines", nargs="*", default=[], choices=["full_image", "largest_object_box"],
+    add("--baselines", nargs="*", default=[], choices=BASELINES,
         help="trivial baselines scored on the same rows (default%(default).0s: none)")
     add("--batch_size", type=positive_int, default=8, help="images per call")
-    add("--device", default=None, help="cpu, cuda, ... (default%(default).0s: cuda when available)")
-    add("--trust_remote_code", action="store_true", help="load a checkpoint's own code")
+    add("--device", default=None, help="cpu, cuda, ... (default%(default).0s: cuda when available; not for callable, "
+                                       "which places its own model)")
+    add("--trust_remote_code", action="store_true", help="unires, pipeline: load a checkpoint's own code")
     add("--no_progress", action="store_true", help="no progress bar")
     add("--output", default=None, help="write the result as JSON here, and the Markdown report beside it (.md)")
     add("--compare", nargs="+", default=None, metavar="RESULT_JSON",
@@ -91,18 +118,36 @@ def parse_args(argv=None):
         return args
     if not args.dataset:
         parser.error("--dataset is required (or --compare RESULT_JSON ...)")
-    is_callable = args.model_type.startswith("callable:")
-    if not args.model and not is_callable:
-        parser.error(f"--model is required for --model_type {args.model_type}")
-    wrapper = args.model_type[len("callable:"):].rpartition(":")[0] if is_callable else ""
+    refuse_foreign_options(parser, args)
+    is_callable = args.model_type.startswith(CALLABLE_PREFIX)
+    wrapper = args.model_type[len(CALLABLE_PREFIX):].rpartition(":")[0] if is_callable else ""
     refuse_missing_paths(
         parser,
-        local_or_hub=[("--model", None if is_callable else args.model, "model"),
+        local_or_hub=[("--model", args.model if adapter_of(args.model_type).needs_model else None, "model"),
                       ("--dataset", None if args.dataset.lower() in DATASET_SHORTHANDS else args.dataset, "dataset")],
         local=[("--data_dir", args.data_dir, "folder"),
                ("--model_type", wrapper if wrapper.endswith(".py") else None, "wrapper file")],
     )
     return args
+
+
+def refuse_foreign_options(parser, args) -> None:
+    """An unknown --model_type, a missing or needless --model, and an option the chosen adapter does not take are
+    argument errors naming them: a silently ignored --instance_rule would put a number under the wrong rule."""
+    try:
+        adapter = adapter_of(args.model_type)
+        refusal = foreign_options(args.model_type, adapter_options(args), ADAPTER_FLAGS, "--model_type")
+    except ValueError as error:
+        parser.error(f"--model_type: {error}")
+    if refusal:
+        parser.error(refusal)
+    if adapter.model_type == "callable" and not args.model_type[len(CALLABLE_PREFIX):]:
+        parser.error("--model_type callable needs the function: callable:<module:fn> (e.g. "
+                     "callable:my_wrapper.py:segment)")
+    if adapter.needs_model and not args.model:
+        parser.error(f"--model is required for --model_type {args.model_type}")
+    if adapter.baseline and args.model:
+        parser.error(f"--model: --model_type {args.model_type} is a baseline and loads no model")
 
 
 def refuse_unfinished_run(args) -> None:
@@ -146,9 +191,8 @@ def main(argv=None):
             dataset_config=args.dataset_config, revision=args.revision, cache_dir=args.cache_dir,
             resolution=args.resolution, threshold=args.threshold, prec_comparison=args.prec_comparison,
             empty_gt=args.empty_gt, batch_size=args.batch_size, max_images=args.max_images,
-            granularity=args.granularity, device=args.device, label=args.name, progress=not args.no_progress,
-            instance_rule=args.instance_rule, score_threshold=args.score_threshold, task=args.pipeline_task,
-            trust_remote_code=args.trust_remote_code or None, baselines=args.baselines,
+            granularity=args.granularity, label=args.name, progress=not args.no_progress, baselines=args.baselines,
+            **adapter_options(args),
         )
     except (ValueError, OSError) as error:
         sys.exit(f"error: {error}")
