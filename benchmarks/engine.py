@@ -47,7 +47,8 @@ from dataset_scripts.masks import encode_mask
 from mres_engine.backends import SegmentAnythingSegmenter, xywh_to_xyxy
 from mres_engine.stages.captions import Captions
 from mres_engine.stages.clip_filter import ClipFilter
-from mres_engine.stages.input import LoadImages, read_detection_manifest
+from mres_engine.readers.detection import read_detection_manifest
+from mres_engine.stages.load_images import LoadImages
 from mres_engine.stages.object_masks import ObjectMasks
 from mres_engine.stages.part_masks import DetectorPartFinder, PartMasks
 from mres_engine.stages.part_vocabulary import PartVocabulary

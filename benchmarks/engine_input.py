@@ -47,9 +47,13 @@ def status(field):
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-from mres_engine.manifest import prepare_manifest
+try:
+    from mres_engine.readers.manifest import prepare_manifest
+    import mres_engine.readers.detection, numpy  # what the step imports lazily is not its memory
+except ImportError:  # an engine from before readers/
+    from mres_engine.manifest import prepare_manifest
+    import mres_engine.stages.input, numpy
 from mres_engine.options import RunnerOptions
-import mres_engine.stages.input, numpy  # what the step imports lazily is not its memory
 try:
     import ijson
 except ImportError:  # an engine from before the streaming reader

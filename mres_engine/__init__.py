@@ -1,18 +1,24 @@
 """The data engine that builds MRES-32M-style data from detection boxes (``python -m mres_engine``).
 
-``stages/`` holds one module per stage, in the paper's order: ``input`` (detection manifest,
-images), ``object_masks`` (SAM), ``part_vocabulary`` (LLM), ``part_masks`` (detector + SAM, or
-SAM 3), ``captions`` (dense captioner), ``clip_filter`` (CLIPScore); ``stages.base`` is the
-interface they implement and ``stages.build.build_stages`` builds them from ``options``. What
-stages share lives in ``backends`` (the SAM box segmenters, the chat clients, the one lazy model
-loader); ``records`` is the per-image record they pass along and its conversion to a dataset row.
+Shaped as a datatrove pipeline, one folder per role:
 
-The runner, one module per role: ``options`` (runner and stage settings), ``manifest`` (the input
-cut into shards), ``shard`` (one shard through the stages, written exactly once), ``progress``,
-``executors`` (datatrove: local, Slurm, Ray; GPU pinning), ``finalize`` (exactly-once check, stats,
-card), ``run`` (the whole run); ``layout`` (the output folder and its file protocol), ``stats``
-(per-stage accounting), ``evaluation`` (an output against ground truth), ``testing_utils`` (tiny
-models for tests and benchmarks). Nothing heavy is imported here.
+- ``readers/``: what the driver reads before any task runs: the detection manifest (``detection``),
+  the Hub export (``hub_export``), and the cut into one input file per shard (``manifest``);
+- ``stages/``: one module per stage, in the paper's order: ``load_images``, ``object_masks`` (SAM),
+  ``part_vocabulary`` (LLM), ``part_masks`` (detector + SAM, or SAM 3), ``captions`` (dense
+  captioner), ``clip_filter`` (CLIPScore); ``stages.base`` is their interface and
+  ``stages.build.build_stages`` builds them from ``options``;
+- ``writers/``: the shard writer (Parquet parts under temporary names) and the commit (the files
+  renamed, the shard record written last).
+
+``records`` is the typed per-image record the stages pass along (:class:`~mres_engine.records.ImageRecord`)
+and its conversion to a dataset row; ``backends`` holds what stages share (the SAM box segmenters,
+the chat clients, the one lazy model loader). The runner: ``options`` (runner and stage settings),
+``shard`` (one shard task: read, stages, write, commit), ``progress``, ``executors`` (datatrove:
+local, Slurm, Ray; GPU pinning), ``workers`` (the local workers die with the driver), ``finalize``
+(exactly-once check, stats, card), ``run`` (the whole run); ``layout`` (the output folder and its
+file protocol), ``stats`` (per-stage accounting), ``errors``, ``evaluation`` (an output against
+ground truth), ``testing_utils`` (tiny models for tests and benchmarks). Nothing heavy is imported here.
 """
 
 from importlib.metadata import version as _distribution_version

@@ -18,6 +18,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
+from dataset_scripts.output_dir import OutputDirInUseError, OutputDirLock
+
+from .errors import EngineError, EngineUsageError
+from .options import RunnerOptions, StageOptions
+from .stats import RunStats
+
+# The commands' own modules load datasets, transformers, datatrove or pycocotools: each is imported by its command.
+
 COMMANDS = {
     "run": "run or resume the engine: detection boxes -> masks, parts, captions, CLIP filter -> Parquet shards",
     "publish": "check a finished output, write its dataset card (and push it to the Hub with --push_to_hub)",
@@ -45,7 +53,7 @@ def _usage() -> str:
 
 def _parser(dataclass_types, command: str, prog: str):
     """The command's parser: an argument error prints one short usage line and the error; ``--help`` lists every option."""
-    from transformers import HfArgumentParser
+    from transformers import HfArgumentParser  # heavy: not for the usage text
 
     return HfArgumentParser(dataclass_types, prog=prog, description=COMMANDS[command],
                             usage=f"{prog} [options] (--help lists them)")
@@ -53,8 +61,6 @@ def _parser(dataclass_types, command: str, prog: str):
 
 def _parse(parser, rest: list[str]):
     """``parse_args_into_dataclasses``, whose ValueErrors (unused arguments, a dataclass refusing a value) are bad arguments."""
-    from .errors import EngineError, EngineUsageError
-
     try:
         return parser.parse_args_into_dataclasses(args=rest)
     except EngineError:
@@ -64,8 +70,6 @@ def _parse(parser, rest: list[str]):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from .errors import EngineError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -103,7 +107,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _command(command: str, rest: list[str], prog: str) -> int:
     if command == "run":
-        from .options import RunnerOptions, StageOptions
         from .run import run_engine
 
         parser = _parser((RunnerOptions, StageOptions), command, prog)
@@ -111,8 +114,6 @@ def _command(command: str, rest: list[str], prog: str) -> int:
         run_engine(runner_options, stage_options)
         return 0
     if command == "publish":
-        from .errors import EngineError, EngineUsageError
-
         parser = _parser(PublishOptions, command, prog)
         (options,) = _parse(parser, rest)
         if not os.path.isdir(options.output_dir):
@@ -121,13 +122,11 @@ def _command(command: str, rest: list[str], prog: str) -> int:
             raise EngineUsageError("--hub_dataset_id", "--push_to_hub needs the Hub dataset repo, org/name")
         repo_id = None
         if options.push_to_hub:  # before the exactly-once check reads every shard
-            from dataset_scripts.hub import check_push_access
+            from dataset_scripts.hub import check_push_access  # huggingface_hub's client
 
             repo_id = check_push_access(options.hub_dataset_id, options.output_dir, token=options.hub_token,
                                         private=options.hub_private_repo, repo_type="dataset", option="--hub_dataset_id")
         card = {"pretty_name": options.pretty_name, "license": options.license}
-        from dataset_scripts.output_dir import OutputDirInUseError, OutputDirLock
-
         try:  # no run writes the folder while its card is written and pushed
             lock = OutputDirLock.acquire(options.output_dir)
         except OutputDirInUseError as error:
@@ -146,7 +145,6 @@ def _command(command: str, rest: list[str], prog: str) -> int:
 
 def _publish(options: PublishOptions, repo_id: Optional[str], card: dict) -> int:
     """Check the output, write its card and, with ``repo_id``, push it (under the folder's lock)."""
-    from .errors import EngineUsageError
     from .finalize import engine_card_data, finalize_run
 
     summary = finalize_run(options.output_dir, card_data=card)
@@ -156,8 +154,6 @@ def _publish(options: PublishOptions, repo_id: Optional[str], card: dict) -> int
     if not summary["exactly_once"]["written"]:
         raise EngineUsageError("--push_to_hub", f"{options.output_dir} holds 0 rows (every image was rejected): nothing to push")
     from dataset_scripts.publish import publish_shards
-
-    from .stats import RunStats
 
     stats = RunStats.from_dict(summary)
     url = publish_shards(options.output_dir, repo_id, private=options.hub_private_repo, token=options.hub_token,

@@ -12,6 +12,7 @@ Both are ``ValueError`` subclasses, so callers that caught ``ValueError`` still 
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
 EXIT_BAD_DATA = 1
@@ -74,7 +75,7 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 # What the reader needs of each item of a COCO/Objects365 detection file (see
-# mres_engine.stages.input.read_detection_manifest); used to name the item behind a reader's bare KeyError.
+# mres_engine.readers.detection.read_detection_manifest); used to name the item behind a reader's bare KeyError.
 REQUIRED_KEYS = {
     "images": {"id": None, "file_name": str, "width": (int, float), "height": (int, float)},
     "annotations": {"image_id": None, "bbox": list, "category_id": None},
@@ -108,8 +109,6 @@ def locate_schema_problem(path: str) -> Optional[EngineInputError]:
     except ImportError:
         ijson = None
     if ijson is None:
-        import json
-
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         if not isinstance(data, dict):

@@ -27,9 +27,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
+import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 
 from dataset_scripts.features import GRANULARITIES
+from dataset_scripts.load import load_mres_dataset
 from dataset_scripts.masks import to_coco_rle
 
 
@@ -59,14 +61,10 @@ def iter_referents(name: str, split: str) -> Iterator[tuple[str, list[dict]]]:
         files = _local_shards(name, split)
         if not files:
             raise ValueError(f"{name} holds no Parquet shards of split {split!r}")
-        import pyarrow.parquet as pq
-
         for path in files:
             for batch in pq.ParquetFile(path).iter_batches(columns=["image_id", "referents"], batch_size=500):
                 yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
         return
-    from dataset_scripts.load import load_mres_dataset
-
     dataset = load_mres_dataset([name], split, streaming=True).select_columns(["image_id", "referents"])
     for row in dataset:
         yield row["image_id"], row["referents"]

@@ -4,18 +4,24 @@
 under datatrove's ``LocalPipelineExecutor`` (one machine, the default, here
 :class:`PinnedLocalPipelineExecutor`), ``SlurmPipelineExecutor`` or ``RayPipelineExecutor``.
 datatrove's own completion marks skip finished tasks; the exactly-once rule of
-:mod:`mres_engine.layout` makes a rerun redo unfinished shards whole.
+:mod:`mres_engine.layout` makes a rerun redo unfinished shards whole (:mod:`mres_engine.writers.commit`
+says why both markers exist).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import socket
+import subprocess
 import sys
 from typing import Any, Optional
 
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
+
+from dataset_scripts.output_dir import OutputDirLock
 
 from . import layout
 from .errors import EngineUsageError
@@ -75,8 +81,6 @@ class EngineShards(PipelineStep):
             image_dir = (layout.read_manifest_info(self.options.output_dir) or {}).get("image_dir")
             if image_dir and not os.path.isdir(image_dir):
                 # Every image would be rejected as unreadable and the shard recorded as complete: fail the task instead.
-                import socket
-
                 raise FileNotFoundError(f"shard {rank}: the image folder {image_dir} (--image_dir) is not visible on "
                                         f"{socket.gethostname()}; nothing of this shard is written")
             stages = load_stages_factory(self.options.stages_factory)(self.stage_options)
@@ -109,8 +113,6 @@ class FinalizeRun(PipelineStep):
         self.output_dir = output_dir
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        from dataset_scripts.output_dir import OutputDirLock
-
         lock = OutputDirLock.acquire(self.output_dir)  # no rerun writes the folder while its card and stats are written
         try:
             finalize_run(self.output_dir)
@@ -313,9 +315,6 @@ def parse_gres_gpus(gres: str) -> int:
 
 def slurm_nodes(partition: Optional[str]) -> list[dict[str, Any]]:
     """The nodes of a Slurm partition (``sinfo``): CPUs, GPUs (from ``Gres``) and memory."""
-    import shutil
-    import subprocess
-
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
         raise EngineUsageError("--executor", "slurm: sinfo/sbatch are not on PATH; submit from a node of the Slurm cluster "
                                              "(a login node)")

@@ -11,7 +11,11 @@ import os
 import re
 from typing import Any, Iterable, Optional
 
-from dataset_scripts.publish import publish_shards
+import pyarrow.parquet as pq
+
+from dataset_scripts.dataset_card import render_dataset_card
+from dataset_scripts.features import MRES_FEATURES
+from dataset_scripts.publish import ANNOTATIONS_CONFIG, annotation_features, publish_shards
 
 from . import layout
 from .stats import RunStats
@@ -33,8 +37,6 @@ def check_exactly_once(out: str) -> dict[str, Any]:
     Reads only what complete shard records list. Returns counts and the offending ids
     (``missing``: in no place; ``duplicated``: in more than one; ``unexpected``: not in the manifest).
     """
-    import pyarrow.parquet as pq
-
     info = layout.read_manifest_info(out)
     if info is None:
         raise FileNotFoundError(f"{out} holds no prepared manifest ({layout.MANIFEST_DIR}/{layout.MANIFEST_INFO})")
@@ -102,10 +104,6 @@ def finalize_run(out: str, card_data: Optional[dict] = None, write_card: bool = 
 def _write_card(out: str, split: str, card_data: dict[str, Any]) -> None:
     """A card for a folder with no row yet (an unfinished run) or none at all (every image rejected): 0 rows,
     and the two configs with the features the shards will have, so that readers learn the schema."""
-    from dataset_scripts.dataset_card import render_dataset_card
-    from dataset_scripts.features import MRES_FEATURES
-    from dataset_scripts.publish import ANNOTATIONS_CONFIG, annotation_features
-
     zero = {"images": 0, "referents": 0, "objects": 0, "parts": 0, "sentences": 0, "shards": 0}
     card = render_dataset_card({split: zero}, MRES_FEATURES, card_data=portable_card_data(out, card_data),
                                extra_configs={ANNOTATIONS_CONFIG: (f"{layout.ANNOTATIONS_DIR}/annotations-{{split}}-*",

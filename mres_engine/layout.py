@@ -21,7 +21,8 @@ a temporary name (``.tmp-`` prefix, which no reader's glob matches), flushed to 
 its final name, and only after all files of a shard are renamed is ``shards/NNNNN.json`` written
 (by the same rule). A shard without that record is void: the task that redoes it first removes
 every file of the shard, final or temporary. Readers (``publish``, ``evaluate``, the exactly-once
-check) trust only the files that a shard record lists.
+check) trust only the files that a shard record lists. :mod:`mres_engine.writers.commit` applies the
+rule to a shard, and says why datatrove's own ``logs/completions/`` marker is kept beside the record.
 """
 
 from __future__ import annotations

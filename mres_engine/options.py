@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from .errors import EngineUsageError
+
 if TYPE_CHECKING:
     from .stages.base import EngineStage
 
@@ -74,8 +76,6 @@ class RunnerOptions:
     ray_address: str = _opt("auto", "Address of the running Ray cluster (executor=ray), passed to ray.init.")
 
     def __post_init__(self):
-        from .errors import EngineUsageError
-
         if self.executor not in EXECUTORS:
             raise EngineUsageError("--executor", f"must be one of {EXECUTORS}, got {self.executor!r}")
         for name in ("num_shards", "images_per_batch", "cpus_per_task"):
@@ -92,7 +92,7 @@ class RunnerOptions:
                                               "joined by dots (train, validation, train.part1), as datasets requires")
         if ":" not in self.stages_factory:
             raise EngineUsageError("--stages_factory", f"must be 'module:function', got {self.stages_factory!r}")
-        from datasets.utils.py_utils import convert_file_size_to_int
+        from datasets.utils.py_utils import convert_file_size_to_int  # datasets: heavy for a --help
 
         try:
             convert_file_size_to_int(self.max_shard_size)
@@ -185,6 +185,4 @@ def load_stages_factory(path: str) -> Callable[[Any], list[EngineStage]]:
     try:
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
-        from .errors import EngineUsageError
-
         raise EngineUsageError("--stages_factory", f"cannot load {path!r}: {error}") from error

@@ -8,6 +8,7 @@ counts, so one bar covers the run on this machine whatever executor runs the tas
 from __future__ import annotations
 
 import os
+import threading
 
 from tqdm.auto import tqdm
 
@@ -51,8 +52,6 @@ class RunProgress:
     """
 
     def __init__(self, out: str, num_shards: int, total_images: int, interval: float = 2.0, enabled: bool = True):
-        import threading
-
         self.out, self.num_shards, self.interval = out, num_shards, interval
         self.enabled = enabled
         self._stop = threading.Event()

@@ -1,36 +1,84 @@
-"""The per-image record that flows through the engine's stages, and its conversion to a dataset row.
+"""The per-image record that flows through the engine, typed, and its conversion to a dataset row.
 
-A record is a plain dict for one image:
+An :class:`ImageRecord` is one image: what the manifest gives (``image_id``, ``file_name``, ``width``,
+``height``, ``source``, the input ``boxes``), the MRES ``referents`` the stages make, and the
+transient fields the stages hand each other, which are never written (:data:`TRANSIENT_FIELDS`).
+Only the manifest fields travel between processes (:meth:`ImageRecord.to_manifest`, one JSON line per
+image in the shard's input file); a stage returns a changed copy (:func:`dataclasses.replace`).
 
-- ``image_id`` (str), ``file_name`` (str: relative to the image root, or absolute),
-  ``width``, ``height`` (int), ``source`` (str);
-- ``boxes``: the input detections, a list of ``{"box_id": str, "bbox": [x, y, w, h] (float
-  pixels), "category": str}``;
-- ``referents``: MRES referents as :data:`dataset_scripts.features.REFERENT_FEATURES`
-  (``referent_id``, ``granularity``, ``category``, ``object_category``, ``parent_id``, ``bbox``,
-  ``mask`` as COCO RLE from :func:`dataset_scripts.masks.encode_mask`, ``sentences``,
-  ``scores``), built by :func:`dataset_scripts.features.make_referent` both when a stage makes
-  one (:func:`new_referent`) and when a row is written (:func:`to_mres_row`). While the record
-  flows, ``scores`` holds only the scores the stages set so far (later stages add theirs, and
-  the caption stage adds ``sentences``); :func:`to_mres_row` writes all the schema's
-  :data:`~dataset_scripts.features.SCORE_FIELDS` (``clip``, ``clip_score``, ``sam_iou``,
-  ``sam_stability``, ``detector``; a score no stage set is null);
-- transient keys starting with ``"_"``, set by stages and never written: ``"_image"`` (the RGB
-  PIL image), ``"_image_bytes"`` (the file's bytes), ``"_fixes"`` (safe fixes applied to the
-  record, e.g. an image size corrected from the file, for the runner's ``RejectLog.fix``),
-  ``"_sam_embedding"`` (SAM's image encoding, between the object and part stages),
-  ``"_part_names"`` ({object category: [part names]}, between the vocabulary and part stages).
-
-The detection manifest reader (COCO/Objects365 JSON -> records) lives in
-:mod:`mres_engine.stages.input` as :func:`~mres_engine.stages.input.read_detection_manifest`.
+Referents are dicts of :data:`dataset_scripts.features.REFERENT_FEATURES` (``referent_id``,
+``granularity``, ``category``, ``object_category``, ``parent_id``, ``bbox``, ``mask`` as COCO RLE
+from :func:`dataset_scripts.masks.encode_mask`, ``sentences``, ``scores``), built by
+:func:`dataset_scripts.features.make_referent` both when a stage makes one (:func:`new_referent`)
+and when a row is written (:func:`to_mres_row`): the schema's own type, shared with the builders.
+While the record flows, ``scores`` holds only the scores the stages set so far (later stages add
+theirs, and the caption stage adds ``sentences``); :func:`to_mres_row` writes all the schema's
+:data:`~dataset_scripts.features.SCORE_FIELDS` (a score no stage set is null).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Optional
+
+from PIL import Image
 
 from dataset_scripts.features import SCORE_FIELDS, make_referent
+
+# The manifest's fields, in the order of the shard input files (written with sort_keys, so the order is the file's).
+MANIFEST_FIELDS = ("image_id", "file_name", "width", "height", "source", "boxes", "referents")
+
+
+@dataclass
+class ImageRecord:
+    """One image on its way through the stages.
+
+    Manifest fields (written to the shard's input file, read back by the shard task):
+
+    - ``image_id``, ``file_name`` (absolute once the manifest knows ``--image_dir``, else as given),
+      ``width``, ``height`` (of the stored pixels; corrected from the file by ``load_images``), ``source``;
+    - ``boxes``: the input detections, ``{"box_id": str, "bbox": [x, y, w, h] (float pixels), "category": str}``;
+    - ``referents``: the MRES referents made so far (empty in the manifest).
+
+    Transient fields, set by one stage for later ones and never written:
+
+    - ``image``: the RGB pixels (``load_images``);
+    - ``image_bytes``: the file's bytes as they will be stored (``load_images``; upright for an EXIF photo);
+    - ``fixes``: safe fixes applied to the record (a size corrected from the file, a photo turned upright),
+      written by the shard task as ``RejectLog.fix`` entries;
+    - ``sam_embedding``: SAM's encoding of the image (``object_masks`` -> ``part_masks``, which drops it);
+    - ``part_names``: ``{object category: [part names]}`` (``part_vocabulary`` -> ``part_masks``).
+    """
+
+    image_id: str
+    file_name: str
+    width: int
+    height: int
+    source: str = "detections"
+    boxes: list[dict[str, Any]] = field(default_factory=list)
+    referents: list[dict[str, Any]] = field(default_factory=list)
+    # -- transient ----------------------------------------------------------------------------------------------
+    image: Optional[Image.Image] = None
+    image_bytes: Optional[bytes] = None
+    fixes: list[str] = field(default_factory=list)
+    sam_embedding: Any = None
+    part_names: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The manifest fields as one JSON-ready dict (the shard input file's line)."""
+        return {name: getattr(self, name) for name in MANIFEST_FIELDS}
+
+    @classmethod
+    def from_manifest(cls, data: dict[str, Any]) -> "ImageRecord":
+        """A record from a shard input file's line; a key that is not a manifest field is an error naming it."""
+        unknown = set(data) - set(MANIFEST_FIELDS)
+        if unknown:
+            raise ValueError(f"image {data.get('image_id')}: not a manifest field: {sorted(unknown)}")
+        return cls(**data)
+
+
+TRANSIENT_FIELDS = tuple(f.name for f in fields(ImageRecord) if f.name not in MANIFEST_FIELDS)
 
 
 def object_referent_id(image_id: str, box_id: str) -> str:
@@ -64,12 +112,32 @@ def new_referent(
     return referent
 
 
-def image_path(record: dict[str, Any], image_root: str | os.PathLike | None) -> str:
+def image_path(file_name: str, image_root: str | os.PathLike | None) -> str:
     """The image file of a record: ``file_name`` if absolute (or no root), else joined to ``image_root``."""
-    file_name = record["file_name"]
     if image_root is None or os.path.isabs(file_name):
         return file_name
     return os.path.join(os.fspath(image_root), file_name)
+
+
+def clip_box(bbox, width: int, height: int) -> list[float]:
+    """``[x, y, w, h]`` clipped to the image; a box side inside the image is kept exactly as given.
+
+    (Computing ``(x + w) - x`` for a box that needs no clipping differs from ``w`` by a rounding
+    error, which would record most float boxes as "clipped".) Used by the manifest reader (the
+    manifest's size) and by ``load_images`` (the file's size, when it differs).
+    """
+    x, y, w, h = (float(v) for v in bbox)
+    if x >= 0.0 and x + w <= width:
+        x0, w1 = x, w
+    else:
+        x0 = min(max(x, 0.0), width)
+        w1 = min(max(x + w, 0.0), width) - x0
+    if y >= 0.0 and y + h <= height:
+        y0, h1 = y, h
+    else:
+        y0 = min(max(y, 0.0), height)
+        h1 = min(max(y + h, 0.0), height) - y0
+    return [x0, y0, w1, h1]
 
 
 def _referent_order(referent: dict[str, Any]) -> tuple:
@@ -88,40 +156,40 @@ def _schema_referent(referent: dict[str, Any]) -> dict[str, Any]:
                          parent_id=referent.get("parent_id"), scores=scores)
 
 
-def to_mres_row(record: dict[str, Any], image_root: str | os.PathLike | None = None) -> dict[str, Any]:
+def to_mres_row(record: ImageRecord, image_root: str | os.PathLike | None = None) -> dict[str, Any]:
     """A row of :data:`dataset_scripts.features.MRES_FEATURES` for one record.
 
-    The image is ``{"path": file_name, "bytes": ...}`` with the file's bytes (``"_image_bytes"``
-    when a stage already read them, else read from ``image_root``), so that the Parquet embeds
-    it. Transient keys and ``boxes`` are dropped; referents are sorted (each object, then its
+    The image is ``{"path": file_name, "bytes": ...}`` with the file's bytes (``image_bytes`` when
+    ``load_images`` read them, else read from ``image_root``), so that the Parquet embeds it.
+    Transient fields and ``boxes`` are not written; referents are sorted (each object, then its
     parts, by id); scores keep the schema's fields only.
     """
-    data = record.get("_image_bytes")
+    data = record.image_bytes
     if data is None:
-        path = image_path(record, image_root)
+        path = image_path(record.file_name, image_root)
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as err:
-            raise FileNotFoundError(f"image {record['image_id']}: cannot read {path}: {err}") from err
+            raise FileNotFoundError(f"image {record.image_id}: cannot read {path}: {err}") from err
     return {
-        "image": {"path": record["file_name"], "bytes": data},
-        "image_id": str(record["image_id"]),
-        "width": int(record["width"]),
-        "height": int(record["height"]),
-        "source": record["source"],
-        "referents": [_schema_referent(r) for r in sorted(record.get("referents") or [], key=_referent_order)],
+        "image": {"path": record.file_name, "bytes": data},
+        "image_id": str(record.image_id),
+        "width": int(record.width),
+        "height": int(record.height),
+        "source": record.source,
+        "referents": [_schema_referent(r) for r in sorted(record.referents, key=_referent_order)],
     }
 
 
-def without_referents(record: dict[str, Any], removed: set[str]) -> dict[str, Any]:
+def without_referents(record: ImageRecord, removed: set[str]) -> ImageRecord:
     """The record with the referents in ``removed`` taken out; parts of a removed object keep their
     mask but lose the link (``parent_id`` None: "the part's object is not annotated", as the schema says)."""
     kept = []
-    for referent in record["referents"]:
+    for referent in record.referents:
         if referent["referent_id"] in removed:
             continue
         if referent.get("parent_id") in removed:
             referent = {**referent, "parent_id": None}
         kept.append(referent)
-    return {**record, "referents": kept}
+    return replace(record, referents=kept)

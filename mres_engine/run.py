@@ -1,7 +1,7 @@
 """The engine's run, start to end: ``python -m mres_engine run`` calls :func:`run_engine`.
 
 The stages are applied to shards of image ids as a datatrove pipeline: the manifest is cut into
-shards (:mod:`~mres_engine.manifest`), each datatrove task builds one shard
+shards (:mod:`~mres_engine.readers.manifest`), each datatrove task builds one shard
 (:mod:`~mres_engine.shard`) under the executor the options name (:mod:`~mres_engine.executors`),
 and the output is checked and described (:mod:`~mres_engine.finalize`). Every shard follows the
 exactly-once protocol of :mod:`mres_engine.layout`, so a killed run resumes where it stopped with
@@ -30,11 +30,13 @@ import shutil
 from dataclasses import asdict, is_dataclass
 from typing import Any, Optional
 
+from dataset_scripts.output_dir import LOCK_FILE, OutputDirInUseError, OutputDirLock
+
 from . import layout, workers
 from .errors import EngineError, EngineInputError, EngineUsageError, RunMismatchError, locate_schema_problem
 from .executors import EngineShards, build_executor, build_slurm_finalizer, check_cluster_resources
 from .finalize import RUN_KEY, RUN_OPTIONS_FILE, finalize_run, is_placeholder_card, write_refused_card, write_unfinished_card
-from .manifest import prepare_manifest
+from .readers.manifest import prepare_manifest
 from .options import RunnerOptions, load_stages_factory
 from .progress import RunProgress
 from .stats import RunStats
@@ -291,8 +293,6 @@ def _prepare_manifest(options: RunnerOptions, identity: dict[str, Any], image_ro
 
 def _lock_output(out: str):
     """Hold ``OUT/.lock`` (one run per output folder), then wait for any worker of an earlier, killed run to end."""
-    from dataset_scripts.output_dir import OutputDirInUseError, OutputDirLock
-
     try:
         lock = OutputDirLock.acquire(out)
     except OutputDirInUseError as error:
@@ -325,8 +325,6 @@ def _refused(out: str, split: str, created: bool, error: EngineInputError, optio
 
 def _remove_if_empty(out: str) -> None:
     """Remove ``out`` if it holds nothing but its lock files (called after the lock is released)."""
-    from dataset_scripts.output_dir import LOCK_FILE
-
     lock_files = {LOCK_FILE, workers.WORKERS_LOCK_FILE}
     if os.path.isdir(out) and set(os.listdir(out)) <= lock_files:
         for name in lock_files & set(os.listdir(out)):

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .stages.base import Reject
+
+if TYPE_CHECKING:  # for annotations only: the stats stay light (the finaliser and the progress bar read them)
+    from .records import ImageRecord
 
 
 def reason_head(reason: str) -> str:
     return reason.split(":")[0].strip()
 
 
-def _count_referents(records: Iterable[dict]) -> int:
-    return sum(len(r.get("referents") or []) for r in records)
+def _count_referents(records: Iterable[ImageRecord]) -> int:
+    return sum(len(r.referents) for r in records)
 
 
 @dataclass
@@ -37,7 +40,7 @@ class StageStats:
     # what a stage gave up of a referent it kept (its parts search, one of its sentences): not a referent rejected
     others_rejected: Counter = field(default_factory=Counter)
 
-    def add(self, records_in: list[dict], records_out: list[dict], rejects: list[Reject], seconds: float) -> None:
+    def add(self, records_in: list[ImageRecord], records_out: list[ImageRecord], rejects: list[Reject], seconds: float) -> None:
         self.images_in += len(records_in)
         self.images_kept += len(records_out)
         self.referents_in += _count_referents(records_in)

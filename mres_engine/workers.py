@@ -31,6 +31,8 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
+from .errors import EngineError
+
 logger = logging.getLogger(__name__)
 
 WORKERS_LOCK_FILE = ".workers.lock"
@@ -145,8 +147,6 @@ def wait_for_earlier_workers(out: str, timeout: float = EARLIER_WORKERS_TIMEOUT,
                 fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 if time.monotonic() >= deadline:
-                    from .errors import EngineError
-
                     raise EngineError(
                         f"output_dir {os.path.abspath(out)} is still written by worker processes of an earlier run (they "
                         f"hold {os.path.join(os.path.abspath(out), WORKERS_LOCK_FILE)}; `fuser -v` on it names them). Stop "

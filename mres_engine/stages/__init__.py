@@ -1,4 +1,4 @@
-"""The engine's stages, one module each, in the paper's order: ``input``, ``object_masks``,
+"""The engine's stages, one module each, in the paper's order: ``load_images``, ``object_masks``,
 ``part_vocabulary``, ``part_masks``, ``captions``, ``clip_filter``.
 
 ``base`` is the interface they implement (:class:`~mres_engine.stages.base.EngineStage`,

@@ -1,15 +1,19 @@
 """The interface every data-engine stage implements, and what a stage says about what it drops.
 
-A stage maps a batch of per-image records (see :mod:`mres_engine.records`) to a
-batch of records. It never drops anything silently: every image or referent it removes comes
-back as a :class:`Reject` naming the stage and the reason, which the runner writes to the
-rejects output by the same exactly-once rule as the records.
+A stage maps a batch of per-image records (:class:`~mres_engine.records.ImageRecord`) to a
+batch of records, returning a changed copy (``dataclasses.replace``) of a record it changes. It
+never drops anything silently: every image or referent it removes comes back as a
+:class:`Reject` naming the stage and the reason, which the runner writes to the rejects output
+by the same exactly-once rule as the records.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # for annotations only: this module stays light (the options import it)
+    from ..records import ImageRecord
 
 
 @dataclass
@@ -46,7 +50,7 @@ class Reject:
 class StageOutput:
     """What a stage returns: the records it kept (possibly changed) and what it rejected."""
 
-    records: list[dict] = field(default_factory=list)
+    records: list[ImageRecord] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
 
 
@@ -56,4 +60,4 @@ class EngineStage(Protocol):
 
     name: str
 
-    def __call__(self, records: list[dict]) -> StageOutput: ...
+    def __call__(self, records: list[ImageRecord]) -> StageOutput: ...

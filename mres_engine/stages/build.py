@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .captions import Captions
 from .clip_filter import ClipFilter
-from .input import LoadImages
+from .load_images import LoadImages
 from .object_masks import ObjectMasks
 from ..options import StageOptions
 from .base import EngineStage

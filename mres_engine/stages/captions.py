@@ -13,10 +13,14 @@ from __future__ import annotations
 import base64
 import io
 import os
+from dataclasses import replace
+
+from captioner.box_prompts import BOX_FORMATS, PAPER_BOX_FORMAT, box_coordinates, build_prompt
+from captioner.defaults import DEFAULT_BASE_MODEL
 
 from ..backends import LazyModel, OpenAIChatClient
 from ..options import StageOptions, resolve_device, resolve_dtype
-from ..records import without_referents
+from ..records import ImageRecord, without_referents
 from .base import Reject, StageOutput
 
 
@@ -33,8 +37,6 @@ class OpenAICaptioner:
     """
 
     def __init__(self, client: OpenAIChatClient, max_new_tokens: int = 32, box_format: str = "qwen3_vl"):
-        from captioner.box_prompts import BOX_FORMATS, PAPER_BOX_FORMAT
-
         if box_format not in SERVER_BOX_FORMATS:
             raise ValueError(f"captioner_box_format={box_format!r} is not one of {SERVER_BOX_FORMATS}")
         self.client = client
@@ -42,8 +44,7 @@ class OpenAICaptioner:
         self.box_format = PAPER_BOX_FORMAT if box_format == "paper" else BOX_FORMATS[box_format]
 
     def caption_requests_full(self, requests):
-        from captioner.box_prompts import box_coordinates, build_prompt
-        from captioner.generate import BoxCaption
+        from captioner.generate import BoxCaption  # the captioner's generation code loads torch and transformers
 
         results = []
         encoded: dict[int, str] = {}
@@ -95,8 +96,7 @@ class Captions:
                    max_new_tokens=options.caption_max_new_tokens, token_budget=options.caption_token_budget)
 
     def _load_default(self):
-        from captioner import DenseCaptioner
-        from captioner.defaults import DEFAULT_BASE_MODEL
+        from captioner import DenseCaptioner  # the model: torch, transformers, peft
 
         captioner = DenseCaptioner.from_pretrained(self.captioner_id or DEFAULT_BASE_MODEL, torch_dtype=self.dtype,
                                                    device=self.device, max_new_tokens=self.max_new_tokens,
@@ -107,13 +107,13 @@ class Captions:
     def captioner(self):
         return self._captioner.get()[0]
 
-    def __call__(self, records: list[dict]) -> StageOutput:
-        from captioner.generate import BoxRequest
+    def __call__(self, records: list[ImageRecord]) -> StageOutput:
+        from captioner.generate import BoxRequest  # the captioner's generation code loads torch and transformers
 
         requests, owners = [], []
         for index, record in enumerate(records):
-            for referent in record["referents"]:
-                requests.append(BoxRequest(record["_image"], referent["bbox"], referent["granularity"], item=referent["referent_id"]))
+            for referent in record.referents:
+                requests.append(BoxRequest(record.image, referent["bbox"], referent["granularity"], item=referent["referent_id"]))
                 owners.append((index, referent["referent_id"]))
         captions = self.captioner.caption_requests_full(requests) if requests else []
         texts: dict[str, str] = {}
@@ -129,12 +129,12 @@ class Captions:
                 texts[referent_id] = text
                 continue
             removed[index].add(referent_id)
-            out.rejects.append(Reject(records[index]["image_id"], self.name, reason, referent_id))
+            out.rejects.append(Reject(records[index].image_id, self.name, reason, referent_id))
         for record, gone in zip(records, removed):
             record = without_referents(record, gone)
-            record["referents"] = [{**r, "sentences": [texts[r["referent_id"]]]} for r in record["referents"]]
-            if not record["referents"]:
-                out.rejects.append(Reject(record["image_id"], self.name, "no referent left"))
+            record = replace(record, referents=[{**r, "sentences": [texts[r["referent_id"]]]} for r in record.referents])
+            if not record.referents:
+                out.rejects.append(Reject(record.image_id, self.name, "no referent left"))
                 continue
             out.records.append(record)
         return out

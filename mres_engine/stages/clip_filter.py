@@ -10,12 +10,14 @@ with no referent left is rejected.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
 from ..backends import LazyModel
 from ..options import StageOptions, resolve_device, resolve_dtype
-from ..records import without_referents
+from ..records import ImageRecord, without_referents
 from .base import Reject, StageOutput
 
 CLIP_MODEL_ID = "openai/clip-vit-base-patch32"
@@ -91,11 +93,11 @@ class ClipFilter:
             result.append(cos.cpu().numpy())
         return np.concatenate(result) if result else np.zeros(0, np.float32)
 
-    def __call__(self, records: list[dict]) -> StageOutput:
+    def __call__(self, records: list[ImageRecord]) -> StageOutput:
         crops, texts, owners = [], [], []
         for index, record in enumerate(records):
-            for referent in record["referents"]:
-                crop = box_crop(record["_image"], referent["bbox"])
+            for referent in record.referents:
+                crop = box_crop(record.image, referent["bbox"])
                 for sentence in referent["sentences"]:
                     crops.append(crop)
                     texts.append(sentence)
@@ -107,25 +109,25 @@ class ClipFilter:
         out = StageOutput()
         for index, record in enumerate(records):
             removed, referents = set(), []
-            for referent in record["referents"]:
+            for referent in record.referents:
                 sentences = scored.get((index, referent["referent_id"]), [])
                 kept = [(t, c) for t, c in sentences if clip_score(c) > self.min_score]
                 for text, cos in sentences:
                     if kept and (text, cos) not in kept:
-                        out.rejects.append(Reject(record["image_id"], self.name, f"sentence dropped (referent kept): CLIPScore "
+                        out.rejects.append(Reject(record.image_id, self.name, f"sentence dropped (referent kept): CLIPScore "
                                                   f"{clip_score(cos):.3f} <= {self.min_score}: {text[:60]!r}", referent["referent_id"],
                                                   level="sentence"))
                 if not kept:
                     best = max((c for _, c in sentences), default=float("nan"))
                     reason = (f"CLIPScore {clip_score(best):.3f} <= {self.min_score}" if sentences else "no sentence to score")
-                    out.rejects.append(Reject(record["image_id"], self.name, reason, referent["referent_id"]))
+                    out.rejects.append(Reject(record.image_id, self.name, reason, referent["referent_id"]))
                     removed.add(referent["referent_id"])
                     continue
                 scores = {**(referent.get("scores") or {}), "clip": kept[0][1], "clip_score": float(clip_score(kept[0][1]))}
                 referents.append({**referent, "sentences": [t for t, _ in kept], "scores": scores})
-            record = without_referents({**record, "referents": referents}, removed)  # unlinks parts of removed objects
-            if not record["referents"]:
-                out.rejects.append(Reject(record["image_id"], self.name, "no referent left"))
+            record = without_referents(replace(record, referents=referents), removed)  # unlinks parts of removed objects
+            if not record.referents:
+                out.rejects.append(Reject(record.image_id, self.name, "no referent left"))
                 continue
             out.records.append(record)
         return out

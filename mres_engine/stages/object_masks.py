@@ -5,17 +5,19 @@ default, or transformers' ``SamModel`` / ``Sam2Model``; see :mod:`mres_engine.ba
 keeps SAM's predicted IoU and its stability score in ``scores`` (``sam_iou``, ``sam_stability``);
 a mask below either threshold (SA-1B's 0.88 / 0.95 by default) is a referent reject.
 
-The image embedding is left in the record (``"_sam_embedding"``) so that the part-mask stage
+The image embedding is left in the record (``sam_embedding``) so that the part-mask stage
 prompts the same encoding with its part boxes instead of encoding the image again.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dataset_scripts.masks import encode_mask
 
 from ..backends import BoxSegmenter, build_segmenter, sam_reject_reason, xywh_to_xyxy
 from ..options import SA1B_MIN_PREDICTED_IOU, SA1B_MIN_STABILITY, StageOptions
-from ..records import new_referent, object_referent_id
+from ..records import ImageRecord, new_referent, object_referent_id
 from .base import Reject, StageOutput
 
 
@@ -25,7 +27,7 @@ class ObjectMasks:
     Args:
         segmenter: a :class:`BoxSegmenter`.
         min_iou, min_stability: SAM score thresholds (SA-1B's 0.88 / 0.95 by default).
-        keep_embedding: leave the image encoding in ``"_sam_embedding"`` for the part stage.
+        keep_embedding: leave the image encoding in ``sam_embedding`` for the part stage.
     """
 
     name = "object_masks"
@@ -42,18 +44,18 @@ class ObjectMasks:
         return cls(build_segmenter(options), options.sam_min_iou, options.sam_min_stability,
                    keep_embedding=options.part_vocabulary != "none" and options.part_masks == "detector")
 
-    def __call__(self, records: list[dict]) -> StageOutput:
+    def __call__(self, records: list[ImageRecord]) -> StageOutput:
         out = StageOutput()
         for record in records:
-            image_id = record["image_id"]
-            if not record["boxes"]:
+            image_id = record.image_id
+            if not record.boxes:
                 out.rejects.append(Reject(image_id, self.name, "no input box"))
                 continue
-            image = record["_image"]
+            image = record.image
             embedding = self.segmenter.encode(image)
-            result = self.segmenter.segment(image, embedding, xywh_to_xyxy([b["bbox"] for b in record["boxes"]]))
+            result = self.segmenter.segment(image, embedding, xywh_to_xyxy([b["bbox"] for b in record.boxes]))
             referents = []
-            for box, mask, iou, stability in zip(record["boxes"], result.masks, result.iou, result.stability):
+            for box, mask, iou, stability in zip(record.boxes, result.masks, result.iou, result.stability):
                 referent_id = object_referent_id(image_id, box["box_id"])
                 reason = sam_reject_reason(float(iou), float(stability), self.min_iou, self.min_stability, not mask.any())
                 if reason is not None:
@@ -65,8 +67,6 @@ class ObjectMasks:
             if not referents:
                 out.rejects.append(Reject(image_id, self.name, "no object mask kept"))
                 continue
-            record = {**record, "referents": list(record.get("referents") or []) + referents}
-            if self.keep_embedding:
-                record["_sam_embedding"] = embedding
-            out.records.append(record)
+            out.records.append(replace(record, referents=record.referents + referents,
+                                       sam_embedding=embedding if self.keep_embedding else record.sam_embedding))
         return out

@@ -21,7 +21,7 @@ not kept is a referent reject with its reason.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -31,7 +31,7 @@ from dataset_scripts.masks import decode_mask, encode_mask, mask_bbox
 
 from ..backends import BoxSegmenter, LazyModel, build_segmenter, sam_reject_reason
 from ..options import SA1B_MIN_PREDICTED_IOU, SA1B_MIN_STABILITY, StageOptions, resolve_device
-from ..records import new_referent, part_referent_id
+from ..records import ImageRecord, new_referent, part_referent_id
 from .base import Reject, StageOutput
 
 
@@ -52,7 +52,7 @@ class PartFinder(Protocol):
     of an image at a time, which bounds the full-image candidate masks held in memory at once.
     """
 
-    def find(self, record: dict, objects: list[tuple[dict, list[str]]]) -> list[PartCandidate]: ...
+    def find(self, record: ImageRecord, objects: list[tuple[dict, list[str]]]) -> list[PartCandidate]: ...
 
 
 def part_query(part: str, object_category: str) -> str:
@@ -129,8 +129,8 @@ class DetectorPartFinder:
             detections.append(found)
         return detections
 
-    def find(self, record: dict, objects: list[tuple[dict, list[str]]]) -> list[PartCandidate]:
-        image = record["_image"]
+    def find(self, record: ImageRecord, objects: list[tuple[dict, list[str]]]) -> list[PartCandidate]:
+        image = record.image
         crops, queries, offsets = [], [], []
         for referent, names in objects:
             x0, y0, x1, y1 = crop_box(referent["bbox"], image.width, image.height, self.margin)
@@ -153,7 +153,7 @@ class DetectorPartFinder:
                     picked.append((i, names[index], score, [bx0, by0, bx1, by1]))
         if not picked:
             return []
-        masks = self.segmenter.segment(image, record.get("_sam_embedding"), np.asarray([p[3] for p in picked], np.float32))
+        masks = self.segmenter.segment(image, record.sam_embedding, np.asarray([p[3] for p in picked], np.float32))
         return [
             PartCandidate(objects[i][0]["referent_id"], name, mask,
                           {"detector": score, "sam_iou": float(iou), "sam_stability": float(stability)})
@@ -178,9 +178,9 @@ class Sam3PartFinder:
         self.sam3 = LazyModel.from_pretrained("Sam3Model", "Sam3Processor", model_id, device=device, model=model, processor=processor)
 
     @torch.no_grad()
-    def find(self, record: dict, objects: list[tuple[dict, list[str]]]) -> list[PartCandidate]:
+    def find(self, record: ImageRecord, objects: list[tuple[dict, list[str]]]) -> list[PartCandidate]:
         model, processor = self.sam3.get()
-        image = record["_image"]
+        image = record.image
         image_inputs = processor(images=image, return_tensors="pt").to(self.device)
         vision_embeds = model.get_vision_features(pixel_values=image_inputs["pixel_values"])
         instances: dict[str, list[tuple[np.ndarray, float]]] = {}
@@ -203,7 +203,7 @@ class Sam3PartFinder:
 
 
 class PartMasks:
-    """Part referents for every object whose category has part names (``"_part_names"``).
+    """Part referents for every object whose category has part names (``part_names``).
 
     Args:
         finder: a :class:`PartFinder`.
@@ -271,11 +271,11 @@ class PartMasks:
                                       parent_id=referent["referent_id"], scores=candidate.scores))
         return parts
 
-    def __call__(self, records: list[dict]) -> StageOutput:
+    def __call__(self, records: list[ImageRecord]) -> StageOutput:
         out = StageOutput()
         for record in records:
-            vocabulary = record.get("_part_names") or {}
-            objects = [(r, vocabulary[r["category"]]) for r in record["referents"]
+            vocabulary = record.part_names
+            objects = [(r, vocabulary[r["category"]]) for r in record.referents
                        if r["granularity"] == "object" and vocabulary.get(r["category"])]
             per_call = getattr(self.finder, "objects_per_call", None) or max(len(objects), 1)
             parts = []
@@ -285,7 +285,7 @@ class PartMasks:
                 for candidate in self.finder.find(record, group):
                     by_object.setdefault(candidate.object_id, []).append(candidate)
                 for referent, _ in group:
-                    parts += self._object_parts(record["image_id"], referent, by_object.get(referent["referent_id"], []), out)
-            record = {k: v for k, v in record.items() if k != "_sam_embedding"}  # no later stage needs it
-            out.records.append({**record, "referents": record["referents"] + parts})
+                    parts += self._object_parts(record.image_id, referent, by_object.get(referent["referent_id"], []), out)
+            # the encoding is dropped: no later stage needs it
+            out.records.append(replace(record, referents=record.referents + parts, sam_embedding=None))
         return out

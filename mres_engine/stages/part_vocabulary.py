@@ -7,7 +7,7 @@ chatty or invalid. Answers are cached in a JSON file keyed by (prompt version, m
 so a rerun asks nothing twice. A user vocabulary file (e.g. PACO's object-part list) replaces
 the LLM (:class:`FilePartNames`). Nothing here ships a vocabulary of its own.
 
-The stage writes ``"_part_names"`` ({object category: [part names]}) into each record for the
+The stage sets each record's ``part_names`` ({object category: [part names]}) for the
 part-mask stage. A category with no usable answer leaves its objects without parts: each such
 object is reported as a :class:`~mres_engine.stages.base.Reject` of level ``"parts"`` whose reason
 starts with ``"parts not searched"`` (the object itself stays in the record and is not a reject).
@@ -20,9 +20,11 @@ import logging
 import os
 import re
 import tempfile
+from dataclasses import replace
 
 from ..backends import ChatClient, LocalChatModel, OpenAIChatClient
 from ..options import StageOptions, resolve_device, resolve_dtype
+from ..records import ImageRecord
 from .base import Reject, StageOutput
 
 logger = logging.getLogger(__name__)
@@ -200,7 +202,7 @@ class FilePartNames:
 
 
 class PartVocabulary:
-    """Attach the part names of each object's category to the record (``"_part_names"``).
+    """Attach the part names of each object's category to the record (``part_names``).
 
     Args:
         source: anything with ``names_for(category) -> list[str]`` raising
@@ -242,11 +244,11 @@ class PartVocabulary:
             logger.warning("no part vocabulary for %r: %s", category, err)
             return None
 
-    def __call__(self, records: list[dict]) -> StageOutput:
+    def __call__(self, records: list[ImageRecord]) -> StageOutput:
         out = StageOutput()
         for record in records:
             vocabulary = {}
-            for referent in record["referents"]:
+            for referent in record.referents:
                 if referent["granularity"] != "object":
                     continue
                 category = referent["category"]
@@ -254,6 +256,6 @@ class PartVocabulary:
                     vocabulary[category] = self.names_for(category)
                 if vocabulary[category] is None:
                     reason = f"parts not searched: no part vocabulary for {category!r}: {self._failures[category]}"
-                    out.rejects.append(Reject(record["image_id"], self.name, reason, referent["referent_id"], level="parts"))
-            out.records.append({**record, "_part_names": {c: n for c, n in vocabulary.items() if n}})
+                    out.rejects.append(Reject(record.image_id, self.name, reason, referent["referent_id"], level="parts"))
+            out.records.append(replace(record, part_names={c: n for c, n in vocabulary.items() if n}))
         return out

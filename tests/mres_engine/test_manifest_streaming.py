@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from manifest_fixture import GOLDEN_DIR, GOLDEN_IMAGE_DIR, GOLDEN_NUM_SHARDS, odd_detection_json
-from mres_engine.manifest import prepare_manifest
+from mres_engine.readers.manifest import prepare_manifest
 from mres_engine.options import RunnerOptions
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", GOLDEN_DIR)
@@ -54,9 +54,9 @@ def test_the_manifest_steps_memory_grows_by_less_than_80_bytes_per_box(tmp_path)
 
     script = r"""
 import json, sys, tracemalloc
-from mres_engine.manifest import prepare_manifest
+from mres_engine.readers.manifest import prepare_manifest
 from mres_engine.options import RunnerOptions
-import mres_engine.stages.input, numpy  # imported before the measure
+import mres_engine.readers.detection, numpy  # imported before the measure
 try:
     import ijson
 except ImportError:
@@ -84,7 +84,7 @@ print(json.dumps({"peak": tracemalloc.get_traced_memory()[1], "boxes": info["num
 
 def test_a_box_inside_the_image_is_kept_exactly_and_not_recorded_as_clipped(tmp_path):
     from dataset_scripts.rejects import RejectLog
-    from mres_engine.stages.input import read_detection_manifest
+    from mres_engine.readers.detection import read_detection_manifest
 
     bbox = [27.447954709616162, 98.78572042518124, 65.27574757197075, 50.795578419024615]  # (y + h) - y != h
     manifest = {"images": [{"id": 1, "file_name": "a.jpg", "width": 200, "height": 200}], "categories": [{"id": 1, "name": "a"}],
@@ -92,6 +92,6 @@ def test_a_box_inside_the_image_is_kept_exactly_and_not_recorded_as_clipped(tmp_
                                 {"id": 2, "image_id": 1, "bbox": [190.5, -3.25, 20, 10.5], "category_id": 1}]}
     log = RejectLog(stage="input")
     (record,) = read_detection_manifest(manifest, rejects=log)
-    assert record["boxes"][0]["bbox"] == bbox
-    assert record["boxes"][1]["bbox"] == [190.5, 0.0, 9.5, 7.25]
+    assert record.boxes[0]["bbox"] == bbox
+    assert record.boxes[1]["bbox"] == [190.5, 0.0, 9.5, 7.25]
     assert [(r["item_id"], r["reason"]) for r in log.records] == [("2", "box clipped to the image")]

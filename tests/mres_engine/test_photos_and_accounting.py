@@ -9,6 +9,7 @@ decodes, and two runs must write the same rejects.
 import json
 import os
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -18,12 +19,12 @@ from PIL import Image, ImageOps
 
 from dataset_scripts.masks import decode_mask, encode_mask
 from mres_engine import layout
-from mres_engine.manifest import prepare_manifest
+from mres_engine.readers.manifest import prepare_manifest
 from mres_engine.options import RunnerOptions
-from mres_engine.records import new_referent, object_referent_id
+from mres_engine.records import ImageRecord, new_referent, object_referent_id
 from mres_engine.shard import process_shard
 from mres_engine.stages.base import Reject, StageOutput
-from mres_engine.stages.input import LoadImages, orient_box, to_rgb
+from mres_engine.stages.load_images import LoadImages, orient_box, to_rgb
 from mres_engine.stages.part_vocabulary import FilePartNames, PartVocabulary
 
 STORED_BOX = [10, 20, 30, 15]  # x, y, w, h in the stored pixels (120 x 80), painted red
@@ -48,16 +49,16 @@ class BoxObjects:
         out = StageOutput()
         for record in records:
             referents = []
-            for box in record["boxes"]:
-                mask = np.zeros((record["height"], record["width"]), bool)
+            for box in record.boxes:
+                mask = np.zeros((record.height, record.width), bool)
                 x, y, w, h = (int(round(v)) for v in box["bbox"])
                 mask[y : y + h, x : x + w] = True
-                referents.append(new_referent(object_referent_id(record["image_id"], box["box_id"]), "object", box["category"],
+                referents.append(new_referent(object_referent_id(record.image_id, box["box_id"]), "object", box["category"],
                                               box["category"], box["bbox"], encode_mask(mask)))
             if not referents:
-                out.rejects.append(Reject(record["image_id"], self.name, "no input box"))
+                out.rejects.append(Reject(record.image_id, self.name, "no input box"))
                 continue
-            out.records.append({**record, "referents": referents})
+            out.records.append(replace(record, referents=referents))
         return out
 
 
@@ -72,11 +73,11 @@ class RejectObjects:
     def __call__(self, records):
         out = StageOutput()
         for record in records:
-            kept = [r for r in record["referents"] if r["referent_id"] not in self.referent_ids]
-            for r in record["referents"]:
+            kept = [r for r in record.referents if r["referent_id"] not in self.referent_ids]
+            for r in record.referents:
                 if r["referent_id"] in self.referent_ids:
-                    out.rejects.append(Reject(record["image_id"], self.name, "not wanted", r["referent_id"]))
-            out.records.append({**record, "referents": kept})
+                    out.rejects.append(Reject(record.image_id, self.name, "not wanted", r["referent_id"]))
+            out.records.append(replace(record, referents=kept))
         return out
 
 
@@ -213,34 +214,31 @@ def test_exif_rotated_photos_are_stored_upright_with_their_masks(photo_set, two_
 def test_boxes_turn_with_every_exif_orientation(tmp_path, orientation):
     path = tmp_path / "photo.jpg"
     _exif_jpeg(path, orientation)
-    record = {"image_id": "p", "file_name": str(path), "width": 120, "height": 80, "source": "t", "referents": [],
-              "boxes": [{"box_id": "1", "bbox": STORED_BOX, "category": "dog"}]}
+    record = ImageRecord("p", str(path), 120, 80, "t", boxes=[{"box_id": "1", "bbox": STORED_BOX, "category": "dog"}])
     (loaded,) = LoadImages()([record]).records
     upright = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"), float)
-    assert loaded["_image"].size == (upright.shape[1], upright.shape[0]) == (loaded["width"], loaded["height"])
-    x, y, w, h = (int(round(v)) for v in loaded["boxes"][0]["bbox"])
-    assert loaded["boxes"][0]["bbox"] == orient_box(STORED_BOX, orientation, 120, 80)
+    assert loaded.image.size == (upright.shape[1], upright.shape[0]) == (loaded.width, loaded.height)
+    x, y, w, h = (int(round(v)) for v in loaded.boxes[0]["bbox"])
+    assert loaded.boxes[0]["bbox"] == orient_box(STORED_BOX, orientation, 120, 80)
     assert upright[y + 1 : y + h - 1, x + 1 : x + w - 1, 0].min() > 180  # red inside the turned box
-    assert np.asarray(loaded["_image"], float)[y + 1 : y + h - 1, x + 1 : x + w - 1, 0].min() > 180
+    assert np.asarray(loaded.image, float)[y + 1 : y + h - 1, x + 1 : x + w - 1, 0].min() > 180
 
 
 def test_a_manifest_giving_the_upright_size_keeps_its_boxes(tmp_path):
     path = tmp_path / "photo.jpg"
     _exif_jpeg(path, 6)
     upright_box = orient_box(STORED_BOX, 6, 120, 80)
-    record = {"image_id": "p", "file_name": str(path), "width": 80, "height": 120, "source": "t", "referents": [],
-              "boxes": [{"box_id": "1", "bbox": upright_box, "category": "dog"}]}
+    record = ImageRecord("p", str(path), 80, 120, "t", boxes=[{"box_id": "1", "bbox": upright_box, "category": "dog"}])
     (loaded,) = LoadImages()([record]).records
-    assert loaded["_image"].size == (80, 120) and loaded["boxes"][0]["bbox"] == upright_box
+    assert loaded.image.size == (80, 120) and loaded.boxes[0]["bbox"] == upright_box
 
 
 def test_sixteen_bit_images_are_scaled_not_clipped(two_runs, photo_set):
     image = Image.open(os.path.join(photo_set["image_dir"], "grey16.png"))
     assert image.mode in ("I;16", "I")
     assert to_rgb(image).getpixel((5, 5)) in ((128, 128, 128), (127, 127, 127))
-    record = {"image_id": "g", "file_name": os.path.join(photo_set["image_dir"], "grey16.png"), "width": 64, "height": 48,
-              "source": "t", "referents": [], "boxes": []}
+    record = ImageRecord("g", os.path.join(photo_set["image_dir"], "grey16.png"), 64, 48, "t")
     (loaded,) = LoadImages()([record]).records
-    assert np.asarray(loaded["_image"]).mean() == pytest.approx(128, abs=1)
+    assert np.asarray(loaded.image).mean() == pytest.approx(128, abs=1)
     (row,) = [row for row in two_runs[0][0] if row["image_id"] == "3"]
-    assert row["image"]["bytes"] == open(record["file_name"], "rb").read()  # stored as it is
+    assert row["image"]["bytes"] == open(record.file_name, "rb").read()  # stored as it is

@@ -12,9 +12,10 @@ from dataset_scripts.features import MRES_FEATURES
 from mres_engine import layout
 from mres_engine.executors import FinalizeRun, PinnedLocalPipelineExecutor, build_executor, build_slurm_finalizer, pin_process_to_gpu
 from mres_engine.finalize import check_exactly_once
-from mres_engine.manifest import shard_slice
 from mres_engine.options import RunnerOptions
 from mres_engine.progress import RunProgress, write_progress
+from mres_engine.readers.manifest import shard_slice
+from mres_engine.records import ImageRecord
 from mres_engine.run import run_engine
 from mres_engine.shard import process_shard, run_stages
 from mres_engine.stages.base import Reject, StageOutput
@@ -186,9 +187,9 @@ def test_a_step_that_loses_an_image_is_named(synth):
         name = "rejecting"
 
         def __call__(self, records):
-            return StageOutput(records=records[1:], rejects=[Reject(records[0]["image_id"], self.name, "bad: x")])
+            return StageOutput(records=records[1:], rejects=[Reject(records[0].image_id, self.name, "bad: x")])
 
-    records = [{"image_id": "a", "referents": []}, {"image_id": "b", "referents": []}]
+    records = [ImageRecord("a", "a.png", 8, 8), ImageRecord("b", "b.png", 8, 8)]
     kept, rejects = run_stages([Rejecting()], list(records), RunStats())
     assert [r["image_id"] for r in kept] == ["b"] and rejects[0].reason == "bad: x"
     with pytest.raises(RuntimeError, match="stage 'forgetful'.*lost images without a reject: \\['a'\\]"):

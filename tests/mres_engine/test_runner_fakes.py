@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from dataset_scripts.masks import decode_mask, encode_mask, mask_bbox
 from mres_engine.stages.base import Reject, StageOutput
-from mres_engine.stages.input import LoadImages
+from mres_engine.stages.load_images import LoadImages
 
 GROUND_TRUTH_ENV = "ENGINE_TEST_GROUND_TRUTH"  # JSON file {image_id: referents}
 SLEEP_ENV = "ENGINE_TEST_SLEEP"  # seconds per batch in the slow stage
@@ -54,9 +55,8 @@ class FillFromGroundTruth:
     def __call__(self, records):
         out = StageOutput()
         for record in records:
-            record = {k: v for k, v in record.items() if k not in ("_image",)}
             referents = []
-            for i, ref in enumerate(self.ground_truth.get(record["image_id"], [])):
+            for i, ref in enumerate(self.ground_truth.get(record.image_id, [])):
                 ref = dict(ref)
                 if self.perturb:
                     ref["mask"] = _erode(ref["mask"])
@@ -64,8 +64,7 @@ class FillFromGroundTruth:
                 ref["scores"] = {"clip": 0.2 + (i % 7) / 20, "sam_iou": 0.9, "sam_stability": 0.96,
                                  "detector": 0.4 if ref["granularity"] == "part" else None}
                 referents.append(ref)
-            record["referents"] = referents
-            out.records.append(record)
+            out.records.append(replace(record, referents=referents, image=None))
         return out
 
 
@@ -80,17 +79,17 @@ class RejectSome:
     def __call__(self, records):
         out = StageOutput()
         for record in records:
-            index = int(record["image_id"].rsplit("-", 1)[-1])
+            index = int(record.image_id.rsplit("-", 1)[-1])
             if self.every and index % self.every == 0:
-                out.rejects.append(Reject(record["image_id"], self.name, f"unlucky image: index {index}"))
+                out.rejects.append(Reject(record.image_id, self.name, f"unlucky image: index {index}"))
                 continue
             kept = []
-            for ref in record["referents"]:
+            for ref in record.referents:
                 if ref["granularity"] == "part" and ref["category"] == "window":
-                    out.rejects.append(Reject(record["image_id"], self.name, "window part: not wanted", ref["referent_id"]))
+                    out.rejects.append(Reject(record.image_id, self.name, "window part: not wanted", ref["referent_id"]))
                 else:
                     kept.append(ref)
-            out.records.append({**record, "referents": kept})
+            out.records.append(replace(record, referents=kept))
         return out
 
 

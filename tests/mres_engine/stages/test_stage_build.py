@@ -9,7 +9,7 @@ from dataset_scripts.features import MRES_FEATURES
 from mres_engine.options import StageOptions
 from mres_engine.records import to_mres_row
 from mres_engine.stages.build import build_stages
-from mres_engine.stages.input import read_detection_manifest
+from mres_engine.readers.detection import read_detection_manifest
 from mres_engine.testing_utils import FakeChatServer, save_tiny_stage_models, tiny_chat_answer, write_synth_detection_set
 
 
@@ -38,7 +38,7 @@ def test_stages_from_options_run_end_to_end_on_synth_detections(tmp_path):
     for row, record in zip(dataset, records):
         objects = [r for r in row["referents"] if r["granularity"] == "object"]
         parts = [r for r in row["referents"] if r["granularity"] == "part"]
-        assert len(objects) == len(record["boxes"])
+        assert len(objects) == len(record.boxes)
         assert parts and {p["parent_id"] for p in parts} <= {o["referent_id"] for o in objects}
         assert all(r["sentences"] == ["a small thing"] for r in row["referents"])
         assert all(r["scores"]["clip"] is not None and r["scores"]["sam_iou"] is not None for r in row["referents"])

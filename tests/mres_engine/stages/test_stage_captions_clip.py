@@ -13,7 +13,7 @@ from PIL import Image
 from captioner.box_prompts import normalize_box
 from dataset_scripts.masks import encode_mask
 from mres_engine.options import StageOptions
-from mres_engine.records import new_referent
+from mres_engine.records import ImageRecord, new_referent
 from mres_engine.stages.captions import Captions, OpenAICaptioner
 from mres_engine.stages.clip_filter import CLIP_MODEL_ID, ClipFilter, box_crop, clip_score
 from mres_engine.testing_utils import FakeChatServer, build_tiny_clip
@@ -33,7 +33,8 @@ def _record(image_id="img", sentences=None, seed=0):
     ]
     for ref, text in zip(refs, sentences or [[] for _ in refs]):
         ref["sentences"] = list(text)
-    return {"image_id": image_id, "referents": refs, "_image": _image(seed)}
+    image = _image(seed)
+    return ImageRecord(image_id, f"{image_id}.png", image.width, image.height, referents=refs, image=image)
 
 
 def test_tiny_captioner_loaded_by_path_and_its_truncated_captions_rejected(tmp_path):
@@ -72,7 +73,7 @@ def test_served_captioner_gets_image_and_box_prompts_and_its_truncations_are_rej
         out = stage([_record("a")])
         assert server.requests[0]["body"]["max_tokens"] == 7 and server.requests[0]["body"]["model"] == "served-captioner"
     (record,) = out.records
-    by_id = {r["referent_id"]: r for r in record["referents"]}
+    by_id = {r["referent_id"]: r for r in record.referents}
     car_box = "({},{}),({},{})".format(*normalize_box([2, 3, 30, 20], (48, 40), scale=1000))
     assert by_id["a/o1"]["sentences"] == [f"48x40 thing {car_box}"]
     assert by_id["a/o1/p0"]["sentences"][0].startswith("wheel of car (")
@@ -104,41 +105,41 @@ def test_clip_scores_match_clip_and_the_threshold_keeps_strictly_greater():
     assert everything.rejects == []
     # The stored cosine is CLIP's: logits_per_image / logit_scale for the crop and the first sentence.
     for record, source in zip(everything.records, records):
-        for referent in record["referents"]:
-            crop = box_crop(source["_image"], referent["bbox"])
+        for referent in record.referents:
+            crop = box_crop(source.image, referent["bbox"])
             inputs = processor(text=referent["sentences"][:1], images=crop, return_tensors="pt", padding=True)
             with torch.no_grad():
                 cos = (model(**inputs).logits_per_image / model.logit_scale.exp()).item()
             assert referent["scores"]["clip"] == pytest.approx(cos, abs=1e-5)
             assert referent["scores"]["clip_score"] == pytest.approx(2.5 * max(cos, 0.0), abs=1e-5)
-    cosines = [r["scores"]["clip"] for rec in everything.records for r in rec["referents"]]
+    cosines = [r["scores"]["clip"] for rec in everything.records for r in rec.referents]
     assert max(cosines) > 0, "the tiny CLIP should give some positive cosine"
     threshold = float(clip_score(max(cosines))) / 2
     out = ClipFilter(model, processor, min_score=threshold)(records)
-    kept = {r["referent_id"]: r for rec in out.records for r in rec["referents"]}
-    expected = {r["referent_id"] for rec in everything.records for r in rec["referents"] if r["scores"]["clip_score"] > threshold}
+    kept = {r["referent_id"]: r for rec in out.records for r in rec.referents}
+    expected = {r["referent_id"] for rec in everything.records for r in rec.referents if r["scores"]["clip_score"] > threshold}
     assert set(kept) == expected and 0 < len(expected) < len(cosines)
     image_rejects = {r.image_id for r in out.rejects if r.referent_id is None}
-    assert image_rejects == {rec["image_id"] for rec in records} - {rec["image_id"] for rec in out.records}
+    assert image_rejects == {rec.image_id for rec in records} - {rec.image_id for rec in out.records}
     assert all(r.reason == "no referent left" for r in out.rejects if r.referent_id is None)
     for part in (r for r in kept.values() if r["granularity"] == "part"):
         assert part["parent_id"] is None or part["parent_id"] in kept  # no link to a removed object
     rejected = {r.referent_id for r in out.rejects if r.referent_id and not r.reason.startswith("sentence dropped")}
-    assert rejected | set(kept) == {r["referent_id"] for rec in records for r in rec["referents"]}
+    assert rejected | set(kept) == {r["referent_id"] for rec in records for r in rec.referents}
     assert all(r.reason.startswith("CLIPScore") for r in out.rejects if r.referent_id in rejected)
 
 
 def test_a_failing_sentence_is_dropped_and_reported_while_its_referent_stays():
     model, processor = build_tiny_clip()
     record = _record("a", [["a red car"], ["a red car", "window of house", "sail of boat"], ["a person standing"]], seed=3)
-    scores = ClipFilter(model, processor).cosines([box_crop(record["_image"], [4, 15, 8, 8])] * 3,
+    scores = ClipFilter(model, processor).cosines([box_crop(record.image, [4, 15, 8, 8])] * 3,
                                                    ["a red car", "window of house", "sail of boat"])
     assert clip_score(scores).max() > clip_score(scores).min()
     threshold = float(clip_score(scores).max() + clip_score(scores).min()) / 2
     out = ClipFilter(model, processor, min_score=threshold)([record])
     passing = [t for t, s in zip(["a red car", "window of house", "sail of boat"], clip_score(scores)) if s > threshold]
     dropped = [r for r in out.rejects if r.reason.startswith("sentence dropped")]
-    part = next(r for rec in out.records for r in rec["referents"] if r["referent_id"] == "a/o1/p0")
+    part = next(r for rec in out.records for r in rec.referents if r["referent_id"] == "a/o1/p0")
     assert part["sentences"] == passing and 1 <= len(passing) < 3
     assert len(dropped) == 3 - len(passing) and all(r.referent_id == "a/o1/p0" for r in dropped)
     assert part["scores"]["clip"] == pytest.approx(float(scores[["a red car", "window of house", "sail of boat"].index(passing[0])]), abs=1e-5)

@@ -1,12 +1,15 @@
 """Stage 2: object masks from SAM box prompts (segment_anything and transformers backends)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from dataset_scripts.masks import decode_mask
 from mres_engine.backends import SegmentAnythingSegmenter, TransformersSamSegmenter, build_segmenter, xywh_to_xyxy
 from mres_engine.options import StageOptions
-from mres_engine.stages.input import LoadImages, read_detection_manifest
+from mres_engine.readers.detection import read_detection_manifest
+from mres_engine.stages.load_images import LoadImages
 from mres_engine.stages.object_masks import ObjectMasks
 from mres_engine.testing_utils import (
     build_tiny_segment_anything,
@@ -44,25 +47,25 @@ def test_every_box_gets_a_mask_and_scores_on_one_encoding_per_image(loaded, back
     stage = ObjectMasks(segmenter, min_iou=-1.0, min_stability=-1.0)
     out = stage(loaded)
     assert len(calls) == len(loaded)  # one image encoding per image, whatever its number of boxes
-    assert [r["image_id"] for r in out.records] == [r["image_id"] for r in loaded]
+    assert [r.image_id for r in out.records] == [r.image_id for r in loaded]
     for before, after in zip(loaded, out.records):
-        assert len(after["referents"]) == len(before["boxes"])
-        for box, referent in zip(before["boxes"], after["referents"]):
-            assert referent["referent_id"] == f"{before['image_id']}/o{box['box_id']}"
+        assert len(after.referents) == len(before.boxes)
+        for box, referent in zip(before.boxes, after.referents):
+            assert referent["referent_id"] == f"{before.image_id}/o{box['box_id']}"
             assert referent["granularity"] == "object" and referent["parent_id"] is None
             assert referent["category"] == referent["object_category"] == box["category"]
-            assert decode_mask(referent["mask"]).shape == (before["height"], before["width"])
+            assert decode_mask(referent["mask"]).shape == (before.height, before.width)
             assert set(referent["scores"]) == {"sam_iou", "sam_stability"}
             assert 0.0 <= referent["scores"]["sam_stability"] <= 1.0
-        assert "_sam_embedding" in after
+        assert after.sam_embedding is not None
 
 
 @pytest.mark.parametrize("backend", ["segment_anything", "transformers", "transformers-sam2"])
 def test_boxes_decoded_together_match_boxes_decoded_alone(loaded, backend):
     segmenter = _segmenters()[backend]()
-    record = max(loaded, key=lambda r: len(r["boxes"]))
-    image = record["_image"]
-    boxes = xywh_to_xyxy([b["bbox"] for b in record["boxes"]])
+    record = max(loaded, key=lambda r: len(r.boxes))
+    image = record.image
+    boxes = xywh_to_xyxy([b["bbox"] for b in record.boxes])
     embedding = segmenter.encode(image)
     together = segmenter.segment(image, embedding, boxes)
     for i in range(len(boxes)):
@@ -74,10 +77,10 @@ def test_boxes_decoded_together_match_boxes_decoded_alone(loaded, backend):
 def test_thresholds_reject_referents_and_empty_images(loaded):
     segmenter = SegmentAnythingSegmenter(build_tiny_segment_anything())
     scored = ObjectMasks(segmenter, min_iou=-1.0, min_stability=-1.0)(loaded).records
-    ious = sorted(r["scores"]["sam_iou"] for rec in scored for r in rec["referents"])
+    ious = sorted(r["scores"]["sam_iou"] for rec in scored for r in rec.referents)
     cut = (ious[len(ious) // 2 - 1] + ious[len(ious) // 2]) / 2
     out = ObjectMasks(segmenter, min_iou=cut, min_stability=-1.0)(loaded)
-    kept = [r for rec in out.records for r in rec["referents"]]
+    kept = [r for rec in out.records for r in rec.referents]
     referent_rejects = [r for r in out.rejects if r.referent_id is not None]
     assert all(r["scores"]["sam_iou"] >= cut for r in kept)
     assert len(kept) + len(referent_rejects) == len(ious)
@@ -85,12 +88,12 @@ def test_thresholds_reject_referents_and_empty_images(loaded):
     # An image none of whose masks passes is rejected as a whole, with its reason.
     none_kept = ObjectMasks(segmenter, min_iou=2.0)(loaded)
     assert none_kept.records == []
-    assert sorted(r.image_id for r in none_kept.rejects if r.referent_id is None) == sorted(r["image_id"] for r in loaded)
+    assert sorted(r.image_id for r in none_kept.rejects if r.referent_id is None) == sorted(r.image_id for r in loaded)
     assert {r.reason for r in none_kept.rejects if r.referent_id is None} == {"no object mask kept"}
 
 
 def test_image_without_boxes_is_rejected(loaded):
-    out = ObjectMasks(SegmentAnythingSegmenter(build_tiny_segment_anything()))([{**loaded[0], "boxes": []}])
+    out = ObjectMasks(SegmentAnythingSegmenter(build_tiny_segment_anything()))([dataclasses.replace(loaded[0], boxes=[])])
     assert out.records == [] and [r.reason for r in out.rejects] == ["no input box"]
 
 
@@ -99,17 +102,17 @@ def test_segment_anything_checkpoint_is_required_and_loaded_safely(tmp_path, loa
     from segment_anything import sam_model_registry
 
     with pytest.raises(ValueError, match="--sam_checkpoint"):
-        build_segmenter(StageOptions(sam_backend="segment_anything")).encode(loaded[0]["_image"])
+        build_segmenter(StageOptions(sam_backend="segment_anything")).encode(loaded[0].image)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        build_segmenter(StageOptions(sam_checkpoint=str(tmp_path / "nope.pth"))).encode(loaded[0]["_image"])
+        build_segmenter(StageOptions(sam_checkpoint=str(tmp_path / "nope.pth"))).encode(loaded[0].image)
     # A state dict saved as SAM's releases are loads into the registry's model through weights_only=True.
     tiny = build_tiny_segment_anything()
     torch.save(tiny.state_dict(), tmp_path / "tiny.pth")
     sam_model_registry["tiny-test"] = lambda checkpoint=None: build_tiny_segment_anything(seed=1)
     try:
         segmenter = build_segmenter(StageOptions(sam_model_type="tiny-test", sam_checkpoint=str(tmp_path / "tiny.pth")))
-        image = loaded[0]["_image"]
-        boxes = xywh_to_xyxy([b["bbox"] for b in loaded[0]["boxes"]])
+        image = loaded[0].image
+        boxes = xywh_to_xyxy([b["bbox"] for b in loaded[0].boxes])
         reference = SegmentAnythingSegmenter(tiny).segment(image, None, boxes)
         assert np.array_equal(segmenter.segment(image, None, boxes).masks, reference.masks)
     finally:

@@ -1,12 +1,15 @@
 """Stage 4: part masks found inside their objects (zero-shot detector + SAM), kept, cut and deduplicated."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from dataset_scripts.masks import decode_mask, encode_mask
 from mres_engine.backends import SegmentAnythingSegmenter
-from mres_engine.records import new_referent
-from mres_engine.stages.input import LoadImages, read_detection_manifest
+from mres_engine.readers.detection import read_detection_manifest
+from mres_engine.records import ImageRecord, new_referent
+from mres_engine.stages.load_images import LoadImages
 from mres_engine.stages.object_masks import ObjectMasks
 from mres_engine.stages.part_masks import (
     DetectorPartFinder,
@@ -40,7 +43,7 @@ class ListedCandidates:
 def _record():
     car = new_referent("img/o1", "object", "car", "car", [0, 0, 10, 10], encode_mask(_mask(0, 10, 0, 10)))
     tree = new_referent("img/o2", "object", "tree", "tree", [12, 12, 5, 5], encode_mask(_mask(12, 17, 12, 17)))
-    return {"image_id": "img", "referents": [car, tree], "_part_names": {"car": ["wheel", "door"]}, "_sam_embedding": object()}
+    return ImageRecord("img", "img.png", 20, 20, referents=[car, tree], part_names={"car": ["wheel", "door"]}, sam_embedding=object())
 
 
 def test_parts_are_kept_inside_cut_to_and_deduplicated_within_their_object():
@@ -57,8 +60,8 @@ def test_parts_are_kept_inside_cut_to_and_deduplicated_within_their_object():
     out = PartMasks(finder, min_inside=0.5, dedup_overlap=0.8, min_iou=0.88)([_record()])
     assert finder.calls == [[("img/o1", ["wheel", "door"])]]  # only objects with a vocabulary are searched
     (record,) = out.records
-    assert "_sam_embedding" not in record
-    parts = [r for r in record["referents"] if r["granularity"] == "part"]
+    assert record.sam_embedding is None  # no later stage needs it
+    parts = [r for r in record.referents if r["granularity"] == "part"]
     assert [(p["referent_id"], p["category"]) for p in parts] == [
         ("img/o1/p0", "wheel"), ("img/o1/p2", "wheel"), ("img/o1/p3", "door"), ("img/o1/p5", "door")]
     assert all(p["parent_id"] == "img/o1" and p["object_category"] == "car" for p in parts)
@@ -74,21 +77,21 @@ def test_parts_are_kept_inside_cut_to_and_deduplicated_within_their_object():
 
 
 def test_finders_with_objects_per_call_get_objects_in_groups():
-    record = {**_record(), "_part_names": {"car": ["wheel"], "tree": ["trunk"]}}
+    record = dataclasses.replace(_record(), part_names={"car": ["wheel"], "tree": ["trunk"]})
     finder = ListedCandidates([PartCandidate("img/o2", "trunk", _mask(13, 16, 13, 15), {"detector": 0.5})])
     finder.objects_per_call = 1
     out = PartMasks(finder)([record])
     assert finder.calls == [[("img/o1", ["wheel"])], [("img/o2", ["trunk"])]]
     # Each call's candidates are matched to that call's objects only (here the tree's part once, not twice).
-    assert [r["referent_id"] for r in out.records[0]["referents"] if r["granularity"] == "part"] == ["img/o2/p0"]
+    assert [r["referent_id"] for r in out.records[0].referents if r["granularity"] == "part"] == ["img/o2/p0"]
 
 
 def test_records_without_vocabulary_pass_unchanged():
     finder = ListedCandidates([])
-    record = {**_record(), "_part_names": {}}
+    record = dataclasses.replace(_record(), part_names={})
     out = PartMasks(finder)([record])
     assert finder.calls == [] and out.rejects == []
-    assert out.records[0]["referents"] == record["referents"]
+    assert out.records[0].referents == record.referents
 
 
 def test_overlap_over_smaller_and_crop_box():
@@ -106,8 +109,8 @@ def objects(tmp_path_factory):
     records = LoadImages()(read_detection_manifest(annotations_json, image_dir)).records
     segmenter = SegmentAnythingSegmenter(build_tiny_segment_anything())
     records = ObjectMasks(segmenter, min_iou=-1, min_stability=-1)(records).records
-    names = {r["category"]: ["left part", "top part"] for rec in records for r in rec["referents"]}
-    return segmenter, [{**r, "_part_names": names} for r in records]
+    names = {r["category"]: ["left part", "top part"] for rec in records for r in rec.referents}
+    return segmenter, [dataclasses.replace(r, part_names=names) for r in records]
 
 
 def test_detector_finder_queries_each_object_crop_and_reuses_the_sam_encoding(objects):
@@ -122,11 +125,11 @@ def test_detector_finder_queries_each_object_crop_and_reuses_the_sam_encoding(ob
     finder.find = (lambda find: lambda record, objs: found.append(find(record, objs)) or found[-1])(finder.find)
     out = PartMasks(finder, min_inside=0.5, dedup_overlap=0.8, min_iou=-1, min_stability=-1)(records)
     assert encodings == []  # the part boxes were decoded on the object stage's encoding
-    assert queries[0][0] == [f"left part of {records[0]['referents'][0]['category']}", f"top part of {records[0]['referents'][0]['category']}"]
+    assert queries[0][0] == [f"left part of {records[0].referents[0]['category']}", f"top part of {records[0].referents[0]['category']}"]
     for record, candidates in zip(out.records, found):
-        objects_of = {r["referent_id"]: r for r in record["referents"] if r["granularity"] == "object"}
-        parts = [r for r in record["referents"] if r["granularity"] == "part"]
-        rejected = [r for r in out.rejects if r.image_id == record["image_id"]]
+        objects_of = {r["referent_id"]: r for r in record.referents if r["granularity"] == "object"}
+        parts = [r for r in record.referents if r["granularity"] == "part"]
+        rejected = [r for r in out.rejects if r.image_id == record.image_id]
         assert len(candidates) <= 2 * 2 * len(objects_of)  # max_per_name per name and object
         assert len(parts) + len(rejected) == len(candidates)  # every candidate kept or rejected with a reason
         for part in parts:
@@ -160,9 +163,9 @@ def test_sam3_finder_encodes_each_image_once_and_prompts_each_part_name(objects,
     assert len(prompts) == 2 * len(records)  # one text prompt per distinct part name ("left part", "top part")
     assert sum(len(c) for c in found) > 0
     for record, candidates in zip(out.records, found):
-        objects_of = {r["referent_id"]: r for r in record["referents"] if r["granularity"] == "object"}
-        parts = [r for r in record["referents"] if r["granularity"] == "part"]
-        assert len(parts) + len([r for r in out.rejects if r.image_id == record["image_id"]]) == len(candidates)
+        objects_of = {r["referent_id"]: r for r in record.referents if r["granularity"] == "object"}
+        parts = [r for r in record.referents if r["granularity"] == "part"]
+        assert len(parts) + len([r for r in out.rejects if r.image_id == record.image_id]) == len(candidates)
         for candidate in candidates:  # only instances touching the object are candidates for it
             assert (candidate.mask & decode_mask(objects_of[candidate.object_id]["mask"])).any()
         for part in parts:

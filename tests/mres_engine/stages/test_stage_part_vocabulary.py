@@ -6,6 +6,7 @@ import pytest
 
 from mres_engine.backends import LocalChatModel, OpenAIChatClient
 from mres_engine.options import StageOptions
+from mres_engine.records import ImageRecord
 from mres_engine.stages.part_vocabulary import (
     FilePartNames,
     LLMPartNames,
@@ -21,7 +22,7 @@ def _records():
     def obj(i, category):
         return {"referent_id": f"img/o{i}", "granularity": "object", "category": category}
 
-    return [{"image_id": "img", "referents": [obj(1, "car"), obj(2, "dog"), obj(3, "car")]}]
+    return [ImageRecord("img", "img.png", 64, 64, referents=[obj(1, "car"), obj(2, "dog"), obj(3, "car")])]
 
 
 def test_parse_accepts_json_and_fences_and_validates_names():
@@ -50,7 +51,7 @@ def test_openai_endpoint_retries_chatty_answers_and_cache_prevents_second_reques
         source = LLMPartNames(OpenAIChatClient(server.url, "served-model", api_key="k"), PartNameCache(cache_path))
         out = PartVocabulary(source)(_records())
         assert out.rejects == []
-        assert out.records[0]["_part_names"] == {"car": ["wheel", "door"], "dog": ["ear", "tail", "leg"]}
+        assert out.records[0].part_names == {"car": ["wheel", "door"], "dog": ["ear", "tail", "leg"]}
         assert len(server.requests) == 3  # car twice (chatty, then valid), dog once; the second car is not asked
         retry = server.requests[1]["body"]["messages"]
         assert retry[2]["role"] == "assistant" and "not usable" in retry[3]["content"]
@@ -60,7 +61,7 @@ def test_openai_endpoint_retries_chatty_answers_and_cache_prevents_second_reques
 
         # A rerun (new process: a new cache object reading the file) asks nothing.
         rerun = LLMPartNames(OpenAIChatClient(server.url, "served-model"), PartNameCache(cache_path))
-        assert PartVocabulary(rerun)(_records()).records[0]["_part_names"]["car"] == ["wheel", "door"]
+        assert PartVocabulary(rerun)(_records()).records[0].part_names["car"] == ["wheel", "door"]
         assert len(server.requests) == 3 and rerun.requests == 0
 
         # Another model is another cache key.
@@ -83,7 +84,7 @@ def test_tiny_local_lm_garbage_is_retried_then_rejected_per_object(tmp_path):
     source = LLMPartNames(client, PartNameCache(tmp_path / "cache.json"), attempts=2, max_new_tokens=12)
     out = PartVocabulary(source)(_records())
     assert source.requests == 4  # two categories, two attempts each; the repeated car is not asked again
-    assert out.records[0]["_part_names"] == {}
+    assert out.records[0].part_names == {}
     assert [r.referent_id for r in out.rejects] == ["img/o1", "img/o2", "img/o3"]
     assert all(r.reason.startswith("parts not searched: no part vocabulary for") for r in out.rejects)
     assert "no usable answer from tiny-lm in 2 attempt(s)" in out.rejects[0].reason
@@ -95,12 +96,12 @@ def test_vocabulary_file_replaces_the_llm(tmp_path):
     paco_like.write_text(json.dumps({"categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "car:wheel"},
                                                     {"id": 3, "name": "car:side_mirror"}]}))
     out = PartVocabulary(FilePartNames(paco_like))(_records())
-    assert out.records[0]["_part_names"] == {"car": ["wheel", "side mirror"]}
+    assert out.records[0].part_names == {"car": ["wheel", "side mirror"]}
     assert [(r.referent_id, r.reason.split(": ")[-1]) for r in out.rejects] == [("img/o2", f"category not in {paco_like}")]
     simple = tmp_path / "vocab.json"
     simple.write_text(json.dumps({"Dog": ["ear", "tail"]}))
     stage = PartVocabulary.from_options(StageOptions(part_vocabulary="file", part_vocabulary_file=str(simple)))
-    assert stage(_records()).records[0]["_part_names"] == {"dog": ["ear", "tail"]}
+    assert stage(_records()).records[0].part_names == {"dog": ["ear", "tail"]}
 
 
 def test_options_name_what_is_missing():

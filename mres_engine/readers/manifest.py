@@ -1,13 +1,13 @@
-"""The input of a run: the detection manifest read once and cut into one input file per shard.
+"""The input of a run: the detection manifest read once, in the driver, and cut into one input file per shard.
 
 Shard ``rank`` is the contiguous slice ``rank`` of the manifest's records sorted by image id, cut
 into ``num_shards`` slices, so a shard's images depend on nothing but the manifest and the shard
 count. Each slice is written to ``manifest/NNNNN-of-NNNNN.jsonl`` (see :mod:`mres_engine.layout`),
 the input's own rejects to ``rejects/input.jsonl``, and ``manifest/manifest.json`` last. The
 detection JSON is read streaming (``ijson``, see
-:func:`~mres_engine.stages.input.stream_detection_manifest`): the submitting node holds no JSON
+:func:`~mres_engine.readers.detection.stream_detection_manifest`): the submitting node holds no JSON
 tree and no record list, only the boxes in typed arrays (about 60 bytes per box), and writes each
-shard's records as it makes them; a shard task reads its own slice only.
+shard's records as it makes them; a shard task reads its own slice only (:func:`read_shard_input`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ from typing import Any, Optional
 
 from dataset_scripts.rejects import RejectLog
 
-from . import layout
-from .errors import EngineInputError
-from .options import RunnerOptions
+from .. import layout
+from ..errors import EngineInputError
+from ..options import RunnerOptions
+from ..records import ImageRecord, image_path
+from .detection import stream_detection_manifest
+from .hub_export import export_hub_input
 
 logger = logging.getLogger(__name__)
 
@@ -31,25 +34,9 @@ def shard_slice(num_items: int, rank: int, num_shards: int) -> tuple[int, int]:
     return rank * num_items // num_shards, (rank + 1) * num_items // num_shards
 
 
-def _portable(record: dict) -> dict:
-    return {k: v for k, v in record.items() if not k.startswith("_")}
-
-
-def export_hub_input(options: RunnerOptions) -> RunnerOptions:
-    """Export ``--hub_dataset`` once to ``OUT/input/`` (images + COCO JSON); options that read it from there."""
-    from dataclasses import replace
-
-    from datasets import load_dataset
-
-    from .stages.input import export_detection_dataset
-
-    folder = os.path.join(options.output_dir, "input")
-    annotations = os.path.join(folder, "detections.json")
-    if not os.path.exists(annotations):  # the JSON is written last: its presence means a whole export
-        dataset = load_dataset(options.hub_dataset, split=options.hub_split)
-        annotations, _ = export_detection_dataset(dataset, folder, objects_column=options.hub_objects_column,
-                                                  bbox_format=options.hub_bbox_format, id_column=options.hub_id_column)
-    return replace(options, annotations=annotations, image_dir=os.path.join(folder, "images"), hub_dataset=None)
+def read_shard_input(out: str, rank: int, num_shards: int) -> list[ImageRecord]:
+    """The records of shard ``rank``, as the driver wrote them (``manifest/NNNNN-of-NNNNN.jsonl``)."""
+    return [ImageRecord.from_manifest(line) for line in layout.read_jsonl(layout.shard_manifest_path(out, rank, num_shards))]
 
 
 IMAGES_CHECKED = 32  # images of the manifest, spread over its shards, of which at least one must exist
@@ -63,8 +50,6 @@ def check_images_exist(out: str, num_shards: int, image_dir: Optional[str], imag
     otherwise every image would be rejected as missing and the run would end with a finished 0-row dataset.
     One image found is enough: a few missing ones are the stages' rejects, as usual.
     """
-    from .records import image_path
-
     per_shard = max(1, -(-IMAGES_CHECKED // num_shards))
     sample = []
     for rank in range(num_shards):
@@ -73,9 +58,9 @@ def check_images_exist(out: str, num_shards: int, image_dir: Optional[str], imag
                 sample.append(json.loads(line))
         if len(sample) >= IMAGES_CHECKED:
             break
-    if not sample or any(os.path.isfile(image_path(record, image_root)) for record in sample):
+    if not sample or any(os.path.isfile(image_path(record["file_name"], image_root)) for record in sample):
         return
-    path = image_path(sample[0], image_root)
+    path = image_path(sample[0]["file_name"], image_root)
     where = (f"the folder file_name is relative to, given as {image_dir}" if image_dir else
              f"not given: file_name is taken relative to the working folder {os.getcwd()}")
     raise EngineInputError(annotations, f"none of the {len(sample)} images looked at exists (e.g. {path}): check --image_dir "
@@ -91,8 +76,6 @@ def prepare_manifest(options: RunnerOptions, image_root: Optional[str] = None, c
     folder, if any), is refused (:class:`~mres_engine.errors.EngineInputError`) before the manifest is recorded;
     ``check_images=False`` skips the second check (a reader's test without the images).
     """
-    from .stages.input import stream_detection_manifest
-
     out = options.output_dir
     info = layout.read_manifest_info(out)
     if info is not None:
@@ -121,8 +104,8 @@ def prepare_manifest(options: RunnerOptions, image_root: Optional[str] = None, c
             start, stop = shard_slice(num_images, rank, options.num_shards)
             with layout.atomic_text(layout.shard_manifest_path(out, rank, options.num_shards)) as f:
                 for record in boxes.records(start, stop):
-                    num_boxes += len(record["boxes"])
-                    f.write(json.dumps(_portable(record), sort_keys=True) + "\n")
+                    num_boxes += len(record.boxes)
+                    f.write(json.dumps(record.to_manifest(), sort_keys=True) + "\n")
         del boxes
     except BaseException:
         log.close(log=False)

@@ -1,4 +1,4 @@
-"""Stage 1 (detection manifest, LoadImages) and the record -> row conversion."""
+"""The detection manifest reader (COCO/Objects365 JSON -> ImageRecords, every box accounted for) and the Hub export."""
 
 import json
 import os
@@ -6,12 +6,10 @@ import os
 import pytest
 from datasets import Dataset
 
-from dataset_scripts.features import MRES_FEATURES
-from dataset_scripts.masks import encode_mask
 from dataset_scripts.rejects import RejectLog
-from mres_engine.records import new_referent, to_mres_row
-from mres_engine.stages.base import EngineStage
-from mres_engine.stages.input import LoadImages, read_detection_manifest
+from mres_engine.readers.detection import read_detection_manifest
+from mres_engine.readers.hub_export import export_detection_dataset
+from mres_engine.records import object_referent_id
 from mres_engine.testing_utils import write_synth_detection_set
 
 
@@ -23,14 +21,14 @@ def synth(tmp_path_factory):
 def test_manifest_records_follow_the_json(synth):
     annotations_json, image_dir, rows = synth
     records = read_detection_manifest(annotations_json, image_dir, source="mres-synth")
-    assert [r["image_id"] for r in records] == sorted(row["image_id"] for row in rows)
+    assert [r.image_id for r in records] == sorted(row["image_id"] for row in rows)
     data = json.load(open(annotations_json))
-    assert sum(len(r["boxes"]) for r in records) == len(data["annotations"])
+    assert sum(len(r.boxes) for r in records) == len(data["annotations"])
     by_id = {row["image_id"]: row for row in rows}
     for record in records:
-        assert os.path.isfile(record["file_name"])
-        objects = [r for r in by_id[record["image_id"]]["referents"] if r["granularity"] == "object"]
-        assert sorted(b["category"] for b in record["boxes"]) == sorted(o["category"] for o in objects)
+        assert os.path.isfile(record.file_name)
+        objects = [r for r in by_id[record.image_id]["referents"] if r["granularity"] == "object"]
+        assert sorted(b["category"] for b in record.boxes) == sorted(o["category"] for o in objects)
 
 
 def test_boxes_outside_the_image_are_clipped_and_empty_ones_rejected(tmp_path):
@@ -48,8 +46,8 @@ def test_boxes_outside_the_image_are_clipped_and_empty_ones_rejected(tmp_path):
     }
     log = RejectLog(stage="input")
     (record,) = read_detection_manifest(manifest, tmp_path, rejects=log)
-    assert record["image_id"] == "7" and record["file_name"] == os.path.join(tmp_path, "a.png")
-    assert [b["bbox"] for b in record["boxes"]] == [[0.0, 10.0, 15.0, 20.0], [1.0, 2.0, 3.0, 4.0]]
+    assert record.image_id == "7" and record.file_name == os.path.join(tmp_path, "a.png")
+    assert [b["bbox"] for b in record.boxes] == [[0.0, 10.0, 15.0, 20.0], [1.0, 2.0, 3.0, 4.0]]
     assert (log.kept, log.fixed, log.skipped) == (2, 1, 4)
     assert {r["item_id"] for r in log.records if r["action"] == "skipped"} == {"2", "3", "4", "5"}
 
@@ -60,61 +58,9 @@ def test_duplicate_image_ids_are_an_error():
         read_detection_manifest(manifest)
 
 
-def test_missing_and_corrupt_images_are_rejected(synth, tmp_path):
-    annotations_json, image_dir, _ = synth
-    records = read_detection_manifest(annotations_json, image_dir)
-    (tmp_path / "corrupt.png").write_bytes(b"not a png")
-    records[1] = {**records[1], "file_name": str(tmp_path / "corrupt.png")}
-    records[2] = {**records[2], "file_name": str(tmp_path / "missing.png")}
-    stage = LoadImages()
-    assert isinstance(stage, EngineStage)
-    out = stage(records)
-    assert [r["image_id"] for r in out.records] == [records[0]["image_id"]]
-    assert out.records[0]["_image"].size == (records[0]["width"], records[0]["height"])
-    reasons = {r.image_id: r.reason for r in out.rejects}
-    assert reasons[records[1]["image_id"]].startswith("corrupt image")
-    assert reasons[records[2]["image_id"]].startswith("missing image")
-    assert all(r.referent_id is None and r.stage == "load_images" for r in out.rejects)
-
-
-def test_a_wrong_size_in_the_manifest_is_corrected_and_boxes_reclipped(synth):
-    annotations_json, image_dir, _ = synth
-    record = read_detection_manifest(annotations_json, image_dir)[0]
-    record = {**record, "width": 500, "height": 500, "boxes": record["boxes"] + [{"box_id": "x", "bbox": [100, 100, 50, 50], "category": "far"}]}
-    out = LoadImages()([record])
-    (fixed,) = out.records
-    assert (fixed["width"], fixed["height"]) == fixed["_image"].size == (64, 64)
-    assert [r.referent_id for r in out.rejects] == [f"{record['image_id']}/ox"]
-
-
-def test_to_mres_row_fits_the_schema_and_drops_transient_keys(synth):
-    annotations_json, image_dir, _ = synth
-    record = LoadImages()(read_detection_manifest(annotations_json, image_dir)[:1]).records[0]
-    import numpy as np
-
-    mask = np.zeros((64, 64), bool)
-    mask[2:9, 3:7] = True
-    part = new_referent("i/o1/p0", "part", "wheel", "car", [3, 2, 4, 7], encode_mask(mask), parent_id="i/o1",
-                        scores={"detector": 0.5, "sam_iou": 0.9, "clip_score": 0.7})
-    obj = new_referent("i/o1", "object", "car", "car", [0, 0, 10, 10], encode_mask(mask), scores={"clip": 0.3})
-    other = new_referent("i/o0", "object", "dog", "dog", [0, 0, 10, 10], encode_mask(mask))
-    record["referents"] = [part, obj, other]
-    row = to_mres_row(record)
-    assert set(row) == set(MRES_FEATURES)
-    assert [r["referent_id"] for r in row["referents"]] == ["i/o0", "i/o1", "i/o1/p0"]
-    assert row["referents"][2]["scores"] == {"clip": None, "clip_score": pytest.approx(0.7), "sam_iou": pytest.approx(0.9),
-                                             "sam_stability": None, "detector": 0.5}
-    assert row["image"]["bytes"] == open(record["file_name"], "rb").read()
-    dataset = Dataset.from_list([row], features=MRES_FEATURES)
-    assert dataset[0]["image"].size == (64, 64)
-    assert dataset[0]["referents"][2]["parent_id"] == "i/o1"
-
-
 @pytest.mark.parametrize("bbox_format", ["xywh", "xyxy"])
 def test_a_detection_dataset_exports_to_the_manifest_layout(synth, tmp_path, bbox_format):
     from datasets import ClassLabel, Features, Image, Sequence, Value
-
-    from mres_engine.stages.input import export_detection_dataset
 
     annotations_json, image_dir, rows = synth
     names = sorted({r["category"] for row in rows for r in row["referents"]})
@@ -132,10 +78,10 @@ def test_a_detection_dataset_exports_to_the_manifest_layout(synth, tmp_path, bbo
     exported_json, exported_dir = export_detection_dataset(Dataset.from_dict(table, features=features), tmp_path, bbox_format=bbox_format)
     exported = read_detection_manifest(exported_json, exported_dir)
     original = read_detection_manifest(annotations_json, image_dir)
-    assert [r["image_id"] for r in exported] == [r["image_id"] for r in original]
+    assert [r.image_id for r in exported] == [r.image_id for r in original]
     for a, b in zip(exported, original):
-        assert sorted((x["category"], x["bbox"]) for x in a["boxes"]) == sorted((x["category"], x["bbox"]) for x in b["boxes"])
-        assert open(a["file_name"], "rb").read() == open(b["file_name"], "rb").read()
+        assert sorted((x["category"], x["bbox"]) for x in a.boxes) == sorted((x["category"], x["bbox"]) for x in b.boxes)
+        assert open(a.file_name, "rb").read() == open(b.file_name, "rb").read()
     with pytest.raises(ValueError, match="no column 'boxes'"):
         export_detection_dataset(Dataset.from_dict(table, features=features), tmp_path, objects_column="boxes")
 
@@ -152,7 +98,7 @@ def test_crowd_boxes_are_skipped_with_their_reason_and_counted(tmp_path):
     }
     log = RejectLog(stage="input")
     (record,) = read_detection_manifest(manifest, tmp_path, rejects=log)
-    assert [b["box_id"] for b in record["boxes"]] == ["1", "3"]
+    assert [b["box_id"] for b in record.boxes] == ["1", "3"]
     (crowd,) = log.records
     assert crowd["item_id"] == "2" and crowd["action"] == "skipped" and crowd["reason"].startswith("crowd box")
     assert log.reasons["crowd box"] == 1 and (log.kept, log.skipped) == (2, 1)
@@ -172,11 +118,9 @@ def test_a_repeated_annotation_id_on_an_image_is_a_reject_and_referent_ids_stay_
     }
     log = RejectLog(stage="input")
     records = read_detection_manifest(manifest, tmp_path, rejects=log)
-    from mres_engine.records import object_referent_id
-
-    referent_ids = [object_referent_id(r["image_id"], b["box_id"]) for r in records for b in r["boxes"]]
+    referent_ids = [object_referent_id(r.image_id, b["box_id"]) for r in records for b in r.boxes]
     assert referent_ids == ["1/o7", "2/o7"] and len(set(referent_ids)) == len(referent_ids)
-    assert records[0]["boxes"][0]["bbox"] == [1.0, 1.0, 10.0, 10.0]  # the first box in file order stays
+    assert records[0].boxes[0]["bbox"] == [1.0, 1.0, 10.0, 10.0]  # the first box in file order stays
     assert [(r["item_id"], r["reason"].split(":")[0]) for r in log.records] == [("7", "repeated annotation id")] * 2
     assert (log.kept, log.skipped) == (2, 2)
 
@@ -199,3 +143,4 @@ def test_malformed_manifests_name_the_file_item_and_key(tmp_path):
     path.write_text('{"images": [{"id": 1, "file_name": "a", "width": 3, "height": 3}], "categories": [], "annotations": [7]}')
     with pytest.raises(ValueError, match=r"annotations\[0\]: not an object but int"):
         read_detection_manifest(path)
+
