@@ -1,0 +1,115 @@
+"""What the strict builders share: an error that names file, item and key; masks read from any encoding; publishing.
+
+The builders of users' own data (:mod:`~dataset_scripts.own_data`) and of the part and reasoning benchmarks
+(:mod:`~dataset_scripts.instructpart`, :mod:`~dataset_scripts.groundingsuite`, :mod:`~dataset_scripts.reasonseg`)
+refuse a bad row instead of skipping it: a benchmark with a row quietly left out gives a figure no paper can be
+compared with, and a user's own folder is best fixed where it is wrong. Every refusal is a :class:`RowError`
+whose one-line message reads ``{file}, {item}, key '{key}': {problem}``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, Mapping, Optional
+
+import numpy as np
+from PIL import Image
+
+from .masks import encode_mask, mask_area, mask_from_png, mask_from_polygons
+
+
+class RowError(ValueError):
+    """A row the builder refuses: ``{file}, {item}, key '{key}': {problem}``.
+
+    Args:
+        path: the annotation file.
+        item: where in it, e.g. ``"line 3"`` or ``"annotations[5] (id 12)"``.
+        key: the offending key, dotted for nested ones (``"referents[1].mask"``).
+        problem: what is wrong, in a few words.
+    """
+
+    def __init__(self, path: str, item: str, key: str, problem: str):
+        self.path, self.item, self.key, self.problem = path, item, key, problem
+        super().__init__(f"{path}, {item}, key '{key}': {problem}")
+
+
+def read_image_at(path: str, where: tuple[str, str, str]) -> tuple[bytes, int, int]:
+    """Bytes, width and height of the image at ``path``; :class:`RowError` at ``where`` if missing or unreadable."""
+    if not os.path.isfile(path):
+        raise RowError(*where, f"image not found: {path}")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # decode fully: a truncated file fails here, not during training
+            width, height = img.size
+    except Exception as err:  # PIL raises several types
+        raise RowError(*where, f"unreadable image {path}: {err}") from err
+    return data, width, height
+
+
+def mask_from_any(spec: Any, height: int, width: int, base_dir: str, where: tuple[str, str, str]) -> dict:
+    """A COCO RLE of size ``(height, width)`` from a PNG path, a COCO RLE dict or COCO polygons.
+
+    - a string: a mask PNG relative to ``base_dir`` (0/255 or 0/1), which must be image-sized;
+    - a dict ``{size: [h, w], counts}``: COCO RLE (compressed string or uncompressed list), ``size`` the image's;
+    - a list of ``[x0, y0, x1, y1, ...]`` lists: COCO polygons in pixels, rasterised by pycocotools.
+
+    Refuses (``RowError`` at ``where``) an unreadable or wrongly sized mask, and an empty one.
+    """
+    if isinstance(spec, str):
+        path = spec if os.path.isabs(spec) else os.path.join(base_dir, spec)
+        if not os.path.isfile(path):
+            raise RowError(*where, f"mask PNG not found: {path}")
+        try:
+            array = mask_from_png(path)
+        except ValueError as err:
+            raise RowError(*where, str(err)) from err
+        if array.ndim != 2 or array.shape != (height, width):
+            raise RowError(*where, f"mask {path} is {'x'.join(map(str, array.shape))} (h x w), the image {height}x{width}")
+        rle = encode_mask(array)
+    elif isinstance(spec, Mapping):
+        try:
+            rle = encode_mask(spec, name="the RLE")
+        except ValueError as err:
+            raise RowError(*where, str(err)) from err
+        if list(rle["size"]) != [height, width]:
+            raise RowError(*where, f"RLE size {list(rle['size'])} is not the image's [height, width] {[height, width]}")
+    elif isinstance(spec, list) and spec and all(isinstance(p, list) for p in spec):
+        try:
+            rle = mask_from_polygons(spec, height, width)
+        except (ValueError, TypeError) as err:
+            raise RowError(*where, f"bad polygons: {err}") from err
+    else:
+        raise RowError(*where, "expected a PNG path, a COCO RLE {size, counts} or polygons [[x, y, ...], ...], "
+                               f"got {type(spec).__name__}: {spec!r:.80}")
+    if mask_area(rle) == 0:
+        raise RowError(*where, "the mask is empty (no foreground pixel)")
+    return rle
+
+
+def check_sentences(raw: Any, where: tuple[str, str, str]) -> list[str]:
+    """A non-empty list of non-blank strings, stripped; :class:`RowError` at ``where`` otherwise."""
+    if isinstance(raw, str) or not isinstance(raw, (list, tuple)) or not raw:
+        raise RowError(*where, f"expected a non-empty list of sentences, got {raw!r:.80}")
+    bad = [i for i, s in enumerate(raw) if not isinstance(s, str) or not s.strip()]
+    if bad:
+        raise RowError(*where, f"sentences {bad} are blank or not strings")
+    return [s.strip() for s in raw]
+
+
+def polygons_mask(polygons: list, height: int, width: int) -> np.ndarray:
+    """The union of polygons as a bool array (pycocotools' rasteriser, as COCO's masks)."""
+    from .masks import decode_mask
+
+    return decode_mask(mask_from_polygons(polygons, height, width))
+
+
+def publish_built(builder, output_dir: Optional[str], card_data: Mapping[str, Any], *, max_shard_size="256MB",
+                  **push) -> str:
+    """Build (re-reading the inputs) and write ``output_dir`` in the Hub layout with ``card_data``; push with ``repo_id``."""
+    from .publish import publish
+
+    builder.download_and_prepare(download_mode="force_redownload")
+    return publish(builder.as_dataset(), output_dir, max_shard_size=max_shard_size, card_data=dict(card_data), **push)
