@@ -2,8 +2,10 @@
 """`make demo`: the main job, offline, on a laptop-class CPU.
 
 Generates MRES-Synth, trains a small UniRES for a fixed wall-clock budget, evaluates it on
-`validation` and `test_unseen` beside two trivial baselines, and writes to --output_dir:
-`metrics.json`, `model/` (loadable with `AutoModel.from_pretrained`), and overlay PNGs.
+`validation` and `test_unseen` beside two trivial baselines (the evaluation harness, as
+`examples/evaluate_model.py` runs it), and writes to --output_dir: `metrics.json`, `evaluation.json` (the
+harness's result: `evaluate_model.py --compare` reads it), `model/` (loadable with `AutoModel.from_pretrained`),
+and overlay PNGs.
 The recipe is `unires.demo.run_demo`; this file only parses the command line.
 """
 
