@@ -1,7 +1,10 @@
 """Image processor for UniRES: square resize, CLIP normalisation, ground-truth masks in, boolean masks out.
 
 Images of any PIL mode (L, LA, RGBA, P, CMYK, I;16, I, F, 1), EXIF-rotated JPEGs, numpy arrays (uint8, uint16,
-bool, float in [0, 1]) and torch tensors are accepted. This file imports only numpy, PIL, torch and transformers so
+bool, float in [0, 1]) and torch tensors are accepted; paths, URLs and data URIs are opened by the pipeline
+(`image_loading_unires.py`), as transformers' pipelines do. `post_process_masks` is the plain definition: resize the
+logits bilinearly, then `sigmoid > threshold`; `UniRESImageProcessorFast` (`image_processing_unires_fast.py`) gives
+the same masks faster on a CPU. This file imports only numpy, PIL, torch, transformers and the files beside it, so
 that it can travel beside a checkpoint as remote code.
 """
 

@@ -75,6 +75,8 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
             fast_inference = self.device.type == "cpu"
         if not isinstance(fast_inference, bool):
             raise ValueError(f"fast_inference={fast_inference!r} is invalid: expected True, False or None (on a CPU)")
+        # The processor as loaded is what `save_pretrained` writes: a checkpoint names the plain image processor.
+        self._loaded_processor = self.processor
         if fast_inference:
             enable_fast_inference(self.model, max_expressions_per_pass, cpu_tokens_per_pass)
             self.processor = use_fast_image_processor(self.processor)
@@ -178,7 +180,7 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
         folder loads with `pipeline(TASK, model=folder, trust_remote_code=True)` without this package.
         """
         super().save_pretrained(save_directory, **kwargs)
-        self.processor.save_pretrained(save_directory, **kwargs)
+        self._loaded_processor.save_pretrained(save_directory, **kwargs)
 
 
 __all__ = ["PIPELINE_TASK", "ReferringExpressionSegmentationPipeline", "custom_pipelines_entry"]

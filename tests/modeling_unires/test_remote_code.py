@@ -163,6 +163,9 @@ def test_pipeline_travels_as_remote_code(tmp_path):
     segmenter = pipeline(PIPELINE_TASK, model=model, processor=processor)
     by_pipeline = tmp_path / "by-pipeline"
     segmenter.save_pretrained(by_pipeline)
+    # The pipeline runs the fast image processor on a CPU but saves the plain one it was given.
+    saved_processor = json.loads((by_pipeline / "processor_config.json").read_text())["image_processor"]
+    assert saved_processor["image_processor_type"] == "UniRESImageProcessor"
     expected_entry = {
         PIPELINE_TASK: {"impl": "pipeline_unires.ReferringExpressionSegmentationPipeline", "pt": ["AutoModel"],
                         "type": "multimodal"}
