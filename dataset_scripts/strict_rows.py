@@ -13,7 +13,6 @@ import io
 import os
 from typing import Any, Mapping, Optional
 
-import numpy as np
 from PIL import Image
 
 from .masks import encode_mask, mask_area, mask_from_png, mask_from_polygons
@@ -97,13 +96,6 @@ def check_sentences(raw: Any, where: tuple[str, str, str]) -> list[str]:
     if bad:
         raise RowError(*where, f"sentences {bad} are blank or not strings")
     return [s.strip() for s in raw]
-
-
-def polygons_mask(polygons: list, height: int, width: int) -> np.ndarray:
-    """The union of polygons as a bool array (pycocotools' rasteriser, as COCO's masks)."""
-    from .masks import decode_mask
-
-    return decode_mask(mask_from_polygons(polygons, height, width))
 
 
 def publish_built(builder, output_dir: Optional[str], card_data: Mapping[str, Any], *, max_shard_size="256MB",

@@ -1,0 +1,189 @@
+"""GroundingSuite-Eval (GSEval; Hu et al., 2025) as an MRES dataset: one JSONL, COCO RLE masks, scored by gIoU.
+
+Read as the benchmark's own evaluator reads it (``evaluate_grounding.py`` and ``GroundingSuite-Eval.jsonl``
+in github.com/hustvl/GroundingSuite, the release also at huggingface.co/datasets/hustvl/GSEval): one JSON
+object per line, one referring expression each::
+
+    {"idx": 0, "image_path": "unlabeled2017/000000000267.jpg", "class_id": 1,
+     "label": "a trail of white smoke", "caption": "A trail of white smoke follows the plane, ...",
+     "box": [x_min, y_min, x_max, y_max], "segmentation": {"size": [h, w], "counts": "..."}}
+
+- ``image_path`` is relative to the image folder (the COCO ``unlabeled2017`` images); lines on one image
+  become one row, ``image_id`` is the file's stem (``000000000267``), ``source`` is ``coco-unlabeled2017``;
+- ``caption`` is the expression a model is given (the evaluator's loaders prompt with it) and is the
+  referent's sentence; ``label`` is the short noun phrase, stored as ``category``;
+- ``class_id``: 1 stuff, 2 part, 3 multiple objects, 4 single object (the benchmark reports gIoU per class).
+  Class 2 becomes granularity ``part`` (its object is not annotated: ``parent_id`` null, ``object_category``
+  empty), the others ``object``. The schema has no class field: the class name starts the referent id,
+  ``{class}/{idx}`` (``stuff/0``), so that per-class scores can be recovered (:func:`class_of_referent`);
+- ``box`` is ``[x_min, y_min, x_max, y_max]`` (a detector's box, not the mask's); stored as ``[x, y, w, h]``;
+- ``segmentation`` is a compressed COCO RLE of the image's size.
+
+The release (commit ff3ea30 of the repository) has 3,715 lines on 2,727 images (1,011 stuff, 455 part,
+769 multi, 1,480 single); the paper rounds to 3,800. One split, ``test``. A bad line (missing key, mask not
+of the image's size, empty mask, missing image, duplicate ``idx``) stops the build with an error naming the
+file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Optional
+
+import datasets
+
+from .builder_base import MRESBuilder
+from .coco_common import checked_bbox
+from .features import make_referent
+from .masks import mask_bbox
+from .strict_rows import RowError, check_sentences, mask_from_any, publish_built, read_image_at
+
+JSONL_FILENAME = "GroundingSuite-Eval.jsonl"
+SOURCE = "coco-unlabeled2017"
+CLASS_NAMES = {1: "stuff", 2: "part", 3: "multi", 4: "single"}
+REQUIRED_KEYS = ("idx", "image_path", "caption", "segmentation")
+
+HOMEPAGE = "https://github.com/hustvl/GroundingSuite"
+LICENSE = "apache-2.0"  # the repository's; the images are COCO's (unlabeled2017), under their own terms
+CITATION = """@article{hu2025groundingsuite,
+  title   = {GroundingSuite: Measuring Complex Multi-Granular Pixel Grounding},
+  author  = {Hu, Rui and Zhu, Lianghui and Zhang, Yuxuan and Cheng, Tianheng and Liu, Lei and Liu, Heng and
+             Ran, Longjin and Chen, Xiaoxin and Liu, Wenyu and Wang, Xinggang},
+  journal = {arXiv preprint arXiv:2503.08686},
+  year    = {2025}
+}"""
+
+# How the benchmark scores, beside ours, for the evaluation report (read from evaluate_grounding.py, mask mode).
+METRIC_CONVENTIONS = {
+    "benchmark": "GroundingSuite-Eval (GSEval)",
+    "source": f"{HOMEPAGE} (evaluate_grounding.py, --mode mask)",
+    "headline": "gIoU",
+    "metrics": {
+        "gIoU": "mean over expressions of the mask IoU: our mIoU",
+        "per class": "gIoU per class_id (stuff, part, multi, single): our mIoU over referents whose id starts with "
+                     "'{class}/'",
+    },
+    "empty_target": "none in the release (every mask has pixels); a union of zero scores IoU 0 in their code",
+    "missing_prediction": "their evaluator skips an expression without prediction (it leaves the mean); ours "
+                          "scores it as an empty mask (IoU 0)",
+    "resolution": "IoU at the image's own size (the RLE's size)",
+}
+
+
+def class_of_referent(referent_id: str) -> str:
+    """GSEval's class name of a referent built here (``"part/17"`` -> ``"part"``)."""
+    return referent_id.split("/", 1)[0]
+
+
+@dataclass
+class GroundingSuiteConfig(datasets.BuilderConfig):
+    """Args:
+        jsonl_file: the ground-truth file, relative to ``data_dir`` unless absolute (default ``GroundingSuite-Eval.jsonl``).
+        image_dir: folder that ``image_path`` is relative to (default: ``data_dir``).
+    """
+
+    jsonl_file: str = JSONL_FILENAME
+    image_dir: Optional[str] = None
+
+
+class GroundingSuiteEval(MRESBuilder):
+    """GroundingSuite-Eval from ``GroundingSuite-Eval.jsonl`` and the COCO unlabeled2017 images."""
+
+    BUILDER_CONFIG_CLASS = GroundingSuiteConfig
+    BUILDER_CONFIGS = [GroundingSuiteConfig(name="default", description="GSEval, every line")]
+    DEFAULT_CONFIG_NAME = "default"
+    DEFAULT_WRITER_BATCH_SIZE = 100
+    DESCRIPTION = ("GroundingSuite-Eval: 3,715 referring expressions on 2,727 COCO unlabeled2017 images, at four "
+                   "granularities (stuff, part, multiple objects, single object), masks scored by gIoU.")
+    HOMEPAGE = HOMEPAGE
+    LICENSE = LICENSE
+    CITATION = CITATION
+
+    def _split_generators(self, dl_manager):
+        if not self.config.data_dir:
+            raise ValueError(f"pass data_dir=<folder with {JSONL_FILENAME} (and the images, or image_dir=)>")
+        base = os.path.abspath(os.path.expanduser(self.config.data_dir))
+        path = self.config.jsonl_file if os.path.isabs(self.config.jsonl_file) else os.path.join(base, self.config.jsonl_file)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"GSEval ground truth not found: {path} (download {HOMEPAGE})")
+        image_dir = self.config.image_dir or base
+        image_dir = image_dir if os.path.isabs(image_dir) else os.path.join(base, image_dir)
+        return [datasets.SplitGenerator(name="test", gen_kwargs={"path": path, "image_dir": image_dir})]
+
+    def _generate_examples(self, path, image_dir):
+        rejects = self._reject_log()
+        for key, row in read_gseval(path, image_dir):
+            rejects.keep(len(row["referents"]))
+            yield key, row
+
+
+def read_gseval(path: str, image_dir: str):
+    """Yield ``(image_id, row)``, lines grouped by image in order of first appearance; :class:`RowError` on a bad line."""
+    by_image: "OrderedDict[str, list[tuple[int, dict]]]" = OrderedDict()
+    seen_idx: dict = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            item = f"line {number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RowError(path, item, "(json)", f"not valid JSON: {err}") from err
+            for key in REQUIRED_KEYS:
+                if not isinstance(record, dict) or record.get(key) is None:
+                    raise RowError(path, item, key, "missing")
+            if record["idx"] in seen_idx:
+                raise RowError(path, item, "idx", f"idx {record['idx']!r} already used on line {seen_idx[record['idx']]}")
+            seen_idx[record["idx"]] = number
+            by_image.setdefault(record["image_path"], []).append((number, record))
+    for image_path, lines in by_image.items():
+        first = f"line {lines[0][0]}"
+        image_bytes, width, height = read_image_at(os.path.join(image_dir, image_path), (path, first, "image_path"))
+        referents = [_referent(record, path, f"line {number}", width, height) for number, record in lines]
+        image_id = os.path.splitext(os.path.basename(image_path))[0]
+        yield image_id, {"image": {"bytes": image_bytes, "path": image_path}, "image_id": image_id, "width": width,
+                         "height": height, "source": SOURCE, "referents": referents}
+
+
+def _referent(record: dict, path: str, item: str, width: int, height: int) -> dict:
+    class_id = record.get("class_id")
+    class_name = CLASS_NAMES.get(class_id, f"class{class_id}")
+    sentences = check_sentences([record["caption"]], (path, item, "caption"))
+    rle = mask_from_any(record["segmentation"], height, width, "", (path, item, "segmentation"))
+    label = record.get("label")
+    label = label.strip() if isinstance(label, str) else ""
+    bbox, _ = checked_bbox(record.get("box"), width, height, mask_bbox(rle), xyxy=True)
+    part = class_name == "part"
+    return make_referent(f"{class_name}/{record['idx']}", "part" if part else "object", label, "" if part else label,
+                         bbox, rle, sentences)
+
+
+def build_groundingsuite(data_dir: str, output_dir: Optional[str], *, image_dir: Optional[str] = None,
+                         cache_dir: Optional[str] = None, max_shard_size: str = "256MB",
+                         rejects_path: Optional[str] = None, **push) -> str:
+    """Build GSEval from ``data_dir`` and write ``output_dir`` (Parquet + card with source, licence and conventions)."""
+    builder = GroundingSuiteEval(data_dir=data_dir, image_dir=image_dir, cache_dir=cache_dir, rejects_path=rejects_path)
+    return publish_built(builder, output_dir, card_data(), max_shard_size=max_shard_size, **push)
+
+
+def card_data() -> dict:
+    """The dataset card's fields: source, licence, citation, and what the schema does not hold."""
+    return {
+        "pretty_name": "GroundingSuite-Eval (MRES schema)",
+        "description": GroundingSuiteEval.DESCRIPTION,
+        "homepage": HOMEPAGE,
+        "license": LICENSE,
+        "citation": CITATION,
+        "notes": (
+            f"Converted by `dataset_scripts.groundingsuite` from `{JSONL_FILENAME}`; images: COCO unlabeled2017 "
+            "(their own terms). `sentences` holds the benchmark's `caption`, `category` its `label`. Not held by the "
+            "schema: `class_id`, kept as the start of `referent_id` (`stuff/`, `part/`, `multi/`, `single/` + `idx`); "
+            "`box` is the annotated box converted to [x, y, w, h]. Metric conventions: "
+            + "; ".join(f"{k}: {v}" for k, v in METRIC_CONVENTIONS.items() if k not in ("benchmark", "source"))
+        ),
+        "tags": ["referring-expression-segmentation", "mres", "benchmark"],
+    }
