@@ -43,6 +43,10 @@ def run_stages(stages: Iterable[EngineStage], records: list[ImageRecord], stats:
         start = time.perf_counter()
         output = stage(records)
         seconds = time.perf_counter() - start
+        untyped = next((r for r in output.records if not isinstance(r, ImageRecord)), None)
+        if untyped is not None:  # e.g. a stage written for the dict records of earlier engines
+            raise RuntimeError(f"stage {stage.name!r} broke the record contract: it returned a {type(untyped).__name__}, not an "
+                               "ImageRecord (mres_engine.records; return dataclasses.replace(record, ...) to change one)")
         given = [r.image_id for r in records]
         kept = [r.image_id for r in output.records]
         dropped = [r.image_id for r in output.rejects if r.referent_id is None]

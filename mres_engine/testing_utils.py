@@ -10,6 +10,8 @@ from functools import partial
 
 import torch
 
+from .options import StageOptions
+
 
 def build_tiny_segment_anything(image_size: int = 64, seed: int = 0):
     """A ``segment_anything.modeling.Sam`` built from the package's own modules with tiny dims."""
@@ -249,8 +251,6 @@ def save_tiny_stage_models(folder, chat_url: str):
     :func:`tiny_chat_answer`) and every threshold open, so that random weights keep referents.
     """
     import os
-
-    from .options import StageOptions
 
     folder = os.fspath(folder)
     paths = {name: os.path.join(folder, name) for name in ("sam", "owlv2", "clip")}

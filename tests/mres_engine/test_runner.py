@@ -1,5 +1,6 @@
 """The runner in one process: sharding, the exactly-once files, rejects, stats, the card, GPU pinning, executors."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -191,9 +192,21 @@ def test_a_step_that_loses_an_image_is_named(synth):
 
     records = [ImageRecord("a", "a.png", 8, 8), ImageRecord("b", "b.png", 8, 8)]
     kept, rejects = run_stages([Rejecting()], list(records), RunStats())
-    assert [r["image_id"] for r in kept] == ["b"] and rejects[0].reason == "bad: x"
+    assert [r.image_id for r in kept] == ["b"] and rejects[0].reason == "bad: x"
     with pytest.raises(RuntimeError, match="stage 'forgetful'.*lost images without a reject: \\['a'\\]"):
         run_stages([Forgetful()], list(records), RunStats())
+
+
+def test_a_stage_returning_untyped_records_is_named():
+    """A stage written for the dict records of earlier engines: one line naming it and the type to return."""
+    class DictStage:
+        name = "dict_stage"
+
+        def __call__(self, records):
+            return StageOutput(records=[{**dataclasses.asdict(r), "_image": None} for r in records])
+
+    with pytest.raises(RuntimeError, match="stage 'dict_stage' broke the record contract: it returned a dict, not an ImageRecord"):
+        run_stages([DictStage()], [ImageRecord("a", "a.png", 8, 8)], RunStats())
 
 
 def test_process_shard_returns_the_existing_record_without_running(synth, fake_env, tmp_path):
