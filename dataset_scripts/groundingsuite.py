@@ -39,7 +39,10 @@ from .builder_base import MRESBuilder
 from .coco_common import checked_bbox
 from .features import make_referent
 from .masks import mask_bbox
-from .strict_rows import RowError, check_sentences, mask_from_any, publish_built, read_image_at
+from .strict_rows import (
+    RowError, check_sentences, conventions_markdown, mask_from_any,
+    publish_built, read_image_at,
+)
 
 JSONL_FILENAME = "GroundingSuite-Eval.jsonl"
 SOURCE = "coco-unlabeled2017"
@@ -70,6 +73,8 @@ METRIC_CONVENTIONS = {
     "missing_prediction": "their evaluator skips an expression without prediction (it leaves the mean); ours "
                           "scores it as an empty mask (IoU 0)",
     "resolution": "IoU at the image's own size (the RLE's size)",
+    # the harness options (unires.evaluation.metrics.MRESMetricOptions) under which our mIoU is their gIoU
+    "harness_options": {"resolution": "original", "empty_gt": "zero"},
 }
 
 
@@ -102,7 +107,8 @@ class GroundingSuiteEval(MRESBuilder):
     LICENSE = LICENSE
     CITATION = CITATION
 
-    def _split_generators(self, dl_manager):
+    def _paths(self) -> tuple[str, str]:
+        """(the JSONL file, the image folder), absolute; the file must exist."""
         if not self.config.data_dir:
             raise ValueError(f"pass data_dir=<folder with {JSONL_FILENAME} (and the images, or image_dir=)>")
         base = os.path.abspath(os.path.expanduser(self.config.data_dir))
@@ -110,7 +116,14 @@ class GroundingSuiteEval(MRESBuilder):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"GSEval ground truth not found: {path} (download {HOMEPAGE})")
         image_dir = self.config.image_dir or base
-        image_dir = image_dir if os.path.isabs(image_dir) else os.path.join(base, image_dir)
+        return path, image_dir if os.path.isabs(image_dir) else os.path.join(base, image_dir)
+
+    def source_files(self, split: str = "test") -> list[str]:
+        """The annotation files a split is read from (for the evaluation's dataset identity)."""
+        return [self._paths()[0]]
+
+    def _split_generators(self, dl_manager):
+        path, image_dir = self._paths()
         return [datasets.SplitGenerator(name="test", gen_kwargs={"path": path, "image_dir": image_dir})]
 
     def _generate_examples(self, path, image_dir):
@@ -182,8 +195,8 @@ def card_data() -> dict:
             f"Converted by `dataset_scripts.groundingsuite` from `{JSONL_FILENAME}`; images: COCO unlabeled2017 "
             "(their own terms). `sentences` holds the benchmark's `caption`, `category` its `label`. Not held by the "
             "schema: `class_id`, kept as the start of `referent_id` (`stuff/`, `part/`, `multi/`, `single/` + `idx`); "
-            "`box` is the annotated box converted to [x, y, w, h]. Metric conventions: "
-            + "; ".join(f"{k}: {v}" for k, v in METRIC_CONVENTIONS.items() if k not in ("benchmark", "source"))
+            "`box` is the annotated box converted to [x, y, w, h]. How the benchmark scores, beside ours:\n\n"
+            + conventions_markdown(METRIC_CONVENTIONS)
         ),
         "tags": ["referring-expression-segmentation", "mres", "benchmark"],
     }

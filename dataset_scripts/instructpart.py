@@ -41,7 +41,10 @@ import datasets
 from .builder_base import MRESBuilder
 from .features import make_referent
 from .masks import mask_bbox
-from .strict_rows import RowError, check_sentences, mask_from_any, publish_built, read_image_at
+from .strict_rows import (
+    RowError, check_sentences, conventions_markdown, mask_from_any,
+    publish_built, read_image_at,
+)
 
 SOURCE = "instructpart"
 INSTRUCTION_KINDS = ("task", "task_rewritten", "part_of_object_question", "part_of_object_affordance_question",
@@ -68,6 +71,7 @@ METRIC_CONVENTIONS = {
     "empty_target": "none: every sample has a part mask (an empty one is refused when building)",
     "sentences": "one instruction kind per evaluation (the config: task, task_rewritten, part_of_object); "
                  "compare a figure with the paper's column of the same kind",
+    "harness_options": {"resolution": "original", "empty_gt": "one_if_both_empty"},
 }
 
 CONFIG_INSTRUCTIONS = {"task": (0,), "task_rewritten": (1,), "part_of_object": (4,), "all": tuple(range(6))}
@@ -105,7 +109,8 @@ class InstructPart(MRESBuilder):
     LICENSE = LICENSE
     CITATION = CITATION
 
-    def _split_generators(self, dl_manager):
+    def _split_files(self) -> dict[str, str]:
+        """``{split: data file}`` of the splits present; ``FileNotFoundError`` naming where it looked."""
         if not self.config.data_dir:
             raise ValueError("pass data_dir=<the InstructPart folder, holding test/ and train/>")
         base = os.path.abspath(os.path.expanduser(self.config.data_dir))
@@ -116,7 +121,15 @@ class InstructPart(MRESBuilder):
         found = {split: path for split, path in candidates.items() if os.path.isfile(path)}
         if not found:
             raise FileNotFoundError("no InstructPart split file; looked for: " + ", ".join(candidates.values()))
-        return [datasets.SplitGenerator(name=split, gen_kwargs={"split": split, "path": path}) for split, path in found.items()]
+        return found
+
+    def source_files(self, split: str) -> list[str]:
+        """The annotation files a split is read from (for the evaluation's dataset identity)."""
+        return [self._split_files()[split]]
+
+    def _split_generators(self, dl_manager):
+        return [datasets.SplitGenerator(name=split, gen_kwargs={"split": split, "path": path})
+                for split, path in self._split_files().items()]
 
     def _generate_examples(self, split, path):
         rejects = self._reject_log()
@@ -210,8 +223,8 @@ def card_data(config_name: str = "task") -> dict:
             f"Converted by `dataset_scripts.instructpart` (config `{config_name}`: instruction(s) "
             f"{list(CONFIG_INSTRUCTIONS.get(config_name, ()))}). Not held by the schema: `affordance`, `action` "
             "(present in instructions 3 and 5), the object's mask (not annotated: `parent_id` is null). "
-            "Metric conventions: "
-            + "; ".join(f"{k}: {v}" for k, v in METRIC_CONVENTIONS.items() if k not in ("benchmark", "source"))
+            "How the benchmark scores, beside ours:\n\n"
+            + conventions_markdown(METRIC_CONVENTIONS)
         ),
         "tags": ["referring-expression-segmentation", "part-segmentation", "mres", "benchmark"],
     }

@@ -120,12 +120,19 @@ class OwnData(MRESBuilder):
     DESCRIPTION = "Referring expression segmentation data of one's own (images, sentences, masks at object and part level)."
     LICENSE = "other"
 
-    def _split_generators(self, dl_manager):
+    def source_files(self, split: str) -> list[str]:
+        """The annotation file a split is read from (for the evaluation's dataset identity)."""
+        return [find_split_folders(self._data_dir())[split][1]]
+
+    def _data_dir(self) -> str:
         if not self.config.data_dir:
             raise ValueError("pass data_dir=<folder with metadata.jsonl or annotations.json, or one subfolder per split>")
+        return self.config.data_dir
+
+    def _split_generators(self, dl_manager):
         return [
             datasets.SplitGenerator(name=split, gen_kwargs={"split": split, "folder": folder, "path": path})
-            for split, (folder, path) in find_split_folders(self.config.data_dir).items()
+            for split, (folder, path) in find_split_folders(self._data_dir()).items()
         ]
 
     def _generate_examples(self, split, folder, path):

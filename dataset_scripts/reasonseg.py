@@ -46,7 +46,10 @@ import numpy as np
 from .builder_base import MRESBuilder
 from .features import make_referent
 from .masks import decode_mask, encode_mask, mask_bbox, mask_from_polygons
-from .strict_rows import RowError, check_sentences, publish_built, read_image_at
+from .strict_rows import (
+    RowError, check_sentences, conventions_markdown, publish_built,
+    read_image_at,
+)
 
 SPLITS = ("train", "val", "test")
 SOURCE = "reasonseg"
@@ -74,6 +77,8 @@ METRIC_CONVENTIONS = {
                     "here (skipped and logged)",
     "sentences": "LISA's evaluation uses the first text of each sample (the default config keeps only it)",
     "splits": "val (200) for model selection, test (779) reported overall and by is_sentence (configs short, long)",
+    # the harness options (unires.evaluation.metrics.MRESMetricOptions) closest to LISA's evaluation
+    "harness_options": {"resolution": "original", "empty_gt": "one_if_both_empty"},
 }
 
 
@@ -115,7 +120,8 @@ class ReasonSeg(MRESBuilder):
     LICENSE = LICENSE
     CITATION = CITATION
 
-    def _split_generators(self, dl_manager):
+    def _split_folders(self) -> dict[str, str]:
+        """``{split: folder}`` of the splits to read; ``FileNotFoundError`` naming what is missing."""
         if not self.config.data_dir:
             raise ValueError("pass data_dir=<the ReasonSeg folder, holding train/, val/, test/>")
         base = os.path.abspath(os.path.expanduser(self.config.data_dir))
@@ -125,7 +131,15 @@ class ReasonSeg(MRESBuilder):
         missing = [s for s in wanted if not os.path.isdir(os.path.join(base, s))]
         if not wanted or missing:
             raise FileNotFoundError(f"no ReasonSeg split folder {missing or list(SPLITS)} in {base}")
-        return [datasets.SplitGenerator(name=s, gen_kwargs={"split": s, "folder": os.path.join(base, s)}) for s in wanted]
+        return {s: os.path.join(base, s) for s in wanted}
+
+    def source_files(self, split: str) -> list[str]:
+        """The annotation files a split is read from (for the evaluation's dataset identity)."""
+        return sorted(glob.glob(os.path.join(glob.escape(self._split_folders()[split]), "*.json")))
+
+    def _split_generators(self, dl_manager):
+        return [datasets.SplitGenerator(name=s, gen_kwargs={"split": s, "folder": folder})
+                for s, folder in self._split_folders().items()]
 
     def _generate_examples(self, split, folder):
         rejects = self._reject_log()
@@ -229,8 +243,8 @@ def card_data(config_name: str = "default") -> dict:
         "notes": (
             f"Converted by `dataset_scripts.reasonseg` (config `{config_name}`) as LISA's get_mask_from_json reads it. "
             "Not held by the schema: the ignore region (stored as background; samples with one are listed in "
-            "rejects.jsonl), `is_sentence` (configs `short`/`long`). Metric conventions: "
-            + "; ".join(f"{k}: {v}" for k, v in METRIC_CONVENTIONS.items() if k not in ("benchmark", "source"))
+            "rejects.jsonl), `is_sentence` (configs `short`/`long`). How the benchmark scores, beside ours:\n\n"
+            + conventions_markdown(METRIC_CONVENTIONS)
         ),
         "tags": ["referring-expression-segmentation", "reasoning-segmentation", "mres", "benchmark"],
     }

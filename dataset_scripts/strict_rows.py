@@ -98,6 +98,18 @@ def check_sentences(raw: Any, where: tuple[str, str, str]) -> list[str]:
     return [s.strip() for s in raw]
 
 
+def conventions_markdown(conventions: Mapping[str, Any]) -> str:
+    """A benchmark's ``METRIC_CONVENTIONS`` as a Markdown list, for its dataset card and the evaluation report."""
+    lines = []
+    for key, value in conventions.items():
+        if isinstance(value, Mapping):
+            lines.append(f"- {key}:")
+            lines += [f"  - {name}: {text}" for name, text in value.items()]
+        else:
+            lines.append(f"- {key}: {value}")
+    return "\n".join(lines)
+
+
 def publish_built(builder, output_dir: Optional[str], card_data: Mapping[str, Any], *, max_shard_size="256MB",
                   **push) -> str:
     """Build (re-reading the inputs) and write ``output_dir`` in the Hub layout with ``card_data``; push with ``repo_id``."""

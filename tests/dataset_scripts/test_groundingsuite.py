@@ -63,6 +63,8 @@ def _build(root, tmp_path):
 def test_lines_become_rows_per_image_with_class_in_the_id(tmp_path):
     _write(tmp_path / "gs", _lines())
     rows = list(_build(tmp_path / "gs", tmp_path)["test"])
+    assert GroundingSuiteEval(data_dir=str(tmp_path / "gs"), cache_dir=str(tmp_path / "c")).source_files("test") == [
+        str(tmp_path / "gs" / "GroundingSuite-Eval.jsonl")]
     assert [r["image_id"] for r in rows] == ["000000000267", "000000000615"]
     plane, tail = rows[0]["referents"]
     assert plane["referent_id"] == "single/0" and tail["referent_id"] == "part/2"
@@ -82,7 +84,8 @@ def test_published_card_states_source_licence_counts_and_conventions(tmp_path):
     card = open(os.path.join(out, "README.md"), encoding="utf-8").read()
     assert "license: apache-2.0" in card and "github.com/hustvl/GroundingSuite" in card
     assert "| test | 2 | 2 | 1 | 3 |" in card
-    assert "gIoU" in card and METRIC_CONVENTIONS["headline"] == "gIoU"
+    assert "  - gIoU: mean over expressions of the mask IoU: our mIoU" in card
+    assert METRIC_CONVENTIONS["headline"] == "gIoU"
 
 
 @pytest.mark.parametrize("edit, line, key, says", [

@@ -63,6 +63,8 @@ def test_parts_grouped_by_image_with_the_chosen_instruction(tmp_path):
     _write(tmp_path)
     assert sample_name("mug_000001.jpg", "coffee mug", "handle") == "mug_000001-coffee_mug-handle"
     rows = list(_build(tmp_path, tmp_path)["test"])
+    builder = InstructPart(data_dir=str(tmp_path / "InstructPart"), cache_dir=str(tmp_path / "c"))
+    assert builder.source_files("test") == [str(tmp_path / "InstructPart" / "test" / "data_test.json")]
     assert [r["image_id"] for r in rows] == ["knife_000953", "mug_000001"]
     blade, handle = rows[0]["referents"]
     assert blade["referent_id"] == "test/knife_000953-knife-blade"

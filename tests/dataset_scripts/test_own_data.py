@@ -94,6 +94,8 @@ def _refused(root, tmp_path):
 
 def test_every_mask_encoding_builds_to_the_same_pixels(folder, tmp_path):
     ds = _build(folder, tmp_path)["train"]
+    assert OwnData(data_dir=str(folder), cache_dir=str(tmp_path / "cache")).source_files("train") == [
+        str(folder / "train" / "metadata.jsonl")]
     rows = {r["image_id"]: r for r in ds}
     assert set(rows) == {"a", "img-b"}
     car, wheel = rows["a"]["referents"]

@@ -71,6 +71,7 @@ def test_masks_follow_lisas_painting_and_the_first_text_is_kept(tmp_path):
     builder = _builder(tmp_path, tmp_path)
     rows = {r["image_id"]: r for r in builder.as_dataset()["val"]}
     assert sorted(rows) == ["a", "b"]  # c has no target: skipped, logged
+    assert [os.path.basename(p) for p in builder.source_files("val")] == ["a.json", "b.json", "c.json"]
     a, b = rows["a"]["referents"][0], rows["b"]["referents"][0]
     assert np.array_equal(decode_mask(a["mask"]), _filled(2, 2, 30, 20) & ~_filled(10, 8, 16, 14))
     assert np.array_equal(decode_mask(b["mask"]), _filled(5, 5, 12, 12))
