@@ -34,9 +34,9 @@ def _samples():
         "a": {"text": ["What would you sit on after a long walk?", "the bench"], "is_sentence": True,
               "shapes": [_shape("target", _rect(2, 2, 30, 20)), _shape("ignore", _rect(10, 8, 16, 14)),
                          _shape("flag", _rect(32, 22, 38, 28))]},
-        # short query: a small target inside a larger ignore region wins (smaller is painted last)
+        # short query: a small target inside a larger ignore region listed after it wins (smaller painted last)
         "b": {"text": ["the café sign"], "is_sentence": False,
-              "shapes": [_shape("ignore_1", _rect(0, 0, 30, 25)), _shape("target", _rect(5, 5, 12, 12))]},
+              "shapes": [_shape("target", _rect(5, 5, 12, 12)), _shape("ignore_1", _rect(0, 0, 30, 25))]},
         # nothing but flag: no target at all
         "c": {"text": ["nothing here"], "is_sentence": False, "shapes": [_shape("Flag", _rect(1, 1, 9, 9))]},
     }
