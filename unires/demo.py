@@ -98,14 +98,18 @@ def run_demo(
     set_seed(seed)
     model = UniRESModel(config)
     collator = MRESTrainingCollator(processor, referents_per_image, seed=seed)
-    with _stage("plan the training budget", timings):
-        # Rows are read inside the timing (images and masks decode then), as they are in training.
-        probe_rows = data["train"].select(range(min(64, len(data["train"]))))
-        step_seconds = measure_step_seconds(model, collator, probe_rows, batch_size, steps=10)
-        # A fixed --max_steps is a fixed run; otherwise the probe's plan is revised during training to the budget.
-        budget_minutes = None if max_steps else train_minutes
-        max_steps = max_steps or steps_for_budget(train_minutes * 60, step_seconds)
-        print(f"    {step_seconds:.3f} s/step → {max_steps} steps planned (budget {train_minutes:g} min)")
+    step_seconds = None
+    if max_steps:  # a fixed --max_steps is a fixed run: nothing to plan, no probe to time
+        budget_minutes = None
+    else:
+        with _stage("plan the training budget", timings):
+            # Rows are read inside the timing (images and masks decode then), as they are in training.
+            probe_rows = data["train"].select(range(min(64, len(data["train"]))))
+            step_seconds = measure_step_seconds(model, collator, probe_rows, batch_size, steps=10)
+            # The probe's plan is revised during training to meet the budget.
+            budget_minutes = train_minutes
+            max_steps = steps_for_budget(train_minutes * 60, step_seconds)
+            print(f"    {step_seconds:.3f} s/step → {max_steps} steps planned (budget {train_minutes:g} min)")
 
     model_args = ModelArguments(config_name=str(out / "config"), processor_name_or_path=str(out / "processor"),
                                 ablation=ablation)
@@ -123,6 +127,7 @@ def run_demo(
         max_grad_norm=DEMO_MAX_GRAD_NORM,
         logging_steps=max(1, max_steps // 20),
         save_steps=0,  # a 10-minute demo re-run from the start: no resumable checkpoints
+        overwrite_output_dir=True,  # `make demo` run again replaces the model of the run before
         do_final_eval=False,
         report_to="none",
     )
@@ -149,7 +154,7 @@ def run_demo(
     trainer.save_model(eval_results={s: m["unires"] for s, m in metrics["splits"].items()})
     metrics["timings_seconds"] = timings
     metrics["training"] = {"steps": trainer.state.global_step, "steps_planned": max_steps,
-                           "seconds_per_step_planned": round(step_seconds, 4),
+                           "seconds_per_step_planned": None if step_seconds is None else round(step_seconds, 4),
                            "batch_size": batch_size, "referents_per_image": referents_per_image,
                            "parameters": sum(p.numel() for p in model.parameters()), "ablation": ablation,
                            "config_overrides": config_overrides}

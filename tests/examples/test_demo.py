@@ -60,3 +60,15 @@ def test_ablate_evaluates_a_model_without_group_tokens(tmp_path, capsys, monkeyp
     for split in ("validation", "test_unseen"):
         assert 0.0 <= written["no_group_tokens"][split]["object"]["mIoU"] <= 100.0
     assert "| no_group_tokens | object |" in capsys.readouterr().out
+
+
+def test_demo_run_again_into_the_same_folder_replaces_its_model(tmp_path):
+    # The demo saves its model without checkpoints (save_steps=0): the output-folder rule counts such a folder as a
+    # finished run, and `make demo` run a second time must replace it rather than stop.
+    demo = _demo_module()
+    args = ["--output_dir", str(tmp_path), "--num_train", "8", "--num_eval", "2", "--num_overlays", "0",
+            "--config_overrides", '{"decoder_intermediate_size": 64}']
+    demo.main(args + ["--max_steps", "2"])
+    metrics = demo.main(args + ["--max_steps", "1"])
+    assert metrics["training"]["steps"] == 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["training"]["steps"] == 1
