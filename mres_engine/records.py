@@ -14,6 +14,11 @@ and when a row is written (:func:`to_mres_row`): the schema's own type, shared w
 While the record flows, ``scores`` holds only the scores the stages set so far (later stages add
 theirs, and the caption stage adds ``sentences``); :func:`to_mres_row` writes all the schema's
 :data:`~dataset_scripts.features.SCORE_FIELDS` (a score no stage set is null).
+
+The record is not a datatrove ``Document``: a ``Document`` is text with an id, and keeps everything else
+in an untyped ``metadata`` dict (datatrove's readers drop a document without text), which is the shape
+this typed record replaces. The datatrove step that carries the records is
+:class:`mres_engine.executors.EngineShards`.
 """
 
 from __future__ import annotations
