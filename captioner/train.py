@@ -26,7 +26,8 @@ from .finetune_data import build_caption_mixture, parse_mapping
 from .model_card import write_model_card
 from .modeling import add_lora, load_base_model
 from dataset_scripts.hub import TRACKER_LOG_DIR, check_push_access, push_folder, without_secrets
-from dataset_scripts.main_process import on_main_process
+from dataset_scripts.main_process import (check_processes_see_each_other, on_main_process,
+                                          warn_if_fewer_processes_than_launched)
 from dataset_scripts.output_dir import LOCK_FILE, OutputDirLock, check_checkpoints, existing_checkpoints, remove_checkpoints
 from dataset_scripts.rejects import RejectLog
 
@@ -50,6 +51,8 @@ class TrainResult:
 
 class NoSupervisedTokensError(RuntimeError):
     """Training would learn nothing: no row yields an answer token to supervise."""
+
+SCRIPT = "examples/train_captioner.py"  # named in the command a broken CPU launch is told to use
 
 
 def training_step(model, batch, accelerator: Accelerator):
@@ -123,6 +126,9 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
         project_config=ProjectConfiguration(project_dir=args.output_dir,
                                             logging_dir=os.path.join(args.output_dir, TRACKER_LOG_DIR)),
     )
+    # A launch whose processes do not see each other stops here, before rank 0's lock could refuse rank 1 as
+    # "another run".
+    check_processes_see_each_other(accelerator, script=SCRIPT)
     held = []  # the main process's lock (not broadcast: a lock belongs to the process that took it)
 
     def claim() -> tuple:
@@ -140,6 +146,7 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
         except Exception:
             lock.release()
             raise
+        warn_if_fewer_processes_than_launched(accelerator, script=SCRIPT)
         held.append(lock)
         return earlier, repo_id
 

@@ -405,3 +405,31 @@ def test_another_rank_does_not_repeat_the_resume_and_loss_lines(base_dir, rows, 
                        _args(out, max_steps=3, resume_from_checkpoint="latest"), train_dataset=data)
     assert result.global_step == 3 and result.losses  # it trained, resumed, and kept its losses
     assert [r.getMessage() for r in caplog.records if r.name == "captioner.train" and r.levelno >= logging.INFO] == []
+
+
+def test_a_launch_whose_processes_do_not_see_each_other_says_how_to_launch_on_a_cpu(
+        base_dir, rows, tmp_path, monkeypatch, fresh_accelerate_state):
+    # Issue 27 case 7, as for UniRES: rank 1 of 2 without a process group (`accelerate launch --multi_gpu` on a machine
+    # without a GPU) was refused by rank 0's lock as "in use by another run". The test holds the lock, as rank 0 would.
+    from dataset_scripts.main_process import DistributedLaunchError
+    from dataset_scripts.output_dir import OutputDirLock
+
+    import captioner.train as captioner_train
+
+    monkeypatch.setattr(captioner_train, "load_base_model", _never_load)
+    for name in ("LOCAL_RANK", "ACCELERATE_USE_CPU", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    out = tmp_path / "alone"
+    lock = OutputDirLock.acquire(out)
+    try:
+        data = datasets.Dataset.from_list(rows, features=CAPTION_FEATURES)
+        with pytest.raises(DistributedLaunchError) as error:
+            train(_model_args(base_dir), CaptionerDataArguments(), _args(out), train_dataset=data)
+    finally:
+        lock.release()
+    message = str(error.value)
+    assert message.startswith("WORLD_SIZE=2: the launcher started 2 processes, but this one (RANK=1) runs alone")
+    assert "`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 examples/train_captioner.py ...`" \
+        in message

@@ -17,31 +17,23 @@ or fails to build, has cost the user nothing. Every process starts the launcher 
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from dataset_scripts.main_process import on_main_process
+from dataset_scripts.main_process import (check_processes_see_each_other, on_main_process,
+                                          warn_if_fewer_processes_than_launched)
 from dataset_scripts.output_dir import CHECKPOINT_PREFIX, OutputDirLock, check_checkpoints, remove_checkpoints
 
 from .checkpoints import resolve_checkpoint
 from .hub import check_push_access
 from .launcher import exit_with_launcher
 
-logger = logging.getLogger(__name__)
 
 # Folders of a UniRESTrainer run that go with its checkpoints when a run is overwritten.
 RUN_FOLDERS = ("data_trace",)
 
-# The one command that runs several training processes on a machine without a GPU (tested in test_training.py).
-CPU_LAUNCH = "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {n} examples/train.py ..."
-
-
-class DistributedLaunchError(RuntimeError):
-    """A launcher started several processes, but they do not form one distributed run."""
-
+SCRIPT = "examples/train.py"  # named in the command a broken CPU launch is told to use
 
 @dataclass
 class PreparedRun:
@@ -70,7 +62,7 @@ class PreparedRun:
 def prepare_run(accelerator, args) -> PreparedRun:
     """Check the launch, lock `args.output_dir`, apply the overwrite rule, check the resume checkpoint and the
     push; raises (on every process) if any fails. Deletes nothing (see `PreparedRun.clear_earlier_run`)."""
-    check_processes_see_each_other(accelerator)
+    check_processes_see_each_other(accelerator, script=SCRIPT)
     exit_with_launcher()
     run = PreparedRun(output_dir=args.output_dir)
 
@@ -89,7 +81,7 @@ def prepare_run(accelerator, args) -> PreparedRun:
         except Exception:
             run.release()
             raise
-        warn_if_fewer_processes_than_launched(accelerator)
+        warn_if_fewer_processes_than_launched(accelerator, script=SCRIPT)
         return earlier, repo_id
 
     earlier, run.hub_repo_id = on_main_process(accelerator, claim)
@@ -97,33 +89,3 @@ def prepare_run(accelerator, args) -> PreparedRun:
         run.overwrite = bool(args.overwrite_output_dir and not args.resume_from_checkpoint)
         run.earlier_checkpoints = earlier
     return run
-
-
-def check_processes_see_each_other(accelerator, environ=None) -> None:
-    """Raise `DistributedLaunchError` when a launcher started this process as one of several (`WORLD_SIZE` > 1)
-    but its Accelerator is not distributed: on a machine without a GPU, `accelerate launch --multi_gpu` (torchrun)
-    without ACCELERATE_USE_CPU=1 starts processes that each train alone, on the same folder."""
-    environ = os.environ if environ is None else environ
-    try:
-        world_size = int(environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        raise DistributedLaunchError(f"WORLD_SIZE={environ['WORLD_SIZE']!r} is not a number of processes") from None
-    if world_size > 1 and accelerator.num_processes == 1:
-        raise DistributedLaunchError(
-            f"WORLD_SIZE={world_size}: the launcher started {world_size} processes, but this one (RANK="
-            f"{environ.get('RANK', '?')}) runs alone ({accelerator.distributed_type.value} on {accelerator.device}), so "
-            "the processes do not see each other. Without a GPU, launch with "
-            f"`{CPU_LAUNCH.format(n=world_size)}`."
-        )
-
-
-def warn_if_fewer_processes_than_launched(accelerator, environ=None) -> None:
-    """Warn when `accelerate launch --num_processes N` (N > 1) ran this script as a single process: without
-    `--multi_gpu` and without GPUs, Accelerate's simple launcher starts one process and only sets MASTER_ADDR."""
-    environ = os.environ if environ is None else environ
-    launched_by_accelerate = "ACCELERATE_DYNAMO_BACKEND" in environ  # every `accelerate launch` sets it
-    if launched_by_accelerate and "MASTER_ADDR" in environ and "WORLD_SIZE" not in environ \
-            and accelerator.num_processes == 1:
-        logger.warning(
-            "accelerate launch was given several processes (--num_processes > 1) but started this one alone: the "
-            "run has world size 1. Without a GPU, run several processes with `%s`.", CPU_LAUNCH.format(n="N"))
