@@ -16,7 +16,11 @@ import logging
 import sys
 
 from captioner.defaults import DEFAULT_BASE_MODEL, DEFAULT_MAX_IMAGE_TOKENS  # light: no torch before parsing
-from dataset_scripts.cli import HelpFormatter
+from dataset_scripts.cli import HelpFormatter, refuse_missing_paths
+
+
+def _is_url(text) -> bool:
+    return bool(text) and text.startswith(("http://", "https://", "data:"))
 
 
 def parse_box(text: str) -> list:
@@ -50,6 +54,10 @@ def main(argv=None):
         parser.error("give either --image with one or more --box, or --boxes_file")
     if args.boxes_file and not args.output:
         parser.error("--boxes_file needs --output (captions are written there as they are made)")
+    # A mistyped path is named as one now, before torch is imported or the model loads.
+    refuse_missing_paths(parser, local_or_hub=[("--model", args.model, "model"), ("--base_model", args.base_model, "model")],
+                         local=[("--image", None if _is_url(args.image) else args.image, "image"),
+                                ("--boxes_file", args.boxes_file, "file")])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # torch and transformers: after the command line is read.
     from captioner import DenseCaptioner

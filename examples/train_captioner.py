@@ -15,6 +15,7 @@ import sys
 from transformers import HfArgumentParser
 
 from captioner.arguments import CaptionerDataArguments, CaptionerModelArguments, CaptionerTrainingArguments
+from dataset_scripts.cli import refuse_missing_paths
 
 
 def main(argv=None):
@@ -26,6 +27,10 @@ def main(argv=None):
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     if not any([data_args.coco_dir, data_args.visual_genome_dir, data_args.paco_dir, data_args.partimagenet_dir]):
         parser.error("give at least one of --coco_dir, --visual_genome_dir, --paco_dir, --partimagenet_dir")
+    # A mistyped path is named as one now, before a folder is made or torch is imported.
+    refuse_missing_paths(parser, local_or_hub=[("--base_model", model_args.base_model, "model")],
+                         local=[(f"--{name}", getattr(data_args, name), "folder")
+                                for name in ("coco_dir", "visual_genome_dir", "paco_dir", "partimagenet_dir")])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from captioner.train import train  # torch, accelerate and the model: after the command line is read
 
