@@ -15,12 +15,13 @@ import torch.nn.functional as F
 from transformers import AutoModel, pipeline
 
 import modeling_unires  # noqa: F401  (registers UniRES and the task)
+from modeling_unires import enable_fast_inference
 from modeling_unires.quantization_unires import QUANTIZE_CHOICES, quantization_config
 from modeling_unires.testing_utils import tiny_model_and_processor
 
 pytest.importorskip("torchao")
 
-from modeling_unires.int8_linear import Int8RowwiseLinearConfig, Int8RowwiseWeight
+from modeling_unires.int8_linear import Int8RowwiseLinearConfig, Int8RowwiseWeight, onednn_kernel_available
 
 TEXTS = [["a red car", "the left wheel", "the blue bus", "the dog"], ["a green tree", "the window of the house"]]
 
@@ -158,6 +159,18 @@ def test_each_row_of_the_int8_linear_depends_on_that_row_alone():
     assert torch.equal(alone[11], linear.bias.detach())  # a row of zeros quantizes to zeros
 
 
+def test_both_int8_products_give_the_same_bits():
+    """oneDNN's prepacked kernel where this torch has it, else `torch._int_mm`: the same results on either."""
+    generator = torch.Generator().manual_seed(1)
+    weight = Int8RowwiseWeight.from_float(torch.randn(40, 72, generator=generator))
+    on_int_mm = Int8RowwiseWeight(weight.int8, weight.scale, packed=None)
+    rows = torch.randn(33, 72, generator=generator) * torch.logspace(-3, 3, 33)[:, None]
+    bias = torch.randn(40, generator=generator)
+    assert torch.equal(F.linear(rows, on_int_mm, bias), F.linear(rows, weight, bias))
+    if onednn_kernel_available():
+        assert weight.packed is not None
+
+
 def _decoding_inputs_and_logits(model, inputs):
     """`(decoded tokens, sentence embeddings, logits)` of one forward on the processor's `inputs`: what the decoder
     hands the mask head (joined over the inference passes) and the logits."""
@@ -185,7 +198,7 @@ _IMAGE = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(5))
 
 def _expression_alone_and_among_others(model, processor, counts):
     """For each count: the target expression's (decoded, sentence, logits, mask) alone, and at the end of `count`
-    expressions (its pass then holds `count % pass` or a full pass of others, across the pass boundaries)."""
+    expressions (with fast inference its pass then holds from 0 to a full pass of others)."""
     target = "the right ear of the brown dog"
     results = {}
     for count in (1, *counts):
@@ -197,26 +210,38 @@ def _expression_alone_and_among_others(model, processor, counts):
     return results
 
 
-def test_an_int8_expression_decodes_the_same_alone_and_among_any_others(int8_model, saved):
-    """An expression's decoding, hence its mask, is bit-equal alone and among 2 to 100 others, in one inference pass
-    or across several (the tiny model decodes 32 expressions per pass). Before: one activation scale per call made
-    every row depend on the largest activation of the call."""
+PER_PASS = 8  # expressions per pass of the fast int8 model: 100 expressions make 13 passes
+
+
+@pytest.fixture(scope="module", params=["plain", "fast inference"])
+def int8_model_and_passes(request, saved):
+    """The int8 model as loaded (every expression in one pass), and with fast inference (PER_PASS a pass)."""
+    folder, _ = saved
+    model = AutoModel.from_pretrained(folder, quantization_config=quantization_config("int8")).eval()
+    if request.param == "fast inference":
+        enable_fast_inference(model, max_expressions_per_pass=PER_PASS, cpu_tokens_per_pass=None)
+    return model
+
+
+def test_an_int8_expression_decodes_the_same_alone_and_among_any_others(int8_model_and_passes, saved):
+    """An expression's decoding, hence its mask, is bit-equal alone and among 2 to 100 others, in one pass or across
+    several. Before: one activation scale per call made every row depend on the largest activation of the call."""
     _, processor = saved
-    passes = int8_model._expressions_per_pass(torch.device("cpu"), 16)
-    counts = (2, passes - 1, passes, passes + 1, 2 * passes + 1, 100)
-    results = _expression_alone_and_among_others(int8_model, processor, counts)
+    counts = (2, PER_PASS - 1, PER_PASS, PER_PASS + 1, 2 * PER_PASS + 3, 100)
+    results = _expression_alone_and_among_others(int8_model_and_passes, processor, counts)
     decoded, sentence, logits, mask = results[1]
     for count in counts:
         other_decoded, other_sentence, other_logits, other_mask = results[count]
         assert torch.equal(other_decoded, decoded) and torch.equal(other_sentence, sentence), count
         assert np.array_equal(other_mask, mask), count
-        # The mask head's own float products (not int8) still round differently with the batch size: see the next
+        # The mask head's own float products (not int8) still round differently with the batch size: see the last
         # test.
         torch.testing.assert_close(other_logits, logits, rtol=0, atol=1e-5)
 
 
-def test_an_int8_image_encodes_and_decodes_the_same_alone_and_beside_others(int8_model, saved):
+def test_an_int8_image_encodes_and_decodes_the_same_alone_and_beside_others(int8_model_and_passes, saved):
     _, processor = saved
+    model = int8_model_and_passes
     generator = torch.Generator().manual_seed(6)
     # Unlike images (a bright one, a dark one, other sizes): with one scale per call, the brightest set the scale.
     images = [_IMAGE, 4.0 * torch.rand(3, 40, 40, generator=generator),
@@ -225,10 +250,10 @@ def test_an_int8_image_encodes_and_decodes_the_same_alone_and_beside_others(int8
     together = processor(images=images, text=texts, return_tensors="pt")
     alone = processor(images=images[:1], text=texts[:1], return_tensors="pt")
     with torch.inference_mode():
-        assert torch.equal(int8_model.get_image_embeddings(together["pixel_values"])[:1],
-                           int8_model.get_image_embeddings(alone["pixel_values"]))
-    decoded, sentences, logits = _decoding_inputs_and_logits(int8_model, together)
-    decoded_alone, sentences_alone, logits_alone = _decoding_inputs_and_logits(int8_model, alone)
+        assert torch.equal(model.get_image_embeddings(together["pixel_values"])[:1],
+                           model.get_image_embeddings(alone["pixel_values"]))
+    decoded, sentences, logits = _decoding_inputs_and_logits(model, together)
+    decoded_alone, sentences_alone, logits_alone = _decoding_inputs_and_logits(model, alone)
     assert torch.equal(decoded[:2], decoded_alone) and torch.equal(sentences[:2], sentences_alone)
     masks = processor.post_process_masks(logits[:2], together["original_sizes"][:1], image_indices=[0, 0])
     masks_alone = processor.post_process_masks(logits_alone, alone["original_sizes"], image_indices=[0, 0])
@@ -237,15 +262,17 @@ def test_an_int8_image_encodes_and_decodes_the_same_alone_and_beside_others(int8
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "the mask head's float products depend on the batch size: torch.bmm in UniRESMaskHead._alignment_per_patch and "
-    "_pixel_logits, and UniRESPixelDecoder's convolutions over a batch of images (modeling_unires.py; issue 28 item "
-    "1). Remove this mark when they are made batch-independent"))
-def test_int8_logits_are_bit_equal_alone_and_in_company(int8_model, saved):
+    "the mask head's float products depend on the batch size: torch.bmm in UniRESMaskHead._alignment_per_patch "
+    "and _pixel_logits (modeling_unires.py) and in _alignment_through_module (fast_inference_unires.py), and "
+    "UniRESPixelDecoder's convolutions over a batch of images; issue 28 item 1. Remove this mark when they are "
+    "batch-independent"))
+def test_int8_logits_are_bit_equal_alone_and_in_company(int8_model_and_passes, saved):
     _, processor = saved
-    results = _expression_alone_and_among_others(int8_model, processor, (2, 33, 100))
-    assert all(torch.equal(results[count][2], results[1][2]) for count in (2, 33, 100))
+    model = int8_model_and_passes
+    results = _expression_alone_and_among_others(model, processor, (2, PER_PASS + 1, 100))
+    assert all(torch.equal(results[count][2], results[1][2]) for count in (2, PER_PASS + 1, 100))
     images = [_IMAGE, 4.0 * torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(6))]
     together = processor(images=images, text=[["the red car"]] * 2, return_tensors="pt")
     alone = processor(images=images[:1], text=[["the red car"]], return_tensors="pt")
-    assert torch.equal(_decoding_inputs_and_logits(int8_model, together)[2][:1],
-                       _decoding_inputs_and_logits(int8_model, alone)[2])
+    assert torch.equal(_decoding_inputs_and_logits(model, together)[2][:1],
+                       _decoding_inputs_and_logits(model, alone)[2])
