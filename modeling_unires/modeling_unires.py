@@ -694,7 +694,9 @@ class UniRESModel(UniRESPreTrainedModel):
     optimiser groups can be split by the `vision_encoder.vision_model.` / `text_model.` prefixes.
 
     One image encoding serves many expressions: `get_image_embeddings(pixel_values)` once, then
-    `forward(image_embeddings=..., input_ids=..., image_indices=...)`.
+    `forward(image_embeddings=..., input_ids=..., image_indices=...)`. For inference on a CPU,
+    `enable_fast_inference(model)` (`fast_inference_unires.py`, used by the pipeline) gives the layers faster
+    inference-only forwards with the same results.
     """
 
     def __init__(self, config: UniRESConfig):
