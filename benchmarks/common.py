@@ -33,6 +33,15 @@ def paper_config(image_size: int):
                         num_high_group_tokens=8, decoder_stage1_layers=3, decoder_stage2_layers=3)
 
 
+def for_inference(model, device):
+    """`model` in eval mode on `device`, with the inference-only layers where the pipeline and the app use them (a
+    CPU): the figures are those of what users run."""
+    from modeling_unires import enable_fast_inference
+
+    model = model.to(device).eval()
+    return enable_fast_inference(model) if torch.device(device).type == "cpu" else model
+
+
 def repo_path(path: str) -> str:
     """`path` as the README's commands mean it: relative to the repository root, whatever the working directory
     (`make bench` runs each script from benchmarks/)."""

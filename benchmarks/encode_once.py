@@ -17,7 +17,7 @@ import torch
 from modeling_unires import UniRESConfig, UniRESModel
 from unires.demo import DEMO_CONFIG
 
-from common import paper_config
+from common import for_inference, paper_config
 
 # The demo's model (what `make demo` trains) and the paper's (ViT-B/16 towers at 480x480, 64 + 8 group tokens).
 PRESETS = {"demo": lambda: UniRESConfig(**DEMO_CONFIG), "base": lambda: paper_config(480)}
@@ -49,7 +49,7 @@ def main():
     config = PRESETS[args.preset]()
     config._attn_implementation = args.attn_implementation
     dtype = getattr(torch, args.dtype)
-    model = UniRESModel(config).to(args.device, dtype).eval()
+    model = for_inference(UniRESModel(config).to(dtype=dtype), args.device)
     size, length = config.image_size, config.text_max_length
     vocab = config.text_config.vocab_size
     pixel_values = torch.randn(1, 3, size, size, device=args.device, dtype=dtype)

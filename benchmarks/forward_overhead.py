@@ -16,7 +16,7 @@ import torch
 
 from modeling_unires import UniRESModel
 
-from common import base_parser, device_info, emit, median, paired_ratio, paired_timings, paper_config, \
+from common import base_parser, for_inference, device_info, emit, median, paired_ratio, paired_timings, paper_config, \
     parse_args, profile_summary, rounded
 
 TARGETS = {480: "<= 1.15", 352: "<= 1.25"}
@@ -38,7 +38,7 @@ def main():
     for size in sizes:
         torch.manual_seed(0)
         config = paper_config(size)
-        model = UniRESModel(config).to(args.device, dtype).eval()
+        model = for_inference(UniRESModel(config).to(dtype=dtype), args.device)
         length = config.text_max_length
         pixel_values = torch.randn(batch, 3, size, size, device=args.device, dtype=dtype)
         input_ids = torch.randint(0, config.text_config.vocab_size, (batch, length), device=args.device)

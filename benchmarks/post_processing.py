@@ -13,7 +13,7 @@ the paper's (480x480). Timed alternately with two references, per mask:
 import torch
 import torch.nn.functional as F
 
-from modeling_unires import UniRESImageProcessor
+from modeling_unires import UniRESImageProcessorFast
 
 from common import base_parser, device_info, emit, median, paired_ratio, paired_timings, parse_args, \
     profile_summary, rounded
@@ -37,7 +37,7 @@ def main():
     repeats = args.repeats or (1 if args.quick else 15)
     n = args.expressions
     size = (48, 64) if args.quick else (480, 640)
-    processor = UniRESImageProcessor(size=96)
+    processor = UniRESImageProcessorFast(size=96)  # what the pipeline and the app use on a CPU
     info = device_info(args.device)
     for logit_size in (96, 480):
         generator = torch.Generator().manual_seed(0)

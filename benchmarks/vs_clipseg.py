@@ -19,7 +19,7 @@ from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
 
 from modeling_unires import UniRESModel
 
-from common import base_parser, device_info, emit, median, paired_ratio, paired_timings, paper_config, \
+from common import base_parser, for_inference, device_info, emit, median, paired_ratio, paired_timings, paper_config, \
     parse_args, profile_summary, rounded
 
 
@@ -45,8 +45,8 @@ def main():
     device = args.device
 
     torch.manual_seed(0)
-    unires_small = UniRESModel(paper_config(small)).to(device, dtype).eval()
-    unires_large = UniRESModel(paper_config(large)).to(device, dtype).eval()
+    unires_small = for_inference(UniRESModel(paper_config(small)).to(dtype=dtype), device)
+    unires_large = for_inference(UniRESModel(paper_config(large)).to(dtype=dtype), device)
     clipseg = clipseg_model(small).to(device, dtype).eval()
     length = unires_small.config.text_max_length
     vocab = unires_small.config.text_config.vocab_size

@@ -45,12 +45,13 @@ def main(argv=None):
     from transformers import pipeline
 
     import modeling_unires  # noqa: F401  (registers the task)
+    from modeling_unires.image_loading_unires import open_image
     from modeling_unires.image_processing_unires import to_rgb_image
     from unires.evaluation.overlays import draw_prediction_panel
 
     try:
         # The image processor's own reading (EXIF rotation, alpha on white): the panel shows what the model saw.
-        image = to_rgb_image(args.image)
+        image = to_rgb_image(open_image(args.image))
     except ValueError as error:  # "No image file at X", an unreadable file, a failed download
         raise SystemExit(f"--image: {error}") from None
     from modeling_unires.quantization_unires import quantization_config

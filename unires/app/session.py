@@ -38,8 +38,14 @@ class Segmenter:
     """A UniRES model and its processor, split into the image side (`encode`) and the text side (`decode`)."""
 
     def __init__(self, model, processor, device=None):
+        from modeling_unires import enable_fast_inference
+        from modeling_unires.image_processing_unires_fast import use_fast_image_processor
+
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(device).eval()
+        if device.type == "cpu":  # as the pipeline: the inference-only layers and post-processing, same masks
+            self.model = enable_fast_inference(self.model)
+            processor = use_fast_image_processor(processor)
         self.processor = processor
         self.device = device
 
