@@ -163,7 +163,8 @@ def test_both_int8_products_give_the_same_bits():
     """oneDNN's prepacked kernel where this torch has it, else `torch._int_mm`: the same results on either."""
     generator = torch.Generator().manual_seed(1)
     weight = Int8RowwiseWeight.from_float(torch.randn(40, 72, generator=generator))
-    on_int_mm = Int8RowwiseWeight(weight.int8, weight.scale, packed=None)
+    on_int_mm = Int8RowwiseWeight.from_float(weight.dequantize(), use_onednn=False)
+    assert on_int_mm.packed is None and torch.equal(on_int_mm.int8, weight.int8)
     rows = torch.randn(33, 72, generator=generator) * torch.logspace(-3, 3, 33)[:, None]
     bias = torch.randn(40, generator=generator)
     assert torch.equal(F.linear(rows, on_int_mm, bias), F.linear(rows, weight, bias))
