@@ -6,14 +6,15 @@
                          model_kwargs={"quantization_config": quantization_config("int8")})
 
 "int8" is `TorchAoConfig(Int8RowwiseLinearConfig())` (modeling_unires/int8_linear.py): every `nn.Linear` (CLIP
-towers, decoder, mask head) gets int8 weights, one scale per output row, and int8 activations, one scale per token
-(row), multiplied in int8 by `torch._int_mm` (oneDNN: AVX-512 VNNI / AMX int8) and rescaled in float32 with the
-bias; attention itself, layer norms and the group tokens stay in float. Each token's output depends on that token
-alone, bit for bit, so a mask is the same alone and beside any other expressions or images, in any chunking. Why
-this and not torchao's own `Int8DynamicActivationInt8WeightConfig` ("int8-torchao"), which also scales per token:
-in eager mode torchao quantizes the activations with a dozen separate tensor ops per Linear, which eat what its int8
-matmul saves (about 1.0x the fp32 forward of the paper-size model at 480x480 on one core; torchao reaches 1.5x only
-under torch.compile). "int8-weights" quantizes the weights only (smaller, no faster on a CPU).
+towers, decoder, mask head) gets int8 weights, one scale per output row, and 8-bit activations, one range per token
+(row), multiplied on oneDNN's int8 CPU kernel (AVX-512 VNNI / AMX int8; `torch._int_mm` where torch lacks it) and
+rescaled in float32 with the bias; attention itself, layer norms and the group tokens stay in float. Each token's
+output depends on that token alone, bit for bit, so an expression's decoding is the same alone and beside any other
+expressions or images, in any number of inference passes. Why this and not torchao's own
+`Int8DynamicActivationInt8WeightConfig` ("int8-torchao"), which also scales per token: in eager mode torchao
+quantizes the activations with a dozen separate tensor ops per Linear, which eat what its int8 matmul saves (about
+1.0x the fp32 forward of the paper-size model at 480x480 on one core; torchao reaches 1.5x only under
+torch.compile). "int8-weights" quantizes the weights only (smaller, no faster on a CPU).
 
 An "int8" model is for inference on the CPU: it cannot be saved (`save_pretrained` raises); save the float model and
 quantize it when loading. torchao (`pip install "unires[quantize]"`) is imported only here, on demand.
