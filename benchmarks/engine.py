@@ -253,7 +253,7 @@ def main():
         seconds_per_image = 0.0
         images = len(records)
         for stage in stages:
-            referents_in = sum(len(r.get("referents", [])) for r in records)
+            referents_in = sum(len(r.referents) for r in records)
             sync(device)
             if cuda:
                 before = torch.cuda.memory_allocated(device)
@@ -266,7 +266,7 @@ def main():
             peak = torch.cuda.max_memory_allocated(device) if cuda else None
             print(json.dumps({"figure": "stage", **common, "stage": stage.name, "images": len(records), "seconds": round(seconds, 4),
                               "images_per_s": round(len(records) / seconds, 3), "referents_in": referents_in,
-                              "referents_out": sum(len(r["referents"]) for r in out.records), "rejects": len(out.rejects),
+                              "referents_out": sum(len(r.referents) for r in out.records), "rejects": len(out.rejects),
                               "gpu_peak_gib": round(peak / GIB, 2) if cuda else None,
                               "gpu_stage_gib": round((peak - before) / GIB, 2) if cuda else None,
                               "objects365_gpu_hours": round(seconds / images * OBJECTS365_IMAGES / 3600, 1)}))
@@ -280,7 +280,7 @@ def main():
                           "boxes_per_image": args.boxes_per_image if args.preset == "paper" else None,
                           "caption_tokens": args.caption_tokens}))
 
-        image = LoadImages()(make_records(args.preset, os.path.join(folder, "warmup"), 1, 32, seed=2)).records[0]["_image"]
+        image = LoadImages()(make_records(args.preset, os.path.join(folder, "warmup"), 1, 32, seed=2)).records[0].image
         print(json.dumps(sam_figure(segmenter, image, device, args.repeats, common)))
 
 if __name__ == "__main__":
