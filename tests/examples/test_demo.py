@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import AutoModel
 
-from modeling_unires import UniRESModel
+from modeling_unires.fast_inference_unires import enable_fast_inference
 
 from unires.demo import DEMO_IMAGE_SIZE
 
@@ -49,8 +49,15 @@ def test_demo_writes_metrics_model_and_overlays(tmp_path):
 
 def test_ablate_evaluates_a_model_without_group_tokens(tmp_path, capsys, monkeypatch):
     """README's `ablate.py --settings full no_group_tokens` died in evaluation (KeyError 'group_tokens') once an
-    image had more expressions than one inference pass holds: 8 per pass here, so that every image takes several."""
-    monkeypatch.setattr(UniRESModel, "max_expressions_per_pass", 8)
+    image had more expressions than one inference pass holds: 8 per pass here, so that every image takes several
+    (the evaluator runs the fast inference forwards on a CPU, which split expressions into passes)."""
+    passes = []
+
+    def eight_per_pass(model):
+        passes.append((model.config.use_low_group_tokens, model.config.use_high_group_tokens))
+        return enable_fast_inference(model, max_expressions_per_pass=8)
+
+    monkeypatch.setattr("unires.evaluation.segmenters.unires.enable_fast_inference", eight_per_pass)
     # The budget probe times 10 steps even for a fixed --max_steps: not what this test is about.
     monkeypatch.setattr("unires.demo.measure_step_seconds", lambda *args, **kwargs: 1.0)
     results = _demo_module("ablate").main(["--output_dir", str(tmp_path), "--settings", "no_group_tokens",
@@ -60,6 +67,7 @@ def test_ablate_evaluates_a_model_without_group_tokens(tmp_path, capsys, monkeyp
     for split in ("validation", "test_unseen"):
         assert 0.0 <= written["no_group_tokens"][split]["object"]["mIoU"] <= 100.0
     assert "| no_group_tokens | object |" in capsys.readouterr().out
+    assert passes and set(passes) == {(False, False)}  # evaluated in passes of 8, no group tokens
 
 
 def test_demo_run_again_into_the_same_folder_replaces_its_model(tmp_path):

@@ -194,3 +194,25 @@ def test_nan_logits_raise_naming_the_expressions(rows, monkeypatch):
     with pytest.raises(NaNLogitsError, match=r"NaN mask logits for the expression\(s\) \['the car'\]"):
         UniRESSegmenter(model, processor).masks_of_rows([row], [["the car", "the window"]],
                                                         [(row["height"], row["width"])])
+
+
+def test_on_a_cpu_the_evaluator_runs_the_fast_forwards_and_gives_the_model_back_plain(rows, monkeypatch):
+    from modeling_unires.fast_inference_unires import enable_fast_inference, is_fast_inference_enabled
+
+    model, processor = tiny_model_and_processor(image_size=48)
+    row = rows["validation"][0]
+    texts = [[s for r in row["referents"] for s in r["sentences"]]]
+    plain = UniRESSegmenter(model, processor, fast_inference=False).masks([row["image"]], texts)
+    enabled = []
+
+    def spy(model):
+        enabled.append(model)
+        return enable_fast_inference(model, max_expressions_per_pass=2)  # several passes for this image
+
+    monkeypatch.setattr("unires.evaluation.segmenters.unires.enable_fast_inference", spy)
+    fast = UniRESSegmenter(model, processor).masks([row["image"]], texts)
+    assert enabled == [model] and len(texts[0]) > 2
+    assert not is_fast_inference_enabled(model)  # a model being trained or saved is left as it was given
+    assert all((a == b).all() for a, b in zip(plain[0], fast[0]))  # the fast path's masks are the plain ones
+    with pytest.raises(ValueError, match="fast_inference='yes'"):
+        UniRESSegmenter(model, processor, fast_inference="yes")

@@ -50,7 +50,7 @@ ADAPTERS: dict[str, Adapter] = {
     adapter.model_type: adapter
     for adapter in (
         Adapter("unires", f"{_SEGMENTERS}.unires:UniRESSegmenter", "processor → model → post_process_masks",
-                ("device", "threshold", "trust_remote_code")),
+                ("device", "threshold", "trust_remote_code", "fast_inference")),
         Adapter("clipseg", f"{_SEGMENTERS}.clipseg:CLIPSegSegmenter",
                 "CLIPSegForImageSegmentation, logits resized to the compared size",
                 ("device", "threshold", "batch_size")),

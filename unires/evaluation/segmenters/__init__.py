@@ -2,7 +2,7 @@
 
 | `--model_type` | adapter | options |
 |---|---|---|
-| `unires` | [`UniRESSegmenter`]: processor → model → post_process_masks | `device`, `threshold`, `trust_remote_code` |
+| `unires` | [`UniRESSegmenter`]: processor → model → post_process_masks | `device`, `threshold`, `trust_remote_code`, `fast_inference` |
 | `clipseg` | [`CLIPSegSegmenter`]: CLIPSegForImageSegmentation, logits resized to the compared size | `device`, `threshold`, `batch_size` |
 | `sam3` | [`Sam3Segmenter`]: Sam3Model, the expression as text prompt, instances merged by a stated rule | `device`, `threshold`, `batch_size`, `instance_rule`, `score_threshold` |
 | `pipeline` | [`PipelineSegmenter`]: our pipeline, or any image-segmentation one (labels matched) | `device`, `threshold`, `task`, `trust_remote_code` |

@@ -3,13 +3,25 @@
 The processor gives one pixel row per image and `image_indices` for the expressions, the model encodes each image
 once for all of its expressions, `post_process_masks` resizes the logits bilinearly to the size asked for and applies
 `sigmoid > threshold` (the config's `mask_threshold`, 0.35, unless given). NaN logits raise, naming the expressions.
+
+On a CPU the model runs with its inference forwards (`modeling_unires.fast_inference_unires`, as the pipeline and the
+app do: masks bit-equal to the plain model's, expressions in passes so that memory stays bounded), switched on for
+each call and off after it, so that a model being trained or saved is left as it was given; `fast_inference=False`
+keeps the plain forwards, `True` uses the fast ones on any device.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
+
+from modeling_unires.fast_inference_unires import (
+    disable_fast_inference,
+    enable_fast_inference,
+    is_fast_inference_enabled,
+)
 
 from .base import Segmenter, default_device
 
@@ -20,22 +32,39 @@ class UniRESSegmenter(Segmenter):
     model_type = "unires"
     shares_image_encoding = True
 
-    def __init__(self, model, processor, threshold: Optional[float] = None):
+    def __init__(self, model, processor, threshold: Optional[float] = None, fast_inference: Optional[bool] = None):
+        if fast_inference not in (None, True, False):
+            raise ValueError(f"fast_inference={fast_inference!r} is invalid: expected True, False or None (on a CPU)")
         self.model = model
         self.processor = processor
         self.threshold = float(model.config.mask_threshold if threshold is None else threshold)
         self.input_size = int(model.config.image_size)
+        self.fast_inference = fast_inference
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, device: Optional[str] = None, threshold: Optional[float] = None,
-                        trust_remote_code: bool = False):
+                        trust_remote_code: bool = False, fast_inference: Optional[bool] = None):
         from transformers import AutoModel, AutoProcessor
 
         import modeling_unires  # noqa: F401  (registers the Auto classes)
 
         model = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        return cls(model.to(device or default_device()).eval(), processor, threshold=threshold)
+        return cls(model.to(device or default_device()).eval(), processor, threshold=threshold,
+                   fast_inference=fast_inference)
+
+    @contextmanager
+    def _forwards(self, device: torch.device):
+        """The fast forwards for this call (on a CPU unless asked otherwise); the model is given back as it came."""
+        wanted = device.type == "cpu" if self.fast_inference is None else self.fast_inference
+        if not wanted or is_fast_inference_enabled(self.model) or type(self.model).__name__ != "UniRESModel":
+            yield  # plain as asked, already fast as the caller set it, or a model of another class (remote code)
+            return
+        enable_fast_inference(self.model)
+        try:
+            yield
+        finally:
+            disable_fast_inference(self.model)
 
     @torch.no_grad()
     def segment(self, images, expressions, sizes=None):
@@ -44,7 +73,8 @@ class UniRESSegmenter(Segmenter):
         inputs = self.processor(images=list(images), text=[list(t) for t in expressions])
         original_sizes = inputs.pop("original_sizes")
         sizes = original_sizes.tolist() if sizes is None else [tuple(s) for s in sizes]
-        logits = self.model(**{name: value.to(device) for name, value in inputs.items()}).logits
+        with self._forwards(device):
+            logits = self.model(**{name: value.to(device) for name, value in inputs.items()}).logits
         masks = self.processor.post_process_masks(
             logits.float().cpu(), sizes, image_indices=inputs["image_indices"], texts=flat_texts,
             threshold=self.threshold,
