@@ -69,24 +69,25 @@ def stand_in_model_and_data(folder):
     return os.path.join(folder, "model"), os.path.join(folder, "data")
 
 
-class Recorder:
-    """The evaluator's UniRES predictor, keeping every predicted mask (in order) for the int8-vs-fp32 IoU."""
+def recording_segmenter(model, processor, threshold):
+    """The evaluator's UniRES segmenter, keeping every predicted mask (in order, in `.recorded`) for the int8-vs-fp32
+    IoU."""
+    from unires.evaluation.segmenters import UniRESSegmenter
 
-    def __init__(self, model, processor, threshold):
-        from unires.evaluation.segmenters import UniRESSegmenter
+    class Recorder(UniRESSegmenter):
+        def masks_of_rows(self, rows, texts, sizes):
+            predictions = super().masks_of_rows(rows, texts, sizes)
+            self.recorded.extend(np.asarray(mask, dtype=bool) for row in predictions for mask in row)
+            return predictions
 
-        self.predict = UniRESSegmenter(model, processor, threshold=threshold)
-        self.masks = []
-
-    def __call__(self, rows, texts, size_of):
-        predictions = self.predict(rows, texts, size_of)
-        self.masks.extend(np.asarray(mask, dtype=bool) for row in predictions for mask in row)
-        return predictions
+    recorder = Recorder(model, processor, threshold=threshold)
+    recorder.recorded = []
+    return recorder
 
 
 def accuracy(model_folder, data_folder, scheme, max_images):
     from dataset_scripts.load import load_mres_dataset
-    from unires.evaluation.evaluator import evaluate_predictor
+    from unires.evaluation.harness import accumulate_metrics
     from unires.evaluation.metrics import MRESMetricOptions
 
     rows = load_mres_dataset([data_folder], "validation")
@@ -94,11 +95,11 @@ def accuracy(model_folder, data_folder, scheme, max_images):
     for name in ("none", scheme):
         model, processor = load(model_folder, name)
         options = MRESMetricOptions(threshold=model.config.mask_threshold)
-        recorder = Recorder(model, processor, options.threshold)
+        recorder = recording_segmenter(model, processor, options.threshold)
         with torch.inference_mode():
-            metrics = evaluate_predictor(recorder, rows, options=options, input_size=model.config.image_size,
-                                         max_images=max_images, progress=False).compute()
-        results[name] = (metrics, recorder.masks)
+            metrics = accumulate_metrics(recorder, rows, options=options, max_images=max_images,
+                                         progress=False).compute()
+        results[name] = (metrics, recorder.recorded)
     (fp32_metrics, fp32_masks), (int8_metrics, int8_masks) = results["none"], results[scheme]
     return mask_ious(fp32_masks, int8_masks), fp32_metrics, int8_metrics
 
