@@ -111,16 +111,16 @@ class Int8RowwiseWeight(torch.Tensor):
     packed: torch.Tensor | None  # the int8 weight prepacked for oneDNN's kernel; None: `torch._int_mm` is used
 
     @staticmethod
-    def __new__(cls, int8, scale, packed=None):
+    def __new__(cls, int8, scale, packed=None, int8_sums=None):
         return torch.Tensor._make_wrapper_subclass(cls, int8.shape, dtype=torch.float32, device="cpu",
                                                    requires_grad=False)
 
-    def __init__(self, int8, scale, packed=None):
+    def __init__(self, int8, scale, packed=None, int8_sums=None):
         self.int8 = int8
         self.scale = scale
         self.packed = packed
         self.zero_points = torch.zeros(int8.shape[0], dtype=torch.long)  # the weights' (symmetric)
-        self.int8_sums = int8.sum(dim=1, dtype=torch.int32)
+        self.int8_sums = int8.sum(dim=1, dtype=torch.int32) if int8_sums is None else int8_sums
         self.sums = self.int8_sums.float() * scale  # each dequantized weight row's sum: what a row's minimum adds
 
     @classmethod
@@ -178,7 +178,7 @@ class Int8RowwiseWeight(torch.Tensor):
             target_dtype = kwargs.get("dtype", torch.float32)
             target_device = torch.device(kwargs.get("device") or "cpu")
             if target_dtype == torch.float32 and target_device.type == "cpu":
-                return Int8RowwiseWeight(source.int8, source.scale, source.packed)
+                return Int8RowwiseWeight(source.int8, source.scale, source.packed, source.int8_sums)
         if any(isinstance(a, Int8RowwiseWeight) for a in kwargs.values()) or func._schema.is_mutable and \
                 args and isinstance(args[0], Int8RowwiseWeight):
             raise NotImplementedError(f"{func} on an int8 weight (it is read-only)")
