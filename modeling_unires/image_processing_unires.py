@@ -1,7 +1,8 @@
 """Image processor for UniRES: square resize, CLIP normalisation, ground-truth masks in, boolean masks out.
 
 Images of any PIL mode (L, LA, RGBA, P, CMYK, I;16, I, F, 1), EXIF-rotated JPEGs, numpy arrays (uint8, uint16,
-bool, float in [0, 1]) and torch tensors are accepted; paths, URLs and data URIs are opened by the pipeline
+bool, float in [0, 1]) and torch tensors are accepted, all turned into RGB by `to_rgb_image`, the one image→RGB rule
+that the data engine, the captioner and the evaluator use too; paths, URLs and data URIs are opened by the pipeline
 (`image_loading_unires.py`), as transformers' pipelines do. `post_process_masks` is the plain definition: resize the
 logits bilinearly, then `sigmoid > threshold`; `UniRESImageProcessorFast` (`image_processing_unires_fast.py`) gives
 the same masks faster on a CPU. This file imports only numpy, PIL, torch, transformers and the files beside it, so
@@ -32,14 +33,27 @@ logger = logging.get_logger(__name__)
 RESAMPLE_NAMES = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1}
 
 
-def to_rgb_image(image, index: int = 0) -> Image.Image:
-    """
-    Convert one image (PIL, numpy array or torch tensor) to an 8-bit RGB PIL image, applying its EXIF
-    orientation.
+# The 16-bit modes PIL opens (16-bit PNG and TIFF greyscale); "I" (32-bit) and "F" are read by their values.
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+# Modes with an alpha band, composited on white. "P" and "PA" go through RGBA first: a palette may carry its
+# transparency in `info["transparency"]` or in an RGBA palette, and `convert("RGBA")` reads both.
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
-    Alpha is composited on white, palette and CMYK images are converted, 16-bit images keep their high byte, float
-    images are read as [0, 1] pixels. Raises `ValueError` naming `index` for an empty or unreadable image, and for
-    an array with negative values (an already-normalised tensor is not an image).
+
+def to_rgb_image(image, index: int = 0, exif_transpose: bool = True) -> Image.Image:
+    """
+    The one image→RGB rule of UniRES (the processor, the data engine, the captioner and the evaluator use it):
+    one image (PIL, numpy array or torch tensor) as an 8-bit RGB PIL image.
+
+    - EXIF orientation: applied (`exif_transpose=False` for a caller that turns the pixels itself, as the engine
+      does with the boxes); the result carries no EXIF, so applying the rule again never turns it twice.
+    - Alpha (RGBA, LA, PA, palette with transparency): composited on white.
+    - Palette, CMYK, greyscale (L, 1): PIL's conversion to RGB (CMYK without its ICC profile).
+    - 16 bits (I;16 modes, uint16 arrays; I and integer arrays above 255): `round(v / 257)`, the nearest 8-bit level.
+    - Floats (F, float arrays): [0, 1] scaled by 255, values above 1 read as [0, 255]; negative or NaN values raise.
+
+    Raises `ValueError` naming `index` for an empty, unreadable or unconvertible image, and for an array with
+    negative values (an already-normalised tensor is not an image).
     """
     if isinstance(image, (str, bytes, os.PathLike)):
         raise ValueError(
@@ -56,20 +70,27 @@ def to_rgb_image(image, index: int = 0) -> Image.Image:
         raise ValueError(f"image {index} has unsupported type {type(image).__name__}: expected PIL, numpy or torch")
     if image.width == 0 or image.height == 0:
         raise ValueError(f"image {index} has a zero side: size (width, height) = {image.size}")
-    image = ImageOps.exif_transpose(image)
+    if exif_transpose:
+        image = ImageOps.exif_transpose(image)
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image)
-        image = _array_to_pil(array, index)
+    if mode in SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        image = _array_to_pil(np.asarray(image), index)
         mode = image.mode
-    if mode == "P":
-        image = image.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+    try:
+        if mode in ("P", "PA"):
+            image = image.convert("RGBA")
+            mode = "RGBA"
+        if mode in ALPHA_MODES:
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        rgb = image.convert("RGB")
+    except ValueError as error:  # a mode PIL cannot turn into RGB
+        raise ValueError(f"image {index} of mode {mode} cannot be converted to RGB: {error}") from error
+    # Pixels only: an orientation tag left in `info` would turn the image again in a later `exif_transpose`
+    # (`convert` and `transpose` copy `info`), so the rule stays idempotent. `convert` returned a new image.
+    rgb.info = {}
+    return rgb
 
 
 def _tensor_is_channels_first(array: np.ndarray) -> bool:
@@ -94,7 +115,7 @@ def _array_to_pil(array: np.ndarray, index: int) -> Image.Image:
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif array.dtype == np.uint16:
-        array = (array >> 8).astype(np.uint8)
+        array = _sixteen_to_eight_bits(array)
     elif np.issubdtype(array.dtype, np.floating):
         if np.isnan(array).any() or float(array.min(initial=0.0)) < 0.0:
             raise ValueError(
@@ -105,11 +126,25 @@ def _array_to_pil(array: np.ndarray, index: int) -> Image.Image:
         scale = 255.0 if float(np.nanmax(array, initial=0.0)) <= 1.0 else 1.0
         array = np.clip(np.nan_to_num(array) * scale, 0, 255).astype(np.uint8)
     elif np.issubdtype(array.dtype, np.integer):
+        # "I" images and integer arrays have no declared depth: values above 255 (up to 65535) are 16-bit ones.
         top = int(array.max(initial=0))
-        array = (array >> 8 if top > 255 and top <= 65535 else np.clip(array, 0, 255)).astype(np.uint8)
+        array = _sixteen_to_eight_bits(array) if 255 < top <= 65535 else np.clip(array, 0, 255).astype(np.uint8)
     else:
         raise ValueError(f"image {index} has unsupported dtype {array.dtype}")
     return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _sixteen_to_eight_bits(array: np.ndarray) -> np.ndarray:
+    """
+    16-bit pixels (0..65535) as the nearest 8-bit level: `round(v * 255 / 65535)` = `round(v / 257)` =
+    `(v + 128) // 257` (65535 = 255 * 257, and 257 is odd, so there is no tie), which keeps black 0 and white 255.
+
+    Not PIL's `convert("L"/"RGB")` of an I;16 image: Pillow (12.x) clips it, so every value above 255 (nearly all
+    of a 16-bit photo) turns white. Not the high byte `v >> 8` either: it floors `v / 256` and is one level off
+    the nearest for a quarter of the values (129 gives 0, not 1; 65280 gives 255, not 254).
+    """
+    wide = np.clip(array.astype(np.int64), 0, 65535)
+    return ((wide + 128) // 257).astype(np.uint8)
 
 
 def to_mask_array(mask, index: int = 0) -> np.ndarray:

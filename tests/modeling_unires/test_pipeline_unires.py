@@ -138,7 +138,7 @@ def test_a_path_and_the_same_opened_image_give_the_same_masks(saved, tmp_path):
         for one, other in zip(from_path, from_image):
             assert np.array_equal(one["mask"], other["mask"]), name
             assert one["score"] == pytest.approx(other["score"]), name
-    # The 16-bit image is read by its high byte, not clipped to white.
+    # The 16-bit image is scaled to 8 bits (round(v / 257), the one pixel rule), not clipped to white.
     pixels = segmenter.processor.image_processor.preprocess(open_image(tmp_path / "16bit.png"), return_tensors="pt")
     assert float(pixels["pixel_values"].std()) > 0.5
     # The image processor takes decoded images only: opening paths and URLs is the pipeline's job.
