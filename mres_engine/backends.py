@@ -81,6 +81,15 @@ class LazyModel:
 
 # -- SAM with box prompts --------------------------------------------------------------------------
 
+def _rgb(image):
+    """SAM's input pixels: the one image→RGB rule (``to_rgb_image``), so that an image given straight to a segmenter
+    (not through ``LoadImages``, whose images are RGB by that rule already) gets them too. Without the EXIF turn:
+    the boxes are in the frame of the pixels given."""
+    from modeling_unires.image_processing_unires import to_rgb_image  # transformers' image utilities: seconds
+
+    return to_rgb_image(image, exif_transpose=False)
+
+
 @dataclass
 class BoxMasks:
     """Masks for N boxes of one image: ``masks`` bool (N, H, W); ``iou``, ``stability`` float (N,)."""
@@ -168,7 +177,7 @@ class SegmentAnythingSegmenter:
     @torch.no_grad()
     def encode(self, image) -> dict:
         predictor = self.predictor
-        predictor.set_image(np.asarray(image.convert("RGB")))
+        predictor.set_image(np.asarray(_rgb(image)))
         return {"features": predictor.features, "original_size": predictor.original_size, "input_size": predictor.input_size}
 
     @torch.no_grad()
@@ -216,7 +225,7 @@ class TransformersSamSegmenter:
     def _inputs(self, image, boxes_xyxy=None):
         _, processor = self.sam.get()
         kwargs = {"input_boxes": [boxes_xyxy.tolist()]} if boxes_xyxy is not None else {}
-        return processor(images=image.convert("RGB"), return_tensors="pt", **kwargs)
+        return processor(images=_rgb(image), return_tensors="pt", **kwargs)
 
     @torch.no_grad()
     def encode(self, image):

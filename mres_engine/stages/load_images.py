@@ -1,4 +1,5 @@
-"""Stage 1, load images: each record's image opened as RGB, made upright, its size checked against the file.
+"""Stage 1, load images: each record's image opened as RGB by the one pixel rule, made upright, its size checked
+against the file.
 
 The first stage of every batch (the records come from :func:`mres_engine.readers.manifest.read_shard_input`).
 A missing, unreadable or corrupt image is a reject of the whole image.
@@ -11,7 +12,6 @@ import os
 import re
 from dataclasses import replace
 
-import numpy as np
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from ..records import ImageRecord, clip_box, image_path, object_referent_id
@@ -29,7 +29,6 @@ _EXIF_TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 _EXIF_ORIENTATION_TAG = 0x0112
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 def orient_box(bbox, orientation: int, width: int, height: int) -> list[float]:
@@ -48,15 +47,6 @@ def orient_box(bbox, orientation: int, width: int, height: int) -> list[float]:
     (ax, ay), (bx, by) = (maps[orientation](u, v) for u, v in corners)
     x0, y0 = min(ax, bx), min(ay, by)
     return [x0, y0, max(ax, bx) - x0, max(ay, by) - y0]
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB pixels for the stages; 16-bit greyscale (``I;16``, ``I``: 0..65535) is scaled to 8 bits, not clipped at 255."""
-    if image.mode in _SIXTEEN_BIT_MODES:
-        values = np.asarray(image).astype(np.int64)
-        grey = np.clip((values + 128) // 257, 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
-    return image.convert("RGB")
 
 
 def _error_text(err: Exception) -> str:
@@ -96,7 +86,9 @@ class LoadImages:
     stored ones) are turned with it, and it is stored upright without the orientation tag (noted
     in ``fixes``), so that the masks, the stored image and what ``load_dataset`` decodes agree.
     When the manifest's size is the upright one instead, its boxes are taken as upright already.
-    16-bit greyscale images are scaled to 8 bits for the stages (and stored as they are).
+    The stages see the pixels of the one image→RGB rule (``modeling_unires``' ``to_rgb_image``: 16-bit scaled to
+    8 bits, alpha composited on white, palette and CMYK converted), the ones UniRES's processor gives the same file;
+    the image is stored as it is (or upright, re-encoded).
     """
 
     name = "load_images"
@@ -104,13 +96,18 @@ class LoadImages:
         "images are stored upright: a photo with an EXIF orientation is turned as datasets and viewers turn it, "
         "its detection boxes (given in the stored pixel frame, as in COCO and Objects365) are turned with it, and "
         "it is stored re-encoded without the orientation tag (JPEG at quality 95, other formats as PNG), so masks, "
-        "boxes and the decoded image share one frame; 16-bit images are scaled to 8 bits for the models"
+        "boxes and the decoded image share one frame; the models see the pixels of UniRES's image processor "
+        "(16-bit scaled to 8 bits as round(v / 257), alpha composited on white, palette and CMYK converted)"
     )
 
     def __init__(self, image_root: str | os.PathLike | None = None):
         self.image_root = image_root
 
     def __call__(self, records: list[ImageRecord]) -> StageOutput:
+        # Imported here: modeling_unires brings transformers' image utilities (seconds), and building the stages
+        # in a launcher process stays cheap.
+        from modeling_unires.image_processing_unires import to_rgb_image
+
         out = StageOutput()
         for record in records:
             path = image_path(record.file_name, self.image_root)
@@ -121,7 +118,10 @@ class LoadImages:
                     img.load()
                     orientation = img.getexif().get(_EXIF_ORIENTATION_TAG)
                     orientation = orientation if orientation in _EXIF_TRANSPOSE else None
-                    image = to_rgb(img)
+                    # The one pixel rule (16-bit, alpha on white, palette, CMYK), without its EXIF turn: this stage
+                    # turns the pixels itself below, with the boxes. The rule does not depend on where a pixel sits,
+                    # so turning after it gives the processor's pixels of the same file (tests/test_pixel_rule.py).
+                    image = to_rgb_image(img, exif_transpose=False)
                     stored_bytes = data
                     if orientation is not None:
                         stored_bytes = _upright_bytes(img, img.transpose(_EXIF_TRANSPOSE[orientation]))
