@@ -20,24 +20,27 @@ IGNORE_INDEX = -100
 def load_image(image, item=None) -> Image.Image:
     """An RGB ``PIL.Image`` from a PIL image, a path, bytes, an array or a ``datasets`` image dict.
 
+    The pixels are those of UniRES's one image→RGB rule (``modeling_unires``' ``to_rgb_image``: EXIF orientation,
+    16-bit, alpha on white, palette, CMYK), the ones the data engine and UniRES's processor see.
+
     Raises:
         ValueError: naming ``item`` (or the path) when the image cannot be read.
     """
+    # Imported here: modeling_unires brings transformers' image utilities (seconds) to `import captioner`.
+    from modeling_unires.image_processing_unires import to_rgb_image
+
     label = f"item {item!r}" if item is not None else "image"
     try:
         if isinstance(image, dict):  # datasets.Image(decode=False) form
             image = image.get("bytes") or image.get("path")
         if isinstance(image, (str, os.PathLike)):
             with Image.open(image) as opened:
-                return opened.convert("RGB")
+                return to_rgb_image(opened)
         if isinstance(image, (bytes, bytearray)):
             with Image.open(io.BytesIO(image)) as opened:
-                return opened.convert("RGB")
-        if isinstance(image, np.ndarray):
-            return Image.fromarray(image).convert("RGB")
-        if isinstance(image, Image.Image):
-            image.load()
-            return image if image.mode == "RGB" else image.convert("RGB")
+                return to_rgb_image(opened)
+        if isinstance(image, (np.ndarray, Image.Image)):
+            return to_rgb_image(image)
     except (OSError, UnidentifiedImageError, ValueError, TypeError) as error:
         raise ValueError(f"Cannot read the image of {label} ({image if isinstance(image, (str, os.PathLike)) else type(image).__name__}): {error}") from error
     raise ValueError(f"Cannot read the image of {label}: unsupported type {type(image).__name__}.")
