@@ -5,7 +5,7 @@ The bare side does only the arithmetic every IoU metric needs: `(prediction & re
 `(prediction | reference).sum()` per mask (and per part against its parent object, where the metric side computes the
 part-object confusion too). Two input forms, each timed against its own bare loop:
 - `batched`: an (N, H, W) bool array per update, then `compute()` (the vectorised path);
-- `list`: lists of 2-D bool arrays with parent masks for the part expressions, as `unires.evaluation.evaluator`
+- `list`: lists of 2-D bool arrays with parent masks for the part expressions, as `unires.evaluation.harness`
   passes them (images of any size), through `compute_mres_metrics`.
 
 Masks are 480x640 rectangles (a COCO-sized image), half objects and half parts.

@@ -296,7 +296,7 @@ def test_app_script_defaults_and_missing_model_folder(tmp_path, monkeypatch, cap
 
 
 def test_a_mistyped_model_folder_reads_as_a_missing_path(tmp_path, monkeypatch, capsys):
-    from unires.evaluation.evaluator import evaluate_checkpoint
+    from unires.evaluation import run_evaluation
 
     # Case 7 of issue 20: a typo in a local path is a missing path, not a Hub connection error.
     monkeypatch.chdir(tmp_path)
@@ -308,7 +308,7 @@ def test_a_mistyped_model_folder_reads_as_a_missing_path(tmp_path, monkeypatch, 
             _app_script().main(["--model", typo])
         assert exit_info.value.code == 2 and f"No model folder or file at {typo}" in capsys.readouterr().err
         with pytest.raises(FileNotFoundError, match=f"No model folder or file at {typo}"):
-            evaluate_checkpoint(typo, str(tmp_path))
+            run_evaluation(typo, "unires", str(tmp_path), ["validation"])
 
 
 def test_page_builds_with_gradio(app):

@@ -128,25 +128,6 @@ def test_shares_of_the_images_merge_to_the_whole(rows):
         assert merged[group] == pytest.approx(whole[group], rel=1e-12)  # sums in another order
 
 
-def test_the_deprecated_entry_points_warn_and_answer_through_the_harness(rows):
-    from unires.evaluation.evaluator import evaluate_predictor
-
-    model, processor = tiny_model_and_processor(image_size=48)
-    segmenter = UniRESSegmenter(model, processor)
-    expected = accumulate_metrics(segmenter, rows["validation"], progress=False).compute()
-    with pytest.warns(FutureWarning, match="accumulate_metrics"):  # unires/training/trainer.py's call, as it is
-        found = evaluate_predictor(segmenter, rows["validation"], input_size=model.config.image_size, batch_size=2,
-                                   progress=False).compute()
-    assert found == expected
-
-    def predictor(batch, texts, size_of):  # the old MaskPredictor form (benchmarks/int8_quantization.py)
-        return [[np.ones(size_of(row), bool) for _ in row_texts] for row, row_texts in zip(batch, texts)]
-
-    with pytest.warns(FutureWarning):
-        old = evaluate_predictor(predictor, rows["validation"], progress=False).compute()
-    assert old == evaluate_segmenter(FullImageSegmenter(), rows["validation"], progress=False)
-
-
 def test_evaluate_cli_writes_the_table(rows, tmp_path, capsys):
     model, processor = tiny_model_and_processor(image_size=48)
     model.save_pretrained(tmp_path / "model")

@@ -28,7 +28,6 @@ _EXPORTS = {
     "registry": ("ADAPTERS", "BASELINES", "MODEL_TYPES"),
     "segmenters": ("CallableSegmenter", "CLIPSegSegmenter", "FullImageSegmenter", "LargestObjectBoxSegmenter",
                    "PipelineSegmenter", "Sam3Segmenter", "Segmenter", "UniRESSegmenter", "load_segmenter"),
-    "evaluator": ("evaluate_checkpoint", "evaluate_predictor"),  # deprecated: see evaluator.py
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from dataset_scripts.hub import TRACKER_LOG_DIR, without_secrets
 from dataset_scripts.main_process import on_main_process
 
-from ..evaluation.evaluator import evaluate_predictor
+from ..evaluation.harness import accumulate_metrics
 from ..evaluation.segmenters import UniRESSegmenter
 from ..evaluation.metrics import MRESMetricAccumulator, MRESMetricOptions, format_metrics_table
 from .arguments import DataArguments, UniRESTrainingArguments
@@ -457,11 +457,10 @@ class UniRESTrainer:
         model = accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
-        accumulator = evaluate_predictor(
+        accumulator = accumulate_metrics(
             UniRESSegmenter(model, self.processor),
             dataset if dataset is not None else self.eval_dataset,
             options=options,
-            input_size=model.config.image_size,
             batch_size=self.args.per_device_eval_batch_size,
             max_images=self.data_args.max_eval_images,
             process_index=accelerator.process_index,

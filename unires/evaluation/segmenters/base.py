@@ -15,7 +15,6 @@ instances become one mask), and goes into every result.
 
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -147,12 +146,6 @@ class Segmenter:
         """What the harness calls: boolean masks for MRES `rows` (their images), one per expression, at `sizes`.
         A segmenter that reads more of a row than its image (the `largest_object_box` baseline) overrides this."""
         return self.masks([row["image"] for row in rows], expressions, sizes)
-
-    def __call__(self, rows: Sequence[dict], texts: Sequence[Sequence[str]], size_of) -> list[list[np.ndarray]]:
-        """Deprecated (the `MaskPredictor` form of `evaluate_predictor`): use `masks_of_rows(rows, texts, sizes)`."""
-        warnings.warn("calling a Segmenter with (rows, texts, size_of) is deprecated: use "
-                      "masks_of_rows(rows, texts, [size_of(row) for row in rows])", FutureWarning, stacklevel=2)
-        return self.masks_of_rows(rows, texts, [size_of(row) for row in rows])
 
 
 def chunks(items: Sequence, size: int):
