@@ -318,7 +318,9 @@ class UniRESPixelDecoder(nn.Module):
         self.conv_out = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.conv_out(F.gelu(self.conv_in(pixel_values)))
+        # One image at a time: a batched convolution may pick another algorithm for another batch size, and an
+        # image's features (so its masks) must not depend on the other images of the call.
+        return torch.cat([self.conv_out(F.gelu(self.conv_in(image[None]))) for image in pixel_values])
 
 
 class UniRESVisionEncoder(nn.Module):
@@ -605,7 +607,11 @@ class UniRESMaskHead(nn.Module):
             # Cell-major before the product, so that the (larger) weighted features come out contiguous.
             padded = padded.view(channels, rows + 1, patch, cols + 1, patch).permute(1, 3, 0, 2, 4).contiguous()
             weighted = (padded[:, :, None] * weights).view(cells, 4 * channels, patch * patch)
-            per_cell = torch.bmm(corners.index_select(1, rows_of_image), weighted)  # (cells, e, patch^2)
+            # (cells, e, patch^2), one expression per product: a matrix product's kernel (and so its rounding) may
+            # change with the number of rows, and an expression's logits must not depend on the others in the call.
+            corners_of_image = corners.index_select(1, rows_of_image)
+            per_cell = torch.cat([torch.bmm(corners_of_image[:, e : e + 1], weighted)
+                                  for e in range(corners_of_image.shape[1])], dim=1)
             per_cell = per_cell.view(rows + 1, cols + 1, -1, patch, patch).permute(2, 0, 3, 1, 4)
             full = per_cell.reshape(-1, (rows + 1) * patch, (cols + 1) * patch)
             members.append(rows_of_image)
@@ -634,13 +640,12 @@ class UniRESMaskHead(nn.Module):
     def _alignment_per_patch(self, decoded, sentence_key):
         """
         Text-to-pixel alignment: one logit per patch, `<W_v h_patch + b_v, t> / sqrt(width)` with
-        `t = alignment_text_projection(sentence)`. Computed as `<h_patch, W_v^T t> + <b_v, t>`: the sentence is
-        projected once instead of every patch token (`expressions x tokens x width x width` multiply-adds).
+        `t = alignment_text_projection(sentence)`. Row by row (a projection, then an elementwise product summed over
+        the width), so that an expression's logits do not depend on the other expressions of the call.
         """
         projection = self.alignment_visual_projection
         text = self.alignment_text_projection(sentence_key)
-        key = text @ projection.weight  # (expressions, width): W_v^T t
-        per_patch = torch.bmm(decoded, key[:, :, None]).squeeze(-1) + (text @ projection.bias)[:, None]
+        per_patch = (projection(decoded) * text[:, None, :]).sum(-1)
         return per_patch / math.sqrt(projection.out_features)
 
 
