@@ -15,6 +15,7 @@ from modeling_unires.image_processing_unires import UniRESImageProcessor, to_rgb
 from mres_engine import backends
 from mres_engine.records import ImageRecord
 from mres_engine.stages.load_images import LoadImages
+from unires.evaluation.segmenters.base import rgb as evaluation_rgb
 
 WIDTH, HEIGHT = 24, 18
 EXIF_ORIENTATION = 0x0112
@@ -99,10 +100,13 @@ def test_every_reader_sees_the_same_pixels(files, mode):
     captioner_from_bytes = np.asarray(load_image(path.read_bytes(), item=mode))
     with Image.open(path) as opened:
         sam_input = np.asarray(backends._rgb(to_rgb_image(opened)))
+    with Image.open(path) as opened:  # what every evaluation adapter hands its model
+        evaluator_input = np.asarray(evaluation_rgb(opened))
     upright = (WIDTH, HEIGHT) if mode != "EXIF-rotated JPEG" else (HEIGHT, WIDTH)
     assert processor_pixels.shape == (upright[1], upright[0], 3)
     for name, pixels in [("engine", engine), ("captioner (path)", captioner_from_path),
-                         ("captioner (bytes)", captioner_from_bytes), ("SAM input", sam_input)]:
+                         ("captioner (bytes)", captioner_from_bytes), ("SAM input", sam_input),
+                         ("evaluator", evaluator_input)]:
         assert np.array_equal(pixels, processor_pixels), f"{mode}: {name} differs from the processor"
 
 

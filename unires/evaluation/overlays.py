@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dataset_scripts.features import sentences_of
 from dataset_scripts.masks import decode_mask
+from modeling_unires.image_processing_unires import to_rgb_image
 
 from .segmenters import UniRESSegmenter
 
@@ -22,7 +23,7 @@ TRUTH_COLOUR = (64, 200, 64)
 
 def overlay_mask(image: Image.Image, mask: np.ndarray, colour=PREDICTION_COLOUR, alpha: float = 0.55) -> Image.Image:
     """`image` with `mask` (bool, same size) tinted in `colour`."""
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    base = np.asarray(to_rgb_image(image), dtype=np.float32)  # the pixels the model saw
     if mask.shape != base.shape[:2]:
         raise ValueError(f"mask of shape {mask.shape} does not match the image of size {image.size[::-1]}")
     tinted = base.copy()
@@ -39,7 +40,8 @@ def draw_prediction_panel(
     scale: int = 3,
 ) -> Image.Image:
     """One PNG-ready panel: image | prediction (red) | truth (green), the expression underneath."""
-    tiles = [image.convert("RGB"), overlay_mask(image, predicted, PREDICTION_COLOUR)]
+    image = to_rgb_image(image)  # the one rule: the pixels (and, after EXIF, the size) the model saw
+    tiles = [image, overlay_mask(image, predicted, PREDICTION_COLOUR)]
     if truth is not None:
         tiles.append(overlay_mask(image, truth, TRUTH_COLOUR))
     width, height = image.width * scale, image.height * scale

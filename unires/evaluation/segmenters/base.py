@@ -49,10 +49,12 @@ def image_size(image) -> tuple[int, int]:
 
 
 def rgb(image) -> Image.Image:
-    """An RGB PIL image (rows of `datasets` hold PIL images; grayscale COCO images exist)."""
-    if not isinstance(image, Image.Image):
-        image = Image.fromarray(np.asarray(image))
-    return image if image.mode == "RGB" else image.convert("RGB")
+    """An RGB PIL image by the one image→RGB rule (EXIF, 16-bit, alpha on white, palette, CMYK): the pixels UniRES's
+    processor and the data engine see, whatever model is scored (rows of `datasets` hold PIL images; grayscale COCO
+    images exist)."""
+    from modeling_unires.image_processing_unires import to_rgb_image
+
+    return to_rgb_image(image)
 
 
 def default_device() -> str:
