@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Iterator
 
-from dataset_scripts.rejects import RejectLog
+from run_support.rejects import RejectLog
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .box_prompts import PAPER_BOX_FORMAT, BoxFormat, box_coordinates, build_messages, build_prompt
 from .defaults import DEFAULT_MAX_IMAGE_TOKENS
-from dataset_scripts.rejects import RejectLog
+from run_support.rejects import RejectLog
 
 IGNORE_INDEX = -100
 

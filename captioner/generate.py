@@ -35,7 +35,7 @@ from .encoding import (
     resized_image_size,
 )
 from .modeling import load_captioner
-from dataset_scripts.rejects import RejectLog
+from run_support.rejects import RejectLog
 
 logger = logging.getLogger(__name__)
 

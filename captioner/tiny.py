@@ -19,7 +19,7 @@ import argparse
 import json
 import os
 
-from dataset_scripts.cli import HelpFormatter, positive_int
+from run_support.cli import HelpFormatter, positive_int
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 210), "yellow": (235, 215, 40),
            "white": (245, 245, 245), "black": (20, 20, 20)}

@@ -25,11 +25,11 @@ from .encoding import IGNORE_INDEX, CaptionCollator, context_length, record_batc
 from .finetune_data import build_caption_mixture, parse_mapping
 from .model_card import write_model_card
 from .modeling import add_lora, load_base_model
-from dataset_scripts.hub import TRACKER_LOG_DIR, check_push_access, push_folder, without_secrets
-from dataset_scripts.main_process import (check_processes_see_each_other, on_main_process,
+from run_support.hub import TRACKER_LOG_DIR, check_push_access, push_folder, without_secrets
+from run_support.main_process import (check_processes_see_each_other, on_main_process,
                                           warn_if_fewer_processes_than_launched)
-from dataset_scripts.output_dir import LOCK_FILE, OutputDirLock, check_checkpoints, existing_checkpoints, remove_checkpoints
-from dataset_scripts.rejects import RejectLog
+from run_support.output_dir import LOCK_FILE, OutputDirLock, check_checkpoints, existing_checkpoints, remove_checkpoints
+from run_support.rejects import RejectLog
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -111,7 +111,7 @@ def train(model_args: CaptionerModelArguments, data_args: CaptionerDataArguments
     """Fine-tune LoRA on the caption mixture (or on ``train_dataset`` rows of the caption schema).
 
     Before anything is loaded, the main process claims ``output_dir`` for the whole run, as UniRES training does
-    (:mod:`dataset_scripts.output_dir`): its lock (a second run into the folder fails at once, naming this one's
+    (:mod:`run_support.output_dir`): its lock (a second run into the folder fails at once, naming this one's
     pid and host), then the checks that can fail, none of which deletes anything: the ``--overwrite_output_dir``
     rule (a folder holding an earlier run, its checkpoints or its saved adapter, is refused unless
     ``--resume_from_checkpoint`` continues that run or ``--overwrite_output_dir`` replaces it), the checkpoint to
@@ -360,7 +360,7 @@ def load_trainable_weights(model, path: str) -> None:
 
 def push_adapter_to_hub(output_dir: str, repo_id: str, token: str | None = None) -> str:
     """Upload adapter, processor and model card (not the resumable checkpoints) to ``repo_id``, which
-    :func:`dataset_scripts.hub.check_push_access` created before training."""
+    :func:`run_support.hub.check_push_access` created before training."""
     push_folder(output_dir, repo_id, token=token, commit_message="Upload dense captioner LoRA adapter",
                 ignore_patterns=[f"{CHECKPOINT_PREFIX}*", "*.jsonl", f"{TRACKER_LOG_DIR}/*", LOCK_FILE,
                                  f"{TRACKER_PROJECT}/*"])  # where tracker logs went before runs/, token included

@@ -10,7 +10,7 @@ from typing import Optional
 import datasets
 
 from .features import MRES_FEATURES, SCHEMA_VERSION
-from .rejects import REJECTS_FILENAME, RejectLog
+from run_support.rejects import REJECTS_FILENAME, RejectLog
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from .coco_common import (
 )
 from .features import make_referent
 from .masks import encode_mask, mask_area, mask_bbox, mask_from_png, mask_intersection
-from .rejects import RejectLog
+from run_support.rejects import RejectLog
 
 RELEASED_ANNOTATION_DIR = "annotations"
 CONVERTER_ANNOTATION_DIR = "anns"

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from datasets import interleave_datasets, load_dataset
 
-from .sources import check_local_or_hub
+from run_support.sources import check_local_or_hub
 
 
 def load_mres_dataset(

@@ -28,7 +28,7 @@ from datasets.utils.py_utils import convert_file_size_to_int
 from tqdm.auto import tqdm
 
 from .dataset_card import render_dataset_card
-from .hub import check_push_access, push_folder
+from run_support.hub import check_push_access, push_folder
 
 logger = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ converter's ``anns/{dataset}/`` and ``masks/{dataset}/`` are accepted too; the c
 ``annotation_dir``, ``mask_dir`` and ``image_dir`` name other folders). Every split file present
 is read (public names include ``val_part_only`` and ``val_object_part``); items are grouped by
 image; bad items are skipped and fixes recorded in ``rejects.jsonl`` (see
-:class:`~dataset_scripts.rejects.RejectLog`).
+:class:`~run_support.rejects.RejectLog`).
 """
 
 from __future__ import annotations
 
 from .builder_base import MRESBuilder
-from .citation import UNIRES_CITATION
+from run_support.citation import UNIRES_CITATION
 from .coco_common import SOURCE
 from .cris_layout import CRISLayoutConfig, cris_split_generators, read_cris_split
 

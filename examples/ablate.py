@@ -22,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dataset_scripts.cli import HelpFormatter
+from run_support.cli import HelpFormatter
 from unires.demo_recipe import DEMO_NUM_EVAL, DEMO_NUM_TRAIN
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from dataset_scripts.cli import HelpFormatter, refuse_missing_paths
+from run_support.cli import HelpFormatter, refuse_missing_paths
 from unires.quantize_option import add_quantize_argument
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the page's server

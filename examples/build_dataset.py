@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from dataset_scripts.cli import HelpFormatter, non_negative_int, positive_int, refuse_missing_paths, root_cause
+from run_support.cli import HelpFormatter, non_negative_int, positive_int, refuse_missing_paths, root_cause
 
 # MRES-Synth's splits, spelled here so that --help needs no import of datasets (checked by the tests).
 SYNTH_SPLITS = ("train", "validation", "test", "test_unseen")
@@ -55,7 +55,7 @@ def main(argv=None):
     _show_build_log()
     from datasets.exceptions import DatasetGenerationError
 
-    from dataset_scripts.hub import HubPushError
+    from run_support.hub import HubPushError
 
     try:
         build(args)
@@ -66,7 +66,7 @@ def main(argv=None):
 
 
 def build(args):
-    from dataset_scripts.hub import check_push_access, repo_url
+    from run_support.hub import check_push_access, repo_url
     from dataset_scripts.publish import publish
 
     rejects = args.rejects or os.path.join(args.output_dir or os.getcwd(), "rejects.jsonl")

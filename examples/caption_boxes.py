@@ -16,7 +16,7 @@ import logging
 import sys
 
 from captioner.defaults import DEFAULT_BASE_MODEL, DEFAULT_MAX_IMAGE_TOKENS  # light: no torch before parsing
-from dataset_scripts.cli import HelpFormatter, refuse_missing_paths
+from run_support.cli import HelpFormatter, refuse_missing_paths
 
 
 def _is_url(text) -> bool:
@@ -62,7 +62,7 @@ def main(argv=None):
     # torch and transformers: after the command line is read.
     from captioner import DenseCaptioner
     from captioner.caption_files import caption_jsonl
-    from dataset_scripts.rejects import RejectLog
+    from run_support.rejects import RejectLog
 
     captioner = DenseCaptioner.from_pretrained(args.model, base_model=args.base_model, torch_dtype=args.torch_dtype, device=args.device,
                                                max_new_tokens=args.max_new_tokens, token_budget=args.token_budget, max_batch_size=args.max_batch_size,

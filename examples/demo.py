@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from dataset_scripts.cli import HelpFormatter  # noqa: E402
+from run_support.cli import HelpFormatter  # noqa: E402
 from unires.demo_recipe import (  # noqa: E402  (light: no torch before parsing)
     DEMO_BATCH_SIZE,
     DEMO_LEARNING_RATE,

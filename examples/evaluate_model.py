@@ -29,8 +29,8 @@ import json
 import sys
 from pathlib import Path
 
-from dataset_scripts.cli import HelpFormatter, argument_error, probability, refuse_missing_paths
-from dataset_scripts.sources import unfinished_engine_run
+from run_support.cli import HelpFormatter, argument_error, probability, refuse_missing_paths
+from run_support.sources import unfinished_engine_run
 from unires.evaluation.registry import BASELINES, CALLABLE_PREFIX, MODEL_TYPES, adapter_of, foreign_options
 
 # The adapters' options as this command line spells them (the registry names each adapter's keyword options).

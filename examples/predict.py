@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from dataset_scripts.cli import HelpFormatter, probability, refuse_missing_paths
+from run_support.cli import HelpFormatter, probability, refuse_missing_paths
 from unires.quantize_option import add_quantize_argument
 
 

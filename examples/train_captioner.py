@@ -15,7 +15,7 @@ import sys
 from transformers import HfArgumentParser
 
 from captioner.arguments import CaptionerDataArguments, CaptionerModelArguments, CaptionerTrainingArguments
-from dataset_scripts.cli import refuse_missing_paths
+from run_support.cli import refuse_missing_paths
 
 
 def main(argv=None):

@@ -14,7 +14,7 @@ package. The model's `save_pretrained` also writes `custom_pipelines` and the pi
 
 from importlib.metadata import version as _distribution_version
 
-__version__ = _distribution_version("unires")  # pyproject.toml's version, one for the five packages
+__version__ = _distribution_version("unires")  # pyproject.toml's version, one for the six packages
 
 from .configuration_unires import UniRESConfig
 from .fast_inference_unires import disable_fast_inference, enable_fast_inference

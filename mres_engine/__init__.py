@@ -23,4 +23,4 @@ ground truth), ``testing_utils`` (tiny models for tests and benchmarks). Nothing
 
 from importlib.metadata import version as _distribution_version
 
-__version__ = _distribution_version("unires")  # pyproject.toml's version, one for the five packages
+__version__ = _distribution_version("unires")  # pyproject.toml's version, one for the six packages

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from dataset_scripts.output_dir import OutputDirInUseError, OutputDirLock
+from run_support.output_dir import OutputDirInUseError, OutputDirLock
 
 from .errors import EngineError, EngineUsageError
 from .options import RunnerOptions, StageOptions
@@ -122,7 +122,7 @@ def _command(command: str, rest: list[str], prog: str) -> int:
             raise EngineUsageError("--hub_dataset_id", "--push_to_hub needs the Hub dataset repo, org/name")
         repo_id = None
         if options.push_to_hub:  # before the exactly-once check reads every shard
-            from dataset_scripts.hub import check_push_access  # huggingface_hub's client
+            from run_support.hub import check_push_access  # huggingface_hub's client
 
             repo_id = check_push_access(options.hub_dataset_id, options.output_dir, token=options.hub_token,
                                         private=options.hub_private_repo, repo_type="dataset", option="--hub_dataset_id")

@@ -21,7 +21,7 @@ from typing import Any, Optional
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
-from dataset_scripts.output_dir import OutputDirLock
+from run_support.output_dir import OutputDirLock
 
 from . import layout
 from .errors import EngineUsageError

@@ -13,7 +13,7 @@ source, shard count, stages factory and the stage options that shape the rows). 
 other ones is refused, naming each difference (:class:`~mres_engine.errors.RunMismatchError`),
 unless ``--force_new`` clears the old output first (:func:`clear_output`).
 
-One run per output folder: the driver holds ``OUT/.lock`` (:class:`dataset_scripts.output_dir.OutputDirLock`, the
+One run per output folder: the driver holds ``OUT/.lock`` (:class:`run_support.output_dir.OutputDirLock`, the
 trainers' lock) from its argument checks to its end, and waits for any worker of an earlier, killed run to be gone
 before it touches a file (:mod:`mres_engine.workers`). A run refused for its input before the manifest is recorded
 leaves no folder it created, and in a folder that was there a card that says why (never an "unfinished" one).
@@ -30,7 +30,7 @@ import shutil
 from dataclasses import asdict, is_dataclass
 from typing import Any, Optional
 
-from dataset_scripts.output_dir import LOCK_FILE, OutputDirInUseError, OutputDirLock
+from run_support.output_dir import LOCK_FILE, OutputDirInUseError, OutputDirLock
 
 from . import layout, workers
 from .errors import EngineError, EngineInputError, EngineUsageError, RunMismatchError, locate_schema_problem

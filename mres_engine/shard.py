@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional
 
 from tqdm.auto import tqdm
 
-from dataset_scripts.rejects import RejectLog
+from run_support.rejects import RejectLog
 
 from . import layout
 from .progress import PROGRESS_INTERVAL, progress_path, write_progress

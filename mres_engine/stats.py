@@ -2,7 +2,7 @@
 
 Each shard keeps one :class:`RunStats`; the driver merges the shards' stats into ``stats.json``
 and prints them as a table. A reason is counted by its head (the text before the first ``:``), as
-:class:`dataset_scripts.rejects.RejectLog` does, so "missing image: a.jpg" and "missing image:
+:class:`run_support.rejects.RejectLog` does, so "missing image: a.jpg" and "missing image:
 b.jpg" add up.
 """
 

@@ -1,7 +1,7 @@
 """The local executor's worker processes end with the driver, and a run never starts beside an earlier run's workers.
 
 The driver of ``python -m mres_engine run`` holds the output folder's lock (``OUT/.lock``,
-:class:`dataset_scripts.output_dir.OutputDirLock`) for the whole run. A record lock belongs to one
+:class:`run_support.output_dir.OutputDirLock`) for the whole run. A record lock belongs to one
 process, so it says nothing of the processes the driver started: datatrove's worker pool, its
 ``multiprocess`` manager and, with the default start method, the forkserver. Killed alone (SIGKILL,
 an OOM kill), the driver used to leave them running: the workers finished their shards and renamed

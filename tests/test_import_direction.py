@@ -5,11 +5,12 @@ is still an edge: it runs as soon as that function does), and so is every ``"pac
 (the engine names its stages factory that way: it is imported at run time, an edge all the same). Every edge to
 another package of ours must be one of these:
 
-    examples       -> unires, mres_engine, captioner, dataset_scripts, modeling_unires (the top: thin entry points)
-    unires         -> modeling_unires, dataset_scripts
-    mres_engine    -> captioner, dataset_scripts, modeling_unires
-    captioner      -> dataset_scripts, modeling_unires (only for the one image→RGB rule, `to_rgb_image`)
-    modeling_unires, dataset_scripts -> none of ours
+    examples       -> unires, mres_engine, captioner, dataset_scripts, modeling_unires, run_support (the top)
+    unires         -> modeling_unires, dataset_scripts, run_support
+    mres_engine    -> captioner, dataset_scripts, modeling_unires, run_support
+    captioner      -> dataset_scripts, modeling_unires (the one image->RGB rule, which travels as remote code), run_support
+    dataset_scripts -> run_support
+    modeling_unires, run_support -> none of ours
 
 and no example imports another example. The packages are the ones `pyproject.toml` ships, read from it: a new
 top-level package without a rule here fails the suite instead of going unchecked.
@@ -32,12 +33,13 @@ else:  # pragma: no cover - Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 
 ALLOWED = {
-    "examples": {"unires", "mres_engine", "captioner", "dataset_scripts", "modeling_unires"},
-    "unires": {"modeling_unires", "dataset_scripts"},
-    "mres_engine": {"captioner", "dataset_scripts", "modeling_unires"},
-    "captioner": {"dataset_scripts", "modeling_unires"},
-    "modeling_unires": set(),
-    "dataset_scripts": set(),
+    "examples": {"unires", "mres_engine", "captioner", "dataset_scripts", "modeling_unires", "run_support"},
+    "unires": {"modeling_unires", "dataset_scripts", "run_support"},
+    "mres_engine": {"captioner", "dataset_scripts", "modeling_unires", "run_support"},
+    "captioner": {"dataset_scripts", "modeling_unires", "run_support"},
+    "dataset_scripts": {"run_support"},
+    "modeling_unires": set(),  # its files travel with checkpoints as remote code
+    "run_support": set(),  # the floor: Hub checks, output-folder lock, processes, paths, CLI helpers, reject logs
 }
 # "package.module:function", as entry points and the engine's --stages_factory spell an importable callable.
 ENTRY_POINT_STRING = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):[A-Za-z_]\w*$")

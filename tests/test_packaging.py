@@ -1,4 +1,4 @@
-"""The package as users install it: the wheel builds without warnings, holds the five packages and their data
+"""The package as users install it: the wheel builds without warnings, holds the six packages and their data
 files and nothing else, and, installed into a fresh virtual environment, runs the pipeline and the `evaluate`
 module from a folder outside the repository, importing nothing from the checkout; the model, the datasets,
 training and evaluation import none of the `engine` and `app` extras' packages.
@@ -30,7 +30,7 @@ else:  # the dev extra installs tomli there
 
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("modeling_unires", "unires", "dataset_scripts", "captioner", "mres_engine")
+PACKAGES = ("modeling_unires", "unires", "dataset_scripts", "captioner", "mres_engine", "run_support")
 NOT_SHIPPED = ("__pycache__", ".pytest_cache", "*.egg-info", "build", "dist", ".venv", ".git", "outputs")
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 # Import names of the engine and app extras' packages (datatrove, segment_anything, torchvision, peft, gradio).
@@ -81,7 +81,7 @@ def test_build_prints_no_warning(built):
     assert not warnings, "the build warns:\n" + "\n".join(warnings)
 
 
-def test_wheel_holds_the_five_packages_their_data_files_and_nothing_else(built):
+def test_wheel_holds_the_six_packages_their_data_files_and_nothing_else(built):
     _, wheel, source_files, _ = built
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -145,7 +145,7 @@ RUN_OUTSIDE = textwrap.dedent(
         del sys.modules[name]
     import captioner, mres_engine, mres_engine.run  # the engine extra's
 
-    ours = ("modeling_unires", "unires", "dataset_scripts", "captioner", "mres_engine")
+    ours = ("modeling_unires", "unires", "dataset_scripts", "captioner", "mres_engine", "run_support")
     print(json.dumps({
         "masks": [[result["text"], list(result["mask"].shape)] for result in results],
         "mIoU": {group: scores[group]["mIoU"] for group in ("object", "part", "object+part")},

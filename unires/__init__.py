@@ -6,4 +6,4 @@ the datasets are `dataset_scripts`. This package imports both and is imported by
 
 from importlib.metadata import version as _distribution_version
 
-__version__ = _distribution_version("unires")  # pyproject.toml's version, one for the five packages
+__version__ = _distribution_version("unires")  # pyproject.toml's version, one for the six packages

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import datasets
 
-from dataset_scripts.rejects import RejectLog
+from run_support.rejects import RejectLog
 
 CAPTION_FEATURES = datasets.Features(
     {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..cli import HelpFormatter, non_negative_int, positive_int
+from run_support.cli import HelpFormatter, non_negative_int, positive_int
 from .builder import SPLITS, MRESSynthConfig, build_mres_synth
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..builder_base import MRESBuilder
-from ..citation import UNIRES_CITATION
+from run_support.citation import UNIRES_CITATION
 from ..features import make_referent
 from ..masks import encode_mask, mask_bbox
 from .expressions import object_descriptors, object_sentences, part_sentences
@@ -196,7 +196,7 @@ def build_mres_synth(
     Returns:
         The generated ``DatasetDict`` (Arrow-backed, from the builder's cache).
     """
-    from ..hub import check_push_access
+    from run_support.hub import check_push_access
     from ..publish import publish
 
     counts = dict(num_images or {})

@@ -3,7 +3,7 @@
 It runs once, in the driver, before sharding (:mod:`mres_engine.readers.manifest` cuts what it reads into
 one input file per shard). The JSON is read streaming (``ijson``): no JSON tree and no record list is held,
 only the boxes in typed arrays (:class:`DetectionBoxes`); every box it skips or clips is accounted for in
-a :class:`~dataset_scripts.rejects.RejectLog`.
+a :class:`~run_support.rejects.RejectLog`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import ijson
 import numpy as np
 from ijson.backends import python as python_backend
 
-from dataset_scripts.rejects import RejectLog
+from run_support.rejects import RejectLog
 
 from ..errors import EngineInputError, item_name
 from ..records import ImageRecord, clip_box

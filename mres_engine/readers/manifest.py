@@ -17,7 +17,7 @@ import logging
 import os
 from typing import Any, Optional
 
-from dataset_scripts.rejects import RejectLog
+from run_support.rejects import RejectLog
 
 from .. import layout
 from ..errors import EngineInputError

@@ -6,7 +6,7 @@ from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from captioner import BoxCaption, DenseCaptioner, load_base_model
-from dataset_scripts.rejects import RejectLog
+from run_support.rejects import RejectLog
 
 
 class _ForceTokenAfter(LogitsProcessor):

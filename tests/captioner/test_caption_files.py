@@ -5,7 +5,7 @@ import pytest
 
 from captioner import DenseCaptioner, load_base_model
 from captioner.caption_files import caption_jsonl
-from dataset_scripts.rejects import RejectLog
+from run_support.rejects import RejectLog
 
 
 class _KilledAfter:

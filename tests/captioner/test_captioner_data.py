@@ -228,7 +228,7 @@ def test_a_broken_array_fails_after_the_elements_before_it(tmp_path):
 def test_builders_count_what_they_keep(releases, tmp_path, caplog):
     import logging
 
-    with caplog.at_level(logging.INFO, logger="dataset_scripts.rejects"):
+    with caplog.at_level(logging.INFO, logger="run_support.rejects"):
         load_caption_source("visual_genome", str(releases / "vg"), cache_dir=str(tmp_path / "cache"), rejects_path=str(tmp_path / "r.jsonl"))
         load_caption_source("coco_captions", str(releases / "coco"), cache_dir=str(tmp_path / "cache"), rejects_path=str(tmp_path / "r.jsonl"))
     summaries = [record.getMessage() for record in caplog.records if "kept" in record.getMessage()]

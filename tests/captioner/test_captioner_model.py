@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from captioner import BoxRequest, CaptionCollator, DenseCaptioner, load_base_model, load_captioner
 from captioner.encoding import IGNORE_INDEX
 from captioner.finetune_data import CAPTION_FEATURES
-from dataset_scripts.rejects import RejectLog
+from run_support.rejects import RejectLog
 from captioner.train import CaptionerDataArguments, CaptionerModelArguments, CaptionerTrainingArguments, train
 
 CAPTIONS = ["a dog on the grass", "the man on the left", "wheel of car", "head of cat"]

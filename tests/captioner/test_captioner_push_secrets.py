@@ -7,7 +7,7 @@ import pytest
 
 from captioner.finetune_data import CAPTION_FEATURES
 from captioner.train import CaptionerDataArguments, CaptionerModelArguments, CaptionerTrainingArguments, train
-from dataset_scripts.hub import TRACKER_LOG_DIR
+from run_support.hub import TRACKER_LOG_DIR
 
 TOKEN = "hf_SECRETtoken123"
 

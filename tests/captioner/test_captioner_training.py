@@ -21,7 +21,7 @@ from captioner.train import (
     train,
     training_step,
 )
-from dataset_scripts.rejects import RejectLog
+from run_support.rejects import RejectLog
 
 THINKING_TEMPLATE = (  # Qwen-style, but the generation prompt opens a <think> block the rendered answer lacks
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
@@ -290,7 +290,7 @@ def test_push_to_hub_is_checked_before_the_model_is_loaded(base_dir, rows, tmp_p
     assert calls == [("whoami", None), ("create_repo", "alice/my-captioner"), ("auth_check", "alice/my-captioner")]
 
 
-# -- one run per output folder, as UniRES training (dataset_scripts.output_dir) ----------------------------------------
+# -- one run per output folder, as UniRES training (run_support.output_dir) ----------------------------------------
 
 
 def _never_load(*args, **kwargs):
@@ -303,11 +303,11 @@ def test_a_second_run_into_a_folder_a_live_run_holds_fails_naming_it(base_dir, r
     import sys
 
     import captioner.train as captioner_train
-    from dataset_scripts.output_dir import OutputDirInUseError
+    from run_support.output_dir import OutputDirInUseError
 
     out = tmp_path / "out"
     holder = subprocess.Popen(  # a live run: holds the lock until stopped
-        [sys.executable, "-c", "import sys, time; from dataset_scripts.output_dir import OutputDirLock; "
+        [sys.executable, "-c", "import sys, time; from run_support.output_dir import OutputDirLock; "
          "OutputDirLock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(120)", str(out)],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -327,7 +327,7 @@ def test_a_second_run_into_a_folder_a_live_run_holds_fails_naming_it(base_dir, r
 
 def test_a_folder_with_checkpoints_is_refused_or_overwritten(base_dir, rows, tmp_path, monkeypatch):
     import captioner.train as captioner_train
-    from dataset_scripts.output_dir import OutputDirLock
+    from run_support.output_dir import OutputDirLock
 
     data = datasets.Dataset.from_list(rows, features=CAPTION_FEATURES)
     out = tmp_path / "out"
@@ -411,8 +411,8 @@ def test_a_launch_whose_processes_do_not_see_each_other_says_how_to_launch_on_a_
         base_dir, rows, tmp_path, monkeypatch, fresh_accelerate_state):
     # Issue 27 case 7, as for UniRES: rank 1 of 2 without a process group (`accelerate launch --multi_gpu` on a machine
     # without a GPU) was refused by rank 0's lock as "in use by another run". The test holds the lock, as rank 0 would.
-    from dataset_scripts.main_process import DistributedLaunchError
-    from dataset_scripts.output_dir import OutputDirLock
+    from run_support.main_process import DistributedLaunchError
+    from run_support.output_dir import OutputDirLock
 
     import captioner.train as captioner_train
 

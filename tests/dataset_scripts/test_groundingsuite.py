@@ -14,7 +14,7 @@ from datasets import load_dataset
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from dataset_scripts.cli import root_cause
+from run_support.cli import root_cause
 from dataset_scripts.groundingsuite import METRIC_CONVENTIONS, GroundingSuiteEval, build_groundingsuite, class_of_referent
 from dataset_scripts.masks import decode_mask
 

@@ -10,7 +10,7 @@ import pytest
 from datasets import load_dataset
 from PIL import Image
 
-from dataset_scripts.cli import root_cause
+from run_support.cli import root_cause
 from dataset_scripts.instructpart import InstructPart, build_instructpart, sample_name
 from dataset_scripts.masks import decode_mask
 

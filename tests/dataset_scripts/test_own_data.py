@@ -13,7 +13,7 @@ from datasets import load_dataset
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from dataset_scripts.cli import root_cause
+from run_support.cli import root_cause
 from dataset_scripts.masks import decode_mask
 from dataset_scripts.own_data import OwnData, build_own_data
 

@@ -13,7 +13,7 @@ import pytest
 from datasets import load_dataset
 from PIL import Image
 
-from dataset_scripts.cli import root_cause
+from run_support.cli import root_cause
 from dataset_scripts.masks import decode_mask
 from dataset_scripts.reasonseg import METRIC_CONVENTIONS, ReasonSeg, build_reasonseg
 

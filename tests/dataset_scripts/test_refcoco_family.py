@@ -11,7 +11,7 @@ from PIL import Image
 from dataset_scripts.masks import decode_mask
 from dataset_scripts.refcoco import RefCOCO
 from dataset_scripts.refcoco_m import RefCOCOm
-from dataset_scripts.rejects import RejectLog
+from run_support.rejects import RejectLog
 from dataset_scripts.safe_pickle import UnsafePickleError, safe_load
 
 W, H = 40, 30

@@ -134,7 +134,7 @@ def test_no_dataset_and_an_unfinished_engine_run_are_refused_before_torch(tmp_pa
 
 
 def test_the_engine_layout_names_are_the_ones_checked():
-    from dataset_scripts import sources
+    from run_support import sources
     from mres_engine import layout
 
     assert sources.ENGINE_MANIFEST == f"{layout.MANIFEST_DIR}/{layout.MANIFEST_INFO}"

@@ -31,7 +31,7 @@ except SystemExit as exit:
     code = exit.code
 else:
     code = "no exit"
-from dataset_scripts.cli import HelpFormatter
+from run_support.cli import HelpFormatter
 parser = parsers[0]
 options = [
     {"option": "/".join(action.option_strings) or action.dest, "help": action.help}
@@ -58,7 +58,7 @@ def test_help_is_fast_and_complete(script, tmp_path):
     child = json.loads(report.read_text())
     assert child["code"] == 0, child
     assert child["heavy"] == [], f"{script} --help imports {child['heavy']}"
-    assert child["shows_defaults"], f"{script}: use dataset_scripts.cli.HelpFormatter"
+    assert child["shows_defaults"], f"{script}: use run_support.cli.HelpFormatter"
     missing = [option["option"] for option in child["options"] if not (option["help"] or "").strip()]
     assert not missing, f"{script}: options without help: {missing}"
     assert "(default:" in result.stdout and "usage:" in result.stdout

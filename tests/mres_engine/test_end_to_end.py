@@ -260,7 +260,7 @@ def test_killing_the_driver_alone_ends_its_workers_and_a_rerun_at_once_writes_wh
 def _lock_held_by_another_process(folder):
     """A child process that holds ``folder``'s lock until the block ends; yields its pid."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from dataset_scripts.output_dir import OutputDirLock; "
+        [sys.executable, "-c", "import sys; from run_support.output_dir import OutputDirLock; "
                                "OutputDirLock.acquire(sys.argv[1]); print('held', flush=True); sys.stdin.read()", str(folder)],
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -285,7 +285,7 @@ def test_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(tmp_path, 
 
 
 def test_the_slurm_finaliser_takes_the_lock(tmp_path):
-    from dataset_scripts.output_dir import OutputDirInUseError
+    from run_support.output_dir import OutputDirInUseError
     from mres_engine.executors import FinalizeRun
 
     with _lock_held_by_another_process(tmp_path / "out") as pid:

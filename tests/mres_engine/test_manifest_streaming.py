@@ -83,7 +83,7 @@ print(json.dumps({"peak": tracemalloc.get_traced_memory()[1], "boxes": info["num
 
 
 def test_a_box_inside_the_image_is_kept_exactly_and_not_recorded_as_clipped(tmp_path):
-    from dataset_scripts.rejects import RejectLog
+    from run_support.rejects import RejectLog
     from mres_engine.readers.detection import read_detection_manifest
 
     bbox = [27.447954709616162, 98.78572042518124, 65.27574757197075, 50.795578419024615]  # (y + h) - y != h

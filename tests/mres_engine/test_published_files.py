@@ -61,7 +61,7 @@ def _uploaded_files(out, monkeypatch):
     from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
     from huggingface_hub.utils import filter_repo_objects
 
-    import dataset_scripts.hub
+    import run_support.hub
     import dataset_scripts.publish
 
     pushed = {}
@@ -73,7 +73,7 @@ def _uploaded_files(out, monkeypatch):
         return f"https://huggingface.co/datasets/{repo_id}"
 
     granted = lambda repo_id, *args, **kwargs: repo_id  # noqa: E731
-    monkeypatch.setattr(dataset_scripts.hub, "check_push_access", granted)
+    monkeypatch.setattr(run_support.hub, "check_push_access", granted)
     monkeypatch.setattr(dataset_scripts.publish, "check_push_access", granted)
     monkeypatch.setattr(dataset_scripts.publish, "push_folder", list_upload)
     assert cli.main(["publish", "--output_dir", str(out), "--push_to_hub", "--hub_dataset_id", "org/mres"]) == 0

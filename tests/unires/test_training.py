@@ -631,7 +631,7 @@ def test_a_launch_whose_processes_do_not_see_each_other_says_how_to_launch_on_a_
     # Case 7: `accelerate launch --multi_gpu` on a machine without a GPU starts processes that each train alone; the
     # second one was refused by the first one's lock as "in use by another run". Here this test holds the lock, as
     # rank 0 would, and the process is rank 1 of 2 without a process group.
-    from dataset_scripts.output_dir import OutputDirLock
+    from run_support.output_dir import OutputDirLock
 
     out = tmp_path / "alone"
     lock = OutputDirLock.acquire(out)

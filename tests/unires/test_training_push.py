@@ -1,11 +1,11 @@
-"""The last line of defence of every push (dataset_scripts.hub.push_folder): no file that would be uploaded may
+"""The last line of defence of every push (run_support.hub.push_folder): no file that would be uploaded may
 hold the token the upload uses (issue 27, case 1)."""
 
 import huggingface_hub
 import pytest
 
-import dataset_scripts.hub as hub
-from dataset_scripts.hub import HubPushError, files_to_upload, push_folder
+import run_support.hub as hub
+from run_support.hub import HubPushError, files_to_upload, push_folder
 from unires.training.hub import PUSH_IGNORE_PATTERNS
 
 TOKEN = "hf_SECRETabcdefghijklmnopqrstuvwxyz0123"

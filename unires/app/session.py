@@ -56,7 +56,7 @@ class Segmenter:
 
         A missing local folder fails as "No model folder or file at ..." (`FileNotFoundError`), not as a Hub
         connection error."""
-        from dataset_scripts.sources import check_local_or_hub
+        from run_support.sources import check_local_or_hub
 
         name_or_path = check_local_or_hub(name_or_path, kind="model")
         import modeling_unires  # noqa: F401  (registers UniRES with the Auto classes)

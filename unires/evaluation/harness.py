@@ -231,7 +231,7 @@ def run_evaluation(
         raise ValueError(f"{', '.join(sorted(segmenter_options))}: options of a model_type's loader, but a segmenter "
                          "was given: build it with them instead")
     if model is not None and segmenter is None:  # a mistyped folder is a missing path, named before the data is read
-        from dataset_scripts.sources import check_local_or_hub
+        from run_support.sources import check_local_or_hub
 
         check_local_or_hub(model, kind="model")
     # The data first: a wrong name or split fails before a large model is loaded.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dataset_scripts.output_dir import CHECKPOINT_PREFIX, existing_checkpoints, find_saved_model
+from run_support.output_dir import CHECKPOINT_PREFIX, existing_checkpoints, find_saved_model
 
 STATE_FILE = "trainer_state.json"
 

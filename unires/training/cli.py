@@ -30,8 +30,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
 def check_arguments(parser, model_args, data_args) -> None:
     """Refuse, in one line and before any import, folder or lock, what can be seen on the command line alone: no
     --dataset, a mistyped path (named as a missing path, not as a Hub connection error), an unfinished engine run."""
-    from dataset_scripts.cli import argument_error, refuse_missing_paths
-    from dataset_scripts.sources import unfinished_engine_run
+    from run_support.cli import argument_error, refuse_missing_paths
+    from run_support.sources import unfinished_engine_run
 
     if not data_args.dataset:
         argument_error(parser, "--dataset is required: one or more datasets in the MRES schema (Hub ids or folders "

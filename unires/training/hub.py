@@ -1,6 +1,6 @@
 """Pushing a trained model to the Hub: checked before the first step, uploaded after the last.
 
-The checks and the upload are :mod:`dataset_scripts.hub`'s, shared by every push of the project (the spelling is
+The checks and the upload are :mod:`run_support.hub`'s, shared by every push of the project (the spelling is
 transformers' `Trainer`'s: `--push_to_hub`, `--hub_model_id`, `--hub_token`, `--hub_private_repo`); what is
 particular to a training run is what must never be uploaded.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from dataset_scripts.hub import TRACKER_LOG_DIR, HubPushError, check_push_access, resolve_repo_id
-from dataset_scripts.hub import push_folder as _push_folder
+from run_support.hub import TRACKER_LOG_DIR, HubPushError, check_push_access, resolve_repo_id
+from run_support.hub import push_folder as _push_folder
 
 # Never uploaded: resumable checkpoints, the data trace, tracker logs and the run's lock. `unires/*` is where
 # earlier versions wrote the tracker logs (Accelerate's default, the project folder itself), with every argument in

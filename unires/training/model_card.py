@@ -7,7 +7,7 @@ from typing import Optional
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from dataset_scripts.citation import UNIRES_CITATION
+from run_support.citation import UNIRES_CITATION
 
 from ..evaluation.metrics import format_metrics_table
 

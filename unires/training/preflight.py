@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from dataset_scripts.main_process import (check_processes_see_each_other, on_main_process,
+from run_support.main_process import (check_processes_see_each_other, on_main_process,
                                           warn_if_fewer_processes_than_launched)
-from dataset_scripts.output_dir import CHECKPOINT_PREFIX, OutputDirLock, check_checkpoints, remove_checkpoints
+from run_support.output_dir import CHECKPOINT_PREFIX, OutputDirLock, check_checkpoints, remove_checkpoints
 
 from .checkpoints import resolve_checkpoint
 from .hub import check_push_access

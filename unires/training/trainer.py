@@ -25,8 +25,8 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gath
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from dataset_scripts.hub import TRACKER_LOG_DIR, without_secrets
-from dataset_scripts.main_process import on_main_process
+from run_support.hub import TRACKER_LOG_DIR, without_secrets
+from run_support.main_process import on_main_process
 
 from ..evaluation.harness import accumulate_metrics
 from ..evaluation.segmenters import UniRESSegmenter

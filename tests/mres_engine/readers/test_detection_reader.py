@@ -6,7 +6,7 @@ import os
 import pytest
 from datasets import Dataset
 
-from dataset_scripts.rejects import RejectLog
+from run_support.rejects import RejectLog
 from mres_engine.readers.detection import read_detection_manifest
 from mres_engine.readers.hub_export import export_detection_dataset
 from mres_engine.records import object_referent_id

@@ -12,7 +12,7 @@ import evaluate
 # Indented on purpose: `evaluate` scans top-level imports and would ask to `pip install
 # modeling_unires`; the distribution is called `unires`, so we raise our own, correct message.
 try:
-    from dataset_scripts.citation import UNIRES_CITATION
+    from run_support.citation import UNIRES_CITATION
     from dataset_scripts.masks import encode_mask
     from unires.evaluation.metrics import compute_mres_metrics
 except ImportError as error:  # pragma: no cover - exercised only without the package

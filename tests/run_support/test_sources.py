@@ -2,8 +2,8 @@
 
 import pytest
 
-from dataset_scripts import sources
-from dataset_scripts.sources import check_local_or_hub, looks_like_local_path
+from run_support import sources
+from run_support.sources import check_local_or_hub, looks_like_local_path
 
 
 @pytest.mark.parametrize("name, local", [

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import accelerate.utils
 import pytest
 
-from dataset_scripts.main_process import on_main_process
+from run_support.main_process import on_main_process
 
 
 def test_the_main_process_runs_it_and_gets_the_result_or_the_error():

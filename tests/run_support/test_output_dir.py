@@ -1,11 +1,11 @@
-"""One run per output folder (dataset_scripts.output_dir), shared by UniRES's trainer and the captioner's."""
+"""One run per output folder (run_support.output_dir), shared by UniRES's trainer and the captioner's."""
 import multiprocessing
 import os
 import time
 
 import pytest
 
-from dataset_scripts.output_dir import (
+from run_support.output_dir import (
     OutputDirInUseError,
     OutputDirLock,
     check_checkpoints,

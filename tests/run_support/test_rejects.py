@@ -1,7 +1,7 @@
 """The one RejectLog: counts by action and reason, JSONL records, a summary that says what happened."""
 import json
 
-from dataset_scripts.rejects import RejectLog
+from run_support.rejects import RejectLog
 
 
 def test_reject_log_counts_and_writes_jsonl(tmp_path):
