@@ -104,7 +104,8 @@ def build(args):
 def _show_build_log():
     """Show the builders' messages, among them the summary line, on stderr."""
     logging.basicConfig(format="%(message)s")
-    logging.getLogger("dataset_scripts").setLevel(logging.INFO)
+    for name in ("dataset_scripts", "run_support"):  # the builders, and the reject log's summary line
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 if __name__ == "__main__":

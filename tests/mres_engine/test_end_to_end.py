@@ -60,6 +60,19 @@ def _wait_for_a_task(out, since, process, timeout=120.0):
         time.sleep(0.05)
 
 
+def _complete_shards(out) -> int:
+    return len(glob.glob(str(out / "shards" / "*.json")))
+
+
+def _wait_for_one_more_shard(out, before, process, timeout=180.0):
+    """Until a shard beyond the `before` complete ones is recorded, or the run has ended."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if _complete_shards(out) > before:
+            return
+        time.sleep(0.05)
+
+
 def _process_tree(pid):
     """Every process below ``pid``, read from /proc (learn them before ``pid`` dies: they are re-parented then)."""
     children = {}
@@ -113,13 +126,18 @@ def killed_and_rerun(tmp_path_factory):
             process = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
             # Python's imports take seconds on a loaded machine: the first attempt is killed at a random
-            # moment of its start (manifest writing), the others at a random moment after their first
-            # shard task started, so that most kills land while shards are being written.
+            # moment of its start (manifest writing); the odd ones at a random moment after their first shard task
+            # started, so that the kill lands while shards are being written; the even ones just after one more
+            # shard was recorded complete (a condition waited for, not a guessed delay: on a loaded machine a shard
+            # can take longer than any fixed delay), so that a kill also lands between shards.
             if attempt == 0:
                 delay = rng.uniform(1.0, 4.0)
-            else:
+            elif attempt % 2:
                 _wait_for_a_task(setup["out"], launched, process)
                 delay = time.time() - launched + rng.uniform(0.1, 1.2)
+            else:
+                _wait_for_one_more_shard(setup["out"], _complete_shards(setup["out"]), process)
+                delay = time.time() - launched + rng.uniform(0.0, 0.3)
             try:
                 process.wait(timeout=max(0.0, launched + delay - time.time()))
                 kills.append({"attempt": attempt, "delay": round(delay, 2), "killed": False})
