@@ -102,8 +102,6 @@ def _fast_methods(module: nn.Module) -> dict:
     name = type(module).__name__
     if name == "QuickGELUActivation":
         return {"forward": _quick_gelu_in_place}
-    if name == "UniRESMaskHead" and _plain_linear(module.alignment_visual_projection):
-        return {"_alignment_per_patch": _alignment_projecting_the_sentence}
     return _FAST_METHODS.get(name, {})
 
 
@@ -218,18 +216,6 @@ def _region_filter_forward(
     )
     return (*self.keep_relevant(group_tokens, sentence), weights)
 
-
-def _alignment_projecting_the_sentence(self, decoded, sentence_key):
-    """`UniRESMaskHead._alignment_per_patch` computed as `<h_patch, W_v^T t> + <b_v, t>`: the sentence is projected
-    once instead of every patch token (`expressions x tokens x width x width` multiply-adds saved). Same logits to
-    float rounding; for plain float layers only (a quantized weight is no matrix to multiply by)."""
-    if torch.is_grad_enabled():
-        return type(self)._alignment_per_patch(self, decoded, sentence_key)
-    projection = self.alignment_visual_projection
-    text = self.alignment_text_projection(sentence_key)
-    key = text @ projection.weight  # (expressions, width): W_v^T t
-    per_patch = (decoded * key[:, None, :]).sum(-1) + (text @ projection.bias)[:, None]
-    return per_patch / math.sqrt(projection.out_features)
 
 
 # ---------------------------------------------------------------------------------------------------- the model

@@ -640,12 +640,15 @@ class UniRESMaskHead(nn.Module):
     def _alignment_per_patch(self, decoded, sentence_key):
         """
         Text-to-pixel alignment: one logit per patch, `<W_v h_patch + b_v, t> / sqrt(width)` with
-        `t = alignment_text_projection(sentence)`. Row by row (a projection, then an elementwise product summed over
-        the width), so that an expression's logits do not depend on the other expressions of the call.
+        `t = alignment_text_projection(sentence)`. Computed as `<h_patch, W_v^T t> + <b_v, t>`: the sentence is
+        projected once instead of every patch token (`expressions x tokens x width x width` multiply-adds). Every
+        product is an elementwise one summed over one axis, row by row, not a matrix product whose kernel (and so
+        its rounding) may change with the number of expressions: an expression's logits do not depend on the others.
         """
         projection = self.alignment_visual_projection
         text = self.alignment_text_projection(sentence_key)
-        per_patch = (projection(decoded) * text[:, None, :]).sum(-1)
+        key = (text[:, :, None] * projection.weight).sum(1)  # (expressions, width): W_v^T t
+        per_patch = (decoded * key[:, None, :]).sum(-1) + (text * projection.bias).sum(-1)[:, None]
         return per_patch / math.sqrt(projection.out_features)
 
 

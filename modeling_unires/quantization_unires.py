@@ -6,7 +6,7 @@
                          model_kwargs={"quantization_config": quantization_config("int8")})
 
 "int8" is `TorchAoConfig(Int8RowwiseLinearConfig())` (modeling_unires/int8_linear.py): every `nn.Linear` (CLIP
-towers, decoder, mask head) gets int8 weights, one scale per output row, and 8-bit activations, one range per token
+towers, decoder, mask head; not the alignment projection, `NOT_QUANTIZED`) gets int8 weights, one scale per output row, and 8-bit activations, one range per token
 (row), multiplied on oneDNN's int8 CPU kernel (AVX-512 VNNI / AMX int8; `torch._int_mm` where torch lacks it) and
 rescaled in float32 with the bias; attention itself, layer norms and the group tokens stay in float. Each token's
 output depends on that token alone, bit for bit, so an expression's decoding is the same alone and beside any other
@@ -21,6 +21,11 @@ quantize it when loading. torchao (`pip install "unires[quantize]"`) is imported
 """
 
 QUANTIZE_CHOICES = ("none", "int8", "int8-torchao", "int8-weights")
+
+# Kept in float by every scheme: the mask head's alignment projection is never run on the patch tokens (the model
+# folds the sentence into its weight, `<h, W^T t>`), so its weight must stay a plain matrix, and int8 would gain
+# nothing there.
+NOT_QUANTIZED = ["mask_head.alignment_visual_projection"]
 
 
 def quantization_config(name: str | None):
@@ -43,9 +48,9 @@ def quantization_config(name: str | None):
     if name == "int8":
         from .int8_linear import Int8RowwiseLinearConfig
 
-        return TorchAoConfig(Int8RowwiseLinearConfig())
+        return TorchAoConfig(Int8RowwiseLinearConfig(), modules_to_not_convert=NOT_QUANTIZED)
     scheme = Int8DynamicActivationInt8WeightConfig() if name == "int8-torchao" else Int8WeightOnlyConfig()
-    return TorchAoConfig(scheme)
+    return TorchAoConfig(scheme, modules_to_not_convert=NOT_QUANTIZED)
 
 
 __all__ = ["QUANTIZE_CHOICES", "quantization_config"]
