@@ -27,7 +27,6 @@ file, the line and the key.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from .coco_common import checked_bbox
 from .features import make_referent
 from .masks import mask_bbox
 from .strict_rows import (
-    RowError, check_sentences, conventions_markdown, mask_from_any,
+    RowError, check_sentences, conventions_markdown, jsonl_records, mask_from_any,
     publish_built, read_image_at,
 )
 
@@ -137,22 +136,15 @@ def read_gseval(path: str, image_dir: str):
     """Yield ``(image_id, row)``, lines grouped by image in order of first appearance; :class:`RowError` on a bad line."""
     by_image: "OrderedDict[str, list[tuple[int, dict]]]" = OrderedDict()
     seen_idx: dict = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            item = f"line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RowError(path, item, "(json)", f"not valid JSON: {err}") from err
-            for key in REQUIRED_KEYS:
-                if not isinstance(record, dict) or record.get(key) is None:
-                    raise RowError(path, item, key, "missing")
-            if record["idx"] in seen_idx:
-                raise RowError(path, item, "idx", f"idx {record['idx']!r} already used on line {seen_idx[record['idx']]}")
-            seen_idx[record["idx"]] = number
-            by_image.setdefault(record["image_path"], []).append((number, record))
+    for item, record in jsonl_records(path):
+        number = int(item.split()[1])
+        for key in REQUIRED_KEYS:
+            if not isinstance(record, dict) or record.get(key) is None:
+                raise RowError(path, item, key, "missing")
+        if record["idx"] in seen_idx:
+            raise RowError(path, item, "idx", f"idx {record['idx']!r} already used on line {seen_idx[record['idx']]}")
+        seen_idx[record["idx"]] = number
+        by_image.setdefault(record["image_path"], []).append((number, record))
     for image_path, lines in by_image.items():
         first = f"line {lines[0][0]}"
         image_bytes, width, height = read_image_at(os.path.join(image_dir, image_path), (path, first, "image_path"))

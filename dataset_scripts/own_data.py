@@ -65,7 +65,7 @@ from .builder_base import MRESBuilder
 from .coco_common import sentence_record_text
 from .features import GRANULARITIES, make_referent
 from .masks import mask_area, mask_bbox, mask_intersection
-from .strict_rows import RowError, check_sentences, mask_from_any, publish_built, read_image_at
+from .strict_rows import RowError, check_sentences, jsonl_records, mask_from_any, publish_built, read_image_at
 
 METADATA_FILENAME = "metadata.jsonl"
 COCO_FILENAME = "annotations.json"
@@ -148,24 +148,16 @@ class OwnData(MRESBuilder):
 
 def read_metadata_split(split: str, folder: str, path: str, source: str = SOURCE) -> Iterator[tuple[str, dict]]:
     """Yield ``(image_id, row)`` for every line of a ``metadata.jsonl``; :class:`RowError` on the first bad one."""
-    seen_images: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            item = f"line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RowError(path, item, "(json)", f"not valid JSON: {err}") from err
-            if not isinstance(record, dict):
-                raise RowError(path, item, "(json)", f"expected a JSON object, got {type(record).__name__}")
-            image_id, row = _metadata_row(record, split, folder, path, item, source)
-            if image_id in seen_images:
-                raise RowError(path, item, "image_id" if "image_id" in record else "file_name",
-                               f"image id {image_id!r} already used on line {seen_images[image_id]}")
-            seen_images[image_id] = number
-            yield image_id, row
+    seen_images: dict[str, str] = {}  # image id -> the line that named it first
+    for item, record in jsonl_records(path):
+        if not isinstance(record, dict):
+            raise RowError(path, item, "(json)", f"expected a JSON object, got {type(record).__name__}")
+        image_id, row = _metadata_row(record, split, folder, path, item, source)
+        if image_id in seen_images:
+            raise RowError(path, item, "image_id" if "image_id" in record else "file_name",
+                           f"image id {image_id!r} already used on {seen_images[image_id]}")
+        seen_images[image_id] = item
+        yield image_id, row
 
 
 def _metadata_row(record: dict, split: str, folder: str, path: str, item: str, source: str) -> tuple[str, dict]:

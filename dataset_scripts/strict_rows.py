@@ -9,6 +9,8 @@ whose one-line message reads ``{file}, {item}, key '{key}': {problem}``.
 
 from __future__ import annotations
 
+import json
+
 import io
 import os
 from typing import Any, Mapping, Optional
@@ -31,6 +33,20 @@ class RowError(ValueError):
     def __init__(self, path: str, item: str, key: str, problem: str):
         self.path, self.item, self.key, self.problem = path, item, key, problem
         super().__init__(f"{path}, {item}, key '{key}': {problem}")
+
+
+def jsonl_records(path: str):
+    """Yield ``(item, record)`` for every non-blank line of a JSONL file, ``item`` being ``"line N"``; a line that is
+    not valid JSON raises :class:`RowError` naming the file and the line."""
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            item = f"line {number}"
+            try:
+                yield item, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RowError(path, item, "(json)", f"not valid JSON: {err}") from err
 
 
 def read_image_at(path: str, where: tuple[str, str, str]) -> tuple[bytes, int, int]:
