@@ -136,8 +136,8 @@ def read_gseval(path: str, image_dir: str):
     """Yield ``(image_id, row)``, lines grouped by image in order of first appearance; :class:`RowError` on a bad line."""
     by_image: "OrderedDict[str, list[tuple[int, dict]]]" = OrderedDict()
     seen_idx: dict = {}
-    for item, record in jsonl_records(path):
-        number = int(item.split()[1])
+    for number, record in jsonl_records(path):
+        item = f"line {number}"
         for key in REQUIRED_KEYS:
             if not isinstance(record, dict) or record.get(key) is None:
                 raise RowError(path, item, key, "missing")

@@ -149,7 +149,8 @@ class OwnData(MRESBuilder):
 def read_metadata_split(split: str, folder: str, path: str, source: str = SOURCE) -> Iterator[tuple[str, dict]]:
     """Yield ``(image_id, row)`` for every line of a ``metadata.jsonl``; :class:`RowError` on the first bad one."""
     seen_images: dict[str, str] = {}  # image id -> the line that named it first
-    for item, record in jsonl_records(path):
+    for number, record in jsonl_records(path):
+        item = f"line {number}"
         if not isinstance(record, dict):
             raise RowError(path, item, "(json)", f"expected a JSON object, got {type(record).__name__}")
         image_id, row = _metadata_row(record, split, folder, path, item, source)

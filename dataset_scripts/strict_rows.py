@@ -10,13 +10,10 @@ whose one-line message reads ``{file}, {item}, key '{key}': {problem}``.
 from __future__ import annotations
 
 import json
-
-import io
 import os
 from typing import Any, Mapping, Optional
 
-from PIL import Image
-
+from .coco_common import read_image
 from .masks import encode_mask, mask_area, mask_from_png, mask_from_polygons
 
 
@@ -36,32 +33,27 @@ class RowError(ValueError):
 
 
 def jsonl_records(path: str):
-    """Yield ``(item, record)`` for every non-blank line of a JSONL file, ``item`` being ``"line N"``; a line that is
-    not valid JSON raises :class:`RowError` naming the file and the line."""
+    """Yield ``(line number, record)`` for every non-blank line of a JSONL file; a line that is not valid JSON raises
+    :class:`RowError` naming the file and the line."""
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            item = f"line {number}"
             try:
-                yield item, json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as err:
-                raise RowError(path, item, "(json)", f"not valid JSON: {err}") from err
+                raise RowError(path, f"line {number}", "(json)", f"not valid JSON: {err}") from err
 
 
 def read_image_at(path: str, where: tuple[str, str, str]) -> tuple[bytes, int, int]:
-    """Bytes, width and height of the image at ``path``; :class:`RowError` at ``where`` if missing or unreadable."""
+    """Bytes, width and height of the image at ``path`` (:func:`coco_common.read_image`, decoded in full); a
+    :class:`RowError` at ``where`` if missing or unreadable."""
     if not os.path.isfile(path):
         raise RowError(*where, f"image not found: {path}")
-    with open(path, "rb") as f:
-        data = f.read()
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()  # decode fully: a truncated file fails here, not during training
-            width, height = img.size
-    except Exception as err:  # PIL raises several types
-        raise RowError(*where, f"unreadable image {path}: {err}") from err
-    return data, width, height
+        return read_image(path)
+    except ValueError as err:  # "unreadable image <path>: <PIL's reason>"
+        raise RowError(*where, str(err)) from err
 
 
 def mask_from_any(spec: Any, height: int, width: int, base_dir: str, where: tuple[str, str, str]) -> dict:
