@@ -24,7 +24,7 @@ def segmenter_for(args):
 
     if args.paper:
         from modeling_unires import UniRESImageProcessor, UniRESModel, UniRESProcessor, build_clip_tokenizer
-        from modeling_unires.testing_utils import TINY_SENTENCES
+        from tiny_models.unires import TINY_SENTENCES
 
         size = 64 if args.quick else 480
         torch.manual_seed(0)

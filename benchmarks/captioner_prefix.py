@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 
 from captioner import DenseCaptioner, load_captioner
-from captioner.testing_utils import build_tiny_model, build_tiny_processor
+import common  # noqa: F401  (puts tests/ on sys.path for tiny_models)
+from tiny_models.captioner import build_tiny_model, build_tiny_processor
 
 
 def _synchronize(device: str) -> None:

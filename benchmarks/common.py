@@ -18,6 +18,11 @@ from typing import Callable, Mapping
 
 import torch
 
+# The tiny-model builders live with the tests (tests/tiny_models), not in the wheel: the `--quick` runs use them. The
+# repository root goes on the path with tests/, so that our packages win over tests/' folders of the same names.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[1:1] = [path for path in (_ROOT, os.path.join(_ROOT, "tests")) if path not in sys.path]
+
 # The paper's model (ViT-B/16 towers, 64 + 8 group tokens, 3 + 3 decoder layers; the rest are UniRESConfig
 # defaults). `image_size` is set per figure.
 PAPER_TEXT_CONFIG = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,

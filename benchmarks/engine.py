@@ -52,7 +52,8 @@ from mres_engine.stages.load_images import LoadImages
 from mres_engine.stages.object_masks import ObjectMasks
 from mres_engine.stages.part_masks import DetectorPartFinder, PartMasks
 from mres_engine.stages.part_vocabulary import PartVocabulary
-from mres_engine.testing_utils import (
+import common  # noqa: F401  (puts tests/ on sys.path for tiny_models)
+from tiny_models.engine import (
     build_tiny_clip,
     build_tiny_clip_tokenizer,
     build_tiny_owlv2,
@@ -98,7 +99,7 @@ def paper_captioner(device, dtype, reduced=False):
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     from captioner import DenseCaptioner
-    from captioner.testing_utils import build_tiny_processor
+    from tiny_models.captioner import build_tiny_processor
 
     processor = build_tiny_processor(image_side=448)
     ids = processor.tokenizer.convert_tokens_to_ids
@@ -126,7 +127,7 @@ def build_models(preset, device, dtype, caption_tokens, reduced=False):
 
     ``reduced`` (paper preset): SAM ViT-B, OWLv2 at 480 and a 2-layer captioner, to check the paper path on a CPU."""
     from captioner import DenseCaptioner
-    from captioner.testing_utils import build_tiny_model, build_tiny_processor
+    from tiny_models.captioner import build_tiny_model, build_tiny_processor
 
     if preset == "tiny":
         sam = build_tiny_segment_anything(image_size=64)

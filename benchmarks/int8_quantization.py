@@ -59,7 +59,7 @@ def load(folder, scheme):
 
 def stand_in_model_and_data(folder):
     """A random tiny model and a few MRES-Synth images, for --quick or when no demo model exists."""
-    from modeling_unires.testing_utils import tiny_model_and_processor
+    from tiny_models.unires import tiny_model_and_processor
     from unires.demo import build_demo_data
 
     model, processor = tiny_model_and_processor(seed=0)

@@ -21,11 +21,11 @@ from transformers import pipeline
 
 import modeling_unires  # noqa: F401  (registers the task)
 from modeling_unires import UniRESConfig, UniRESImageProcessor, UniRESModel, UniRESProcessor, build_clip_tokenizer
-from modeling_unires.testing_utils import TINY_SENTENCES
-from unires.demo import DEMO_CONFIG
-
 from common import base_parser, device_info, emit, median, now, paired_ratio, paired_timings, parse_args, repo_path, \
     rounded
+from tiny_models.unires import TINY_SENTENCES
+from unires.demo import DEMO_CONFIG
+
 
 EXPRESSIONS = [
     "the red car on the left", "left wheel of the blue bus", "the window of the small house", "the big green tree",

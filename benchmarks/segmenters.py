@@ -19,11 +19,11 @@ import torch
 from PIL import Image
 
 from modeling_unires import UniRESImageProcessor, UniRESModel, UniRESProcessor
-from modeling_unires.testing_utils import TINY_SENTENCES, tiny_config, tiny_tokenizer
-from unires.evaluation.segmenters import CLIPSegSegmenter, Sam3Segmenter, UniRESSegmenter
-from unires.evaluation.testing_utils import clipseg_config, clipseg_processor, sam3_config, sam3_processor
-
 from common import base_parser, device_info, emit, median, paired_timings, paper_config, parse_args, rounded
+from tiny_models.unires import TINY_SENTENCES, tiny_config, tiny_tokenizer
+from unires.evaluation.segmenters import CLIPSegSegmenter, Sam3Segmenter, UniRESSegmenter
+from tiny_models.baselines import clipseg_config, clipseg_processor, sam3_config, sam3_processor
+
 
 EXPRESSIONS = ["the red car on the left", "left wheel of the blue bus", "the window of the small house",
                "the big green tree behind the house", "the right ear of the brown dog", "the yellow door of the car",

@@ -18,7 +18,7 @@ the chat clients, the one lazy model loader). The runner: ``options`` (runner an
 local, Slurm, Ray; GPU pinning), ``workers`` (the local workers die with the driver), ``finalize``
 (exactly-once check, stats, card), ``run`` (the whole run); ``layout`` (the output folder and its
 file protocol), ``stats`` (per-stage accounting), ``errors``, ``evaluation`` (an output against
-ground truth), ``testing_utils`` (tiny models for tests and benchmarks). Nothing heavy is imported here.
+ground truth). Nothing heavy is imported here.
 """
 
 from importlib.metadata import version as _distribution_version

@@ -95,6 +95,12 @@ def test_wheel_holds_the_six_packages_their_data_files_and_nothing_else(built):
     for data_file in ("unires/evaluation/mres_iou/mres_iou.py", "unires/evaluation/mres_iou/README.md"):
         assert data_file in shipped
     assert f"{dist_info}/licenses/LICENSE" in names
+    # Tiny-model builders live with the tests (tests/tiny_models): none ships, and no shipped module imports one.
+    assert not [name for name in shipped if name.endswith("testing_utils.py")]
+    with zipfile.ZipFile(wheel) as archive:
+        importing_tests = [name for name in shipped if name.endswith(".py") and re.search(
+            rb"^\s*(from|import)\s+(tiny_models|tests)\b", archive.read(name), re.MULTILINE)]
+    assert not importing_tests, f"shipped modules import test builders: {importing_tests}"
 
     assert "License-Expression: Apache-2.0" in metadata
     requirements = [Requirement(line.split(":", 1)[1]) for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
@@ -126,12 +132,9 @@ RUN_OUTSIDE = textwrap.dedent(
 
     import dataset_scripts, dataset_scripts.load, dataset_scripts.mres_synth, dataset_scripts.publish
     import modeling_unires, unires, unires.training
-    from modeling_unires.testing_utils import tiny_model_and_processor
     from unires.evaluation import MRES_IOU_METRIC_PATH
 
-    model, processor = tiny_model_and_processor(seed=0)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    # `folder` holds a tiny checkpoint the test saved with the checkout's builders (tests/tiny_models, not shipped)
     segmenter = pipeline("referring-expression-segmentation", model=folder)
     image = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
     results = segmenter(image, ["the red car", "the left wheel of the bus"], mask_format="numpy")
@@ -176,6 +179,11 @@ def test_installed_wheel_runs_outside_the_checkout(built):
     reused = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (fresh_site / "reuse_installed_dependencies.pth").write_text("".join(f"{path}\n" for path in reused))
 
+    from tiny_models.unires import tiny_model_and_processor
+
+    model, processor = tiny_model_and_processor(seed=0)
+    model.save_pretrained(root / "tiny-model")
+    processor.save_pretrained(root / "tiny-model")
     outside = root / "outside"
     outside.mkdir()
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}

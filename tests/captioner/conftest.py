@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from captioner.finetune_data import CAPTION_FEATURES
-from captioner.testing_utils import save_tiny_captioner
+from tiny_models.captioner import save_tiny_captioner
 from captioner.train import CaptionerDataArguments, CaptionerModelArguments, CaptionerTrainingArguments, train
 
 CAPTIONS = ["a dog on the grass", "the man on the left", "wheel of car", "head of cat"]

@@ -116,7 +116,7 @@ def test_captions_cut_at_max_new_tokens_are_marked_truncated(tiny, rows):
 
 from captioner.box_prompts import QWEN2_5_VL_BOX_FORMAT  # noqa: E402
 from captioner.encoding import DEFAULT_MAX_IMAGE_TOKENS, box_instruction, image_processing_kwargs, resized_image_size  # noqa: E402
-from captioner.testing_utils import build_tiny_processor  # noqa: E402
+from tiny_models.captioner import build_tiny_processor  # noqa: E402
 
 
 def _image_tokens(processor, image, image_kwargs):
@@ -188,7 +188,7 @@ def test_caption_dataset_decodes_and_encodes_each_image_once(tiny, rows, monkeyp
 @pytest.mark.parametrize("family, box_text", [("qwen2_vl", "(0,0),(357,400)"), ("qwen2_5_vl", '{"bbox_2d": [0, 0, 20, 11]}')])
 def test_other_qwen_families_get_their_own_box_syntax_and_share_the_prefix_too(family, box_text):
     from captioner.generate import BoxRequest
-    from captioner.testing_utils import build_tiny_qwen2_family
+    from tiny_models.captioner import build_tiny_qwen2_family
 
     model, processor = build_tiny_qwen2_family(family)
     image = Image.fromarray(np.random.RandomState(0).randint(0, 255, (40, 56, 3), dtype=np.uint8))

@@ -12,7 +12,7 @@ from accelerate import Accelerator
 
 from captioner import CaptionCollator, add_lora, load_base_model, load_captioner
 from captioner.finetune_data import CAPTION_FEATURES
-from captioner.testing_utils import save_tiny_captioner
+from tiny_models.captioner import save_tiny_captioner
 from captioner.train import (
     CaptionerDataArguments,
     CaptionerModelArguments,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling_unires.testing_utils import TINY_SENTENCES, tiny_model_and_processor
+from tiny_models.unires import TINY_SENTENCES, tiny_model_and_processor
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "outputs" / "app" / "browser_test.png"

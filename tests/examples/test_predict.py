@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from modeling_unires.testing_utils import tiny_model_and_processor
+from tiny_models.unires import tiny_model_and_processor
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ import torch
 
 from modeling_unires import enable_fast_inference
 from modeling_unires.configuration_unires import ABLATIONS, UniRESConfig
-from modeling_unires.testing_utils import TINY_SENTENCES, tiny_model_and_processor
+from tiny_models.unires import TINY_SENTENCES, tiny_model_and_processor
 
 TEXTS = [["a red car", "the left wheel", "the blue bus"], ["a green tree", "the dog"], ["the window"]]
 

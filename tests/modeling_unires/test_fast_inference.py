@@ -13,7 +13,7 @@ import torch
 from modeling_unires import disable_fast_inference, enable_fast_inference
 from modeling_unires.configuration_unires import ABLATIONS, UniRESConfig
 from modeling_unires.fast_inference_unires import FastInferenceOptions, is_fast_inference_enabled
-from modeling_unires.testing_utils import TINY_SENTENCES, tiny_model_and_processor
+from tiny_models.unires import TINY_SENTENCES, tiny_model_and_processor
 
 SETTINGS = {
     **{name: UniRESConfig.ablation_kwargs(name) for name in sorted(ABLATIONS)},

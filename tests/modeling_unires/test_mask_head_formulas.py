@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modeling_unires.testing_utils import tiny_model_and_processor
+from tiny_models.unires import tiny_model_and_processor
 
 
 def _dense_pixel_logits(model, decoded, pixel_features, image_indices, grid, patch):

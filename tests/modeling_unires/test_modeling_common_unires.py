@@ -13,7 +13,7 @@ import torch
 from transformers.testing_utils import torch_device
 
 from modeling_unires import UniRESConfig, UniRESModel
-from modeling_unires.testing_utils import tiny_config_kwargs
+from tiny_models.unires import tiny_config_kwargs
 from transformers_common_tests import import_common_test_module
 
 ModelTesterMixin = import_common_test_module("test_modeling_common").ModelTesterMixin

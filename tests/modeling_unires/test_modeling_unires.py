@@ -10,7 +10,7 @@ from transformers import CLIPConfig, CLIPModel
 
 from modeling_unires import UniRESConfig, UniRESModel, UniRESProcessor
 from modeling_unires.modeling_unires import UniRESDecoderLayer, sine_position_encoding
-from modeling_unires.testing_utils import tiny_config, tiny_model_and_processor, tiny_tokenizer
+from tiny_models.unires import tiny_config, tiny_model_and_processor, tiny_tokenizer
 
 EXPRESSIONS = ["the red car", "left wheel of the blue bus", "the window"]
 

@@ -8,7 +8,7 @@ from transformers import pipeline
 
 import modeling_unires  # noqa: F401  (registers the task)
 from modeling_unires.image_loading_unires import open_image
-from modeling_unires.testing_utils import tiny_model_and_processor
+from tiny_models.unires import tiny_model_and_processor
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pycocotools import mask as mask_utils
 from transformers import AutoProcessor, AutoTokenizer
 
 from modeling_unires import UniRESImageProcessor, UniRESProcessor, build_clip_tokenizer
-from modeling_unires.testing_utils import TINY_SENTENCES, tiny_model_and_processor
+from tiny_models.unires import TINY_SENTENCES, tiny_model_and_processor
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from transformers import AutoModel, pipeline
 import modeling_unires  # noqa: F401  (registers UniRES and the task)
 from modeling_unires import enable_fast_inference
 from modeling_unires.quantization_unires import NOT_QUANTIZED, QUANTIZE_CHOICES, quantization_config
-from modeling_unires.testing_utils import tiny_model_and_processor
+from tiny_models.unires import tiny_model_and_processor
 
 pytest.importorskip("torchao")
 

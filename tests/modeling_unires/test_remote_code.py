@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from modeling_unires.testing_utils import tiny_model_and_processor
+from tiny_models.unires import tiny_model_and_processor
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

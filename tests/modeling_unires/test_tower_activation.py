@@ -10,7 +10,7 @@ from transformers import CLIPTextModel, CLIPVisionModel
 from transformers.activations import QuickGELUActivation
 
 from modeling_unires import enable_fast_inference
-from modeling_unires.testing_utils import tiny_model_and_processor
+from tiny_models.unires import tiny_model_and_processor
 
 
 def _towers():

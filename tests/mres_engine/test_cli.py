@@ -12,7 +12,7 @@ from mres_engine import layout
 from mres_engine.__main__ import main
 from mres_engine.options import RunnerOptions
 from mres_engine.run import run_engine
-from mres_engine.testing_utils import write_synth_detection_set
+from tiny_models.engine import write_synth_detection_set
 from test_runner_fakes import GROUND_TRUTH_ENV, REJECT_EVERY_ENV, write_ground_truth
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mres_engine.errors import EngineInputError, item_name
-from mres_engine.testing_utils import write_synth_detection_set
+from tiny_models.engine import write_synth_detection_set
 from test_runner_fakes import GROUND_TRUTH_ENV, write_ground_truth
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from mres_engine.errors import EngineUsageError
 from mres_engine.executors import check_cluster_resources, check_task_fits, parse_gres_gpus
 from mres_engine.options import RunnerOptions
 from mres_engine.run import run_engine
-from mres_engine.testing_utils import FakeChatServer, save_tiny_stage_models, tiny_chat_answer, write_synth_detection_set
+from tiny_models.engine import FakeChatServer, save_tiny_stage_models, tiny_chat_answer, write_synth_detection_set
 from local_clusters import LocalRay, LocalSlurm, ray_executable, require, slurm_missing
 
 REPO = Path(__file__).resolve().parents[2]

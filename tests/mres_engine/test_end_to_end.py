@@ -20,7 +20,7 @@ import pytest
 from datasets import load_dataset
 
 from mres_engine.finalize import check_exactly_once
-from mres_engine.testing_utils import write_synth_detection_set
+from tiny_models.engine import write_synth_detection_set
 from test_runner_fakes import GROUND_TRUTH_ENV, REJECT_EVERY_ENV, SLEEP_ENV, write_ground_truth
 
 REPO = Path(__file__).resolve().parents[2]
@@ -201,7 +201,7 @@ def test_streaming_load_and_two_training_steps(killed_and_rerun, tmp_path, monke
     assert len(rows) == json.load(open(out / "stats.json"))["images_written"]
     assert all(row["image"].size == (row["width"], row["height"]) and row["referents"] for row in rows)
 
-    from modeling_unires.testing_utils import tiny_config_kwargs
+    from tiny_models.unires import tiny_config_kwargs
     from unires.training.scratch import all_sentences, prepare_from_scratch
 
     prepare_from_scratch(all_sentences(rows), tmp_path, config_kwargs=tiny_config_kwargs(image_size=48), vocab_size=600)

@@ -15,7 +15,7 @@ from dataset_scripts.features import MRES_FEATURES
 from dataset_scripts.publish import publish
 from mres_engine.evaluation import evaluate_engine_output
 from mres_engine.finalize import check_exactly_once
-from mres_engine.testing_utils import FakeChatServer, save_tiny_stage_models, tiny_chat_answer, write_synth_detection_set
+from tiny_models.engine import FakeChatServer, save_tiny_stage_models, tiny_chat_answer, write_synth_detection_set
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_STEPS = ["load_images", "object_masks", "part_vocabulary", "part_masks", "captions", "clip_filter"]

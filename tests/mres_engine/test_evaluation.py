@@ -11,7 +11,7 @@ from mres_engine.__main__ import main
 from mres_engine.evaluation import evaluate_engine_output
 from mres_engine.options import RunnerOptions
 from mres_engine.run import run_engine
-from mres_engine.testing_utils import write_synth_detection_set
+from tiny_models.engine import write_synth_detection_set
 from test_runner_fakes import GROUND_TRUTH_ENV, PERTURB_ENV, REJECT_EVERY_ENV, scrambled_copy, write_ground_truth
 
 

@@ -15,7 +15,7 @@ from mres_engine import layout
 from mres_engine.finalize import portable_name
 from mres_engine.options import RunnerOptions
 from mres_engine.run import run_engine
-from mres_engine.testing_utils import FakeChatServer, save_tiny_stage_models, tiny_chat_answer, write_synth_detection_set
+from tiny_models.engine import FakeChatServer, save_tiny_stage_models, tiny_chat_answer, write_synth_detection_set
 
 # an absolute POSIX path: a slash not inside a URL or a relative path, followed by a name and another slash
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/\]()-])/(?:[\w.+-]+/)+[\w.+-]*")

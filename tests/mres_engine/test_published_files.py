@@ -11,7 +11,7 @@ import pytest
 from mres_engine import __main__ as cli
 from mres_engine.options import RunnerOptions
 from mres_engine.run import run_engine
-from mres_engine.testing_utils import write_synth_detection_set
+from tiny_models.engine import write_synth_detection_set
 from test_runner_fakes import GROUND_TRUTH_ENV, write_ground_truth
 
 

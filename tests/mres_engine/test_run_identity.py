@@ -13,7 +13,7 @@ from mres_engine.errors import EngineUsageError, RunMismatchError
 from mres_engine.executors import EngineShards
 from mres_engine.options import RunnerOptions, StageOptions
 from mres_engine.run import run_engine
-from mres_engine.testing_utils import write_synth_detection_set
+from tiny_models.engine import write_synth_detection_set
 from test_runner_fakes import GROUND_TRUTH_ENV, REJECT_EVERY_ENV, write_ground_truth
 
 

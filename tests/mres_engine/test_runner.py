@@ -21,7 +21,7 @@ from mres_engine.run import run_engine
 from mres_engine.shard import process_shard, run_stages
 from mres_engine.stages.base import Reject, StageOutput
 from mres_engine.stats import RunStats
-from mres_engine.testing_utils import write_synth_detection_set
+from tiny_models.engine import write_synth_detection_set
 from test_runner_fakes import GROUND_TRUTH_ENV, REJECT_EVERY_ENV, build, write_ground_truth
 
 NUM_IMAGES = 12

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from dataset_scripts.masks import decode_mask
-from modeling_unires.testing_utils import TINY_SENTENCES, tiny_model_and_processor
+from tiny_models.unires import TINY_SENTENCES, tiny_model_and_processor
 from unires.app import (
     MAX_IMAGE_SIDE,
     AppInputError,

@@ -15,9 +15,9 @@ from unires.baselines.clipseg import (
 )
 from unires.demo import DEMO_CONFIG, DEMO_IMAGE_SIZE
 from unires.evaluation.segmenters import CLIPSegSegmenter
-from unires.evaluation.testing_utils import clipseg_processor
+from tiny_models.baselines import clipseg_processor
 from unires.training.collator import MRESTrainingCollator
-from modeling_unires.testing_utils import tiny_tokenizer
+from tiny_models.unires import tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

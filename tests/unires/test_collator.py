@@ -10,7 +10,7 @@ from PIL import Image
 from dataset_scripts.masks import decode_mask
 from dataset_scripts.mres_synth import build_mres_synth
 from modeling_unires import UniRESImageProcessor, UniRESProcessor
-from modeling_unires.testing_utils import tiny_model_and_processor
+from tiny_models.unires import tiny_model_and_processor
 from unires.training.collator import MRESTrainingCollator
 
 

@@ -3,7 +3,7 @@
 import torch
 
 from dataset_scripts.mres_synth import build_mres_synth
-from modeling_unires.testing_utils import tiny_model_and_processor
+from tiny_models.unires import tiny_model_and_processor
 from unires.training.collator import MRESTrainingCollator, drop_padding_columns
 
 

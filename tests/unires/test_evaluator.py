@@ -20,7 +20,7 @@ from unires.evaluation import (
 )
 from dataset_scripts.masks import decode_mask
 from modeling_unires.image_processing_unires import NaNLogitsError
-from modeling_unires.testing_utils import tiny_model_and_processor
+from tiny_models.unires import tiny_model_and_processor
 from unires.evaluation.segmenters import UniRESSegmenter
 from unires.evaluation.segmenters.base import resize_mask
 from unires.evaluation.overlays import write_overlays

@@ -9,7 +9,7 @@ from transformers import pipeline
 
 import modeling_unires  # noqa: F401  (registers the task)
 from modeling_unires.image_processing_unires import NaNLogitsError
-from modeling_unires.testing_utils import TINY_SENTENCES, tiny_model_and_processor
+from tiny_models.unires import TINY_SENTENCES, tiny_model_and_processor
 from unires.app import Segmenter, SessionState, UniRESApp
 from unires.evaluation.segmenters import UniRESSegmenter
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from dataset_scripts.masks import decode_mask
 from dataset_scripts.mres_synth import build_mres_synth
-from modeling_unires.testing_utils import tiny_model_and_processor, tiny_tokenizer
+from tiny_models.unires import tiny_model_and_processor, tiny_tokenizer
 from unires.evaluation import NothingEvaluatedError, evaluate_segmenter, run_evaluation
 from unires.evaluation.dataset_identity import open_split
 from unires.evaluation.harness import compare_table, markdown_report
@@ -32,7 +32,7 @@ from unires.evaluation.segmenters import (
     merge_instances,
 )
 from unires.evaluation.segmenters.base import resize_mask
-from unires.evaluation.testing_utils import tiny_clipseg, tiny_sam3
+from tiny_models.baselines import tiny_clipseg, tiny_sam3
 
 REPO = Path(__file__).resolve().parents[2]
 W, H = 44, 34  # the miniature's image size: not square, not the models' input size

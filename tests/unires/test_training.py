@@ -22,7 +22,7 @@ from unires.training import (
     UniRESTrainingArguments,
     run_training,
 )
-from modeling_unires.testing_utils import tiny_config_kwargs
+from tiny_models.unires import tiny_config_kwargs
 from unires.training.budget import measure_step_seconds, steps_for_budget
 from unires.training.scratch import prepare_from_scratch, all_sentences
 

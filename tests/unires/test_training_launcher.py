@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dataset_scripts.mres_synth import build_mres_synth
-from modeling_unires.testing_utils import tiny_config_kwargs
+from tiny_models.unires import tiny_config_kwargs
 from unires.training import DataArguments, ModelArguments, UniRESTrainingArguments, run_training
 from unires.training.scratch import all_sentences, prepare_from_scratch
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate.utils import set_seed
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from torch.utils.data import DataLoader
 
 from dataset_scripts.load import load_mres_dataset
@@ -56,7 +57,6 @@ from ..demo_recipe import (
 from ..evaluation.harness import evaluate_segmenter
 from ..evaluation.metrics import MRESMetricOptions
 from ..evaluation.segmenters import CLIPSegSegmenter
-from ..evaluation.testing_utils import clipseg_config, clipseg_processor
 from ..training.budget import StepReplanner, measure_step_seconds, steps_for_budget
 from ..training.collator import MRESTrainingCollator
 from ..training.optimizer import build_optimizer
@@ -64,6 +64,38 @@ from ..training.scratch import all_sentences
 
 TEXT_MAX_LENGTH = 17  # the demo's (UniRESConfig default; the paper's for RefCOCO-style data)
 VOCAB_SIZE = 1200  # prepare_from_scratch's
+
+
+def _text_ids(tokenizer) -> dict:
+    return dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+
+
+def clipseg_config(tokenizer=None, image_size: int = 32, patch_size: int = 8, hidden_size: int = 32, layers: int = 2,
+                   text_hidden_size: int = 32, text_layers: int = 2, heads: int = 2, intermediate_size: int = 64,
+                   reduce_dim: int = 16, projection_dim: int = 32, refined: bool = True, text_max_length: int = 77):
+    """A `CLIPSegConfig` of the given tower sizes; `extract_layers` are the vision layers CLIPSeg taps (its 3 of
+    ViT-B's 12, 3 6 9, scaled: 1 2 3 for 4 layers)."""
+    from transformers import CLIPSegConfig
+
+    text = dict(hidden_size=text_hidden_size, intermediate_size=text_hidden_size * intermediate_size // hidden_size,
+                num_hidden_layers=text_layers, num_attention_heads=heads, max_position_embeddings=text_max_length)
+    if tokenizer is not None:
+        text.update(_text_ids(tokenizer))
+    vision = dict(hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=layers,
+                  num_attention_heads=heads, image_size=image_size, patch_size=patch_size)
+    extract = tuple(layers * k // 4 for k in (1, 2, 3)) if layers >= 4 else tuple(range(layers))
+    return CLIPSegConfig(text_config=text, vision_config=vision, projection_dim=projection_dim, reduce_dim=reduce_dim,
+                         extract_layers=extract, use_complex_transposed_convolution=refined and patch_size >= 4,
+                         decoder_num_attention_heads=heads, decoder_intermediate_size=reduce_dim * 2)
+
+
+def clipseg_processor(tokenizer, image_size: int):
+    from transformers import CLIPSegProcessor, ViTImageProcessor
+
+    image_processor = ViTImageProcessor(size={"height": image_size, "width": image_size}, image_mean=OPENAI_CLIP_MEAN,
+                                        image_std=OPENAI_CLIP_STD, resample=3)
+    return CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
 def demo_clipseg_config(tokenizer, reduce_dim: int = 64, refined: bool = True):

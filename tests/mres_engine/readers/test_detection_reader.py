@@ -10,7 +10,7 @@ from run_support.rejects import RejectLog
 from mres_engine.readers.detection import read_detection_manifest
 from mres_engine.readers.hub_export import export_detection_dataset
 from mres_engine.records import object_referent_id
-from mres_engine.testing_utils import write_synth_detection_set
+from tiny_models.engine import write_synth_detection_set
 
 
 @pytest.fixture(scope="module")

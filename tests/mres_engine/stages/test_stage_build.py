@@ -10,7 +10,7 @@ from mres_engine.options import StageOptions
 from mres_engine.records import to_mres_row
 from mres_engine.stages.build import build_stages
 from mres_engine.readers.detection import read_detection_manifest
-from mres_engine.testing_utils import FakeChatServer, save_tiny_stage_models, tiny_chat_answer, write_synth_detection_set
+from tiny_models.engine import FakeChatServer, save_tiny_stage_models, tiny_chat_answer, write_synth_detection_set
 
 
 def test_every_option_has_help_and_parses():

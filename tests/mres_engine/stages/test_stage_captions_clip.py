@@ -16,7 +16,7 @@ from mres_engine.options import StageOptions
 from mres_engine.records import ImageRecord, new_referent
 from mres_engine.stages.captions import Captions, OpenAICaptioner
 from mres_engine.stages.clip_filter import CLIP_MODEL_ID, ClipFilter, box_crop, clip_score
-from mres_engine.testing_utils import FakeChatServer, build_tiny_clip
+from tiny_models.engine import FakeChatServer, build_tiny_clip
 
 
 def _image(seed=0, size=(48, 40)):
@@ -39,7 +39,7 @@ def _record(image_id="img", sentences=None, seed=0):
 
 def test_tiny_captioner_loaded_by_path_and_its_truncated_captions_rejected(tmp_path):
     from captioner import DenseCaptioner
-    from captioner.testing_utils import save_tiny_captioner
+    from tiny_models.captioner import save_tiny_captioner
 
     path = save_tiny_captioner(tmp_path / "captioner")
     stage = Captions.from_options(StageOptions(captioner=path, caption_max_new_tokens=2, device="cpu"))

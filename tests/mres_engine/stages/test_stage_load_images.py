@@ -12,7 +12,7 @@ from mres_engine.readers.detection import read_detection_manifest
 from mres_engine.records import new_referent, to_mres_row
 from mres_engine.stages.base import EngineStage
 from mres_engine.stages.load_images import LoadImages
-from mres_engine.testing_utils import write_synth_detection_set
+from tiny_models.engine import write_synth_detection_set
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from mres_engine.options import StageOptions
 from mres_engine.readers.detection import read_detection_manifest
 from mres_engine.stages.load_images import LoadImages
 from mres_engine.stages.object_masks import ObjectMasks
-from mres_engine.testing_utils import (
+from tiny_models.engine import (
     build_tiny_segment_anything,
     build_tiny_transformers_sam,
     build_tiny_transformers_sam2,

@@ -19,7 +19,7 @@ from mres_engine.stages.part_masks import (
     overlap_over_smaller,
     part_query,
 )
-from mres_engine.testing_utils import build_tiny_owlv2, build_tiny_segment_anything, write_synth_detection_set
+from tiny_models.engine import build_tiny_owlv2, build_tiny_segment_anything, write_synth_detection_set
 
 
 def _mask(y0, y1, x0, x1, size=20):
@@ -143,7 +143,7 @@ def test_detector_finder_queries_each_object_crop_and_reuses_the_sam_encoding(ob
 def test_sam3_finder_encodes_each_image_once_and_prompts_each_part_name(objects, tmp_path):
     from mres_engine.options import StageOptions
     from mres_engine.stages.part_masks import Sam3PartFinder
-    from mres_engine.testing_utils import build_tiny_sam3
+    from tiny_models.engine import build_tiny_sam3
 
     _, records = objects
     for saved in build_tiny_sam3():

@@ -15,7 +15,7 @@ from mres_engine.stages.part_vocabulary import (
     PartVocabularyError,
     parse_part_names,
 )
-from mres_engine.testing_utils import FakeChatServer, build_tiny_causal_lm
+from tiny_models.engine import FakeChatServer, build_tiny_causal_lm
 
 
 def _records():

@@ -1,10 +1,7 @@
-"""Tiny UniRES models, processors and tokenizers for tests and examples (offline, built from configs in seconds)."""
+"""Tiny UniRES models, processors and tokenizers for tests and benchmarks (offline, built from configs in seconds)."""
 
-from .configuration_unires import UniRESConfig
-from .image_processing_unires import UniRESImageProcessor
-from .modeling_unires import UniRESModel
-from .processing_unires import UniRESProcessor
-from .tokenization_local import build_clip_tokenizer
+from modeling_unires import UniRESConfig, UniRESImageProcessor, UniRESModel, UniRESProcessor
+from modeling_unires.tokenization_local import build_clip_tokenizer
 
 TINY_SENTENCES = [
     "the red car on the left",

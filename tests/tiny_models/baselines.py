@@ -1,52 +1,22 @@
 """Tiny CLIPSeg and SAM 3 models with their processors, built from configs offline (tests, `--quick` benchmarks).
 
-Each takes a locally trained CLIP tokenizer (`modeling_unires.testing_utils.tiny_tokenizer`) and sizes its text tower
+The CLIPSeg config factory is the baseline's own (`unires.baselines.clipseg`, which trains one from scratch). Each
+takes a locally trained CLIP tokenizer (`tiny_models.unires.tiny_tokenizer`) and sizes its text tower
 to it; weights are random.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-
-def _text_ids(tokenizer) -> dict:
-    return dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id)
-
-
-def clipseg_config(tokenizer=None, image_size: int = 32, patch_size: int = 8, hidden_size: int = 32, layers: int = 2,
-                   text_hidden_size: int = 32, text_layers: int = 2, heads: int = 2, intermediate_size: int = 64,
-                   reduce_dim: int = 16, projection_dim: int = 32, refined: bool = True, text_max_length: int = 77):
-    """A `CLIPSegConfig` of the given tower sizes; `extract_layers` are the vision layers CLIPSeg taps (its 3 of
-    ViT-B's 12, 3 6 9, scaled: 1 2 3 for 4 layers)."""
-    from transformers import CLIPSegConfig
-
-    text = dict(hidden_size=text_hidden_size, intermediate_size=text_hidden_size * intermediate_size // hidden_size,
-                num_hidden_layers=text_layers, num_attention_heads=heads, max_position_embeddings=text_max_length)
-    if tokenizer is not None:
-        text.update(_text_ids(tokenizer))
-    vision = dict(hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=layers,
-                  num_attention_heads=heads, image_size=image_size, patch_size=patch_size)
-    extract = tuple(layers * k // 4 for k in (1, 2, 3)) if layers >= 4 else tuple(range(layers))
-    return CLIPSegConfig(text_config=text, vision_config=vision, projection_dim=projection_dim, reduce_dim=reduce_dim,
-                         extract_layers=extract, use_complex_transposed_convolution=refined and patch_size >= 4,
-                         decoder_num_attention_heads=heads, decoder_intermediate_size=reduce_dim * 2)
-
-
-def clipseg_processor(tokenizer, image_size: int):
-    from transformers import CLIPSegProcessor, ViTImageProcessor
-
-    image_processor = ViTImageProcessor(size={"height": image_size, "width": image_size}, image_mean=OPENAI_CLIP_MEAN,
-                                        image_std=OPENAI_CLIP_STD, resample=3)
-    return CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer)
+from unires.baselines.clipseg import _text_ids, clipseg_config, clipseg_processor  # noqa: F401 (re-exported)
 
 
 def tiny_clipseg(tokenizer=None, image_size: int = 32, seed: int = 0):
     """`(model, processor)`: a random `CLIPSegForImageSegmentation` (hidden 32, 2 layers, patch 8) in eval mode."""
     from transformers import CLIPSegForImageSegmentation
 
-    from modeling_unires.testing_utils import tiny_tokenizer
+    from tiny_models.unires import tiny_tokenizer
 
     tokenizer = tokenizer or tiny_tokenizer(text_max_length=77)
     torch.manual_seed(seed)
@@ -90,7 +60,7 @@ def tiny_sam3(tokenizer=None, image_size: int = 56, seed: int = 0):
     """`(model, processor)`: a random `Sam3Model` (hidden 32, 2 ViT layers, 8 queries) in eval mode."""
     from transformers import Sam3Model
 
-    from modeling_unires.testing_utils import tiny_tokenizer
+    from tiny_models.unires import tiny_tokenizer
 
     tokenizer = tokenizer or tiny_tokenizer(text_max_length=32)
     torch.manual_seed(seed)

@@ -10,7 +10,7 @@ from functools import partial
 
 import torch
 
-from .options import StageOptions
+from mres_engine.options import StageOptions
 
 
 def build_tiny_segment_anything(image_size: int = 64, seed: int = 0):
@@ -120,7 +120,7 @@ def build_tiny_causal_lm(seed: int = 0):
     """
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from captioner.testing_utils import CHAT_TEMPLATE, build_tiny_tokenizer
+    from captioner.tiny import CHAT_TEMPLATE, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
