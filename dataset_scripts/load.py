@@ -1,4 +1,5 @@
-"""Read MRES-schema datasets: Hub ids or folders written by `publish` (the writer is `publish.py`).
+"""Read MRES-schema datasets: Hub ids, folders written by `publish` (the writer is `publish.py`), and folders of one's
+own data (`metadata.jsonl` or COCO `annotations.json`, see `own_data`), built on the fly.
 
 Several datasets can be mixed by weight; streaming and map-style alike.
 """
@@ -21,12 +22,20 @@ def load_mres_dataset(
     streaming: bool = False,
     weights: Optional[Sequence[float]] = None,
     seed: int = 0,
+    cache_dir: Optional[str] = None,
 ):
-    """Load one or several MRES-schema datasets (Hub ids or `publish`ed folders) and mix them.
+    """Load one or several MRES-schema datasets and mix them.
+
+    Each name is a Hub id, a folder written by `publish` (its Parquet shards are read), or a folder of one's own
+    data (`metadata.jsonl` or COCO `annotations.json`, at its top for the split "train", or one subfolder per
+    split): that one is built by `own_data.OwnData`, every row checked, into the datasets cache (`cache_dir`,
+    default the datasets cache), read again on every call; a bad row raises its `RowError` (file, line, key).
 
     Several datasets are interleaved with probabilities proportional to `weights`
     ("all_exhausted": every source is seen in full, the smaller ones repeat).
     """
+    from .own_data import is_own_data_folder, load_own_data
+
     if not names:
         raise ValueError("no dataset given: pass at least one --dataset (Hub id or folder)")
     if weights is not None and len(weights) != len(names):
@@ -36,6 +45,10 @@ def load_mres_dataset(
     parts = []
     for name in names:
         local_files = sorted(glob.glob(os.path.join(glob.escape(str(name)), "**", f"{split}-*.parquet"), recursive=True))
+        if not local_files and is_own_data_folder(name):
+            # its errors name the folder's splits, or the file, line and key of a bad row
+            parts.append(load_own_data(str(name), split, streaming=streaming, cache_dir=cache_dir))
+            continue
         try:
             if local_files:
                 # A folder written by `publish`: read its Parquet shards directly. Loading the folder

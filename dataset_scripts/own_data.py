@@ -65,7 +65,9 @@ from .builder_base import MRESBuilder
 from .coco_common import sentence_record_text
 from .features import GRANULARITIES, make_referent
 from .masks import mask_area, mask_bbox, mask_intersection
-from .strict_rows import RowError, check_sentences, jsonl_records, mask_from_any, publish_built, read_image_at
+from .strict_rows import (
+    RowError, check_sentences, jsonl_records, mask_from_any, prepare, publish_built, read_image_at,
+)
 
 METADATA_FILENAME = "metadata.jsonl"
 COCO_FILENAME = "annotations.json"
@@ -250,8 +252,13 @@ def read_coco_split(split: str, folder: str, path: str, source: str = SOURCE) ->
         if not anns:
             continue  # an image nobody annotated carries no referent: nothing to refer to, nothing lost
         file_name = str(image["file_name"])
-        image_bytes, width, height = read_image_at(os.path.join(folder, file_name),
-                                                   (path, f"images[{index}] (id {image_key})", "file_name"))
+        image_item = f"images[{index}] (id {image_key})"
+        image_bytes, width, height = read_image_at(os.path.join(folder, file_name), (path, image_item, "file_name"))
+        for key, actual in (("width", width), ("height", height)):
+            # COCO's width and height are the image's as shown (after EXIF): polygons are drawn in that frame
+            if image.get(key) is not None and image[key] != actual:
+                raise RowError(path, image_item, key, f"{image[key]!r}, but {file_name} is {width}x{height} "
+                                                      "(width x height, after its EXIF orientation)")
         referents = []
         for i, item, ann in anns:
             granularity = ann.get("granularity", "object")
@@ -303,6 +310,35 @@ def _row(referents: list[dict], id_prefix: str, image_id: str, image_bytes: byte
                                  mask_bbox(ref["rle"]), ref["rle"], ref["sentences"], parent_id=parent_id))
     return {"image": {"bytes": image_bytes, "path": file_name}, "image_id": image_id, "width": width, "height": height,
             "source": source, "referents": out}
+
+
+def is_own_data_folder(path: str) -> bool:
+    """Whether ``path`` is a folder of one's own data: a ``metadata.jsonl`` or ``annotations.json`` at its top or in a
+    subfolder (one per split). A folder written by ``publish`` (Parquet shards and a card) is not one."""
+    path = os.path.expanduser(str(path))
+    if not os.path.isdir(path):
+        return False
+    folders = [path] + [os.path.join(path, n) for n in os.listdir(path) if os.path.isdir(os.path.join(path, n))]
+    return any(os.path.isfile(os.path.join(f, name)) for f in folders for name in (METADATA_FILENAME, COCO_FILENAME))
+
+
+def load_own_data(data_dir: str, split: str, *, streaming: bool = False, cache_dir: Optional[str] = None):
+    """One split of the folder ``data_dir``, built (every row checked) into the datasets cache and read from there.
+
+    The folder is read again on every call (the cache is keyed on the config, not on the files, so a repaired
+    row is seen). A bad row raises its :class:`RowError` (file, line, key), not datasets' wrapper; a split the
+    folder does not have raises ``ValueError`` naming the ones it has. With ``streaming=True`` the built split is
+    returned as an ``IterableDataset``.
+    """
+    splits = find_split_folders(data_dir)
+    if split not in splits:
+        raise ValueError(f"{data_dir} has no split {split!r}; its splits: {sorted(splits)} (one subfolder with "
+                         f"{METADATA_FILENAME} or {COCO_FILENAME} per split; a folder with the file at its top is "
+                         "the split 'train')")
+    builder = OwnData(data_dir=data_dir, cache_dir=cache_dir)
+    prepare(builder)
+    dataset = builder.as_dataset(split=split)
+    return dataset.to_iterable_dataset() if streaming else dataset
 
 
 def build_own_data(data_dir: str, output_dir: Optional[str], *, cache_dir: Optional[str] = None,

@@ -9,9 +9,12 @@ whose one-line message reads ``{file}, {item}, key '{key}': {problem}``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Any, Mapping, Optional
+
+from PIL import Image
 
 from .coco_common import read_image
 from .masks import encode_mask, mask_area, mask_from_png, mask_from_polygons
@@ -47,13 +50,28 @@ def jsonl_records(path: str):
 
 def read_image_at(path: str, where: tuple[str, str, str]) -> tuple[bytes, int, int]:
     """Bytes, width and height of the image at ``path`` (:func:`coco_common.read_image`, decoded in full); a
-    :class:`RowError` at ``where`` if missing or unreadable."""
+    :class:`RowError` at ``where`` if missing or unreadable.
+
+    Width and height are the image's as shown, after its EXIF orientation: the size the model sees (the one
+    image→RGB rule turns the pixels) and the one annotation tools draw on (labelme, CVAT, OpenCV's ``imread`` in
+    LISA's loader all turn the image first), so a mask is checked against, and scored at, that size.
+    """
     if not os.path.isfile(path):
         raise RowError(*where, f"image not found: {path}")
     try:
-        return read_image(path)
+        data, width, height = read_image(path)
     except ValueError as err:  # "unreadable image <path>: <PIL's reason>"
         raise RowError(*where, str(err)) from err
+    return (data, height, width) if _turned_sideways(data) else (data, width, height)
+
+
+def _turned_sideways(data: bytes) -> bool:
+    """Whether the image's EXIF orientation (5 to 8) turns it by 90 degrees."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.getexif().get(0x0112) in (5, 6, 7, 8)
+    except Exception:  # an unreadable EXIF block leaves the image as stored (as PIL's exif_transpose does)
+        return False
 
 
 def mask_from_any(spec: Any, height: int, width: int, base_dir: str, where: tuple[str, str, str]) -> dict:
@@ -118,10 +136,27 @@ def conventions_markdown(conventions: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def prepare(builder) -> None:
+    """``builder.download_and_prepare``, reading the inputs again (the cache is keyed on the config, not on the
+    files: a repaired row is seen). A bad row raises the builder's own error (a :class:`RowError` naming file, item
+    and key), not the ``DatasetGenerationError`` that datasets wraps it in and that names neither."""
+    from datasets.exceptions import DatasetGenerationError
+
+    from run_support.cli import root_cause
+
+    try:
+        builder.download_and_prepare(download_mode="force_redownload")
+    except DatasetGenerationError as error:
+        cause = root_cause(error)
+        if cause is not error and isinstance(cause, (ValueError, OSError)):
+            raise cause from None  # its message names the file, the item and the key
+        raise
+
+
 def publish_built(builder, output_dir: Optional[str], card_data: Mapping[str, Any], *, max_shard_size="256MB",
                   **push) -> str:
     """Build (re-reading the inputs) and write ``output_dir`` in the Hub layout with ``card_data``; push with ``repo_id``."""
     from .publish import publish
 
-    builder.download_and_prepare(download_mode="force_redownload")
+    prepare(builder)
     return publish(builder.as_dataset(), output_dir, max_shard_size=max_shard_size, card_data=dict(card_data), **push)

@@ -84,8 +84,9 @@ def test_published_card_states_source_licence_counts_and_conventions(tmp_path):
     card = open(os.path.join(out, "README.md"), encoding="utf-8").read()
     assert "license: apache-2.0" in card and "github.com/hustvl/GroundingSuite" in card
     assert "| test | 2 | 2 | 1 | 3 |" in card
-    assert "  - gIoU: mean over expressions of the mask IoU: our mIoU" in card
-    assert METRIC_CONVENTIONS["headline"] == "gIoU"
+    assert "  - gIoU: mean over expressions of the mask IoU (GIoU, 'mean IoU' in their code): our mIoU" in card
+    assert "arXiv:2503.10596" in card  # the paper's id in the repository's README (ICCV 2025)
+    assert METRIC_CONVENTIONS["harness_options"] == {"resolution": "original", "empty_gt": "zero"}
 
 
 @pytest.mark.parametrize("edit, line, key, says", [
@@ -104,3 +105,26 @@ def test_a_bad_line_is_refused_naming_file_line_and_key(tmp_path, edit, line, ke
     message = str(root_cause(info.value))
     assert message.startswith(f"{tmp_path / 'gs' / 'GroundingSuite-Eval.jsonl'}, line {line}, key '{key}': "), message
     assert says in message
+
+
+def test_config_label_makes_the_short_label_the_sentence(tmp_path):
+    _write(tmp_path / "gs", _lines())
+    builder = GroundingSuiteEval(config_name="label", data_dir=str(tmp_path / "gs"), cache_dir=str(tmp_path / "c"))
+    builder.download_and_prepare(download_mode="force_redownload")
+    plane, tail = builder.as_dataset()["test"][0]["referents"]
+    assert plane["sentences"] == ["a plane"] and tail["sentences"] == ["the tail"]
+    lines = _lines()
+    lines[1].pop("label")  # now the field that is read: a missing one is refused
+    _write(tmp_path / "gs2", lines)
+    with pytest.raises(Exception) as info:
+        GroundingSuiteEval(config_name="label", data_dir=str(tmp_path / "gs2"),
+                           cache_dir=str(tmp_path / "c2")).download_and_prepare(download_mode="force_redownload")
+    assert ", line 2, key 'label': missing" in str(root_cause(info.value))
+
+
+def test_their_readme_tree_images_unlabeled2017_is_read(tmp_path):
+    """Their README unzips unlabeled2017.zip into ./images and passes --image_dir ./images."""
+    _write(tmp_path / "gs", _lines())
+    os.makedirs(tmp_path / "gs" / "images")
+    os.rename(tmp_path / "gs" / "unlabeled2017", tmp_path / "gs" / "images" / "unlabeled2017")
+    assert [r["image_id"] for r in _build(tmp_path / "gs", tmp_path)["test"]] == ["000000000267", "000000000615"]

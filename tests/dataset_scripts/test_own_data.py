@@ -194,3 +194,50 @@ def test_a_bad_coco_annotation_is_refused_naming_index_id_and_key(tmp_path, edit
     (root / "annotations.json").write_text(json.dumps(coco))
     message = _refused(root, tmp_path)
     assert message.startswith(f"{root / 'annotations.json'}, {item}, key '{key}': "), message
+
+
+def test_an_exif_turned_image_is_sized_and_masked_as_shown(tmp_path):
+    """A phone photo stored 40x30 with EXIF orientation 6 is shown (and annotated, and seen by the model) 30x40."""
+    root = tmp_path / "turned"
+    os.makedirs(root)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (W, H), "red").save(root / "p.jpg", exif=exif.tobytes())
+    shown = np.zeros((W, H), bool)  # height W, width H
+    shown[2:20, 3:12] = True
+    _write_jsonl(str(root / "metadata.jsonl"), [
+        {"file_name": "p.jpg", "referents": [{"granularity": "object", "sentences": ["it"], "mask": _rle(shown)}]}])
+    row = next(iter(_build(root, tmp_path)["train"]))
+    assert (row["width"], row["height"]) == (H, W)
+    assert np.array_equal(decode_mask(row["referents"][0]["mask"]), shown)
+    _write_jsonl(str(root / "metadata.jsonl"), [  # a mask of the stored (unturned) size is refused
+        {"file_name": "p.jpg", "referents": [{"granularity": "object", "sentences": ["it"], "mask": _rle(_box_mask(CAR))}]}])
+    assert "RLE size [30, 40] is not the image's [height, width] [40, 30]" in _refused(root, tmp_path)
+
+
+def test_a_coco_image_whose_declared_size_is_not_the_files_is_refused(tmp_path):
+    root = tmp_path / "coco"
+    _image(str(root / "a.png"))
+    coco = _coco(root)
+    coco["images"][0]["width"] = W + 1
+    (root / "annotations.json").write_text(json.dumps(coco))
+    message = _refused(root, tmp_path)
+    assert message.startswith(f"{root / 'annotations.json'}, images[0] (id 7), key 'width': 41, but a.png is 40x30"), message
+
+
+def test_load_mres_dataset_builds_an_own_data_folder(folder, tmp_path):
+    """What training calls (dataset_scripts.load.load_mres_dataset) takes the folder itself, map-style and streaming,
+    and a bad row stops it with the row's own error."""
+    from dataset_scripts.load import load_mres_dataset
+    from dataset_scripts.strict_rows import RowError
+
+    rows = load_mres_dataset([str(folder)], "train", cache_dir=str(tmp_path / "cache"))
+    assert sorted(rows["image_id"]) == ["a", "img-b"]
+    streamed = load_mres_dataset([str(folder)], "train", streaming=True, cache_dir=str(tmp_path / "cache"))
+    assert sorted(r["image_id"] for r in streamed) == ["a", "img-b"]
+    with pytest.raises(ValueError, match=r"has no split 'validation'; its splits: \['train'\]"):
+        load_mres_dataset([str(folder)], "validation", cache_dir=str(tmp_path / "cache"))
+    _write_jsonl(str(folder / "train" / "metadata.jsonl"), _with(lambda r: r[1]["referents"][0].pop("mask")))
+    with pytest.raises(RowError) as info:
+        load_mres_dataset([str(folder)], "train", cache_dir=str(tmp_path / "cache"))
+    assert str(info.value) == f"{folder / 'train' / 'metadata.jsonl'}, line 2, key 'referents[0].mask': missing"

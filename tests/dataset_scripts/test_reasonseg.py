@@ -42,8 +42,8 @@ def _samples():
     }
 
 
-def _write(root, samples, split="val"):
-    folder = root / "ReasonSeg" / split
+def _write(root, samples, split="val", tree=("ReasonSeg",)):
+    folder = root.joinpath(*tree) / split
     os.makedirs(folder, exist_ok=True)
     for name, anno in samples.items():
         Image.new("RGB", (W, H), "green").save(folder / f"{name}.jpg")
@@ -60,10 +60,10 @@ def _builder(root, tmp_path, config="default"):
 
 
 def _filled(x0, y0, x1, y1):
-    """What pycocotools fills for the closed rectangle polygon (its far edges inclusive)."""
-    from dataset_scripts.masks import mask_from_polygons
-
-    return decode_mask(mask_from_polygons([sum(_rect(x0, y0, x1, y1), [])], H, W))
+    """What LISA's OpenCV calls paint for an integer rectangle: fill plus a one-pixel outline, both far edges in."""
+    mask = np.zeros((H, W), bool)
+    mask[y0:y1 + 1, x0:x1 + 1] = True
+    return mask
 
 
 def test_masks_follow_lisas_painting_and_the_first_text_is_kept(tmp_path):
@@ -122,3 +122,32 @@ def test_an_image_without_its_json_is_refused(tmp_path):
     with pytest.raises(Exception) as info:
         _builder(tmp_path, tmp_path)
     assert str(root_cause(info.value)).startswith(f"{folder / 'b.jpg'}, the image, key '(json file)': no annotation")
+
+
+def test_polygons_are_painted_as_lisas_opencv_calls_paint_them():
+    from dataset_scripts.reasonseg import lisa_polygon_mask
+
+    # points truncated to int (2.9 -> 2), filled, and the outline drawn: a triangle's slanted edges included
+    triangle = lisa_polygon_mask([[2.9, 3.7], [15.2, 5.0], [9.0, 14.99]], H, W)
+    assert triangle[3, 2] and triangle[14, 9] and triangle[5, 15]  # every corner, as truncated, is painted
+    assert not triangle[2, 3] and not triangle[15, 9]
+    # the top row of each column: the 8-connected outline of the edge (2, 3) -> (15, 5), as opencv-python 5.1's
+    # polylines + fillPoly paint this triangle (checked against it outside the package: the masks are equal)
+    assert [int(np.flatnonzero(triangle[:, x])[0]) for x in range(2, 16)] == [3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5]
+    with pytest.raises(ValueError):
+        lisa_polygon_mask([[1, 1], [5, 5]], H, W)
+
+
+def test_equal_areas_paint_the_first_listed_last_as_lisas_reversed_argsort(tmp_path):
+    from dataset_scripts.reasonseg import paint_shapes
+
+    same = _rect(4, 4, 10, 10)
+    target, ignored = paint_shapes([_shape("target", same), _shape("ignore", same)], H, W, "x.json")
+    assert target.sum() == 49 and ignored == 0  # the first listed (target) is painted last and wins
+    target, ignored = paint_shapes([_shape("ignore", same), _shape("target", same)], H, W, "x.json")
+    assert target.sum() == 0 and ignored == 49
+
+
+def test_lisas_own_tree_is_read(tmp_path):
+    _write(tmp_path, _samples(), tree=("reason_seg", "ReasonSeg"))
+    assert sorted(r["image_id"] for r in _builder(tmp_path, tmp_path).as_dataset()["val"]) == ["a", "b"]
