@@ -9,14 +9,23 @@ r"""Score any text-to-mask model on an MRES split: object-only, part-only and ob
         --dataset refcoco_m --data_dir /data/refcocom --split val --output results/clipseg.json
     python examples/evaluate_model.py --model facebook/sam3 --model_type sam3 --dataset refcoco_m --data_dir /data/refcocom \\
         --split val --output results/sam3.json
+    # the part and reasoning benchmarks, each read from its own release; their own metric conventions beside ours
+    python examples/evaluate_model.py --model org/unires --dataset instructpart --data_dir /data/InstructPart \\
+        --dataset_config part_of_object --output results/instructpart.json
+    python examples/evaluate_model.py --model org/unires --dataset groundingsuite --data_dir /data/GSEval
+    python examples/evaluate_model.py --model org/unires --dataset reasonseg --data_dir /data/ReasonSeg --split val test
+    # your own folder (metadata.jsonl or COCO annotations.json; one subfolder per split), built on the fly
+    python examples/evaluate_model.py --model outputs/finetuned --dataset my_folder --split validation
     # a model outside transformers: a function segment(image, expressions) -> masks (see unires/evaluation/segmenters)
     python examples/evaluate_model.py --model_type callable:my_wrapper.py:segment --dataset data/refcoco-m --split val
     # one table across models
     python examples/evaluate_model.py --compare results/unires.json results/clipseg.json results/sam3.json
 
 Writes JSON (metrics, the dataset's identity: builder, config, split, counts, sha256 of the files and of the
-annotations; every convention that changes a number) and a Markdown report beside it (.md). mIoU = gIoU (mean of
-per-expression IoU), oIoU = cIoU (cumulative). The logic lives in `unires.evaluation` (harness, segmenters); the
+annotations; every convention that changes a number; for InstructPart, GroundingSuite-Eval and ReasonSeg that
+benchmark's own metric conventions beside ours, from `unires.evaluation.conventions`) and a Markdown report beside it
+(.md). mIoU = gIoU (mean of per-expression IoU), oIoU = cIoU (cumulative). A malformed row of a raw release or of your
+own folder stops the run with one line naming the file, the line and the key. The logic lives in `unires.evaluation` (harness, segmenters); the
 adapters and the options each takes are listed once, in `unires.evaluation.registry`. An option the chosen adapter
 does not take is refused (--instance_rule is sam3's, not clipseg's).
 
@@ -29,7 +38,7 @@ import json
 import sys
 from pathlib import Path
 
-from run_support.cli import HelpFormatter, argument_error, probability, refuse_missing_paths
+from run_support.cli import HelpFormatter, argument_error, probability, refuse_missing_paths, root_cause
 from run_support.sources import unfinished_engine_run
 from unires.evaluation.registry import BASELINES, CALLABLE_PREFIX, MODEL_TYPES, adapter_of, foreign_options
 
@@ -64,7 +73,11 @@ def positive_int(text):
 # --dataset names that are not folders (unires.evaluation.dataset_identity's SHORTHANDS and ALIASES, spelled here so
 # that the command line is checked before that package's imports; a test keeps the two equal).
 DATASET_SHORTHANDS = ("refcoco_m", "refcoco", "refcoco+", "refcocog", "mres-synth", "refcoco-m", "refcocom",
-                      "mres_synth")
+                      "mres_synth", "instructpart", "groundingsuite", "reasonseg", "own_data", "gseval",
+                      "groundingsuite-eval", "own-data")
+# The split a benchmark reports, when --split is not given (every other dataset: validation).
+DEFAULT_SPLITS = {"instructpart": ["test"], "groundingsuite": ["test"], "gseval": ["test"],
+                  "groundingsuite-eval": ["test"], "reasonseg": ["val"]}
 
 
 def parse_args(argv=None):
@@ -76,14 +89,22 @@ def parse_args(argv=None):
                                                  "path/to/file.py, then :function)")
     add("--name", default=None, help="name of the model in tables (default%(default).0s: --model)")
     add("--dataset", default=None,
-        help="refcoco_m, refcoco, refcoco+, refcocog (raw release in --data_dir), mres-synth (folder in --data_dir), "
-             "or the folder / Hub id of a published MRES-schema dataset")
-    add("--data_dir", default=None, help="the downloaded release (refcoco_m: CRIS layout; refcoco*: REFER layout)")
-    add("--dataset_config", default=None, help="raw RefCOCO family: builder config (default%(default).0s: refcoco-unc, "
-                                               "refcoco+-unc, refcocog-umd)")
+        help="refcoco_m, refcoco, refcoco+, refcocog, instructpart, groundingsuite (gseval), reasonseg, own_data (raw "
+             "release in --data_dir), mres-synth (folder in --data_dir), a folder of your own data (metadata.jsonl or "
+             "COCO annotations.json, built on the fly), or the folder / Hub id of a published MRES-schema dataset")
+    add("--data_dir", default=None, help="the downloaded release (refcoco_m: CRIS layout; refcoco*: REFER layout; "
+                                         "instructpart: the folder of test/ and train/; groundingsuite: the folder of "
+                                         "GroundingSuite-Eval.jsonl and the unlabeled2017 images; reasonseg: the "
+                                         "folder of train/ val/ test/; own_data: your folder)")
+    add("--dataset_config", default=None,
+        help="raw release: builder config (default%(default).0s: refcoco-unc, refcoco+-unc, refcocog-umd; instructpart: "
+             "task, task_rewritten, part_of_object, all; groundingsuite: default (caption), label; reasonseg: default "
+             "(first text), all_texts, short, long)")
     add("--revision", default=None, help="Hub dataset revision, recorded in the result (default%(default).0s: main)")
     add("--cache_dir", default=None, help="builder cache for raw releases (default%(default).0s: the datasets cache)")
-    add("--split", nargs="+", default=["validation"], help="split(s) (default: %(default)s; RefCOCO_m: val testA testB)")
+    add("--split", nargs="+", default=None,
+        help="split(s) (default%(default).0s: instructpart and groundingsuite test, reasonseg val, else validation; "
+             "RefCOCO_m: val testA testB)")
     add("--max_images", type=positive_int, default=None, help="evaluate the first N images only (default%(default).0s: all)")
     add("--granularity", choices=["object", "part"], default=None, help="only this granularity (default%(default).0s: both)")
     add("--resolution", choices=["original", "input"], default="original",
@@ -118,6 +139,8 @@ def parse_args(argv=None):
         return args
     if not args.dataset:
         parser.error("--dataset is required (or --compare RESULT_JSON ...)")
+    if args.split is None:
+        args.split = list(DEFAULT_SPLITS.get(args.dataset.lower(), ["validation"]))
     refuse_foreign_options(parser, args)
     is_callable = args.model_type.startswith(CALLABLE_PREFIX)
     wrapper = args.model_type[len(CALLABLE_PREFIX):].rpartition(":")[0] if is_callable else ""
@@ -196,6 +219,11 @@ def main(argv=None):
         )
     except (ValueError, OSError) as error:
         sys.exit(f"error: {error}")
+    except Exception as error:  # a builder's error that datasets wrapped: its own message names the file and item
+        cause = root_cause(error)
+        if cause is error or not isinstance(cause, (ValueError, OSError)):
+            raise
+        sys.exit(f"error: {cause}")
     report = markdown_report(result)
     print(report)
     if args.output:

@@ -3,9 +3,12 @@
 `open_split(dataset, split, data_dir=...)` returns the rows and their identity:
 
 - `builder` and `config`: our builder and its config when a raw release is read (`refcoco_m` with `--data_dir`: the
-  CRIS-layout release of RefCOCO_m, objects and parts; `refcoco`, `refcoco+`, `refcocog`: the REFER release), or the
+  CRIS-layout release of RefCOCO_m, objects and parts; `refcoco`, `refcoco+`, `refcocog`: the REFER release;
+  `instructpart`, `groundingsuite`, `reasonseg`: those benchmarks as released; `own_data`, or the folder itself as
+  the dataset: a folder of one's own `metadata.jsonl` / COCO `annotations.json`, built on the fly), or the
   `pretty_name` and config of the dataset card of a published folder or Hub repository (`MRES-Synth`, `RefCOCO_m`,
-  `refcoco-unc`, ...);
+  `refcoco-unc`, ...); for a raw release also `build`: the builder's summary line (kept, fixed, skipped) and its
+  rejects file;
 - `source`: `local` (with the folder) or `hub` (with the repository id and its revision sha when it can be known:
   from the Hub, or offline from the local cache's ref);
 - `counts`: images, referents (objects, parts) and expressions (sentences) of what is evaluated;
@@ -30,9 +33,21 @@ RAW_RELEASES = {
     "refcoco": ("RefCOCO", "refcoco-unc"),
     "refcoco+": ("RefCOCO", "refcoco+-unc"),
     "refcocog": ("RefCOCO", "refcocog-umd"),
+    "instructpart": ("InstructPart", "task"),
+    "groundingsuite": ("GroundingSuiteEval", "default"),
+    "reasonseg": ("ReasonSeg", "default"),
+    "own_data": ("OwnData", "default"),
 }
-ALIASES = {"refcoco-m": "refcoco_m", "refcocom": "refcoco_m", "mres_synth": "mres-synth"}
+ALIASES = {"refcoco-m": "refcoco_m", "refcocom": "refcoco_m", "mres_synth": "mres-synth",
+           "gseval": "groundingsuite", "groundingsuite-eval": "groundingsuite", "own-data": "own_data"}
 SHORTHANDS = tuple(RAW_RELEASES) + ("mres-synth",)
+# The builders of the benchmarks and of one's own data: (module, class); each has `source_files(split)`.
+STRICT_BUILDERS = {
+    "InstructPart": ("dataset_scripts.instructpart", "InstructPart"),
+    "GroundingSuiteEval": ("dataset_scripts.groundingsuite", "GroundingSuiteEval"),
+    "ReasonSeg": ("dataset_scripts.reasonseg", "ReasonSeg"),
+    "OwnData": ("dataset_scripts.own_data", "OwnData"),
+}
 
 
 def sha256_file(path: str, chunk: int = 1 << 20) -> str:
@@ -116,7 +131,9 @@ def annotation_summary(rows, max_images: Optional[int] = None) -> tuple[dict, st
 def open_split(dataset: str, split: str, *, data_dir: Optional[str] = None, config: Optional[str] = None,
                revision: Optional[str] = None, cache_dir: Optional[str] = None):
     """(rows, identity) of `split` of `dataset`: a shorthand (`refcoco_m`, `refcoco`, `refcoco+`, `refcocog` with
-    `data_dir` = the raw release; `mres-synth` with `data_dir` = its folder), a published folder, or a Hub id."""
+    `data_dir` = the raw release; `instructpart`, `groundingsuite`, `reasonseg`, `own_data` likewise; `mres-synth`
+    with `data_dir` = its folder), a folder of one's own data (`metadata.jsonl` or COCO `annotations.json`, built on
+    the fly), a published folder, or a Hub id."""
     name = ALIASES.get(dataset.lower(), dataset.lower()) if dataset.lower() in (*SHORTHANDS, *ALIASES) else dataset
     if name in RAW_RELEASES:
         if not data_dir:
@@ -130,7 +147,18 @@ def open_split(dataset: str, split: str, *, data_dir: Optional[str] = None, conf
             raise ValueError("--dataset mres-synth needs --data_dir: the folder written by "
                              "`python -m dataset_scripts.mres_synth --out FOLDER` (or give that folder as --dataset)")
         return _open_published(data_dir, split, revision=revision, shorthand=name)
+    if _is_own_data(dataset):
+        return _open_raw("own_data", split, dataset, config=config, cache_dir=cache_dir)
     return _open_published(dataset, split, revision=revision)
+
+
+def _is_own_data(path: str) -> bool:
+    """A folder of one's own annotations (`metadata.jsonl` / `annotations.json`), not a published one (Parquet)."""
+    from dataset_scripts.own_data import is_own_data_folder
+
+    folder = os.path.expanduser(path)
+    return (is_own_data_folder(folder)
+            and not glob.glob(os.path.join(glob.escape(folder), "**", "*.parquet"), recursive=True))
 
 
 def _open_published(name: str, split: str, *, revision: Optional[str] = None, shorthand: Optional[str] = None):
@@ -152,6 +180,10 @@ def _open_published(name: str, split: str, *, revision: Optional[str] = None, sh
 
 
 def _open_raw(name: str, split: str, data_dir: str, *, config: Optional[str], cache_dir: Optional[str]):
+    import importlib
+
+    from dataset_scripts.strict_rows import prepare
+
     builder_name, default_config = RAW_RELEASES[name]
     if builder_name == "RefCOCOm":
         from dataset_scripts.cris_layout import resolve_cris_dirs
@@ -160,21 +192,30 @@ def _open_raw(name: str, split: str, data_dir: str, *, config: Optional[str], ca
         builder = RefCOCOm(data_dir=data_dir, cache_dir=cache_dir)
         annotation_dir, _, _ = resolve_cris_dirs(builder.config)
         files = [os.path.join(annotation_dir, f"{split}.json")]
-    else:
+    elif builder_name == "RefCOCO":
         from dataset_scripts.refcoco import RefCOCO
 
         builder = RefCOCO(config_name=config or default_config, data_dir=data_dir, cache_dir=cache_dir)
         files = [p for p in builder._refs_candidates(builder._base()) if os.path.isfile(p)][:1]
         files += [p for p in (os.path.join(os.path.dirname(f), "instances.json") for f in files) if os.path.isfile(p)]
+    else:
+        module, class_name = STRICT_BUILDERS[builder_name]
+        builder_class = getattr(importlib.import_module(module), class_name)
+        builder = builder_class(config_name=config or default_config, data_dir=data_dir, cache_dir=cache_dir)
+        files = None  # the builder names them once the split is known to exist
     # The builder's cache is keyed on its config, not on the files: rebuild, so that the rows are the files hashed.
-    builder.download_and_prepare(download_mode="force_redownload")
+    # A bad row raises the builder's own error (file, item, key), not datasets' wrapper.
+    prepare(builder)
     available = list(builder.info.splits or {})
     if available and split not in available:
         raise ValueError(f"{name} at {data_dir} has no split {split!r}; its splits: {sorted(available)}")
+    if files is None:
+        files = builder.source_files(split)
     rows = builder.as_dataset(split=split)
     identity = {"name": name, "split": split, "builder": builder_name, "config": builder.config.name,
                 "source": "local", "path": os.path.abspath(data_dir),
-                "files": _file_entries([f for f in files if os.path.isfile(f)], os.path.abspath(data_dir))}
+                "files": _file_entries([f for f in files if os.path.isfile(f)], os.path.abspath(data_dir)),
+                "build": {"summary": builder.last_summary, "rejects": builder.rejects_path}}
     return rows, identity
 
 
@@ -199,4 +240,7 @@ def describe(identity: dict) -> str:
              f"({counts.get('objects', 0)} objects, {counts.get('parts', 0)} parts), "
              f"{counts.get('expressions', 0)} expressions",
              f"annotations sha256 {identity.get('annotations_sha256', '')[:16]}"]
+    build = identity.get("build") or {}
+    if build.get("summary"):  # what the builder kept, fixed and skipped (every split it built), and its rejects file
+        parts.append(f"built: {build['summary']}")
     return "; ".join(part for part in parts if part)

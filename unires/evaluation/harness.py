@@ -27,6 +27,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 from dataset_scripts.features import sentences_of
 from dataset_scripts.masks import decode_mask
 
+from .conventions import conventions_for, conventions_markdown
 from .dataset_identity import annotation_summary, describe, open_split
 from .metrics import GROUPS, MRESMetricAccumulator, MRESMetricOptions
 from .registry import BASELINES, foreign_options
@@ -264,6 +265,8 @@ def run_evaluation(
         result["splits"][split] = {
             "dataset": identity,
             "conventions": {**metric_conventions(options), "granularity": granularity or "all"},
+            # the benchmark's own metric conventions beside ours (None for data that is no benchmark of the table)
+            "benchmark_conventions": conventions_for(identity, options),
             "metrics": metrics,
             "baselines": evaluate_segmenters(references, rows, options=options, batch_size=batch_size,
                                              max_images=max_images, granularity=granularity),
@@ -327,6 +330,8 @@ def markdown_report(result: dict) -> str:
         prec_keys = _prec_keys(metrics)
         lines += ["", f"## {split}", "", "Dataset: " + describe(entry["dataset"]), ""]
         lines += [f"- {key}: {value}" for key, value in entry["conventions"].items()]
+        if entry.get("benchmark_conventions"):
+            lines += ["", *conventions_markdown(entry["benchmark_conventions"])]
         lines.append("")
         lines += _header(["method", "setting"], prec_keys)
         for method, method_metrics in [(model["name"], metrics), *entry.get("baselines", {}).items()]:
