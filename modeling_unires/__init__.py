@@ -2,7 +2,8 @@
 
 Importing this package registers `UniRESConfig` / `UniRESModel` / `UniRESImageProcessor` / `UniRESProcessor` with
 transformers' `AutoConfig`, `AutoModel`, `AutoImageProcessor` and `AutoProcessor`, and the pipeline task
-`"referring-expression-segmentation"`. The classes are also registered for their auto classes, so `save_pretrained`
+`"referring-expression-segmentation"` (and, where transformers has it, `"promptable-concept-segmentation"` for UniRES
+models). The classes are also registered for their auto classes, so `save_pretrained`
 writes `auto_map` and copies the code files: a saved checkpoint loads with `trust_remote_code=True` without this
 package. The model's `save_pretrained` also writes `custom_pipelines` and the pipeline's code (as
 `Pipeline.save_pretrained` does for a registered pipeline), so that `pipeline(..., trust_remote_code=True)` works too.
@@ -21,7 +22,13 @@ from .fast_inference_unires import disable_fast_inference, enable_fast_inference
 from .image_processing_unires import UniRESImageProcessor
 from .image_processing_unires_fast import UniRESImageProcessorFast
 from .modeling_unires import UniRESModel, UniRESOutput, UniRESPreTrainedModel
-from .pipeline_unires import PIPELINE_TASK, ReferringExpressionSegmentationPipeline, custom_pipelines_entry
+from .pipeline_unires import (
+    CONCEPT_TASK,
+    PIPELINE_TASK,
+    ReferringExpressionSegmentationPipeline,
+    alias_concept_task,
+    custom_pipelines_entry,
+)
 from .processing_unires import UniRESProcessor
 from .tokenization_local import build_clip_tokenizer
 
@@ -48,11 +55,15 @@ def _register():
             pt_model=AutoModel,
             type="multimodal",
         )
+    # Where transformers has `promptable-concept-segmentation` (pull request 43612), a UniRES model gets our pipeline
+    # under that name too; otherwise the pipeline takes that task's input form under its own name.
+    alias_concept_task(UniRESConfig, UniRESModel)
 
 
 _register()
 
 __all__ = [
+    "CONCEPT_TASK",
     "PIPELINE_TASK",
     "ReferringExpressionSegmentationPipeline",
     "UniRESConfig",

@@ -44,7 +44,7 @@ def test_pipeline_on_jpeg_and_png(saved):
     results = segmenter(jpeg, ["the red car", "left wheel of the bus"], mask_format="numpy")
     for mask, result in zip(expected, results):
         assert result["mask"].dtype == np.bool_ and np.array_equal(mask, result["mask"])
-        assert sorted(result) == ["mask", "score", "text"]  # RLE only when asked for
+        assert sorted(result) == ["box", "mask", "score", "text"]  # RLE only when asked for
 
 
 def test_pipeline_batched_equals_unbatched(saved):
