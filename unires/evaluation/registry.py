@@ -51,6 +51,8 @@ ADAPTERS: dict[str, Adapter] = {
     for adapter in (
         Adapter("unires", f"{_SEGMENTERS}.unires:UniRESSegmenter", "processor → model → post_process_masks",
                 ("device", "threshold", "trust_remote_code", "fast_inference")),
+        Adapter("onnx", f"{_SEGMENTERS}.onnx:OnnxSegmenter",
+                "UniRES exported to ONNX (examples/export.py), run by ONNX Runtime", ("device", "threshold")),
         Adapter("clipseg", f"{_SEGMENTERS}.clipseg:CLIPSegSegmenter",
                 "CLIPSegForImageSegmentation, logits resized to the compared size",
                 ("device", "threshold", "batch_size")),
