@@ -55,7 +55,7 @@ class CaptionerTrainingArguments:
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the mixture; one epoch is one pass of the weighted mixture, which ends when its first source is exhausted (see --mixture_stopping_strategy). Ignored when max_steps > 0."})
     max_steps: int = field(default=-1, metadata={"help": "Optimizer steps to run; > 0 defines the run by steps and overrides num_train_epochs."})
     warmup_ratio: float = field(default=0.03, metadata={"help": "Fraction of the steps spent warming the learning rate up."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name: cosine, linear, constant_with_warmup..."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "cosine, linear, constant or constant_with_warmup (transformers' schedules of these names)"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
     mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (Accelerate autocast). Unset (the default), Accelerate decides: `accelerate launch --mixed_precision`, `accelerate config` or ACCELERATE_MIXED_PRECISION."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the backward pass to save memory."})

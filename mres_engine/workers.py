@@ -11,7 +11,7 @@ other process had just renamed). Two rules close that:
 - **They die with the driver.** Every process forked by the driver while the executor runs (and, with
   ``forkserver``, by the forkserver, which itself exits when the driver dies) asks the kernel for
   ``SIGKILL`` when its parent dies (``prctl(PR_SET_PDEATHSIG)``, Linux); elsewhere a thread polls the
-  parent pid (as ``unires.training.launcher`` does for training workers; a candidate for the shared
+  parent pid (as ``run_support.launcher`` does for training workers; a candidate for the shared
   run floor). PDEATHSIG follows the parent *thread*: the pool's workers and the manager are forked by
   the driver's main thread (and by the forkserver's), which lives as long as the run.
 - **A run waits for the workers of the one before.** Each worker holds a shared record lock on

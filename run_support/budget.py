@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from .optimizer import build_optimizer
+from .optimization import build_optimizer
 
 
 def measure_step_seconds(

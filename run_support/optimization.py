@@ -1,4 +1,5 @@
-"""The optimizer of UniRES training: AdamW with separate groups for the CLIP towers and the new parts."""
+"""The optimizer every trainer uses: AdamW over parameter groups (pretrained towers vs new parts; no decay on
+biases, norms and other vectors), with the fused kernel where torch has one."""
 
 from __future__ import annotations
 
@@ -8,16 +9,15 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-BACKBONE_PREFIXES = ("vision_encoder.vision_model.", "text_model.")  # the CLIP towers: UniRESModel.from_clip loads them
-
-
-def build_parameter_groups(model, learning_rate: float, backbone_learning_rate: float, weight_decay: float):
-    """AdamW groups: CLIP towers vs new parts, and no decay on biases, norms and embeddings of shape (n,)."""
+def build_parameter_groups(model, learning_rate: float, backbone_learning_rate: float, weight_decay: float,
+                           backbone_prefixes: tuple = ()):
+    """AdamW groups of the trainable parameters: the pretrained towers (names starting with `backbone_prefixes`, at
+    `backbone_learning_rate`) vs the new parts, and no decay on biases, norms and embeddings of shape (n,)."""
     groups = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        part = "backbone" if name.startswith(BACKBONE_PREFIXES) else "new"
+        part = "backbone" if backbone_prefixes and name.startswith(tuple(backbone_prefixes)) else "new"
         decay = "decay" if parameter.ndim >= 2 else "no_decay"
         groups.setdefault((part, decay), []).append(parameter)
     return [

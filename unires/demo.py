@@ -17,6 +17,7 @@ from accelerate.utils import set_seed
 from dataset_scripts.load import load_mres_dataset
 from dataset_scripts.mres_synth import build_mres_synth
 from modeling_unires import UniRESConfig, UniRESModel
+from run_support.budget import measure_step_seconds, steps_for_budget
 
 from .demo_recipe import (  # the recipe as data (kept light for --help); re-exported here
     DEMO_BATCH_SIZE,
@@ -35,7 +36,6 @@ from .demo_recipe import (  # the recipe as data (kept light for --help); re-exp
 from .evaluation import BASELINES, UniRESSegmenter, format_metrics_table, run_evaluation
 from .evaluation.overlays import write_overlays
 from .training import DataArguments, ModelArguments, MRESTrainingCollator, UniRESTrainingArguments, run_training
-from .training.budget import measure_step_seconds, steps_for_budget
 from .training.scratch import all_sentences, override_config_kwargs, prepare_from_scratch
 
 

@@ -145,7 +145,7 @@ def test_resume_continues_from_the_checkpoint(base_dir, rows, trained, tmp_path)
                                    logging_steps=1, save_steps=0, seed=0, resume_from_checkpoint="latest"),
         train_dataset=dataset,
     )
-    assert result.global_step == 20 and result.losses[0][0] == 11  # steps 1-10 are not redone
+    assert result.global_step == 20 and result.learning_rates[0][0] == 11  # steps 1-10 are not redone
     fresh = dict(trained.model.named_parameters())
     for name, param in result.model.named_parameters():
         if "lora_" in name:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from unires.training.budget import StepReplanner
+from run_support.budget import StepReplanner
 
 
 def test_replanner_ignores_warm_up_and_follows_the_measured_rate():

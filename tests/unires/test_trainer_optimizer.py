@@ -2,7 +2,8 @@
 
 import torch
 
-from unires.training.optimizer import build_optimizer, build_parameter_groups
+from run_support.optimization import build_optimizer, build_parameter_groups
+from unires.training.trainer import BACKBONE_PREFIXES
 
 
 def _model():
@@ -12,8 +13,8 @@ def _model():
 
 def test_fused_adamw_on_cpu_makes_the_default_update():
     fused_model, plain_model = _model(), _model()
-    fused = build_optimizer(build_parameter_groups(fused_model, 1e-2, 1e-3, 0.05), betas=(0.9, 0.99))
-    plain = torch.optim.AdamW(build_parameter_groups(plain_model, 1e-2, 1e-3, 0.05), betas=(0.9, 0.99))
+    fused = build_optimizer(build_parameter_groups(fused_model, 1e-2, 1e-3, 0.05, BACKBONE_PREFIXES), betas=(0.9, 0.99))
+    plain = torch.optim.AdamW(build_parameter_groups(plain_model, 1e-2, 1e-3, 0.05, BACKBONE_PREFIXES), betas=(0.9, 0.99))
     assert all(group["fused"] for group in fused.param_groups)
     generator = torch.Generator().manual_seed(1)
     for _ in range(3):

@@ -23,7 +23,7 @@ from unires.training import (
     run_training,
 )
 from tiny_models.unires import tiny_config_kwargs
-from unires.training.budget import measure_step_seconds, steps_for_budget
+from run_support.budget import measure_step_seconds, steps_for_budget
 from unires.training.scratch import prepare_from_scratch, all_sentences
 
 REPO = Path(__file__).resolve().parents[2]
@@ -299,7 +299,7 @@ def test_resume_with_a_larger_max_steps_trains_on_with_the_schedule_extended(set
     run_training(*_args(setup, out, max_steps=4, save_steps=2, warmup_ratio=0.5))
     # 16 images in batches of 4: step 4 ends an epoch, so the resume also starts from an epoch's end.
     at_four = load_file(out / "checkpoint-4" / "model.safetensors")
-    with caplog.at_level(logging.INFO, logger="unires.training.trainer"):
+    with caplog.at_level(logging.INFO, logger="run_support.training_loop"):
         trainer, _ = run_training(*_args(setup, out, max_steps=6, warmup_ratio=0.5, resume_from_checkpoint="latest"))
     assert "resuming at step 4 of a 4-step run; training on to --max_steps 6" in caplog.text
     assert trainer.state.global_step == 6 and trainer.warmup_steps == 2
@@ -466,12 +466,12 @@ def test_a_run_says_its_world_batch_destination_and_final_metrics(setup, tmp_pat
     # Case 8: what a user needs to read in the log, and a default that saves checkpoints.
     assert UniRESTrainingArguments().save_steps > 0
     out = tmp_path / "told"
-    with caplog.at_level(logging.INFO, logger="unires.training.trainer"):
+    with caplog.at_level(logging.INFO):
         run_training(*_args(setup, out, max_steps=2, gradient_accumulation_steps=2, do_final_eval=True,
                             save_steps=UniRESTrainingArguments().save_steps))
     text = caplog.text
     assert "world size 1" in text
-    assert "effective batch 8 images = 4 per device x 1 process(es) x 2 accumulation" in text
+    assert "effective batch 8 = 4 per device x 1 process(es) x 2 accumulation" in text
     assert f"saved to {out.resolve()}" in text
     table = text[text.index("final metrics (validation, step 2)"):]
     assert "| mIoU |" in table and "| object+part |" in table and "| part |" in table
@@ -489,7 +489,7 @@ def test_learning_rate_help_says_what_suits_which_start():
 def test_resuming_with_another_effective_batch_warns_naming_both(setup, tmp_path, caplog):
     out = tmp_path / "batch"
     run_training(*_args(setup, out, max_steps=2, save_steps=2))
-    with caplog.at_level(logging.WARNING, logger="unires.training.trainer"):
+    with caplog.at_level(logging.WARNING, logger="run_support.training_loop"):
         run_training(*_args(setup, out, max_steps=3, per_device_train_batch_size=2, resume_from_checkpoint="latest"))
     assert "effective batch of 4 (4 per device x 1 processes x 1 accumulation)" in caplog.text
     assert "effective batch of 2 (2 x 1 x 1)" in caplog.text

@@ -170,7 +170,7 @@ def test_killing_the_launcher_ends_the_workers_and_the_lock_stops_a_second_run(s
     args = UniRESTrainingArguments(output_dir=str(output), per_device_train_batch_size=2, learning_rate=1e-3,
                                    max_steps=latest + 1, report_to="none", disable_progress_bar=True,
                                    do_final_eval=False, save_steps=0, resume_from_checkpoint="latest")
-    with caplog.at_level(logging.INFO, logger="unires.training.trainer"):
+    with caplog.at_level(logging.INFO, logger="run_support.training_loop"):
         trainer, _ = run_training(model_args, data_args, args)
     assert trainer.state.global_step == latest + 1
     assert "written by 2 process(es) with an effective batch of 4" in caplog.text

@@ -24,7 +24,6 @@ bilinearly to the original size, as for the released 352x352 checkpoints. The mo
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -39,6 +38,10 @@ from torch.utils.data import DataLoader
 from dataset_scripts.load import load_mres_dataset
 from dataset_scripts.masks import decode_mask
 from modeling_unires.tokenization_local import build_clip_tokenizer
+from run_support.budget import measure_step_seconds, steps_for_budget
+from run_support.optimization import build_optimizer, build_parameter_groups
+from run_support.run_claim import RunKind, prepare_run
+from run_support.training_loop import LoopSettings, TrainingLoop
 
 from ..demo import build_demo_data
 from ..demo_recipe import (
@@ -57,9 +60,9 @@ from ..demo_recipe import (
 from ..evaluation.harness import evaluate_segmenter
 from ..evaluation.metrics import MRESMetricOptions
 from ..evaluation.segmenters import CLIPSegSegmenter
-from ..training.budget import StepReplanner, measure_step_seconds, steps_for_budget
+from ..training.arguments import UniRESTrainingArguments
 from ..training.collator import MRESTrainingCollator
-from ..training.optimizer import build_optimizer
+from ..training.trainer import build_accelerator
 from ..training.scratch import all_sentences
 
 TEXT_MAX_LENGTH = 17  # the demo's (UniRESConfig default; the paper's for RefCOCO-style data)
@@ -164,13 +167,26 @@ class CLIPSegTrainingCollator:
                 "attention_mask": text["attention_mask"], "labels": labels}
 
 
-def _parameter_groups(model, weight_decay: float, learning_rate: float) -> list:
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay, "lr": learning_rate},
-            {"params": no_decay, "weight_decay": 0.0, "lr": learning_rate}]
+CLIPSEG_RUN = RunKind(name="the CLIPSeg baseline", script="examples/ablate.py", run_folders=())
+
+
+class CLIPSegBaselineTrainer(TrainingLoop):
+    """The one loop (`TrainingLoop`) for CLIPSeg: its loss is the model's own; the run saves model and processor."""
+
+    tracker_project = "clipseg"
+    kind = CLIPSEG_RUN
+    progress_description = "CLIPSeg"
+
+    def __init__(self, *loop_args, processor, **loop_kwargs):
+        self.processor = processor
+        super().__init__(*loop_args, **loop_kwargs)
+
+    def finish(self):
+        if self.accelerator.is_main_process:
+            model = self.accelerator.unwrap_model(self.model)
+            model.save_pretrained(self.output_dir)
+            self.processor.save_pretrained(self.output_dir)
+        self.accelerator.wait_for_everyone()
 
 
 def train_clipseg_baseline(
@@ -223,53 +239,25 @@ def train_clipseg_baseline(
     print(f"    CLIPSeg: {step_seconds:.3f} s/step → {planned} steps planned"
           + (f" (budget {train_minutes:g} min)" if budget_seconds else " (fixed)"), flush=True)
 
-    optimizer = build_optimizer(_parameter_groups(model, weight_decay, learning_rate), betas=(0.9, 0.999))
-    state = {"max_steps": planned, "warmup": int(math.ceil(warmup_ratio * planned))}
-
-    def factor(step):  # the trainer's cosine with linear warm-up, over the current plan
-        if step < state["warmup"]:
-            return step / max(1, state["warmup"])
-        progress_ = (step - state["warmup"]) / max(1, state["max_steps"] - state["warmup"])
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_))))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    replanner = StepReplanner(budget_seconds, planned) if budget_seconds else None
-    loader = DataLoader(data["train"], batch_size=batch_size, shuffle=True, collate_fn=collator,
-                        generator=torch.Generator().manual_seed(seed))
-    model.train()
-    step, epoch, log, running = 0, 0, [], []
+    args = UniRESTrainingArguments(  # the demo's options, as UniRES trains (the flags both share)
+        output_dir=str(out / "model"), seed=seed, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+        weight_decay=weight_decay, max_steps=planned, max_train_minutes=train_minutes if budget_seconds else None,
+        warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm, logging_steps=max(1, planned // 20), save_steps=0,
+        overwrite_output_dir=True, report_to="none", disable_progress_bar=not progress)
+    accelerator = build_accelerator(args)
+    trainer = CLIPSegBaselineTrainer(
+        accelerator, model,
+        build_optimizer(build_parameter_groups(model, learning_rate, learning_rate, weight_decay), betas=(0.9, 0.999)),
+        DataLoader(data["train"], batch_size=batch_size, shuffle=True, collate_fn=collator,
+                   generator=torch.Generator().manual_seed(seed)),
+        LoopSettings.from_args(args, planned), prepared=prepare_run(accelerator, args, CLIPSEG_RUN), collator=collator,
+        processor=processor,
+    )
     start = time.perf_counter()
-    if replanner:
-        replanner.start(time.perf_counter())
-    while step < state["max_steps"]:
-        collator.set_epoch(epoch)
-        for batch in loader:
-            loss = model(**batch).loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"CLIPSeg loss is {loss.item()} at step {step + 1}; lower the learning rate")
-            loss.backward()
-            if max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if replanner:
-                state["max_steps"] = max(step, replanner.update(step, time.perf_counter()))
-            scheduler.step()
-            running.append(loss.item())
-            if step % max(1, planned // 20) == 0 or step >= state["max_steps"]:
-                log.append({"step": step, "loss": float(np.mean(running)), "lr": scheduler.get_last_lr()[0],
-                            "seconds": round(time.perf_counter() - start, 1)})
-                running = []
-                if progress:
-                    print(f"    step {step}/{state['max_steps']} loss {log[-1]['loss']:.4f}", flush=True)
-            if step >= state["max_steps"]:
-                break
-        epoch += 1
+    trainer.train()
     timings["train"] = round(time.perf_counter() - start, 1)
-    model.eval()
-    model.save_pretrained(out / "model")
-    processor.save_pretrained(out / "model")
+    model = accelerator.unwrap_model(trainer.model).eval()
+    step, log = trainer.state.global_step, trainer.state.log_history
 
     start = time.perf_counter()
     segmenter = CLIPSegSegmenter(model, processor, threshold=0.35, batch_size=64)

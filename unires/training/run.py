@@ -13,11 +13,11 @@ from accelerate.utils import set_seed
 
 from dataset_scripts.load import load_mres_dataset
 from modeling_unires import UniRESConfig, UniRESModel, UniRESProcessor
+from run_support.run_claim import prepare_run
 
 from .arguments import DataArguments, ModelArguments, UniRESTrainingArguments
 from .collator import MRESTrainingCollator
-from .preflight import prepare_run
-from .trainer import UniRESTrainer, build_accelerator
+from .trainer import UNIRES_RUN, UniRESTrainer, build_accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def run_training(
     if model is not None and config is not None:
         raise ValueError("pass a model or a config to run_training, not both")
     accelerator = build_accelerator(training_args)
-    prepared = prepare_run(accelerator, training_args)
+    prepared = prepare_run(accelerator, training_args, UNIRES_RUN)
     try:
         return _build_and_train(model_args, data_args, training_args, accelerator, prepared, config=config,
                                 model=model, processor=processor, collator=collator, train_dataset=train_dataset,

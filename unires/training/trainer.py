@@ -1,9 +1,10 @@
-"""The UniRES training loop, driven by Accelerate.
+"""UniRES training: what of the one training loop (`run_support.training_loop.TrainingLoop`) is UniRES's.
 
-One loop serves a laptop CPU, several GPUs and several machines (`accelerate launch`):
-AdamW with separate learning rates for the CLIP towers and the new parts, cosine decay with
-warm-up, mixed precision, gradient accumulation and clipping, resumable checkpoints,
-periodic evaluation, trackers, and a final `save_pretrained` with a model card.
+The loop (Accelerate: one CPU, several GPUs, several machines through `accelerate launch`) gives exact resume,
+checkpoints, the schedule over a re-plannable length, the wall-clock budget, the stop on a non-finite loss and the
+output-folder claim; this file adds what is UniRES's: AdamW groups with their own learning rate for the CLIP towers,
+the MRES collator and its per-epoch sampling, streaming datasets split per process, the data trace, periodic
+evaluation with the harness's metrics, and the final `save_pretrained` with a model card and push.
 """
 
 from __future__ import annotations
@@ -11,11 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
-import time
+from dataclasses import asdict
 from functools import reduce
-from dataclasses import asdict, dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Optional
 
@@ -23,60 +21,25 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from run_support.hub import TRACKER_LOG_DIR, without_secrets
-from run_support.main_process import on_main_process
+from run_support.optimization import build_optimizer, build_parameter_groups
+from run_support.run_claim import PreparedRun, RunKind, prepare_run
+from run_support.training_loop import LoopSettings, TrainingLoop
 
 from ..evaluation.harness import accumulate_metrics
 from ..evaluation.segmenters import UniRESSegmenter
 from ..evaluation.metrics import MRESMetricAccumulator, MRESMetricOptions, format_metrics_table
 from .arguments import DataArguments, UniRESTrainingArguments
-from .budget import StepReplanner
-from .checkpoints import STATE_FILE, complete_checkpoints, resolve_checkpoint
 from .collator import MRESTrainingCollator
 from .hub import push_folder
 from .model_card import write_model_card
-from .optimizer import build_optimizer, build_parameter_groups
-from .preflight import PreparedRun, prepare_run
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class TrainerState:
-    """What, besides Accelerate's state, a checkpoint needs for an exact resume.
-
-    The run's shape is kept too, so that a resume can tell a new length (train on) from the same one (continue
-    exactly) and warn when it runs on another number of processes or another effective batch.
-    """
-
-    global_step: int = 0
-    planned_steps: int = 0  # the run's length, as last (re-)planned
-    epoch: int = 0
-    batches_seen_in_epoch: int = 0
-    log_history: list = field(default_factory=list)
-    requested_steps: int = 0  # the length the arguments asked for (--max_steps, or from the epochs), before re-planning
-    warmup_steps: int = 0
-    num_processes: int = 0
-    per_device_train_batch_size: int = 0
-    gradient_accumulation_steps: int = 0
-
-    @property
-    def effective_batch(self) -> int:
-        return self.per_device_train_batch_size * self.num_processes * self.gradient_accumulation_steps
-
-    def save(self, folder: Path) -> None:
-        (folder / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, folder: Path) -> "TrainerState":
-        path = folder / STATE_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: {folder} is not a checkpoint written by UniRESTrainer")
-        values = json.loads(path.read_text())
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in values.items() if k in known})  # older checkpoints lack the newer fields
+# The CLIP towers (`UniRESModel.from_clip` loads them): their own learning rate, --backbone_learning_rate.
+BACKBONE_PREFIXES = ("vision_encoder.vision_model.", "text_model.")
+UNIRES_RUN = RunKind(name="UniRESTrainer", script="examples/train.py", run_folders=("data_trace",))
 
 
 def build_accelerator(args: UniRESTrainingArguments) -> Accelerator:
@@ -106,8 +69,8 @@ def _trackers(args: UniRESTrainingArguments):
     return choice
 
 
-class UniRESTrainer:
-    """Trains a `UniRESModel` on MRES-schema image rows.
+class UniRESTrainer(TrainingLoop):
+    """Trains a `UniRESModel` on MRES-schema image rows (the one loop, `TrainingLoop`, with UniRES's parts).
 
     Args:
         model: a `UniRESModel`.
@@ -121,6 +84,9 @@ class UniRESTrainer:
         accelerator: an `Accelerator` built by the caller (default: one from `args`).
         prepared: the run's claimed output folder and checked push (`prepare_run`), when the caller already did it.
     """
+
+    kind = UNIRES_RUN
+    tracker_project = "unires"  # TensorBoard logs: output_dir/runs/unires/
 
     def __init__(
         self,
@@ -141,314 +107,94 @@ class UniRESTrainer:
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.model_card_info = model_card_info or {}
-        self.output_dir = Path(args.output_dir)
-        self.accelerator = accelerator or build_accelerator(args)
-        self.prepared = prepared or prepare_run(self.accelerator, args)
+        accelerator = accelerator or build_accelerator(args)
+        prepared = prepared or prepare_run(accelerator, args, UNIRES_RUN)
         if args.gradient_checkpointing:
             # transformers 5.2x renamed it; keep working with both names.
             getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
-        self.streaming = not hasattr(train_dataset, "__len__")
-        self.collator = collator or MRESTrainingCollator(
+        streaming = not hasattr(train_dataset, "__len__")
+        collator = collator or MRESTrainingCollator(
             processor, data_args.referents_per_image, granularity=data_args.granularity, seed=args.seed
         )
-        self.max_steps = self._total_steps()
-        self.state = TrainerState(
-            requested_steps=self.max_steps,
-            num_processes=self.accelerator.num_processes,
-            per_device_train_batch_size=args.per_device_train_batch_size,
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
-        )
-        self.clock = time.perf_counter  # the budget's clock (replaceable in tests)
-        self.replanner = (
-            StepReplanner(args.max_train_minutes * 60, self.max_steps) if args.max_train_minutes else None
-        )
-
         backbone_lr = args.backbone_learning_rate if args.backbone_learning_rate is not None else args.learning_rate
-        self.optimizer = build_optimizer(
-            build_parameter_groups(model, args.learning_rate, backbone_lr, args.weight_decay),
+        optimizer = build_optimizer(
+            build_parameter_groups(model, args.learning_rate, backbone_lr, args.weight_decay, BACKBONE_PREFIXES),
             betas=(args.adam_beta1, args.adam_beta2),
         )
-        self.warmup_steps = args.warmup_steps or int(math.ceil(args.warmup_ratio * self.max_steps))
-        self.state.warmup_steps = self.warmup_steps
-        # Cosine with linear warm-up over the *current* plan (it may be re-planned to meet a time budget). Stepped
-        # once per optimisation step by this loop (not by Accelerate, which would step it once per process), and
-        # checkpointed through register_for_checkpointing.
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
-        self.accelerator.register_for_checkpointing(self.scheduler)
-
-        dataloader = self._train_dataloader()
-        if self.streaming:
-            # Already sharded per process by split_dataset_by_node; Accelerate must not shard again.
-            self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
-            self.train_dataloader = dataloader
-        else:
-            self.model, self.optimizer, self.train_dataloader = self.accelerator.prepare(
-                model, self.optimizer, dataloader
-            )
-
-    # ----------------------------------------------------------------------------- setup
-    def _learning_rate_factor(self, step: int) -> float:
-        """transformers' cosine-with-warm-up factor, for the run's current length."""
-        if step < self.warmup_steps:
-            return step / max(1, self.warmup_steps)
-        progress = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
-
-    def _trackers(self):
-        return _trackers(self.args)
-
-    def _train_dataloader(self) -> DataLoader:
-        args = self.args
-        if self.streaming:
-            from datasets.distributed import split_dataset_by_node
-
-            dataset = split_dataset_by_node(
-                self.train_dataset,
-                rank=self.accelerator.process_index,
-                world_size=self.accelerator.num_processes,
-            ).shuffle(seed=args.seed, buffer_size=self.data_args.shuffle_buffer_size)
-            self._streaming_dataset = dataset
-            return DataLoader(
-                dataset,
-                batch_size=args.per_device_train_batch_size,
-                collate_fn=self.collator,
-                num_workers=self.data_args.dataloader_num_workers,
-            )
-        return DataLoader(
-            self.train_dataset,
-            batch_size=args.per_device_train_batch_size,
-            shuffle=True,
-            collate_fn=self.collator,
-            num_workers=self.data_args.dataloader_num_workers,
-            generator=torch.Generator().manual_seed(args.seed),
+        dataloader, streaming_dataset = self._train_dataloader(accelerator, collator, streaming)
+        super().__init__(
+            accelerator, model, optimizer, dataloader,
+            LoopSettings.from_args(args, max_steps=self._total_steps(accelerator, streaming)),
+            prepared=prepared, shard_dataloader=not streaming, streaming_dataset=streaming_dataset, collator=collator,
         )
 
-    def _total_steps(self) -> int:
+    def _train_dataloader(self, accelerator, collator, streaming) -> tuple[DataLoader, object]:
+        """The loader, and the per-process stream whose epoch the loop sets (None for a map-style dataset, which
+        Accelerate shards and whose sampler is seeded)."""
+        args = self.args
+        if streaming:
+            from datasets.distributed import split_dataset_by_node
+
+            # Sharded per process here: Accelerate must not shard it again.
+            dataset = split_dataset_by_node(
+                self.train_dataset, rank=accelerator.process_index, world_size=accelerator.num_processes,
+            ).shuffle(seed=args.seed, buffer_size=self.data_args.shuffle_buffer_size)
+            loader = DataLoader(dataset, batch_size=args.per_device_train_batch_size, collate_fn=collator,
+                                num_workers=self.data_args.dataloader_num_workers)
+            return loader, dataset
+        loader = DataLoader(self.train_dataset, batch_size=args.per_device_train_batch_size, shuffle=True,
+                            collate_fn=collator, num_workers=self.data_args.dataloader_num_workers,
+                            generator=torch.Generator().manual_seed(args.seed))
+        return loader, None
+
+    def _total_steps(self, accelerator, streaming) -> int:
         args = self.args
         if args.max_steps > 0:
             return args.max_steps
-        if self.streaming:
+        if streaming:
             raise ValueError("a streaming dataset has no length: set --max_steps")
-        processes = self.accelerator.num_processes
-        batches = math.ceil(len(self.train_dataset) / (args.per_device_train_batch_size * processes))
+        batches = math.ceil(len(self.train_dataset) / (args.per_device_train_batch_size * accelerator.num_processes))
         return max(1, int(math.ceil(args.num_train_epochs * batches / args.gradient_accumulation_steps)))
 
-    # ------------------------------------------------------------------------- checkpoints
-    def _checkpoints(self) -> list[Path]:
-        return complete_checkpoints(self.output_dir)
+    # --------------------------------------------------------------------------------- the loop's hooks
+    def compute_loss(self, model, batch: dict):
+        batch.pop("granularities", None)
+        image_ids = batch.pop("image_ids", [])
+        if self.args.trace_data:
+            self._trace(image_ids)
+        return model(**batch).loss, True
 
-    def save_checkpoint(self) -> Path:
-        folder = self.output_dir / f"checkpoint-{self.state.global_step}"
-        self.accelerator.save_state(str(folder))
-        # The state file marks a complete checkpoint ('latest' ignores folders without it): written once every
-        # process has written its part, so a run killed mid-save never leaves a checkpoint that looks whole.
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            self.state.save(folder)
-            limit = self.args.save_total_limit
-            if limit:
-                for old in self._checkpoints()[:-limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        return folder
+    def describe_batch(self, batch: dict) -> str:
+        return f" (images {batch.get('image_ids', [])})"
 
-    def _resume(self, checkpoint: str) -> None:
-        folder = resolve_checkpoint(self.output_dir, checkpoint)
-        saved = TrainerState.load(folder)
-        requested, step = self.max_steps, saved.global_step
-        planned = saved.planned_steps or requested
-        # Older checkpoints did not record what was asked for: their plan stands in for it.
-        if requested == (saved.requested_steps or planned):
-            self.max_steps = planned  # the same run: continue exactly, re-planned length included
-        else:
-            args = self.args
-            asked = f"--max_steps {requested}" if args.max_steps > 0 else f"{requested} steps (--num_train_epochs {args.num_train_epochs:g})"
-            if requested > step:
-                self._say(logging.INFO, "resuming at step %d of a %d-step run; training on to %s (cosine schedule "
-                          "recomputed for %d steps, warm-up kept at %d)", step, planned, asked, requested,
-                          saved.warmup_steps or self.warmup_steps)
-            else:
-                self._say(logging.WARNING, "resuming at step %d of a %d-step run, but %s asks for no more steps: "
-                          "nothing to train; the model is saved as it is", step, planned, asked)
-            self.max_steps = max(requested, step)
-        if saved.warmup_steps:
-            self.warmup_steps = saved.warmup_steps
-        elif not self.args.warmup_steps:
-            self.warmup_steps = int(math.ceil(self.args.warmup_ratio * planned))
-        if self.replanner is not None:
-            self.replanner.planned_steps = self.max_steps
-        now = self.state
-        if saved.num_processes and (saved.num_processes, saved.effective_batch) != (now.num_processes, now.effective_batch):
-            self._say(
-                logging.WARNING,
-                "checkpoint %s was written by %d process(es) with an effective batch of %d (%d per device x %d "
-                "processes x %d accumulation); this run has %d process(es) and an effective batch of %d (%d x %d x %d). "
-                "Training goes on, but not as the original run would have: the batch (and so the learning rate per "
-                "sample) and the order of the remaining data differ.",
-                folder, saved.num_processes, saved.effective_batch, saved.per_device_train_batch_size,
-                saved.num_processes, saved.gradient_accumulation_steps, now.num_processes, now.effective_batch,
-                now.per_device_train_batch_size, now.num_processes, now.gradient_accumulation_steps,
-            )
-        saved.requested_steps = requested
-        saved.planned_steps = self.max_steps
-        saved.warmup_steps = self.warmup_steps
-        saved.num_processes = now.num_processes
-        saved.per_device_train_batch_size = now.per_device_train_batch_size
-        saved.gradient_accumulation_steps = now.gradient_accumulation_steps
-        self.state = saved
-        self.accelerator.load_state(str(folder))
-        if self.max_steps != planned:
-            # The learning rate of the next step is the new schedule's, not the one the checkpoint stored.
-            factor = self._learning_rate_factor(self.scheduler.last_epoch)
-            for group, base in zip(self.scheduler.optimizer.param_groups, self.scheduler.base_lrs):
-                group["lr"] = base * factor
-            self.scheduler._last_lr = [group["lr"] for group in self.scheduler.optimizer.param_groups]
-        self._say(logging.INFO, "resumed from %s at step %d of %d", folder, self.state.global_step, self.max_steps)
+    def after_step(self, step: int) -> None:
+        if self.args.eval_steps and step % self.args.eval_steps == 0 and self.eval_dataset is not None:
+            self.log_metrics(self.evaluate(), step)
 
-    def _say(self, level: int, message: str, *args) -> None:
-        """Log what every process would say alike (a resume) once, from the main process."""
-        if self.accelerator.is_main_process:
-            logger.log(level, message, *args)
+    def tracker_config(self) -> Optional[dict]:
+        return _flat_config(self.args, self.data_args) if _trackers(self.args) else None
 
-    # ---------------------------------------------------------------------------- training
-    def _epoch_batches(self):
-        """Batches of the current epoch, skipping those a resumed checkpoint already consumed."""
-        epoch, skip = self.state.epoch, self.state.batches_seen_in_epoch
-        self.collator.set_epoch(epoch)
-        if self.streaming:
-            self._streaming_dataset.set_epoch(epoch)
-            batches = iter(self.train_dataloader)
-            return islice(batches, skip, None) if skip else batches
-        self.train_dataloader.set_epoch(epoch)
-        return self.accelerator.skip_first_batches(self.train_dataloader, skip) if skip else self.train_dataloader
+    def describe_run(self) -> str:
+        return f"{super().describe_run()}; {self.data_args.referents_per_image} expressions per image"
 
-    def _to_device(self, batch: dict) -> dict:
-        device = self.accelerator.device
-        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    def finish(self) -> dict:
+        if self.collator.skipped:
+            logger.warning("training skipped %s", dict(self.collator.skipped))
+        results = {}
+        if self.args.do_final_eval and self.eval_dataset is not None:
+            results = self.evaluate()
+            self.log_metrics(results, self.state.global_step)
+            if self.accelerator.is_main_process:
+                logger.info("final metrics (%s, step %d):\n%s", self.data_args.eval_split, self.state.global_step,
+                            format_metrics_table(results, include_options=False))
+        self.save_model(eval_results={self.data_args.eval_split: results} if results else None)
+        return results
 
     def _trace(self, image_ids: list[str]) -> None:
         folder = self.output_dir / "data_trace"
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / f"rank{self.accelerator.process_index}.txt", "a") as handle:
             handle.write("".join(f"{self.state.global_step}\t{i}\n" for i in image_ids))
-
-    def train(self) -> dict:
-        """Train to `max_steps`; returns the final metrics (empty when there is no eval set).
-
-        The output folder's lock is released when training ends, however it ends.
-        """
-        try:
-            return self._train()
-        finally:
-            self.prepared.release()
-
-    def _describe_run(self) -> None:
-        """What a user needs to see before a long run: processes, batch, precision, length, destination."""
-        args, accelerator = self.args, self.accelerator
-        per_device, processes, accumulation = (args.per_device_train_batch_size, accelerator.num_processes,
-                                               args.gradient_accumulation_steps)
-        logger.info(
-            "world size %d (%s, device %s), mixed precision %s; effective batch %d images = %d per device x %d "
-            "process(es) x %d accumulation, %d expressions each; %d steps from step %d (warm-up %d); output_dir %s%s",
-            processes, accelerator.distributed_type.value, accelerator.device, accelerator.mixed_precision,
-            per_device * processes * accumulation, per_device, processes, accumulation,
-            self.data_args.referents_per_image, self.max_steps, self.state.global_step, self.warmup_steps,
-            self.output_dir.resolve(),
-            f", push to https://huggingface.co/{self.prepared.hub_repo_id}" if self.prepared.hub_repo_id else "",
-        )
-
-    def _train(self) -> dict:
-        args, accelerator = self.args, self.accelerator
-        # Only now, with every check passed and the model and data built, does an overwritten run's past go.
-        on_main_process(accelerator, self.prepared.clear_earlier_run)
-        if args.resume_from_checkpoint:
-            self._resume(args.resume_from_checkpoint)
-        if accelerator.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            self._describe_run()
-        if accelerator.trackers == [] and self._trackers():
-            accelerator.init_trackers("unires", config=_flat_config(args, self.data_args))
-        bar = tqdm(
-            total=self.max_steps,
-            initial=self.state.global_step,
-            desc="training",
-            unit="step",
-            disable=args.disable_progress_bar or not accelerator.is_local_main_process,
-        )
-        self.model.train()
-        running, running_count, started = 0.0, 0, time.perf_counter()
-        if self.replanner is not None:
-            self.replanner.start(self.clock())
-        while self.state.global_step < self.max_steps:
-            consumed_any = False
-            resumed_at_epoch_end = self.state.batches_seen_in_epoch > 0  # a checkpoint taken after an epoch's last batch
-            for batch in self._epoch_batches():
-                consumed_any = True
-                self.state.batches_seen_in_epoch += 1
-                batch.pop("granularities", None)
-                image_ids = batch.pop("image_ids", [])
-                if args.trace_data:
-                    self._trace(image_ids)
-                with accelerator.accumulate(self.model):
-                    loss = self.model(**self._to_device(batch)).loss
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"loss is {loss.item()} at step {self.state.global_step + 1} "
-                            f"(images {image_ids}); stopping. Lower the learning rate or try --mixed_precision no."
-                        )
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and args.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                running += loss.detach().float().item()
-                running_count += 1
-                if not accelerator.sync_gradients:
-                    continue
-                self.state.global_step += 1
-                step = self.state.global_step
-                if self.replanner is not None:
-                    self.max_steps = max(step, self.replanner.update(step, self.clock()))
-                    bar.total = self.max_steps
-                self.state.planned_steps = self.max_steps
-                self.scheduler.step()
-                bar.update(1)
-                if step % args.logging_steps == 0 or step == self.max_steps:
-                    mean_loss = accelerator.reduce(
-                        torch.tensor(running / max(running_count, 1), device=accelerator.device), "mean"
-                    ).item()
-                    record = {"step": step, "loss": mean_loss, "lr": self.scheduler.get_last_lr()[-1]}
-                    record["seconds"] = round(time.perf_counter() - started, 2)
-                    self.state.log_history.append(record)
-                    accelerator.log({"train/loss": mean_loss, "train/lr": record["lr"]}, step=step)
-                    bar.set_postfix(loss=f"{mean_loss:.4f}")
-                    running, running_count = 0.0, 0
-                if args.save_steps and (step % args.save_steps == 0 or step >= self.max_steps):
-                    # Also at the last step, as transformers' Trainer does: a run can be resumed with a larger
-                    # --max_steps to train on.
-                    self.save_checkpoint()
-                if args.eval_steps and step % args.eval_steps == 0 and self.eval_dataset is not None:
-                    self.log_metrics(self.evaluate(), step)
-                if step >= self.max_steps:
-                    break
-            else:
-                if not consumed_any and not resumed_at_epoch_end:
-                    raise ValueError("the training data yielded no batch: is the split empty?")
-                self.state.epoch += 1
-                self.state.batches_seen_in_epoch = 0
-        bar.close()
-        if self.collator.skipped:
-            logger.warning("training skipped %s", dict(self.collator.skipped))
-        results = {}
-        if args.do_final_eval and self.eval_dataset is not None:
-            results = self.evaluate()
-            self.log_metrics(results, self.state.global_step)
-            if accelerator.is_main_process:
-                logger.info("final metrics (%s, step %d):\n%s", self.data_args.eval_split, self.state.global_step,
-                            format_metrics_table(results, include_options=False))
-        self.save_model(eval_results={self.data_args.eval_split: results} if results else None)
-        accelerator.end_training()
-        return results
 
     # -------------------------------------------------------------------------- evaluation
     def evaluate(self, dataset=None, options: Optional[MRESMetricOptions] = None) -> dict:
