@@ -111,16 +111,16 @@ def parse_args(argv=None):
         help="compare at each image's size (CRIS, the paper) or at the model's input size (LAVT)")
     add("--threshold", type=probability, default=None,
         help="probability > threshold is foreground (default%(default).0s: the adapter's: unires the config's 0.35, clipseg 0.35, "
-             "sam3 0.5 on instance masks, callable 0.35)")
+             "sam3 0.5 on instance masks, promptable_concept the pipeline's own (SAM 3 0.5), callable 0.35)")
     add("--prec_comparison", choices=[">=", ">"], default=">=", help="Prec@X counts IoU >= X or > X (CRIS) "
                                                                     "")
     add("--empty_gt", choices=["one_if_both_empty", "zero"], default="one_if_both_empty",
         help="IoU of an empty prediction on an empty ground truth")
     add("--instance_rule", choices=["best", "union"], default=None,
-        help="sam3: one mask from its instances: the highest-scoring one, or the union above --score_threshold "
+        help="sam3, promptable_concept: one mask from its instances: the highest-scoring one, or the union above --score_threshold "
              "(default%(default).0s: best)")
     add("--score_threshold", type=probability, default=None,
-        help="sam3 with --instance_rule union (default%(default).0s: 0.5)")
+        help="sam3, promptable_concept with --instance_rule union (default%(default).0s: 0.5)")
     add("--pipeline_task", default=None, help="pipeline: the task (default%(default).0s: referring-expression-segmentation for "
                                               "UniRES, else image-segmentation)")
     add("--baselines", nargs="*", default=[], choices=BASELINES,

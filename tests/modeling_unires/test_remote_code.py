@@ -204,7 +204,7 @@ def test_pipeline_travels_as_remote_code(tmp_path):
             assert np.array_equal(np.asarray(child["masks_without_rle"][row], dtype=bool), want["mask"])
             assert child["rles"][row] == want["rle"]
             assert abs(child["scores"][row] - want["score"]) < 1e-6
-        assert child["keys_without_rle"] == ["mask", "score", "text"]
+        assert child["keys_without_rle"] == ["box", "mask", "score", "text"]
         # On a CPU the remote-code pipeline runs the fast path too.
         assert child["fast_inference"] and child["image_processor"] == "UniRESImageProcessorFast"
         assert "pip install pycocotools" in child["rle_error"] and "return_rle=False" in child["rle_error"]

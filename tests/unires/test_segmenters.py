@@ -495,18 +495,18 @@ def _parser():
 
 @pytest.mark.parametrize("argv, message", [
     (["--model_type", "clipseg", "--model", "m", "--instance_rule", "union"],
-     "--instance_rule is an option of --model_type sam3, not of clipseg"),
+     "--instance_rule is an option of --model_type sam3, promptable_concept, not of clipseg"),
     (["--model_type", "unires", "--model", "m", "--score_threshold", "0.3"],
-     "--score_threshold is an option of --model_type sam3, not of unires"),
+     "--score_threshold is an option of --model_type sam3, promptable_concept, not of unires"),
     (["--model_type", "sam3", "--model", "m", "--pipeline_task", "image-segmentation"],
      "--pipeline_task is an option of --model_type pipeline, not of sam3"),
     (["--model_type", "clipseg", "--model", "m", "--trust_remote_code"],
-     "--trust_remote_code is an option of --model_type unires, pipeline, not of clipseg"),
+     "--trust_remote_code is an option of --model_type unires, pipeline, promptable_concept, not of clipseg"),
     (["--model_type", "callable:w.py:f", "--device", "cpu"],
-     "--device is an option of --model_type unires, clipseg, sam3, pipeline, not of callable"),
+     "--device is an option of --model_type unires, onnx, clipseg, sam3, pipeline, promptable_concept, not of callable"),
     (["--model_type", "full_image", "--threshold", "0.5"],
-     "--threshold is an option of --model_type unires, clipseg, sam3, pipeline, callable, not of full_image"),
-    (["--model_type", "clip", "--model", "m"], "unknown model_type 'clip'; choose from unires, clipseg, sam3"),
+     "--threshold is an option of --model_type unires, onnx, clipseg, sam3, pipeline, promptable_concept, callable, not of full_image"),
+    (["--model_type", "clip", "--model", "m"], "unknown model_type 'clip'; choose from unires, onnx, clipseg, sam3"),
     (["--model_type", "full_image", "--model", "m"], "--model: --model_type full_image is a baseline"),
 ])
 def test_an_option_the_adapter_does_not_take_is_refused_while_parsing(argv, message, capsys):
@@ -520,12 +520,12 @@ def test_an_option_the_adapter_does_not_take_is_refused_while_parsing(argv, mess
 def test_the_library_refuses_a_foreign_option_naming_it(data):
     from unires.evaluation import load_segmenter
 
-    with pytest.raises(ValueError, match="instance_rule is an option of model_type sam3, not of clipseg"):
+    with pytest.raises(ValueError, match="instance_rule is an option of model_type sam3, promptable_concept, not of clipseg"):
         load_segmenter("clipseg", "CIDAS/clipseg-rd64-refined", instance_rule="union")
     with pytest.raises(ValueError, match="task is an option of model_type pipeline, not of callable"):
         load_segmenter("callable:x:y", task="image-segmentation")
     # run_evaluation refuses before it reads the data or loads a model.
-    with pytest.raises(ValueError, match="score_threshold is an option of model_type sam3, not of unires"):
+    with pytest.raises(ValueError, match="score_threshold is an option of model_type sam3, promptable_concept, not of unires"):
         run_evaluation("no/such-model", "unires", "no/such-dataset", ["validation"], score_threshold=0.3)
     with pytest.raises(TypeError):  # the adapters' own loaders no longer swallow options (**_)
         CLIPSegSegmenter.from_pretrained("CIDAS/clipseg-rd64-refined", instance_rule="union")

@@ -3,9 +3,11 @@
 | `--model_type` | adapter | options |
 |---|---|---|
 | `unires` | [`UniRESSegmenter`]: processor → model → post_process_masks | `device`, `threshold`, `trust_remote_code`, `fast_inference` |
+| `onnx` | [`OnnxSegmenter`]: UniRES exported to ONNX (examples/export.py), run by ONNX Runtime | `device`, `threshold` |
 | `clipseg` | [`CLIPSegSegmenter`]: CLIPSegForImageSegmentation, logits resized to the compared size | `device`, `threshold`, `batch_size` |
 | `sam3` | [`Sam3Segmenter`]: Sam3Model, the expression as text prompt, instances merged by a stated rule | `device`, `threshold`, `batch_size`, `instance_rule`, `score_threshold` |
 | `pipeline` | [`PipelineSegmenter`]: our pipeline, or any image-segmentation one (labels matched) | `device`, `threshold`, `task`, `trust_remote_code` |
+| `promptable_concept` | [`PromptableConceptSegmenter`]: any promptable-concept-segmentation pipeline (SAM 3's), instances merged by a stated rule | `device`, `threshold`, `instance_rule`, `score_threshold`, `trust_remote_code` |
 | `callable:<module:fn>` | [`CallableSegmenter`]: a plain function segment(image, expressions), for models outside transformers | `threshold` |
 | `full_image` | [`FullImageSegmenter`]: trivial baseline: the whole image for every expression | none |
 | `largest_object_box` | [`LargestObjectBoxSegmenter`]: trivial baseline: the filled box of the image's largest annotated object | none |
