@@ -35,7 +35,6 @@ Layers are recognised by class name, so that a model loaded as remote code and t
 (or the reverse) work together.
 """
 
-import math
 from dataclasses import dataclass
 from types import MethodType
 

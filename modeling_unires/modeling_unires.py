@@ -22,6 +22,8 @@ from transformers.models.clip.modeling_clip import eager_attention_forward
 from transformers.utils import ModelOutput, logging
 
 from .configuration_unires import UniRESConfig
+from .token_pooling_unires import add_unpooled, pool_tokens, pooled_grid
+from .input_checks_unires import check_model_inputs, grid_of_image_embeddings, resolve_image_indices
 
 try:  # transformers >= 5: init functions that leave already-loaded weights alone
     from transformers import initialization as init
@@ -442,10 +444,10 @@ class UniRESDecoder(nn.Module):
         pooled = fused
         if self.config.decoder_token_stride > 1:
             # Pooling is linear and the sentence scales every token alike: pool once per image, not per expression.
-            pooled = self._pool_tokens(visual, grid).index_select(0, image_indices) * sentence_key[:, None, :]
+            pooled = pool_tokens(visual, grid, self.config.decoder_token_stride).index_select(0, image_indices) * sentence_key[:, None, :]
         positions = None
         if self.config.decoder_position_encoding == "sine":
-            positions = sine_position_encoding(self._pooled_grid(grid), pooled.shape[-1], pooled.device, pooled.dtype)
+            positions = sine_position_encoding(pooled_grid(grid, self.config.decoder_token_stride), pooled.shape[-1], pooled.device, pooled.dtype)
         group_tokens, scores, filter_attentions = self.filter_regions(
             low, high, text_tokens, text_mask, sentence_key, image_indices, output_attentions
         )
@@ -464,7 +466,7 @@ class UniRESDecoder(nn.Module):
                 all_hidden_states += (hidden_states,)
         if self.config.decoder_token_stride > 1:
             # Every patch token receives the update its pooled cell got from the decoder.
-            hidden_states = self._add_unpooled(fused, hidden_states - pooled, grid)
+            hidden_states = add_unpooled(fused, hidden_states - pooled, grid, self.config.decoder_token_stride)
         return UniRESDecoderOutput(
             last_hidden_state=self.norm(hidden_states),
             sentence_embedding=sentence_key,
@@ -493,46 +495,6 @@ class UniRESDecoder(nn.Module):
         if not filtered:
             return None, None, attentions
         return torch.cat(filtered, dim=1), torch.cat(scores, dim=1), attentions
-
-    def _pooled_grid(self, grid):
-        """`(rows, cols)` of the cells the decoder works on: the patch grid pooled by `decoder_token_stride`, a partial
-        cell at the end of a row or column counting as one."""
-        stride = self.config.decoder_token_stride
-        return math.ceil(grid[0] / stride), math.ceil(grid[1] / stride)
-
-    def _pool_tokens(self, tokens, grid):
-        """Average `(batch, rows*cols, width)` tokens over `decoder_token_stride`-sided cells (identity at 1)."""
-        stride = self.config.decoder_token_stride
-        if stride == 1:
-            return tokens
-        batch, _, width = tokens.shape
-        rows, cols = grid
-        if rows % stride == 0 and cols % stride == 0:
-            # Whole cells: a mean over a view, with no transposed copy of the tokens.
-            cells = tokens.view(batch, rows // stride, stride, cols // stride, stride, width).mean(dim=(2, 4))
-            return cells.reshape(batch, -1, width)
-        as_map = tokens.transpose(1, 2).reshape(batch, width, *grid)
-        pooled = F.avg_pool2d(as_map, stride, ceil_mode=True)
-        return pooled.flatten(2).transpose(1, 2)
-
-    def _unpool_tokens(self, pooled, grid):
-        """Copy every pooled cell back onto the patches it covers: `(batch, cells, width)` to `(batch, rows*cols, width)`."""
-        stride = self.config.decoder_token_stride
-        batch, _, width = pooled.shape
-        as_map = pooled.transpose(1, 2).reshape(batch, width, *self._pooled_grid(grid))
-        as_map = as_map.repeat_interleave(stride, dim=2).repeat_interleave(stride, dim=3)[..., : grid[0], : grid[1]]
-        return as_map.flatten(2).transpose(1, 2)
-
-    def _add_unpooled(self, tokens, pooled, grid):
-        """`tokens + _unpool_tokens(pooled, grid)`; with whole cells, a broadcast add that makes no unpooled copy."""
-        stride = self.config.decoder_token_stride
-        rows, cols = grid
-        if rows % stride or cols % stride:
-            return tokens + self._unpool_tokens(pooled, grid)
-        batch, _, width = tokens.shape
-        fine = tokens.view(batch, rows // stride, stride, cols // stride, stride, width)
-        coarse = pooled.view(batch, rows // stride, 1, cols // stride, 1, width)
-        return (fine + coarse).view(batch, rows * cols, width)
 
 
 class UniRESMaskHead(nn.Module):
@@ -796,7 +758,7 @@ class UniRESModel(UniRESPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
-        self._check_inputs(pixel_values, input_ids, image_embeddings)
+        check_model_inputs(self.config, pixel_values, input_ids, image_embeddings)
         vision_hidden_states = None
         if image_embeddings is None:
             vision_outputs = self.vision_encoder(pixel_values, output_hidden_states=output_hidden_states)
@@ -804,8 +766,8 @@ class UniRESModel(UniRESPreTrainedModel):
             patch = self.config.vision_config.patch_size
             grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
         else:
-            grid = self._grid_of_image_embeddings(image_embeddings, pixel_values)
-        image_indices = self._resolve_image_indices(
+            grid = grid_of_image_embeddings(self.config, image_embeddings, pixel_values)
+        image_indices = resolve_image_indices(
             image_indices, image_embeddings.shape[0], input_ids.shape[0], image_embeddings.device
         )
         if attention_mask is None:
@@ -856,70 +818,6 @@ class UniRESModel(UniRESPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return output_attentions, output_hidden_states
-
-    def _check_inputs(self, pixel_values, input_ids, image_embeddings):
-        if pixel_values is None and image_embeddings is None:
-            raise ValueError("Pass `pixel_values` or `image_embeddings`")
-        if image_embeddings is not None and pixel_values is None and self.mask_head.pixel_decoder is not None:
-            raise ValueError(
-                "This model has a pixel branch (config.pixel_decoder_channels="
-                f"{self.config.pixel_decoder_channels}): pass `pixel_values` together with `image_embeddings`"
-            )
-        if input_ids is None:
-            raise ValueError("`input_ids` (the tokenised expressions) are required")
-
-    def _grid_of_image_embeddings(self, image_embeddings, pixel_values):
-        """The (square) patch grid of given image embeddings, checked against the images passed beside them."""
-        expected = self.config.vision_config.hidden_size
-        if image_embeddings.dim() != 3 or image_embeddings.shape[-1] != expected:
-            raise ValueError(
-                f"image_embeddings must be (num_images, tokens, {expected}), got {tuple(image_embeddings.shape)}"
-            )
-        num_patches = image_embeddings.shape[1] - self.config.num_group_tokens_used
-        side = math.isqrt(max(num_patches, 0))
-        if num_patches <= 0 or side * side != num_patches:
-            raise ValueError(
-                f"image_embeddings hold {image_embeddings.shape[1]} tokens: expected a square patch grid plus "
-                f"{self.config.num_group_tokens_used} group tokens"
-            )
-        patch = self.config.vision_config.patch_size
-        if pixel_values is not None and (
-            pixel_values.shape[0] != image_embeddings.shape[0]
-            or tuple(pixel_values.shape[-2:]) != (side * patch, side * patch)
-        ):
-            raise ValueError(
-                f"pixel_values are {pixel_values.shape[0]} images of {tuple(pixel_values.shape[-2:])} but "
-                f"image_embeddings hold {image_embeddings.shape[0]} images of a {side}x{side} patch grid: pass "
-                "the images the embeddings were computed from"
-            )
-        return side, side
-
-    def _resolve_image_indices(self, image_indices, num_images, num_expressions, device):
-        if image_indices is None:
-            if num_images == num_expressions:
-                return torch.arange(num_expressions, device=device)
-            if num_images == 1:
-                return torch.zeros(num_expressions, dtype=torch.long, device=device)
-            raise ValueError(
-                f"Got {num_images} images and {num_expressions} expressions: pass one image, as many images as "
-                "expressions, or `image_indices` mapping each expression to its image"
-            )
-        image_indices = torch.as_tensor(image_indices, device=device)
-        if image_indices.is_floating_point() or image_indices.is_complex() or image_indices.dtype == torch.bool:
-            # `.long()` would read 0.5 as image 0.
-            raise ValueError(
-                f"image_indices must be integers (a list of ints or an integer tensor), got {image_indices.dtype} "
-                f"values {image_indices.flatten()[:8].tolist()}"
-            )
-        image_indices = image_indices.long()
-        if image_indices.shape != (num_expressions,):
-            raise ValueError(
-                f"image_indices has shape {tuple(image_indices.shape)}, expected ({num_expressions},) "
-                "(one image index per expression)"
-            )
-        if num_expressions and (image_indices.min() < 0 or image_indices.max() >= num_images):
-            raise ValueError(f"image_indices {image_indices.tolist()} out of range for {num_images} images")
-        return image_indices
 
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """`bce_loss_weight * BCE + dice_loss_weight * Dice`, with `labels` (float or bool) shaped like `logits`."""

@@ -5,6 +5,8 @@ test_fast_inference.py): training uses them, for speed and memory, and they are 
 
 import pytest
 import torch
+
+from modeling_unires.token_pooling_unires import add_unpooled, pool_tokens, unpool_tokens
 import torch.nn.functional as F
 
 from tiny_models.unires import tiny_model_and_processor
@@ -49,11 +51,11 @@ def test_pooling_fast_paths_equal_avg_pool_and_unpool(grid):
     tokens = torch.randn(3, grid[0] * grid[1], 5)
     as_map = tokens.transpose(1, 2).reshape(3, 5, *grid)
     expected = F.avg_pool2d(as_map, 2, ceil_mode=True).flatten(2).transpose(1, 2)
-    pooled = model.decoder._pool_tokens(tokens, grid)
+    pooled = pool_tokens(tokens, grid, model.config.decoder_token_stride)
     torch.testing.assert_close(pooled, expected)
     update = torch.randn_like(pooled)
-    unpooled = tokens + model.decoder._unpool_tokens(update, grid)
-    torch.testing.assert_close(model.decoder._add_unpooled(tokens, update, grid), unpooled)
+    unpooled = tokens + unpool_tokens(update, grid, model.config.decoder_token_stride)
+    torch.testing.assert_close(add_unpooled(tokens, update, grid, model.config.decoder_token_stride), unpooled)
 
 
 def test_forward_pools_per_image_as_it_would_per_expression():

@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+
+from modeling_unires.token_pooling_unires import pool_tokens, unpool_tokens
 import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel
 
@@ -217,11 +219,11 @@ def test_pooled_decoder_and_pixel_branch(stride, channels, tmp_path):
 def test_pooling_copies_cells_back_onto_their_patches():
     model, _ = tiny_model_and_processor(decoder_token_stride=2)
     cells = torch.arange(9.0).view(1, 9, 1).expand(1, 9, 3)  # a 3x3 map of cells, 3 channels
-    patches = model.decoder._unpool_tokens(cells, (5, 5))  # a 5x5 grid: the last row and column of cells are partial
+    patches = unpool_tokens(cells, (5, 5), model.config.decoder_token_stride)  # a 5x5 grid: the last row and column of cells are partial
     expected = torch.arange(9.0).view(3, 3).repeat_interleave(2, 0).repeat_interleave(2, 1)[:5, :5]
     assert torch.equal(patches[0, :, 0], expected.flatten())
     # Pooling averages only the patches inside the grid, so a map that is constant per cell pools back to its cells.
-    assert torch.equal(model.decoder._pool_tokens(patches, (5, 5)), cells)
+    assert torch.equal(pool_tokens(patches, (5, 5), model.config.decoder_token_stride), cells)
 
 
 def test_sine_position_encoding_codes_rows_and_columns_apart():
