@@ -1,7 +1,8 @@
 """The one training loop, on Accelerate: UniRES (`unires.training.UniRESTrainer`), the dense captioner
 (`captioner.train`) and the CLIPSeg baseline (`unires.baselines.clipseg`) each subclass `TrainingLoop` and say only
 what is theirs: how a batch becomes a loss, what else an epoch starts with, what happens after a step, what the run
-saves at the end. Why our own loop rather than transformers' `Trainer`: DESIGN.md, "Training".
+saves at the end. Why our own loop rather than transformers' `Trainer`: README.md, "Training" ("One loop for
+every trainer").
 
 What every run gets from it, under the same tests:
 - exact resume, data order included (`checkpoint-N`: Accelerate's state, the sampler's epoch and position, and
