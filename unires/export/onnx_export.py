@@ -26,6 +26,7 @@ This module imports torch and onnx; `modeling_unires` never imports it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -218,10 +219,37 @@ def _export_graphs(model, inputs, output_dir: Path, opset: int, encoder_outputs:
                  input_names=names, output_names=["logits"], dynamic_shapes=dynamic_shapes)
 
 
+@contextlib.contextmanager
+def _attention_masks_per_query(opset: int):
+    """
+    While exporting: `scaled_dot_product_attention` gets its boolean or additive mask expanded over the queries.
+    From opset 23 the exporter writes ONNX's `Attention` op (one fused kernel in ONNX Runtime, where older opsets get
+    MatMul, Softmax and MatMul), whose ONNX Runtime kernel requires the mask's query axis to be the queries' length;
+    UniRES's decoder passes `(batch, 1, 1, keys)` masks, which PyTorch broadcasts. Same values, a broadcast made
+    explicit. On the paper-size decoder at 480 (1 CPU thread) opset 23 decodes about 10-15% faster than opset 18;
+    18 stays the default for the runtimes that lack opset 23 (older ONNX Runtime, onnxruntime-web).
+    """
+    original = F.scaled_dot_product_attention
+    if opset < 23:
+        yield
+        return
+
+    def expanded(query, key, value, attn_mask=None, *args, **kwargs):
+        if attn_mask is not None and attn_mask.dim() == 4 and attn_mask.shape[-2] == 1 and query.shape[-2] != 1:
+            attn_mask = attn_mask.expand(*attn_mask.shape[:-2], query.shape[-2], attn_mask.shape[-1])
+        return original(query, key, value, attn_mask, *args, **kwargs)
+
+    F.scaled_dot_product_attention = expanded
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
 def _onnx_export(module, args, path: Path, opset: int, *, input_names, output_names, dynamic_shapes) -> None:
     import warnings
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _attention_masks_per_query(opset):
         warnings.simplefilter("ignore")  # the exporter's deprecation notes on dynamic shape names
         program = torch.onnx.export(
             module, args, dynamo=True, opset_version=opset, input_names=input_names, output_names=output_names,

@@ -203,3 +203,25 @@ def test_the_evaluation_adapter_onnx(exported):
     conventions = segmenter.conventions()
     assert conventions["model_type"] == "onnx" and conventions["providers"] == ["CPUExecutionProvider"]
     assert conventions["threshold"] == THRESHOLD
+
+
+def test_opset_23_export_of_a_model_without_pixel_branch_equals_pytorch(tmp_path):
+    """The paper's shape (no pixel branch, no token stride) at opset 23, where attention is ONNX's fused `Attention`
+    op (with the decoder's `(batch, 1, 1, keys)` masks made explicit over the queries)."""
+    import onnx
+
+    from tiny_models.unires import tiny_model_and_processor
+    from unires.export import ORTModelForReferringSegmentation, export_onnx
+
+    model, processor = tiny_model_and_processor(seed=1, mask_threshold=THRESHOLD)
+    export_onnx(model, processor, tmp_path, opset=23)
+    ops = {node.op_type for node in onnx.load(str(tmp_path / QUERY_DECODER_FILE)).graph.node}
+    assert "Attention" in ops and "Softmax" not in ops
+    ort_model = ORTModelForReferringSegmentation.from_pretrained(tmp_path)
+    assert ort_model.encoder_outputs == ["image_embeddings"]
+    inputs = _inputs(processor, 3, 7)
+    with torch.no_grad():
+        expected = model(**_model_inputs(inputs)).logits
+    got = ort_model(**inputs).logits
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    assert torch.equal(got.sigmoid() > THRESHOLD, expected.sigmoid() > THRESHOLD)
