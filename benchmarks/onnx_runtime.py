@@ -226,13 +226,18 @@ def ort_profile(folder, threads: int, feeds: dict, title: str) -> None:
 
     import onnxruntime as ort
 
+    import tempfile
+
     options = session_options(threads)
     options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="ort-profile-"), "query_decoder")
     session = ort.InferenceSession(str(Path(folder) / "query_decoder.onnx"), options,
                                    providers=["CPUExecutionProvider"])
     for _ in range(3):
         session.run(None, feeds)
-    trace = json.loads(Path(session.end_profiling()).read_text())
+    trace_path = Path(session.end_profiling())
+    trace = json.loads(trace_path.read_text())
+    trace_path.unlink()
     per_op = {}
     for event in trace:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
