@@ -25,7 +25,8 @@ from common import default_device, device_info
 HERE = Path(__file__).resolve().parent
 # Cheap ones first, so that a broken environment shows early.
 SCRIPTS = ("evaluator_masks", "data_loading", "engine_input", "post_processing", "pipeline_expressions", "app_steps",
-           "demo_training", "forward_overhead", "vs_clipseg", "segmenters", "training_sharing", "int8_quantization")
+           "demo_training", "forward_overhead", "vs_clipseg", "segmenters", "training_sharing", "int8_quantization",
+           "onnx_runtime")
 
 
 def main():

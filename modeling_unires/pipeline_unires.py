@@ -169,7 +169,8 @@ class ReferringExpressionSegmentationPipeline(Pipeline):
         # The processor as loaded is what `save_pretrained` writes: a checkpoint names the plain image processor.
         self._loaded_processor = self.processor
         if fast_inference:
-            enable_fast_inference(self.model, max_expressions_per_pass, cpu_tokens_per_pass)
+            if type(self.model).__name__ == "UniRESModel":  # an ONNX Runtime model (unires.export) has its own graph
+                enable_fast_inference(self.model, max_expressions_per_pass, cpu_tokens_per_pass)
             self.processor = use_fast_image_processor(self.processor)
 
     def _sanitize_parameters(self, threshold=None, mask_threshold=None, top_k=None, mask_format=None,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ["predict.py", "app.py", "demo.py", "ablate.py", "caption_boxes.py", "evaluate_model.py"]
+SCRIPTS = ["predict.py", "app.py", "demo.py", "ablate.py", "caption_boxes.py", "evaluate_model.py", "export.py"]
 HEAVY = ("torch", "transformers", "datasets", "accelerate", "gradio", "peft", "numpy")
 
 CHILD = r"""
