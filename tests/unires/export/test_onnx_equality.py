@@ -179,8 +179,9 @@ def test_the_pipeline_takes_the_onnx_runtime_model(exported, ort_models):
     model, processor, _ = exported
     images = sample_images(2, seed=5)
     texts = [expressions(3), expressions(2, offset=3)]
-    ours = pipeline(modeling_unires.PIPELINE_TASK, model=ort_models["fp32"], processor=processor,
-                    fast_inference=False)(images, texts, mask_format="numpy")
+    # The pipeline's defaults (on a CPU: the fast image processor; the fast PyTorch layers are UniRESModel's only).
+    ours = pipeline(modeling_unires.PIPELINE_TASK, model=ort_models["fp32"], processor=processor)(
+        images, texts, mask_format="numpy")
     theirs = pipeline(modeling_unires.PIPELINE_TASK, model=model, processor=processor)(images, texts,
                                                                                          mask_format="numpy")
     for a, b in zip(sum(ours, []), sum(theirs, [])):
