@@ -1,6 +1,15 @@
 """MRES-Synth: procedural scenes of objects made of named parts, with unambiguous expressions."""
 
-from .builder import SPLITS, MRESSynth, MRESSynthConfig, build_mres_synth, generate_row, scene_for, scene_to_row
+from .builder import (
+    SPLITS,
+    UNSEEN_SPLITS,
+    MRESSynth,
+    MRESSynthConfig,
+    build_mres_synth,
+    generate_row,
+    scene_for,
+    scene_to_row,
+)
 from .expressions import Descriptor, parse_expression, resolve
 from .scene import Scene, SceneObject, generate_scene
 from .vocabulary import CATEGORIES, COLOURS, held_out_combinations
@@ -12,6 +21,7 @@ __all__ = [
     "MRESSynth",
     "MRESSynthConfig",
     "SPLITS",
+    "UNSEEN_SPLITS",
     "Scene",
     "SceneObject",
     "build_mres_synth",

@@ -18,7 +18,9 @@ from .expressions import object_descriptors, object_sentences, part_sentences
 from .scene import Scene, generate_scene
 from .vocabulary import CATEGORY_NAMES, COLOUR_NAMES, PART_NAMES
 
-SPLITS = ("train", "validation", "test", "test_unseen")
+SPLITS = ("train", "validation", "test", "test_unseen", "train_unseen")
+# The splits drawn from the held-out category–colour pairs only (`vocabulary.held_out_combinations`).
+UNSEEN_SPLITS = ("test_unseen", "train_unseen")
 _SPLIT_INDEX = {name: i for i, name in enumerate(SPLITS)}  # part of every image's seed
 SOURCE = "mres-synth"
 
@@ -31,7 +33,9 @@ same category or colour. Expressions name objects ("the red car on the left") or
 ("the wheels of the blue bus", "the roof of the small house"); a part expression refers to all
 instances of that part on its object. Every sentence is checked to designate exactly one
 referent in its scene. Masks are exact (from the rasteriser). The split `test_unseen` uses only
-category-colour combinations that never occur in the other splits.
+category-colour combinations that never occur in train, validation and test. The optional split
+`train_unseen` (none by default) draws other images from those same held-out combinations: a
+fine-tuning set for the pairs a model trained on `train` never saw, scored on `test_unseen`.
 Part names: {", ".join(PART_NAMES)}."""
 
 
@@ -42,6 +46,8 @@ class MRESSynthConfig(datasets.BuilderConfig):
     Args:
         image_size: side of the square images in pixels.
         num_train, num_validation, num_test, num_test_unseen: images per split (0 omits a split).
+        num_train_unseen: images of the fine-tuning split drawn from the held-out category–colour pairs, as
+            ``test_unseen`` is but with other images (default 0: omitted).
         seed: base seed; image ``i`` of a split is drawn from ``(seed, split, i)`` alone, so a
             split's first images do not depend on how many are generated.
         min_objects, max_objects: objects per scene.
@@ -53,6 +59,7 @@ class MRESSynthConfig(datasets.BuilderConfig):
     num_validation: int = 500
     num_test: int = 500
     num_test_unseen: int = 500
+    num_train_unseen: int = 0
     seed: int = 0
     min_objects: int = 2
     max_objects: int = 5
@@ -119,7 +126,7 @@ def scene_for(split: str, index: int, config: MRESSynthConfig) -> tuple[Scene, n
         config.image_size,
         min_objects=config.min_objects,
         max_objects=config.max_objects,
-        combinations="unseen" if split == "test_unseen" else "seen",
+        combinations="unseen" if split in UNSEEN_SPLITS else "seen",
     )
     return scene, rng
 

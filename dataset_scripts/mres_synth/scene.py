@@ -129,7 +129,7 @@ def generate_scene(
         min_objects, max_objects: number of objects (fewer than drawn only when placement fails,
             never fewer than ``min_objects`` unless the image is too small for them).
         combinations: ``"seen"`` draws category–colour pairs outside the held-out set,
-            ``"unseen"`` draws only held-out pairs (the ``test_unseen`` split).
+            ``"unseen"`` draws only held-out pairs (the ``test_unseen`` and ``train_unseen`` splits).
         distractor_prob: probability that an object shares category or colour with an earlier one.
         noise: standard deviation of optional pixel noise, in grey levels (0: flat colours, small PNGs).
     """

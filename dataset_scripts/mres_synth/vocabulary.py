@@ -127,7 +127,7 @@ PLURALS = {p.name: p.plural for c in CATEGORIES.values() for p in c.parts if p.p
 
 
 def held_out_combinations() -> frozenset[tuple[str, str]]:
-    """Category–colour pairs reserved for ``test_unseen`` (never drawn in train/validation/test).
+    """Category–colour pairs reserved for ``test_unseen`` and ``train_unseen`` (never drawn in train/validation/test).
 
     Category ``i`` holds out colours ``i`` and ``i + 3`` (mod 8): every colour is held out for
     exactly two categories and seen with all the others, so ``test_unseen`` tests composition,

@@ -112,6 +112,27 @@ def test_distractors_in_most_scenes_and_unseen_combinations_held_out():
         assert all((o.category, o.colour) in held for o in scene.objects)
 
 
+def test_train_unseen_is_a_fine_tuning_set_of_the_held_out_pairs_only(tmp_path):
+    held = held_out_combinations()
+    pairs_seen = set()
+    for index in range(30):
+        scene, _ = scene_for("train_unseen", index, CONFIG)
+        pairs = {(o.category, o.colour) for o in scene.objects}
+        assert pairs <= held
+        pairs_seen |= pairs
+        # other images than test_unseen's (which it is scored on), and than train's
+        image = generate_row("train_unseen", index, CONFIG)["image"]["bytes"]
+        assert image != generate_row("test_unseen", index, CONFIG)["image"]["bytes"]
+        assert image != generate_row("train", index, CONFIG)["image"]["bytes"]
+    assert len(pairs_seen) >= len(held) // 2  # it covers the held-out pairs, not one of them
+    # omitted unless asked for, so that existing builds keep their splits
+    assert MRESSynthConfig(name="x").num_train_unseen == 0
+    ds = build_mres_synth(str(tmp_path / "ft"), image_size=48, seed=3, cache_dir=str(tmp_path / "cache"),
+                          num_images={"train": 0, "validation": 1, "test": 0, "test_unseen": 1, "train_unseen": 3})
+    assert {split: len(rows) for split, rows in ds.items()} == {"validation": 1, "test_unseen": 1, "train_unseen": 3}
+    assert load_dataset(str(tmp_path / "ft"), split="train_unseen", streaming=True).features == MRES_FEATURES
+
+
 def test_both_granularities_and_template_variety():
     sentences, granularities = set(), set()
     for index in range(30):

@@ -41,6 +41,37 @@ class ModelArguments:
     attn_implementation: Optional[str] = field(
         default=None, metadata={"help": "Attention implementation: eager or sdpa (transformers' default when unset)."}
     )
+    finetune: str = field(
+        default="full",
+        metadata={
+            "help": "What trains: full (every weight); frozen_towers (the CLIP vision and text towers frozen, the rest "
+            "trains); lora (LoRA adapters through peft on --lora_target_modules, everything else frozen: needs "
+            "--model_name_or_path, saves an adapter that PeftModel.from_pretrained loads on that base; pip install "
+            "'unires[finetune]').",
+            "choices": ["full", "frozen_towers", "lora"],
+        },
+    )
+    lora_r: int = field(default=8, metadata={"help": "--finetune lora: the rank of the LoRA matrices."})
+    lora_alpha: int = field(default=16, metadata={"help": "--finetune lora: LoRA's scale numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "--finetune lora: dropout on the LoRA input."})
+    lora_target_modules: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "--finetune lora: comma-separated module names, matched as the end of a module's path inside the "
+            "decoder and the mask head (never the CLIP towers). Default: every linear layer there: "
+            "q_proj,k_proj,v_proj,out_proj,fc1,fc2,score_query,score_key,visual_projection.0,text_projection.0,"
+            "sentence_projection.0,group_projection.0,projection,alignment_visual_projection,"
+            "alignment_text_projection,pixel_filter."
+        },
+    )
+
+    def __post_init__(self):
+        if self.finetune not in ("full", "frozen_towers", "lora"):
+            raise ValueError(f"--finetune must be full, frozen_towers or lora, got {self.finetune!r}")
+        if self.lora_r < 1:
+            raise ValueError(f"--lora_r must be >= 1, got {self.lora_r}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
 
     def parsed_overrides(self) -> dict:
         if not self.config_overrides:

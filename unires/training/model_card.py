@@ -24,13 +24,7 @@ image and an expression naming an object ("the red car on the left") or a part o
 
 ## Usage
 
-```python
-import modeling_unires  # registers the model and the pipeline (or pass trust_remote_code=True)
-from transformers import pipeline
-
-segment = pipeline("referring-expression-segmentation", model="{model_id}")
-results = segment(image, ["the red car", "the wheels of the blue bus"])
-```
+{usage}
 
 ## Try it in a browser
 
@@ -46,7 +40,7 @@ results = segment(image, ["the red car", "the wheels of the blue bus"])
 | decoder | width {decoder_width}, stage 1: {stage1} layer(s), stage 2: {stage2} layer(s){decoder_options} |
 | parameters | {num_parameters} |
 | base model | {base_model} |
-
+{finetune_rows}
 ## Training data
 
 {datasets}
@@ -88,6 +82,50 @@ def _decoder_options(config) -> str:
     return "; " + ", ".join(options) if options else ""
 
 
+PIPELINE_USAGE = """```python
+import modeling_unires  # registers the model and the pipeline (or pass trust_remote_code=True)
+from transformers import pipeline
+
+segment = pipeline("referring-expression-segmentation", model="{model_id}")
+results = segment(image, ["the red car", "the wheels of the blue bus"])
+```"""
+
+ADAPTER_USAGE = """This is a LoRA adapter (peft) for the UniRES model `{base_model}`: load the base, apply the adapter, and
+merge it for inference at the base's speed.
+
+```python
+import modeling_unires  # registers the model and the pipeline (or pass trust_remote_code=True)
+from peft import PeftModel
+from transformers import AutoProcessor, pipeline
+from modeling_unires import UniRESModel
+
+base = UniRESModel.from_pretrained("{base_model}")
+model = PeftModel.from_pretrained(base, "{model_id}").merge_and_unload()  # a plain UniRESModel
+processor = AutoProcessor.from_pretrained("{model_id}")
+segment = pipeline("referring-expression-segmentation", model=model, processor=processor)
+results = segment(image, ["the red car", "the wheels of the blue bus"])
+```
+
+`python examples/evaluate_model.py --model {model_id} --dataset ...` loads and merges it the same way."""
+
+
+def _finetune_rows(finetune: Optional[dict]) -> str:
+    """The model table's rows on how the run fine-tuned (none for a full training run from a config)."""
+    if not finetune:
+        return ""
+    way = finetune.get("way", "full")
+    described = {"full": "full (every weight)", "frozen_towers": "CLIP towers frozen, the rest trained",
+                 "lora": "LoRA (peft)"}.get(way, way)
+    rows = [f"| fine-tuning | {described} |"]
+    if finetune.get("trainable_parameters") is not None:
+        rows.append(f"| trainable parameters | {finetune['trainable_parameters']:,} of "
+                    f"{finetune.get('total_parameters', 0):,} |")
+    if way == "lora":
+        rows.append(f"| LoRA | r {finetune.get('r')}, alpha {finetune.get('alpha')}, dropout {finetune.get('dropout')},"
+                    f" target modules: {finetune.get('target_modules')} (decoder and mask head) |")
+    return "\n".join(rows) + "\n"
+
+
 def _try_it(model_id: str, space_id: Optional[str]) -> str:
     """The card's "Try it in a browser" section: the Space when there is one, and the app's local command."""
     local = (
@@ -114,6 +152,7 @@ def write_model_card(
     license: str = "apache-2.0",
     space_id: Optional[str] = None,
     mixed_precision: Optional[str] = None,
+    finetune: Optional[dict] = None,
 ) -> str:
     """Write `folder/README.md` (YAML metadata + recipe + evaluation table) and return its text.
 
@@ -122,15 +161,24 @@ def write_model_card(
 
     The card links to the Gradio app: the Space `space_id` ("org/name") when there is one, and always the command
     that serves the app locally.
+
+    `finetune` (from `unires.training.run`): the way (full, frozen_towers, lora), the trainable parameters and, for
+    LoRA, its options and base model. A LoRA card is an adapter's (peft's metadata: `library_name: peft`,
+    `base_model`, the `lora` tag), whose usage loads the base and merges the adapter.
     """
     datasets = datasets if datasets is not None else list(data_args.dataset)
+    adapter = bool(finetune) and finetune.get("way") == "lora"
+    if adapter:
+        base_model = finetune.get("base_model") or base_model
+    hub_base = base_model if base_model and not Path(base_model).exists() else None
     card_data = ModelCardData(
-        library_name="transformers",
+        library_name="peft" if adapter else "transformers",
         pipeline_tag="image-segmentation",
         license=license,
-        tags=["referring-expression-segmentation", "mres", "unires", "clip"],
+        tags=["referring-expression-segmentation", "mres", "unires", "clip"] + (["lora", "peft"] if adapter else []),
         datasets=[d for d in datasets if "/" in d and not Path(d).exists()] or None,
-        base_model=base_model if base_model and not Path(base_model).exists() else None,
+        base_model=hub_base,
+        base_model_relation="adapter" if adapter and hub_base else None,
     )
     groups = []
     if config.use_low_group_tokens:
@@ -144,8 +192,10 @@ def write_model_card(
     warmup = f"{training_args.warmup_steps} steps" if training_args.warmup_steps else f"{training_args.warmup_ratio:.0%}"
     text = TEMPLATE.format(
         card_data=card_data.to_yaml(),
-        title_suffix=f" ({model_id})" if model_id else "",
-        model_id=model_id or str(folder),
+        title_suffix=(" LoRA adapter" if adapter else "") + (f" ({model_id})" if model_id else ""),
+        usage=(ADAPTER_USAGE if adapter else PIPELINE_USAGE).format(model_id=model_id or str(folder),
+                                                                      base_model=base_model),
+        finetune_rows=_finetune_rows(finetune),
         try_it=_try_it(model_id or str(folder), space_id),
         vision_layers=config.vision_config.num_hidden_layers,
         vision_width=config.vision_config.hidden_size,
@@ -160,7 +210,7 @@ def write_model_card(
         stage2=config.decoder_stage2_layers if groups else 0,
         decoder_options=_decoder_options(config),
         num_parameters=f"{num_parameters:,}" if num_parameters else "n/a",
-        base_model=base_model or "trained from scratch",
+        base_model=f"`{base_model}`" if base_model else "trained from scratch",
         datasets="\n".join(f"- `{d}` (split `{data_args.train_split}`)" for d in datasets) or "- (not recorded)",
         num_steps=num_steps,
         batch_size=training_args.per_device_train_batch_size,

@@ -17,6 +17,7 @@ from run_support.run_claim import prepare_run
 
 from .arguments import DataArguments, ModelArguments, UniRESTrainingArguments
 from .collator import MRESTrainingCollator
+from .finetune import apply_finetune, count_parameters, require_peft
 from .trainer import UNIRES_RUN, UniRESTrainer, build_accelerator
 
 logger = logging.getLogger(__name__)
@@ -77,9 +78,13 @@ def run_training(
 
     Before anything is built, the output folder is claimed (its lock; the `--overwrite_output_dir` rule) and a
     `--push_to_hub` is checked, so that a run that cannot finish fails in seconds.
+
+    `model_args.finetune` says what trains (`unires.training.finetune`): full, frozen_towers or lora; it is applied
+    to the model once built (or as passed in).
     """
     if model is not None and config is not None:
         raise ValueError("pass a model or a config to run_training, not both")
+    _check_finetune(model_args, model)
     accelerator = build_accelerator(training_args)
     prepared = prepare_run(accelerator, training_args, UNIRES_RUN)
     try:
@@ -97,17 +102,22 @@ def _build_and_train(model_args, data_args, training_args, accelerator, prepared
         model = UniRESModel(config) if config is not None else build_model(model_args)
     if processor is None:
         processor = build_processor(model_args, model)
-    if train_dataset is None:
-        train_dataset = load_mres_dataset(
-            data_args.dataset,
-            data_args.train_split,
-            streaming=data_args.streaming,
-            weights=data_args.dataset_weights,
-            seed=training_args.seed,
-        )
-    if eval_dataset is None and (data_args.eval_dataset or data_args.dataset) and data_args.eval_split:
-        name = data_args.eval_dataset or data_args.dataset[0]
-        eval_dataset = load_mres_dataset([name], data_args.eval_split)
+    num_parameters = sum(p.numel() for p in model.parameters())
+    model = apply_finetune(model, model_args)
+    # An own-data folder is built (every row checked) into the datasets cache: once, by the main process, which the
+    # others then read (as the captioner's mixture is prepared).
+    with accelerator.main_process_first():
+        if train_dataset is None:
+            train_dataset = load_mres_dataset(
+                data_args.dataset,
+                data_args.train_split,
+                streaming=data_args.streaming,
+                weights=data_args.dataset_weights,
+                seed=training_args.seed,
+            )
+        if eval_dataset is None and (data_args.eval_dataset or data_args.dataset) and data_args.eval_split:
+            name = data_args.eval_dataset or data_args.dataset[0]
+            eval_dataset = load_mres_dataset([name], data_args.eval_split)
     trainer = UniRESTrainer(
         model,
         processor,
@@ -118,10 +128,38 @@ def _build_and_train(model_args, data_args, training_args, accelerator, prepared
         collator=collator,
         model_card_info={
             "base_model": model_args.model_name_or_path or model_args.clip_name_or_path,
-            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "num_parameters": num_parameters,
+            "finetune": _finetune_facts(model_args, model),
         },
         accelerator=accelerator,
         prepared=prepared,
     )
     metrics = trainer.train()
     return trainer, metrics
+
+
+def _check_finetune(model_args: ModelArguments, model) -> None:
+    """Refuse, before the output folder is claimed, a `--finetune lora` that could not save a loadable adapter."""
+    if getattr(model_args, "finetune", "full") != "lora":
+        return
+    require_peft()
+    if not (model_args.model_name_or_path or getattr(model, "name_or_path", "")):
+        raise ValueError("--finetune lora trains an adapter on a saved UniRES checkpoint, which the adapter names as "
+                         "its base: start from one with --model_name_or_path (a folder or Hub id), not from "
+                         "--clip_name_or_path or --config_name")
+
+
+def _finetune_facts(model_args: ModelArguments, model) -> Optional[dict]:
+    """What the model card says of the fine-tuning: the way, what trains, and the LoRA options (None for a model
+    trained in full from a config: nothing was fine-tuned)."""
+    way = getattr(model_args, "finetune", "full")
+    if way == "full" and not (model_args.model_name_or_path or model_args.clip_name_or_path):
+        return None
+    trainable, total = count_parameters(model)
+    facts = {"way": way, "trainable_parameters": trainable, "total_parameters": total}
+    if facts["way"] == "lora":
+        config = model.peft_config["default"]
+        facts.update(r=config.r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                     target_modules=model_args.lora_target_modules or "default",
+                     base_model=config.base_model_name_or_path)
+    return facts

@@ -24,11 +24,13 @@ from torch.utils.data import DataLoader
 
 from run_support.hub import TRACKER_LOG_DIR, without_secrets
 from run_support.optimization import build_optimizer, build_parameter_groups
+from run_support.output_dir import SAVED_MODEL_FILES
 from run_support.run_claim import PreparedRun, RunKind, prepare_run
 from run_support.training_loop import LoopSettings, TrainingLoop
 
 from ..evaluation.harness import accumulate_metrics
 from ..evaluation.segmenters import UniRESSegmenter
+from ..evaluation.segmenters.unires import ADAPTER_FILES, is_peft_model
 from ..evaluation.metrics import MRESMetricAccumulator, MRESMetricOptions, format_metrics_table
 from .arguments import DataArguments, UniRESTrainingArguments
 from .collator import MRESTrainingCollator
@@ -39,7 +41,9 @@ logger = logging.getLogger(__name__)
 
 # The CLIP towers (`UniRESModel.from_clip` loads them): their own learning rate, --backbone_learning_rate.
 BACKBONE_PREFIXES = ("vision_encoder.vision_model.", "text_model.")
-UNIRES_RUN = RunKind(name="UniRESTrainer", script="examples/train.py", run_folders=("data_trace",))
+# What a finished run leaves in output_dir, for the overwrite rule: a saved model, or (--finetune lora) a peft adapter.
+UNIRES_RUN = RunKind(name="UniRESTrainer", script="examples/train.py", run_folders=("data_trace",),
+                     saved_model_files=(*SAVED_MODEL_FILES, *ADAPTER_FILES))
 
 
 def build_accelerator(args: UniRESTrainingArguments) -> Accelerator:
@@ -122,6 +126,9 @@ class UniRESTrainer(TrainingLoop):
             betas=(args.adam_beta1, args.adam_beta2),
         )
         dataloader, streaming_dataset = self._train_dataloader(accelerator, collator, streaming)
+        # A LoRA run (a peft model) checkpoints the adapter's weights only: a resume loads the base model again from
+        # --model_name_or_path, as the run began.
+        self.checkpoint_trainable_weights_only = is_peft_model(model)
         super().__init__(
             accelerator, model, optimizer, dataloader,
             LoopSettings.from_args(args, max_steps=self._total_steps(accelerator, streaming)),
@@ -230,12 +237,21 @@ class UniRESTrainer(TrainingLoop):
 
     # --------------------------------------------------------------------------- saving
     def save_model(self, output_dir: Optional[str] = None, eval_results: Optional[dict] = None) -> Path:
-        """`save_pretrained` of model and processor plus a model card; pushes when asked."""
+        """`save_pretrained` of model and processor plus a model card; pushes when asked.
+
+        A LoRA run's model is a peft `PeftModel`: its `save_pretrained` writes the adapter (adapter_config.json,
+        adapter_model.safetensors), which `PeftModel.from_pretrained(UniRESModel.from_pretrained(base), folder)`
+        loads. A saved model of the other kind that an overwritten run left in the folder is removed, so that the
+        folder holds one model."""
         accelerator = self.accelerator
         folder = Path(output_dir or self.output_dir)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             model = accelerator.unwrap_model(self.model)
+            adapter = is_peft_model(model)
+            folder.mkdir(parents=True, exist_ok=True)
+            for stale in (SAVED_MODEL_FILES if adapter else ADAPTER_FILES):
+                (folder / stale).unlink(missing_ok=True)
             model.save_pretrained(folder)
             self.processor.save_pretrained(folder)
             (folder / "training_log.json").write_text(json.dumps(self.state.log_history, indent=2))
@@ -249,10 +265,12 @@ class UniRESTrainer(TrainingLoop):
                 mixed_precision=accelerator.mixed_precision,
                 **{"model_id": self.prepared.hub_repo_id, **self.model_card_info},
             )
-            logger.info("model, processor and model card saved to %s (step %d)", folder.resolve(), self.state.global_step)
+            logger.info("%s, processor and model card saved to %s (step %d)", "LoRA adapter" if adapter else "model",
+                        folder.resolve(), self.state.global_step)
             if self.args.push_to_hub:
+                what = "UniRES LoRA adapter" if adapter else "UniRES"
                 url = push_folder(folder, self.prepared.hub_repo_id, token=self.args.hub_token,
-                                  commit_message=f"UniRES after {self.state.global_step} steps")
+                                  commit_message=f"{what} after {self.state.global_step} steps")
                 logger.info("pushed to %s", url)
         accelerator.wait_for_everyone()
         return folder

@@ -8,6 +8,10 @@ On a CPU the model runs with its inference forwards (`modeling_unires.fast_infer
 app do: masks bit-equal to the plain model's, expressions in passes so that memory stays bounded), switched on for
 each call and off after it, so that a model being trained or saved is left as it was given; `fast_inference=False`
 keeps the plain forwards, `True` uses the fast ones on any device.
+
+`from_pretrained` also takes a LoRA adapter (a folder or Hub id holding peft's adapter_config.json, as `examples/train.py
+--finetune lora` saves it): the base model it names is loaded, the adapter applied and merged (`merge_and_unload`), so
+that the evaluator runs a plain `UniRESModel` (`load_unires_model`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,64 @@ from modeling_unires.fast_inference_unires import (
 )
 
 from .base import Segmenter, default_device
+
+# What `PeftModel.save_pretrained` writes: a folder holding them is a LoRA adapter, not a full model.
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_FILES = (ADAPTER_CONFIG_FILE, "adapter_model.safetensors")
+
+
+def is_peft_model(model) -> bool:
+    """Whether `model` is a peft `PeftModel` (a LoRA run's model before merging)."""
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+
+def adapter_config_file(name_or_path: str, **hub_kwargs) -> Optional[str]:
+    """The adapter_config.json of a folder or Hub repo holding a peft adapter, or None for a full model."""
+    from transformers.utils import find_adapter_config_file
+
+    return find_adapter_config_file(name_or_path, **hub_kwargs)
+
+
+def load_unires_model(name_or_path: str, *, base_model: Optional[str] = None, trust_remote_code: bool = False,
+                      merge: bool = True):
+    """`(model, processor)` of a UniRES checkpoint or of a LoRA adapter trained on one.
+
+    For an adapter, the base named in its adapter_config.json (`base_model_name_or_path`, or `base_model` when
+    given) is loaded, the adapter applied with `PeftModel.from_pretrained` and, with `merge=True`, folded in
+    (`merge_and_unload`: a plain `UniRESModel`, as fast as the base). The processor saved beside the adapter is used
+    when there is one, else the base's.
+    """
+    import json
+
+    from transformers import AutoModel, AutoProcessor
+
+    import modeling_unires  # noqa: F401  (registers the Auto classes)
+
+    config_file = adapter_config_file(name_or_path)
+    if config_file is None:
+        model = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        return model, AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    try:
+        from peft import PeftModel
+    except ImportError as error:
+        raise ImportError(f"{name_or_path} is a LoRA adapter (it has {ADAPTER_CONFIG_FILE}); loading it needs peft: "
+                          "pip install 'unires[finetune]'") from error
+    with open(config_file, encoding="utf-8") as handle:
+        base = base_model or json.load(handle).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{name_or_path} is a LoRA adapter whose {ADAPTER_CONFIG_FILE} names no base model "
+                         "(base_model_name_or_path): pass the base checkpoint")
+    try:
+        model = AutoModel.from_pretrained(base, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise OSError(f"{name_or_path} is a LoRA adapter on the base model {base!r}, which could not be loaded: "
+                      f"{error}") from error
+    try:
+        processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):  # an adapter saved without its processor
+        processor = AutoProcessor.from_pretrained(base, trust_remote_code=trust_remote_code)
+    model = PeftModel.from_pretrained(model, name_or_path)
+    return (model.merge_and_unload() if merge else model), processor
 
 
 class UniRESSegmenter(Segmenter):
@@ -44,12 +106,7 @@ class UniRESSegmenter(Segmenter):
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, device: Optional[str] = None, threshold: Optional[float] = None,
                         trust_remote_code: bool = False, fast_inference: Optional[bool] = None):
-        from transformers import AutoModel, AutoProcessor
-
-        import modeling_unires  # noqa: F401  (registers the Auto classes)
-
-        model = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        model, processor = load_unires_model(name_or_path, trust_remote_code=trust_remote_code)
         return cls(model.to(device or default_device()).eval(), processor, threshold=threshold,
                    fast_inference=fast_inference)
 
