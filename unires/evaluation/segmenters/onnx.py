@@ -17,7 +17,9 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
 class OnnxSegmenter(UniRESSegmenter):
-    """An exported UniRES (`ORTModelForReferringSegmentation`) and its processor as a [`Segmenter`]."""
+    """An exported UniRES (`ORTModelForReferringSegmentation`) and its processor as a [`Segmenter`]: `segment` is
+    the `unires` adapter's own (the ONNX Runtime model takes the processor's inputs and returns `UniRESModel`'s
+    outputs); only loading and the stated conventions differ."""
 
     model_type = "onnx"
     shares_image_encoding = True
@@ -38,22 +40,6 @@ class OnnxSegmenter(UniRESSegmenter):
         model = ORTModelForReferringSegmentation.from_pretrained(name_or_path, provider=PROVIDERS[kind])
         processor = UniRESProcessor.from_pretrained(model.model_save_dir)
         return cls(model, processor, threshold=threshold)
-
-    def segment(self, images, expressions, sizes=None):
-        flat_texts = [text for texts in expressions for text in texts]
-        inputs = self.processor(images=list(images), text=[list(t) for t in expressions])
-        original_sizes = inputs.pop("original_sizes")
-        sizes = original_sizes.tolist() if sizes is None else [tuple(s) for s in sizes]
-        logits = self.model(**inputs).logits
-        masks = self.processor.post_process_masks(
-            logits.float().cpu(), sizes, image_indices=inputs["image_indices"], texts=flat_texts,
-            threshold=self.threshold,
-        )
-        out, cursor = [], 0
-        for texts in expressions:
-            out.append(masks[cursor : cursor + len(texts)])
-            cursor += len(texts)
-        return out
 
     def conventions(self) -> dict:
         return {**super().conventions(), "runtime": f"onnxruntime {self._ort_version()}",

@@ -126,7 +126,7 @@ class UniRESSegmenter(Segmenter):
     @torch.no_grad()
     def segment(self, images, expressions, sizes=None):
         flat_texts = [text for texts in expressions for text in texts]
-        device = next(self.model.parameters()).device
+        device = self.model.device  # a PreTrainedModel's, or where an ONNX Runtime model returns its outputs
         inputs = self.processor(images=list(images), text=[list(t) for t in expressions])
         original_sizes = inputs.pop("original_sizes")
         sizes = original_sizes.tolist() if sizes is None else [tuple(s) for s in sizes]
