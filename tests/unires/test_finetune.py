@@ -295,7 +295,9 @@ def test_a_lora_run_pushes_the_adapter_with_its_processor_and_card(setup, tmp_pa
     monkeypatch.setattr(run_claim, "check_push_access", lambda repo_id, *args, **kwargs: repo_id)
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kwargs: uploads.append(kwargs))
     out = tmp_path / "lora"
-    run_training(*_args(setup, out, "lora", max_steps=2, save_steps=2, push_to_hub=True, hub_model_id="org/unires-lora"))
+    _, metrics = run_training(*_args(setup, out, "lora", max_steps=2, save_steps=2, push_to_hub=True,
+                                     hub_model_id="org/unires-lora", do_final_eval=True))
+    assert metrics["object+part"]["count"] > 0  # the trainer's own evaluation runs the unmerged peft model
     assert len(uploads) == 1 and uploads[0]["repo_id"] == "org/unires-lora"
     uploaded = files_to_upload(uploads[0]["folder_path"], ignore_patterns=uploads[0]["ignore_patterns"])
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "processor_config.json"} <= set(uploaded)
