@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean finetune-table
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ test: $(STAMP) $(TRANSFORMERS_TESTS) browser-for-tests slurm-for-tests
 
 demo: $(STAMP)
 	$(PY) examples/demo.py --output_dir outputs/demo
+
+# The fine-tuning table (README, "Fine-tune on your own data"): fine-tunes the `make demo` model (outputs/demo/model;
+# another with FINETUNE_ARGS="--base_model DIR") three ways on MRES-Synth's held-out pairs and prints the table.
+FINETUNE_ARGS ?=
+finetune-table: $(STAMP)
+	$(PY) benchmarks/finetune_table.py --threads 1 $(FINETUNE_ARGS)
 
 # The app's browser test (tests/examples/test_app_browser.py) drives Debian's headless chromium: install it and its
 # driver when missing and this is root (CI is); otherwise say so (under CI=true that test then fails, naming why).

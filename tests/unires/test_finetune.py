@@ -266,6 +266,16 @@ def test_saved_adapter_loads_with_peft_and_merges_to_the_same_logits(setup, tmp_
         torch.testing.assert_close(loaded.eval()(**inputs).logits, unmerged, rtol=1e-4, atol=1e-5)
     assert type(UniRESSegmenter.from_pretrained(str(out), device="cpu").model) is UniRESModel
 
+    # the app loads it the same way (merged), and refuses int8 on an adapter naming what to do instead
+    from modeling_unires.quantization_unires import quantization_config
+    from unires.app.session import Segmenter as AppSegmenter
+
+    app_model = AppSegmenter.from_pretrained(str(out), device="cpu").model
+    with torch.no_grad():
+        torch.testing.assert_close(app_model.eval()(**inputs).logits, unmerged, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="is a LoRA adapter: int8 loads a saved model; merge the adapter first"):
+        AppSegmenter.from_pretrained(str(out), quantization_config=quantization_config("int8"))
+
 
 def test_overwrite_rule_knows_an_adapter_folder_is_a_finished_run(setup, tmp_path):
     out = tmp_path / "lora"

@@ -62,6 +62,15 @@ class Segmenter:
         import modeling_unires  # noqa: F401  (registers UniRES with the Auto classes)
         from transformers import AutoModel, AutoProcessor
 
+        from ..evaluation.segmenters.unires import adapter_config_file, load_unires_model
+
+        if adapter_config_file(name_or_path) is not None:  # a LoRA adapter (examples/train.py --finetune lora)
+            if quantization_config is not None:
+                raise ValueError(f"{name_or_path} is a LoRA adapter: int8 loads a saved model; merge the adapter "
+                                 "first (PeftModel.from_pretrained(...).merge_and_unload().save_pretrained(folder)) "
+                                 "and quantize that folder")
+            model, processor = load_unires_model(name_or_path, trust_remote_code=kwargs.get("trust_remote_code", False))
+            return cls(model, processor, device=device)
         quantization = {} if quantization_config is None else {"quantization_config": quantization_config}
         model = AutoModel.from_pretrained(name_or_path, **kwargs, **quantization)
         processor = AutoProcessor.from_pretrained(name_or_path, **kwargs)
