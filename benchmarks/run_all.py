@@ -37,7 +37,12 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smallest sizes: checks that every script runs")
     parser.add_argument("--note", default=None, help="written into results.json (e.g. how loaded the machine was)")
     parser.add_argument("--output", default=str(HERE / "results.json"))
+    parser.add_argument("--merge", action="store_true",
+                        help="with --only: replace those scripts' figures in --output and keep the others' (each "
+                             "script's run recorded under 'runs': commit, time, device)")
     args = parser.parse_args()
+    if args.merge and not args.only:
+        parser.error("--merge needs --only: it replaces the figures of the scripts run and keeps the others'")
     if args.threads:
         torch.set_num_threads(args.threads)  # so that the device facts below name the scripts' thread count
 
@@ -77,10 +82,28 @@ def main():
         "failures": failures,
         "figures": figures,
     }
+    if args.merge and Path(args.output).is_file():
+        results = merged(json.loads(Path(args.output).read_text()), results, args.only)
     Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
     print(markdown_table(figures, results["device"]))
     print(f"\nwritten: {args.output} ({results['wall_seconds']['total']} s)", file=sys.stderr)
     sys.exit(1 if failures else 0)
+
+
+def merged(previous: dict, current: dict, scripts) -> dict:
+    """`previous` with the figures of `scripts` replaced by `current`'s, in `run_all.py`'s script order; where and
+    when each script last ran is kept per script under `runs` (the file's own header stays the full run's)."""
+    ran = {f"benchmarks/{name}.py" for name in scripts}
+    kept = [record for record in previous.get("figures", []) if record.get("script") not in ran]
+    order = {f"benchmarks/{name}.py": index for index, name in enumerate(SCRIPTS)}
+    figures = sorted(kept + current["figures"], key=lambda record: order.get(record.get("script"), len(order)))
+    runs = dict(previous.get("runs", {}))
+    for name in scripts:
+        runs[f"benchmarks/{name}.py"] = {key: current[key] for key in ("generated_utc", "command", "git", "device",
+                                                                       "threads", "quick", "note")}
+        runs[f"benchmarks/{name}.py"]["wall_seconds"] = current["wall_seconds"].get(name)
+    failures = {name: code for name, code in previous.get("failures", {}).items() if name not in scripts}
+    return {**previous, "figures": figures, "runs": runs, "failures": {**failures, **current["failures"]}}
 
 
 def git_state() -> dict:
