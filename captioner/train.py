@@ -126,6 +126,7 @@ class CaptionerTrainer(TrainingLoop):
     tracker_project = TRACKER_PROJECT
     progress_description = "captioner LoRA"
     checkpoint_trainable_weights_only = True  # the frozen base is loaded again from --base_model on resume
+    record_learning_rates = True  # TrainResult.learning_rates
 
     def __init__(self, *loop_args, model_args, data_args, args, processor, rejects: RejectLog, weights: dict,
                  **loop_kwargs):

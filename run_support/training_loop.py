@@ -154,6 +154,7 @@ class TrainingLoop:
     tracker_project = "run"
     progress_description = "training"
     checkpoint_trainable_weights_only = False
+    record_learning_rates = False  # keep (step, rate) of every step in `learning_rates` (the captioner's TrainResult)
 
     def __init__(self, accelerator, model, optimizer, train_dataloader, settings: LoopSettings, *,
                  prepared: PreparedRun, shard_dataloader: bool = True, streaming_dataset=None, collator=None):
@@ -383,7 +384,8 @@ class TrainingLoop:
                     bar.total = self.max_steps
                 self.state.planned_steps = self.max_steps
                 self.scheduler.step()
-                self.learning_rates.append((step, self.scheduler.get_last_lr()[0]))
+                if self.record_learning_rates:
+                    self.learning_rates.append((step, self.scheduler.get_last_lr()[0]))
                 bar.update(1)
                 if step % settings.logging_steps == 0 or step == self.max_steps:
                     # The mean over every process's counted micro-batches since the last record.
