@@ -90,20 +90,27 @@ def main():
     sys.exit(1 if failures else 0)
 
 
+HEADER = ("generated_utc", "command", "git", "device", "threads", "quick", "note")
+
+
 def merged(previous: dict, current: dict, scripts) -> dict:
-    """`previous` with the figures of `scripts` replaced by `current`'s, in `run_all.py`'s script order; where and
-    when each script last ran is kept per script under `runs` (the file's own header stays the full run's)."""
+    """`previous` with the figures of `scripts` replaced by `current`'s, in `run_all.py`'s script order. The header
+    is the latest run's; where, when and how each script's figures were measured is kept per script under `runs`
+    (a figure kept from an earlier run keeps that run's header there)."""
     ran = {f"benchmarks/{name}.py" for name in scripts}
     kept = [record for record in previous.get("figures", []) if record.get("script") not in ran]
     order = {f"benchmarks/{name}.py": index for index, name in enumerate(SCRIPTS)}
     figures = sorted(kept + current["figures"], key=lambda record: order.get(record.get("script"), len(order)))
     runs = dict(previous.get("runs", {}))
+    for record in kept:
+        runs.setdefault(record["script"], {key: previous.get(key) for key in HEADER})
     for name in scripts:
-        runs[f"benchmarks/{name}.py"] = {key: current[key] for key in ("generated_utc", "command", "git", "device",
-                                                                       "threads", "quick", "note")}
-        runs[f"benchmarks/{name}.py"]["wall_seconds"] = current["wall_seconds"].get(name)
+        runs[f"benchmarks/{name}.py"] = {**{key: current[key] for key in HEADER},
+                                         "wall_seconds": current["wall_seconds"].get(name)}
+    runs = {script: runs[script] for script in sorted(runs, key=lambda script: order.get(script, len(order)))
+            if script in {record.get("script") for record in figures}}
     failures = {name: code for name, code in previous.get("failures", {}).items() if name not in scripts}
-    return {**previous, "figures": figures, "runs": runs, "failures": {**failures, **current["failures"]}}
+    return {**current, "figures": figures, "runs": runs, "failures": {**failures, **current["failures"]}}
 
 
 def git_state() -> dict:
