@@ -196,6 +196,12 @@ def test_lora_without_a_checkpoint_base_is_refused_before_the_folder_is_claimed(
     assert not out.exists()
     with pytest.raises(ValueError, match="--finetune"):
         ModelArguments(model_name_or_path=str(setup["base"]), finetune="adapters")
+    # A push would upload an adapter naming a folder of this machine as its base: refused before anything is claimed.
+    model_args, data_args, training_args = _args(setup, out, "lora")
+    training_args.push_to_hub, training_args.hub_model_id = True, "org/my-lora"
+    with pytest.raises(ValueError, match="would name the local folder .* as its base"):
+        run_training(model_args, data_args, training_args)
+    assert not out.exists()
 
 
 def test_lora_checkpoint_holds_only_the_adapter_and_resumes_exactly(setup, tmp_path, monkeypatch):
@@ -305,8 +311,11 @@ def test_a_lora_run_pushes_the_adapter_with_its_processor_and_card(setup, tmp_pa
     monkeypatch.setattr(run_claim, "check_push_access", lambda repo_id, *args, **kwargs: repo_id)
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kwargs: uploads.append(kwargs))
     out = tmp_path / "lora"
-    _, metrics = run_training(*_args(setup, out, "lora", max_steps=2, save_steps=2, push_to_hub=True,
-                                     hub_model_id="org/unires-lora", do_final_eval=True))
+    model_args, data_args, training_args = _args(setup, out, "lora", max_steps=2, save_steps=2, push_to_hub=True,
+                                                 hub_model_id="org/unires-lora", do_final_eval=True)
+    model_args.base_model_id = "org/unires-base"  # the base is a local copy: the pushed adapter names its Hub id
+    _, metrics = run_training(model_args, data_args, training_args)
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "org/unires-base"
     assert metrics["object+part"]["count"] > 0  # the trainer's own evaluation runs the unmerged peft model
     assert len(uploads) == 1 and uploads[0]["repo_id"] == "org/unires-lora"
     uploaded = files_to_upload(uploads[0]["folder_path"], ignore_patterns=uploads[0]["ignore_patterns"])

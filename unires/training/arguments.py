@@ -64,6 +64,14 @@ class ModelArguments:
             "alignment_text_projection,pixel_filter."
         },
     )
+    base_model_id: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "--finetune lora: the Hub id the adapter names as its base (adapter_config.json's "
+            "base_model_name_or_path) when --model_name_or_path is a local copy of it; required to --push_to_hub an "
+            "adapter trained from a local folder, whose path no one else could load."
+        },
+    )
 
     def __post_init__(self):
         if self.finetune not in ("full", "frozen_towers", "lora"):

@@ -142,7 +142,7 @@ def apply_finetune(model, model_args):
             raise ValueError("--finetune lora: the model already carries a peft adapter")
         model = add_lora(model, r=model_args.lora_r, alpha=model_args.lora_alpha, dropout=model_args.lora_dropout,
                          target_modules=parse_target_modules(model_args.lora_target_modules),
-                         base_model_name_or_path=model_args.model_name_or_path)
+                         base_model_name_or_path=getattr(model_args, "base_model_id", None) or model_args.model_name_or_path)
     trainable, total = count_parameters(model)
     logger.info("--finetune %s: %s of %s parameters train (%.2f%%)", way, f"{trainable:,}", f"{total:,}",
                 100.0 * trainable / max(1, total))

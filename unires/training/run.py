@@ -7,6 +7,7 @@ from Python (and the tests do).
 from __future__ import annotations
 
 import logging
+import os
 from typing import Optional
 
 from accelerate.utils import set_seed
@@ -84,7 +85,7 @@ def run_training(
     """
     if model is not None and config is not None:
         raise ValueError("pass a model or a config to run_training, not both")
-    _check_finetune(model_args, model)
+    _check_finetune(model_args, model, training_args)
     accelerator = build_accelerator(training_args)
     prepared = prepare_run(accelerator, training_args, UNIRES_RUN)
     try:
@@ -138,15 +139,22 @@ def _build_and_train(model_args, data_args, training_args, accelerator, prepared
     return trainer, metrics
 
 
-def _check_finetune(model_args: ModelArguments, model) -> None:
-    """Refuse, before the output folder is claimed, a `--finetune lora` that could not save a loadable adapter."""
+def _check_finetune(model_args: ModelArguments, model, training_args=None) -> None:
+    """Refuse, before the output folder is claimed, a `--finetune lora` that could not save a loadable adapter, or
+    whose push would name a folder of this machine as its base (no one else could load it, and the path would be
+    uploaded)."""
     if getattr(model_args, "finetune", "full") != "lora":
         return
     require_peft()
-    if not (model_args.model_name_or_path or getattr(model, "name_or_path", "")):
+    base = model_args.model_name_or_path or getattr(model, "name_or_path", "")
+    if not base:
         raise ValueError("--finetune lora trains an adapter on a saved UniRES checkpoint, which the adapter names as "
                          "its base: start from one with --model_name_or_path (a folder or Hub id), not from "
                          "--clip_name_or_path or --config_name")
+    if getattr(training_args, "push_to_hub", False) and os.path.isdir(base) and not model_args.base_model_id:
+        raise ValueError(f"--finetune lora --push_to_hub: the adapter would name the local folder {base} as its base "
+                         "(adapter_config.json's base_model_name_or_path), which no one who downloads it can load: "
+                         "pass --base_model_id org/name (the base's Hub id), or fine-tune from the Hub id itself")
 
 
 def _finetune_facts(model_args: ModelArguments, model) -> Optional[dict]:
