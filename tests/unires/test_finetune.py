@@ -316,6 +316,8 @@ def test_a_lora_run_pushes_the_adapter_with_its_processor_and_card(setup, tmp_pa
     model_args.base_model_id = "org/unires-base"  # the base is a local copy: the pushed adapter names its Hub id
     _, metrics = run_training(model_args, data_args, training_args)
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "org/unires-base"
+    card = (out / "README.md").read_text()
+    assert "org/unires-base" in card and str(setup["base"]) not in card  # the card names the Hub id, not the folder
     assert metrics["object+part"]["count"] > 0  # the trainer's own evaluation runs the unmerged peft model
     assert len(uploads) == 1 and uploads[0]["repo_id"] == "org/unires-lora"
     uploaded = files_to_upload(uploads[0]["folder_path"], ignore_patterns=uploads[0]["ignore_patterns"])

@@ -128,7 +128,7 @@ def _build_and_train(model_args, data_args, training_args, accelerator, prepared
         eval_dataset=eval_dataset,
         collator=collator,
         model_card_info={
-            "base_model": model_args.model_name_or_path or model_args.clip_name_or_path,
+            "base_model": model_args.base_model_id or model_args.model_name_or_path or model_args.clip_name_or_path,
             "num_parameters": num_parameters,
             "finetune": _finetune_facts(model_args, model),
         },
