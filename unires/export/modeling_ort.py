@@ -33,7 +33,9 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .onnx_export import IMAGE_ENCODER_FILE, ONNX_CONFIG_FILE, QUERY_DECODER_FILE, quantized_name
+from modeling_unires.input_checks_unires import resolve_image_indices
+
+from .onnx_export import IMAGE_ENCODER_FILE, ONNX_CONFIG_FILE, QUERY_DECODER_FILE
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -365,24 +367,8 @@ class ORTModelForReferringSegmentation:
         return {"input_ids": ids, "attention_mask": mask}
 
     def _check_image_indices(self, image_indices, num_images: int, num_expressions: int) -> np.ndarray:
-        if image_indices is None:
-            if num_images == num_expressions:
-                return np.arange(num_expressions, dtype=np.int64)
-            if num_images == 1:
-                return np.zeros(num_expressions, dtype=np.int64)
-            raise ValueError(
-                f"Got {num_images} images and {num_expressions} expressions: pass one image, as many images as "
-                "expressions, or `image_indices` mapping each expression to its image"
-            )
-        indices = _as_numpy(image_indices, "image_indices", "int")
-        if indices.shape != (num_expressions,):
-            raise ValueError(
-                f"image_indices has shape {_shape_text(indices.shape)}, expected ({num_expressions},) (one image "
-                "index per expression)"
-            )
-        if indices.min() < 0 or indices.max() >= num_images:
-            raise ValueError(f"image_indices {indices.tolist()[:16]} out of range for {num_images} images")
-        return indices
+        """The model's own rule and errors (`modeling_unires.input_checks_unires`), as the graph's int64 array."""
+        return resolve_image_indices(image_indices, num_images, num_expressions, "cpu").numpy()
 
 
 __all__ = ["CPU_PROVIDER", "CUDA_PROVIDER", "ORTModelForReferringSegmentation"]
