@@ -19,7 +19,6 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 
-from run_support.checkpoints import complete_checkpoints as _complete_checkpoints
 from run_support.checkpoints import resolve_checkpoint
 from run_support.hub import TRACKER_LOG_DIR, push_folder
 from run_support.optimization import build_optimizer, build_parameter_groups
@@ -80,11 +79,6 @@ def _data_dirs(data_args: CaptionerDataArguments) -> dict:
     dirs = {"coco_captions": data_args.coco_dir, "visual_genome": data_args.visual_genome_dir,
             "paco": data_args.paco_dir, "partimagenet": data_args.partimagenet_dir}
     return {name: path for name, path in dirs.items() if path}
-
-
-def complete_checkpoints(output_dir: str) -> list[str]:
-    """The captioner's complete ``checkpoint-N`` folders of ``output_dir``, oldest first."""
-    return [str(path) for path in _complete_checkpoints(output_dir, STATE_FILE)]
 
 
 def find_checkpoint(output_dir: str, which: str) -> str:

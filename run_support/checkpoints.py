@@ -20,7 +20,7 @@ def complete_checkpoints(output_dir, state_file: str = STATE_FILE) -> list[Path]
     return [p for p in existing_checkpoints(output_dir, CHECKPOINT_PREFIX) if (p / state_file).is_file()]
 
 
-def resolve_checkpoint(output_dir, which: str, state_file: str = STATE_FILE, trainer: str = "UniRESTrainer",
+def resolve_checkpoint(output_dir, which: str, state_file: str, trainer: str,
                        saved_model_files=None) -> Path:
     """The checkpoint folder `--resume_from_checkpoint which` names ('latest': the newest complete one in
     `output_dir`); raises `FileNotFoundError` saying what is wrong and which checkpoints there are."""

@@ -37,10 +37,10 @@ class RunKind:
     leaves beside them (removed with them on overwrite), the files of its final save, and the script a broken launch
     is told to use."""
 
-    name: str = "UniRESTrainer"
-    script: str = "examples/train.py"
+    name: str  # how messages name the trainer, e.g. "UniRESTrainer"
+    script: str  # the script a broken launch is told to use, e.g. "examples/train.py"
     state_file: str = STATE_FILE
-    run_folders: Sequence[str] = ("data_trace",)
+    run_folders: Sequence[str] = ()
     saved_model_files: Sequence[str] = SAVED_MODEL_FILES
 
 @dataclass
@@ -68,7 +68,7 @@ class PreparedRun:
             self.lock = None
 
 
-def prepare_run(accelerator, args, kind: RunKind = RunKind()) -> PreparedRun:
+def prepare_run(accelerator, args, kind: RunKind) -> PreparedRun:
     """Check the launch, lock `args.output_dir`, apply the overwrite rule, check the resume checkpoint and the
     push; raises (on every process) if any fails. Deletes nothing (see `PreparedRun.clear_earlier_run`).
 

@@ -135,7 +135,7 @@ class TrainingLoop:
     """Trains `model` with `optimizer` on `train_dataloader` under `accelerator`, for `settings.max_steps` steps.
 
     Subclasses override the hooks: `compute_loss` (default: `model(**batch).loss`), `describe_batch` (what a
-    non-finite loss names), `on_epoch_start`, `after_step`, `tracker_config` and `finish` (what the run saves and
+    non-finite loss names), `after_step`, `tracker_config` and `finish` (what the run saves and
     returns). Class attributes name the run's kind (`kind`: its state file, folders, saved files), its tracker project
     and progress bar, and whether checkpoints hold only the trainable weights (`checkpoint_trainable_weights_only`,
     for a LoRA run: the frozen base is loaded again from where the run began).
@@ -150,7 +150,7 @@ class TrainingLoop:
         collator: its `set_epoch(epoch)` is called at each epoch's start, when it has one (per-epoch sampling).
     """
 
-    kind = RunKind()
+    kind: RunKind  # each trainer names its own (state file, folders, saved files, script)
     tracker_project = "run"
     progress_description = "training"
     checkpoint_trainable_weights_only = False
@@ -158,6 +158,8 @@ class TrainingLoop:
 
     def __init__(self, accelerator, model, optimizer, train_dataloader, settings: LoopSettings, *,
                  prepared: PreparedRun, shard_dataloader: bool = True, streaming_dataset=None, collator=None):
+        if not isinstance(getattr(self, "kind", None), RunKind):
+            raise TypeError(f"{type(self).__name__} must name its run kind: a class attribute `kind = RunKind(...)`")
         self.accelerator = accelerator
         self.settings = settings
         self.prepared = prepared
@@ -201,9 +203,6 @@ class TrainingLoop:
     def describe_batch(self, batch: dict) -> str:
         """How a non-finite loss names its batch, e.g. " (images [...])"."""
         return ""
-
-    def on_epoch_start(self, epoch: int) -> None:
-        """Called before each epoch's first batch (per-epoch sampling beyond the collator's)."""
 
     def after_step(self, step: int) -> None:
         """Called after each optimisation step, its checkpoint included (periodic evaluation)."""
@@ -303,7 +302,6 @@ class TrainingLoop:
         epoch, skip = self.state.epoch, self.state.batches_seen_in_epoch
         if self.collator is not None and hasattr(self.collator, "set_epoch"):
             self.collator.set_epoch(epoch)
-        self.on_epoch_start(epoch)
         if self.streaming:
             if self.streaming_dataset is not None:
                 self.streaming_dataset.set_epoch(epoch)

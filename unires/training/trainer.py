@@ -22,7 +22,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object
 from torch.utils.data import DataLoader
 
-from run_support.hub import TRACKER_LOG_DIR, without_secrets
+from run_support.hub import TRACKER_LOG_DIR
 from run_support.optimization import build_optimizer, build_parameter_groups
 from run_support.output_dir import SAVED_MODEL_FILES
 from run_support.run_claim import PreparedRun, RunKind, prepare_run
@@ -277,10 +277,10 @@ class UniRESTrainer(TrainingLoop):
 
 
 def _flat_config(*dataclasses_) -> dict:
-    """Tracker-friendly hyper-parameters (scalars only), without credentials (`hub_token`): trackers write them to
-    files (TensorBoard's hparams.yml) and some upload them."""
+    """Tracker-friendly hyper-parameters (scalars only); the loop drops credentials (`hub_token`) before any tracker
+    sees them (`TrainingLoop._train`: trackers write them to files, TensorBoard's hparams.yml, and some upload them)."""
     flat = {}
     for item in dataclasses_:
         for key, value in asdict(item).items():
             flat[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return without_secrets(flat)
+    return flat
